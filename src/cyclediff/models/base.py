@@ -1,0 +1,41 @@
+"""The denoiser interface the sampler core sees; adapters in this package wrap foreign models to fit it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ..schedule import Schedule
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A prepared condition: ``inputs`` go to the model on every step, ``record`` is its JSON form.
+
+    ``record`` holds one entry per sample where a value differs per sample, and is what a :class:`Latent` stores;
+    passing ``**record`` back to ``prepare_condition`` rebuilds the same condition.
+    """
+
+    inputs: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """A diffusion model as the sampler core sees it."""
+
+    schedule: Schedule
+    model_id: str | None
+    # (low, high) of the samples the model works on, checked by encode; None for unbounded (e.g. VAE latents).
+    data_range: tuple[float, float] | None
+
+    def check_sample(self, x: torch.Tensor) -> None:
+        """Raise IncompatibleModelError (naming the fix) when the model cannot take samples shaped like ``x``."""
+
+    def prepare_condition(self, batch_size: int, **condition: Any) -> Condition:
+        """Validate and prepare the condition once (labels, prompts); raise a clear error for bad input."""
+
+    def __call__(self, x_t: torch.Tensor, t: int, condition: Condition) -> torch.Tensor:
+        """The raw model output at x_t and timestep t (ε, v or x0 by the schedule's prediction type)."""

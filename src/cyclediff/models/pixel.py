@@ -1,0 +1,151 @@
+"""Pixel-space diffusion models: a diffusers ``UNet2DModel`` with its scheduler config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CycleDiffError, IncompatibleModelError
+from ..schedule import Schedule
+from .base import Condition
+
+
+class PixelDenoiser:
+    """A diffusers ``UNet2DModel`` (unconditional, class-conditional, learned variance) and its schedule.
+
+    >>> den = PixelDenoiser(unet, scheduler.config)              # from objects
+    >>> den = PixelDenoiser.from_pretrained("google/ddpm-cat-256")  # hub id or local diffusers folder
+
+    The UNet is put in eval mode and its parameters stop requiring gradients (gradients still flow to the
+    latent through it). Inputs are cast to the UNet's dtype for the call and outputs back to the input's dtype,
+    so the sampler maths runs in the dtype of the images.
+    """
+
+    data_range = (-1.0, 1.0)
+
+    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None) -> None:
+        if not hasattr(unet, "config") or not hasattr(unet.config, "in_channels"):
+            raise CycleDiffError(
+                f"PixelDenoiser needs a diffusers UNet2DModel; got {type(unet).__name__}"
+            )
+        self.unet = unet.eval().requires_grad_(False)
+        self.schedule = Schedule.from_config(scheduler_config)
+        self.model_id = model_id if model_id is not None else (unet.config.get("_name_or_path") or None)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> PixelDenoiser:
+        """Load a hub id or a local folder saved by diffusers.
+
+        Two layouts work: a pipeline folder (``unet/`` and ``scheduler/`` subfolders, as ``DDPMPipeline``
+        saves) and a UNet folder with ``scheduler_config.json`` beside its ``config.json``
+        (as ``google/ddpm-cat-256`` is published). Extra keyword arguments go to ``UNet2DModel.from_pretrained``.
+        """
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        source = str(name_or_path)
+        local = Path(source)
+        if local.exists() and not local.is_dir():
+            raise CycleDiffError(
+                f"{source} is a file; PixelDenoiser.from_pretrained takes a hub id or a diffusers folder"
+            )
+        errors = []
+        for subfolders in (("unet", "scheduler"), (None, None)):
+            if local.is_dir() and subfolders[0] and not (local / subfolders[0]).is_dir():
+                continue
+            try:
+                unet = UNet2DModel.from_pretrained(source, subfolder=subfolders[0], torch_dtype=torch_dtype, **kwargs)
+                config = DDPMScheduler.load_config(source, subfolder=subfolders[1])
+            except (OSError, ValueError) as err:
+                errors.append(f"{'/'.join(s for s in subfolders if s) or 'root'}: {err}")
+                continue
+            if device is not None:
+                unet = unet.to(device)
+            return cls(unet, config, model_id=source)
+        raise CycleDiffError(
+            f"could not load a pixel diffusion model from {source!r}. Pass a hub id or a folder saved by diffusers "
+            "(model_index.json with unet/ and scheduler/, or a UNet2DModel folder with scheduler_config.json). "
+            "Details: " + " | ".join(errors)
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the UNet's training images."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.channels, int(h), int(w))
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of class labels of a class-conditional UNet; None when unconditional."""
+        if getattr(self.unet, "class_embedding", None) is None:
+            return None
+        return self.unet.config.get("num_class_embeds")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    # ------------------------------------------------------------------ Denoiser
+    def check_sample(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise IncompatibleModelError(f"samples must be (B, C, H, W); got shape {tuple(x.shape)}")
+        if x.shape[1] != self.channels:
+            raise IncompatibleModelError(
+                f"the model takes {self.channels}-channel images; got {x.shape[1]} channels "
+                f"(shape {tuple(x.shape)}). Convert the images (e.g. grayscale ↔ RGB) first"
+            )
+        factor = 2 ** (len(self.unet.config.down_block_types) - 1)
+        if x.shape[2] % factor or x.shape[3] % factor:
+            size = self.unet.config.sample_size
+            raise IncompatibleModelError(
+                f"image size {tuple(x.shape[2:])} is not a multiple of {factor}, which this UNet needs; "
+                f"resize to its training size {size}"
+            )
+
+    def prepare_condition(self, batch_size: int, class_labels: Any = None) -> Condition:
+        n = self.num_classes
+        if getattr(self.unet, "class_embedding", None) is None:
+            if class_labels is not None:
+                raise IncompatibleModelError("this model is unconditional; drop class_labels")
+            return Condition()
+        if class_labels is None:
+            raise IncompatibleModelError(
+                "this model is class-conditional; pass class_labels= (an int, or one label per image)"
+            )
+        labels = torch.as_tensor(class_labels).reshape(-1)
+        if labels.is_floating_point() and n is not None:
+            raise IncompatibleModelError(f"class_labels must be integers; got {labels.dtype}")
+        if labels.numel() == 1:
+            labels = labels.expand(batch_size)
+        if labels.numel() != batch_size:
+            raise IncompatibleModelError(f"got {labels.numel()} class labels for a batch of {batch_size}")
+        if n is not None:
+            labels = labels.long()
+            if labels.min() < 0 or labels.max() >= n:
+                raise IncompatibleModelError(f"class labels must lie in 0..{n - 1}; got {labels.tolist()}")
+        return Condition(inputs={"class_labels": labels}, record={"class_labels": labels.tolist()})
+
+    def __call__(self, x_t: torch.Tensor, t: int, condition: Condition) -> torch.Tensor:
+        timesteps = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+        inputs = {k: v.to(x_t.device) for k, v in condition.inputs.items()}
+        out = self.unet(x_t.to(self.dtype), timesteps, **inputs).sample
+        return out.to(x_t.dtype)

@@ -1,0 +1,117 @@
+"""The decoder: the ordinary stochastic sampler, fed a noise source that replays a latent's ε."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ._noise import Generators, check_generators, gaussian_like, seeds_of
+from .errors import IncompatibleModelError
+from .latent import Latent
+from .models.base import Denoiser
+from .schedule import step_pairs
+from .transitions import check_sampler, is_deterministic, transition
+
+
+def progress_steps(timesteps: list[int], *, progress: bool, desc: str) -> Iterator[tuple[int, int, int]]:
+    """(k, t, s) for each step, with a progress bar when asked."""
+    pairs = step_pairs(list(timesteps))
+    for k, (t, s) in enumerate(tqdm(pairs, desc=desc, disable=not progress, leave=False)):
+        yield k, t, s
+
+
+def check_compatible(latent: Latent, denoiser: Denoiser) -> None:
+    """Refuse a model whose timestep grid or sample shape differs from the latent's, naming the difference."""
+    schedule = denoiser.schedule
+    if schedule.num_train_timesteps != latent.num_train_timesteps:
+        raise IncompatibleModelError(
+            f"the latent was encoded on a {latent.num_train_timesteps}-timestep schedule but the model has "
+            f"{schedule.num_train_timesteps}; decode with a model trained on the same number of timesteps"
+        )
+    grid = schedule.timesteps(latent.steps, latent.strength)
+    if tuple(grid) != latent.timesteps:
+        raise IncompatibleModelError(
+            f"the model's grid for steps={latent.steps}, strength={latent.strength} is {_short(grid)} but the "
+            f"latent's is {_short(latent.timesteps)}; align timestep_spacing / steps_offset in the scheduler config"
+        )
+    denoiser.check_sample(latent.x_start)
+
+
+def decode(latent: Latent, denoiser: Denoiser, *, progress: bool = False, **condition: Any) -> torch.Tensor:
+    """Run the sampler from ``latent.x_start`` with its recorded draws; returns x0 (B, C, H, W).
+
+    With no condition keywords the latent's recorded condition is used (same model and condition give back the
+    encoded image); pass e.g. ``class_labels=`` to decode under another condition, or another ``denoiser`` to
+    translate. Runs under autograd when the latent's tensors require grad (no ``no_grad`` here).
+    """
+    check_compatible(latent, denoiser)
+    cond = denoiser.prepare_condition(latent.batch_size, **(condition or latent.condition))
+    x = latent.x_start
+    for k, t, s in progress_steps(list(latent.timesteps), progress=progress, desc="decode"):
+        step = transition(denoiser.schedule, denoiser(x, t, cond), x, t, s, sampler=latent.sampler, eta=latent.eta)
+        x = step.mean + (latent.eps[k] if latent.residual[k] else step.std * latent.eps[k])
+    return x
+
+
+def sample_latent(
+    denoiser: Denoiser,
+    batch_size: int = 1,
+    *,
+    steps: int = 100,
+    eta: float | None = 1.0,
+    sampler: str = "ddim",
+    generator: Generators = None,
+    sample_shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    **condition: Any,
+) -> Latent:
+    """Draw a latent from the prior N(0, I): decoding it is ordinary sampling from the model.
+
+    The draws come in the order diffusers' DDIM / DDPM pipelines take them from the same generator (x_T, then one
+    per step; DDPM draws nothing at t = 0), so a seed gives the image those pipelines give. Deterministic steps get
+    a zero residual.
+    """
+    eta = check_sampler(sampler, eta)
+    shape = sample_shape or getattr(denoiser, "sample_shape", None)
+    if shape is None:
+        raise IncompatibleModelError("this model has no default sample size; pass sample_shape=(C, H, W)")
+    device = device if device is not None else getattr(denoiser, "device", "cpu")
+    like = torch.empty((batch_size, *shape), dtype=dtype, device=device)
+    denoiser.check_sample(like)
+    schedule = denoiser.schedule
+    timesteps = schedule.timesteps(steps)
+    gens = check_generators(generator, batch_size)
+    cond = denoiser.prepare_condition(batch_size, **condition)
+    x_start = gaussian_like(like, gens)
+    eps, residual = [], []
+    for t, s in step_pairs(timesteps):
+        drawn = not (sampler == "ddpm" and t == 0)
+        e = gaussian_like(like, gens) if drawn else None
+        deterministic = is_deterministic(schedule, t, s, sampler=sampler, eta=eta)
+        eps.append(torch.zeros_like(like) if deterministic else e)
+        residual.append(deterministic)
+    return Latent(
+        x_start=x_start,
+        eps=torch.stack(eps),
+        timesteps=tuple(timesteps),
+        residual=tuple(residual),
+        sampler=sampler,
+        eta=eta,
+        steps=steps,
+        strength=1.0,
+        num_train_timesteps=schedule.num_train_timesteps,
+        schedule_fingerprint=schedule.fingerprint(),
+        variance_type=schedule.variance_type,
+        model_id=denoiser.model_id,
+        condition=cond.record,
+        seeds=seeds_of(gens, batch_size),
+    )
+
+
+def _short(ts: Any) -> str:
+    ts = list(ts)
+    return str(ts) if len(ts) <= 6 else f"[{ts[0]}, {ts[1]}, ..., {ts[-1]}] ({len(ts)} steps)"

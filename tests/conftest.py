@@ -1,0 +1,105 @@
+"""Tiny random models and configs shared by the tests. Nothing here reaches a model hub."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.utils import logging as diffusers_logging
+
+from cyclediff.models import PixelDenoiser
+
+diffusers_logging.set_verbosity_error()
+
+
+def tiny_unet(
+    *, channels: int = 3, out_channels: int | None = None, num_classes: int | None = None, seed: int = 0,
+    dtype: torch.dtype = torch.float32, size: int = 8,
+) -> UNet2DModel:
+    """A two-level UNet2DModel with random weights (about 30k parameters)."""
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=out_channels or channels,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=4,
+        num_class_embeds=num_classes,
+    )
+    return unet.to(dtype).eval()
+
+
+def ddim_config(**kw):
+    return dict(DDIMScheduler(**kw).config)
+
+
+def ddpm_config(**kw):
+    return dict(DDPMScheduler(**kw).config)
+
+
+# (name, config, sampler) combinations that every exactness test runs through.
+CONFIGS = {
+    "ddim-default": ddim_config(),
+    "ddim-sd": ddim_config(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                           set_alpha_to_one=False, steps_offset=1, clip_sample=False),
+    "ddim-offset0-final-ab0": ddim_config(set_alpha_to_one=False, steps_offset=0),
+    "ddim-trailing-cosine": ddim_config(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing"),
+    "ddpm-small": ddpm_config(),
+    "ddpm-large-linspace": ddpm_config(variance_type="fixed_large", timestep_spacing="linspace"),
+    "ddpm-thresholding": ddpm_config(thresholding=True, sample_max_value=1.5, steps_offset=1),
+}
+
+
+@pytest.fixture
+def gen():
+    def make(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    return make
+
+
+def pixel(config=None, **unet_kw) -> PixelDenoiser:
+    return PixelDenoiser(tiny_unet(**unet_kw), config if config is not None else ddim_config())
+
+
+def images(batch: int = 2, channels: int = 3, size: int = 8, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, channels, size, size, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+
+
+class GaussianDataDenoiser:
+    """The exact denoiser for data x0 ~ N(mu, s² I): E[x0 | x_t] in closed form, as an x0-prediction.
+
+    With s = 0 the data is the single point mu and the model is perfect: its step mean equals the
+    posterior mean of every encoding step.
+    """
+
+    model_id = "analytic"
+    data_range = None
+
+    def __init__(self, mu: torch.Tensor, s: float, config=None):
+        from cyclediff import Schedule
+
+        cfg = dict(config or ddpm_config(clip_sample=False))
+        cfg["prediction_type"] = "sample"
+        self.schedule = Schedule.from_config(cfg)
+        self.mu, self.s = mu, s
+        self.sample_shape = tuple(mu.shape)
+
+    def check_sample(self, x):
+        assert tuple(x.shape[1:]) == self.sample_shape
+
+    def prepare_condition(self, batch_size, **condition):
+        from cyclediff.models import Condition
+
+        return Condition()
+
+    def __call__(self, x_t, t, condition):
+        ab = self.schedule.alpha_bar_at(t)
+        mu = self.mu.to(x_t)
+        gain = self.s**2 * ab**0.5 / (ab * self.s**2 + 1 - ab)
+        return mu + gain * (x_t - ab**0.5 * mu)
