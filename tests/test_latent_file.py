@@ -1,0 +1,148 @@
+"""Latent files: round trip, float16 storage, atomic writes, and a clear error for every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import images, pixel
+from safetensors.torch import load_file, save_file
+
+from cyclediff import Latent, LatentFileError, decode, encode
+from cyclediff.latent import FORMAT_VERSION
+
+
+@pytest.fixture
+def latent(gen):
+    return encode(images(2), pixel(num_classes=3), steps=10, strength=0.7, eta=0.4, generator=[gen(1), gen(2)],
+                  class_labels=[0, 2])
+
+
+def test_round_trip_keeps_everything(latent, tmp_path):
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    back = Latent.load(path)
+    assert torch.equal(back.x_start, latent.x_start) and torch.equal(back.eps, latent.eps)
+    assert back.metadata() == latent.metadata()
+    assert (back.timesteps, back.residual, back.seeds) == (latent.timesteps, latent.residual, (1, 2))
+    assert back.condition == {"class_labels": [0, 2]}
+    den = pixel(num_classes=3)
+    torch.testing.assert_close(decode(back, den), decode(latent, den), rtol=0, atol=0)
+
+
+def test_float64_round_trip(gen, tmp_path):
+    den = pixel(dtype=torch.float64)
+    x0 = images(1, dtype=torch.float64)
+    z = Latent.load(encode(x0, den, steps=8, eta=0.5, generator=gen(0)).save(tmp_path / "d.safetensors"))
+    assert z.dtype == torch.float64
+    assert (decode(z, den) - x0).abs().max() < 1e-10
+
+
+def test_float16_storage_is_smaller_and_close(latent, tmp_path):
+    full = latent.save(tmp_path / "full.safetensors")
+    half = latent.save(tmp_path / "half.safetensors", dtype=torch.float16)
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(full)
+    back = Latent.load(half)
+    assert back.dtype == torch.float32  # restored to the recorded dtype
+    assert (back.eps - latent.eps).abs().max() <= 1e-3 * latent.eps.abs().max()
+
+
+def test_float16_overflow_is_refused(latent, tmp_path):
+    big = Latent(**{**_fields(latent), "eps": latent.eps * 1e6})
+    with pytest.raises(ValueError, match="full precision"):
+        big.save(tmp_path / "big.safetensors", dtype=torch.float16)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_is_atomic(latent, tmp_path, monkeypatch):
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        latent[0].save(path)
+    assert path.read_bytes() == before  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # and no temporary file is left
+
+
+def test_indexing_slices_tensors_condition_and_seeds(latent):
+    one = latent[1]
+    assert one.batch_size == 1 and one.condition == {"class_labels": [2]} and one.seeds == (2,)
+    assert torch.equal(one.eps, latent.eps[:, 1:2])
+    assert latent[[1, 0]].seeds == (2, 1)
+
+
+def _fields(latent):
+    return {f: getattr(latent, f) for f in latent.__dataclass_fields__}
+
+
+def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None):
+    stored = load_file(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["cyclediff"])
+    meta.update(meta_update or {})
+    stored.update(tensors or {})
+    stored = {k: v for k, v in stored.items() if v is not None}
+    save_file(stored, path, metadata={"cyclediff": raw_meta if raw_meta is not None else json.dumps(meta)})
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(b"hello, not a safetensors file"), "not a readable safetensors"),
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated or corrupt"),
+        (lambda p: save_file({"x": torch.zeros(2)}, p), "not a cyclediff latent"),
+        (lambda p: _rewrite(p, raw_meta="{broken"), "not valid JSON"),
+        (lambda p: _rewrite(p, meta_update={"format": "something.else"}), "not a cyclediff latent"),
+        (lambda p: _rewrite(p, meta_update={"format_version": FORMAT_VERSION + 1}), "upgrade cyclediff"),
+        (lambda p: _rewrite(p, tensors={"eps": None}), "missing the tensor"),
+        (lambda p: _rewrite(p, tensors={"eps": torch.zeros(3, 2, 3, 8, 8)}), "contradict the metadata"),
+        (lambda p: _rewrite(p, meta_update={"shape": [2, 3, 8, 9]}), "contradict the metadata"),
+        (lambda p: _rewrite(p, tensors={"x_start": torch.zeros(2, 3, 8, 8, dtype=torch.float64)}), "dtypes"),
+        (lambda p: _rewrite(p, meta_update={"dtype": "float16"}), "metadata says float16"),
+        (lambda p: _rewrite(p, meta_update={"dtype": "int8"}), "unknown dtype"),
+        (lambda p: _rewrite(p, tensors={"x_start": torch.full((2, 3, 8, 8), float("nan"))}), "NaN or Inf"),
+        (lambda p: _rewrite(p, meta_update={"timesteps": [1, 2, 3]}), "timesteps"),
+        (lambda p: _drop(p, "steps"), "lacks steps"),
+    ],
+)
+def test_bad_files_get_clear_errors(latent, tmp_path, damage, message):
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    damage(path)
+    with pytest.raises(LatentFileError, match=message):
+        Latent.load(path)
+
+
+def _drop(path, key):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["cyclediff"])
+    del meta[key]
+    _rewrite(path, raw_meta=json.dumps(meta))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(LatentFileError, match="no such file"):
+        Latent.load(tmp_path / "nope.safetensors")
+
+
+def test_loading_never_unpickles(latent, tmp_path):
+    """A pickle bomb renamed to .safetensors is refused as not-a-safetensors file, never executed."""
+    import pickle
+
+    class Bomb:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "bomb.latent.safetensors"
+    path.write_bytes(pickle.dumps(Bomb()))
+    with pytest.raises(LatentFileError):
+        Latent.load(path)
+    assert not (tmp_path / "pwned").exists()
