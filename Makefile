@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: test install lint clean
+.PHONY: test demo install lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -14,10 +14,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 test: install lint
 	$(VENV)/bin/pytest
+
+demo: install
+	$(PY) examples/quickstart.py out/quickstart
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -7,9 +7,9 @@ import os
 
 import pytest
 import torch
-from conftest import images, pixel
 from safetensors.torch import load_file, save_file
 
+from conftest import images, pixel
 from cyclediff import Latent, LatentFileError, decode, encode
 from cyclediff.latent import FORMAT_VERSION
 

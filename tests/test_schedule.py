@@ -7,11 +7,11 @@ import types
 
 import pytest
 import torch
-from conftest import ddim_config
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.pipelines.deprecated.stable_diffusion_variants.pipeline_cycle_diffusion import CycleDiffusionPipeline
 from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr as diffusers_rescale
 
+from conftest import ddim_config
 from cyclediff import ConfigError, Schedule
 from cyclediff.schedule import rescale_zero_terminal_snr, step_pairs
 

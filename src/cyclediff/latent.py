@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._io import atomic_write
 from .errors import LatentFileError
 
 FORMAT = "cyclediff.latent"
@@ -137,7 +137,6 @@ class Latent:
         """
         from safetensors.torch import save_file
 
-        path = Path(path)
         store = dtype or self.dtype
         if store not in _DTYPES.values():
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {store}")
@@ -152,16 +151,7 @@ class Latent:
                     + ("; store it at full precision (dtype=None)" if store != self.dtype else "")
                 )
         meta = json.dumps(self.metadata())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"cyclediff": meta})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"cyclediff": meta}))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Latent:
