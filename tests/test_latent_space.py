@@ -211,3 +211,19 @@ def test_prior_latent_reproduces_diffusers_pipelines(sampler, gen):
     x = decode(z, den)
     assert (decode(encode(x.clamp(-1, 1), den, steps=15, eta=0.5, sampler=sampler, generator=gen(0)), den)
             - x.clamp(-1, 1)).abs().max() < 1e-10
+
+
+def test_fused_cycle_equals_encode_then_decode(gen):
+    """The one-pass cycle gives what encode followed by decode under the target condition gives."""
+    from cyclediff.cycle import cycle
+
+    den = pixel(num_classes=4)
+    x0 = images(2)
+    out, z = cycle(x0, den, steps=10, strength=0.7, eta=0.4, generator=[gen(0), gen(1)],
+                   source_condition={"class_labels": [0, 1]}, target_condition={"class_labels": [2, 3]})
+    ref_z = encode(x0, den, steps=10, strength=0.7, eta=0.4, generator=[gen(0), gen(1)], class_labels=[0, 1])
+    torch.testing.assert_close(z.eps, ref_z.eps, rtol=0, atol=1e-4)
+    torch.testing.assert_close(out, decode(ref_z, den, class_labels=[2, 3]), rtol=0, atol=1e-5)
+    same, _ = cycle(x0, den, steps=10, strength=0.7, eta=0.4, generator=[gen(0), gen(1)],
+                    source_condition={"class_labels": [0, 1]}, target_condition={"class_labels": [0, 1]})
+    assert (same - x0).abs().max() < 1e-5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -9,9 +10,10 @@ import torch
 from ._noise import Generators, check_generators, gaussian_like, seeds_of
 from .errors import IncompatibleModelError
 from .latent import Latent
-from .models.base import Denoiser
-from .sampler import progress_steps
-from .transitions import check_sampler, ddim_std, posterior_mean, transition
+from .models.base import Condition, Denoiser
+from .sampler import decoder_step, progress_steps
+from .schedule import Schedule
+from .transitions import Transition, check_sampler, ddim_std, posterior_mean, transition
 
 # Images slightly outside [-1, 1] (resampling overshoot) are accepted; anything further is a scaling mistake.
 _RANGE_SLACK = 1e-3
@@ -35,6 +37,92 @@ def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.
         )
 
 
+def start_point(x0: torch.Tensor, alpha_bar: float, gens) -> torch.Tensor:
+    """A draw from q(x_t | x0) = N(√ᾱ x0, (1 − ᾱ) I)."""
+    return alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * gaussian_like(x0, gens)
+
+
+def encoder_step(
+    schedule: Schedule, step: Transition, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, *,
+    last: bool, eta: float, gens,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One DPM-Encoder step: draw x_s ~ q(x_s | x_t, x0) (x0 itself after the last step) and return
+    (x_s as the decoder will recompute it, the draw ε the sampler needs, whether ε is a residual)."""
+    if last:
+        x_s = x0
+    else:
+        ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
+        post_std = ddim_std(ab_t, ab_s, eta)  # DDPM: eta is 1, the true posterior β̃
+        x_s = posterior_mean(x_t, x0, ab_t, ab_s, post_std) + post_std * gaussian_like(x0, gens)
+    if step.deterministic:
+        e = x_s - step.mean  # no draw can carry this step: keep the exact residual
+    else:
+        e = (x_s - step.mean) / step.std
+    # the decoder's own arithmetic, so that encoder and decoder walk the same path
+    return decoder_step(step, e, step.deterministic), e, step.deterministic
+
+
+@dataclass
+class EncodingRun:
+    """Validated settings of one encoding pass, and the draws it records."""
+
+    x0: torch.Tensor
+    denoiser: Denoiser
+    sampler: str
+    eta: float
+    steps: int
+    strength: float
+    timesteps: list[int]
+    gens: Any
+    condition: Condition
+    x_start: torch.Tensor | None = None
+    eps: list[torch.Tensor] = field(default_factory=list)
+    residual: list[bool] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, x0, denoiser, *, steps, strength, eta, sampler, generator, condition) -> EncodingRun:
+        eta = check_sampler(sampler, eta)
+        check_images(x0, getattr(denoiser, "data_range", (-1.0, 1.0)))
+        denoiser.check_sample(x0)
+        timesteps = denoiser.schedule.timesteps(steps, strength)
+        gens = check_generators(generator, x0.shape[0])
+        cond = denoiser.prepare_condition(x0.shape[0], **condition)
+        return cls(x0, denoiser, sampler, eta, steps, float(strength), timesteps, gens, cond)
+
+    def start(self) -> torch.Tensor:
+        self.x_start = start_point(self.x0, self.denoiser.schedule.alpha_bar_at(self.timesteps[0]), self.gens)
+        return self.x_start
+
+    def step(self, k: int, t: int, s: int, model_output: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """Record step k's draw from the model output at x_t; returns the next x."""
+        schedule = self.denoiser.schedule
+        step = transition(schedule, model_output, x_t, t, s, sampler=self.sampler, eta=self.eta)
+        x_s, e, residual = encoder_step(schedule, step, x_t, self.x0, t, s, last=k == len(self.timesteps) - 1,
+                                        eta=self.eta, gens=self.gens)
+        self.eps.append(e)
+        self.residual.append(residual)
+        return x_s
+
+    def latent(self) -> Latent:
+        schedule = self.denoiser.schedule
+        return Latent(
+            x_start=self.x_start,
+            eps=torch.stack(self.eps),
+            timesteps=tuple(self.timesteps),
+            residual=tuple(self.residual),
+            sampler=self.sampler,
+            eta=self.eta,
+            steps=self.steps,
+            strength=self.strength,
+            num_train_timesteps=schedule.num_train_timesteps,
+            schedule_fingerprint=schedule.fingerprint(),
+            variance_type=schedule.variance_type,
+            model_id=self.denoiser.model_id,
+            condition=self.condition.record,
+            seeds=seeds_of(self.gens, self.x0.shape[0]),
+        )
+
+
 @torch.no_grad()
 def encode(
     x0: torch.Tensor,
@@ -48,62 +136,21 @@ def encode(
     progress: bool = False,
     **condition: Any,
 ) -> Latent:
-    """Encode images x0 (B, C, H, W) in [-1, 1] into a latent of ``denoiser``'s stochastic sampler.
+    """Encode x0 (B, C, H, W) into a latent of ``denoiser``'s stochastic sampler.
 
-    Samples x_start ~ q(x_{t_K} | x0), then at every step the posterior x_s ~ q(x_s | x_t, x0) of the sampler
-    (x_s := x0 after the last step), and records ε = (x_s − mean) / std with the sampler's own (mean, std).
-    ``decode(latent, denoiser)`` with the same condition gives back x0 up to floating point.
+    x0 lives in the model's sample space: images in [-1, 1] for pixel models, scaled VAE latents for latent
+    diffusion (``model.encode_images``). Samples x_start ~ q(x_{t_K} | x0), then at every step the posterior
+    x_s ~ q(x_s | x_t, x0) of the sampler (x_s := x0 after the last step), and records ε = (x_s − mean) / std with
+    the sampler's own (mean, std). ``decode(latent, denoiser)`` with the same condition gives back x0 up to
+    floating point.
 
     ``sampler="ddim"`` uses ``eta`` in (0, 1]; ``sampler="ddpm"`` the ancestral step with the config's variance.
     ``generator`` is one torch.Generator or a list with one per sample (then sample i depends on generator i
-    alone). Condition keywords (``class_labels=``) go to the model.
+    alone). Condition keywords (``class_labels=``, ``prompt=``) go to the model.
     """
-    eta = check_sampler(sampler, eta)
-    check_images(x0, getattr(denoiser, "data_range", (-1.0, 1.0)))
-    denoiser.check_sample(x0)
-    schedule = denoiser.schedule
-    timesteps = schedule.timesteps(steps, strength)
-    batch = x0.shape[0]
-    gens = check_generators(generator, batch)
-    cond = denoiser.prepare_condition(batch, **condition)
-
-    # Phase 1: the starting point, a draw from q(x_{t_K} | x0).
-    ab_start = schedule.alpha_bar_at(timesteps[0])
-    x_start = ab_start**0.5 * x0 + (1 - ab_start) ** 0.5 * gaussian_like(x0, gens)
-
-    # Phase 2: walk the grid; at each step draw the posterior and record the draw the sampler would need.
-    x_t, eps, residual = x_start, [], []
-    last = len(timesteps) - 1
-    for k, t, s in progress_steps(timesteps, progress=progress, desc="encode"):
-        step = transition(schedule, denoiser(x_t, t, cond), x_t, t, s, sampler=sampler, eta=eta)
-        if k == last:
-            x_s = x0
-        else:
-            ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
-            post_std = ddim_std(ab_t, ab_s, eta)  # DDPM: eta is 1, the true posterior β̃
-            x_s = posterior_mean(x_t, x0, ab_t, ab_s, post_std) + post_std * gaussian_like(x0, gens)
-        if step.deterministic:
-            e = x_s - step.mean  # no draw can carry this step: keep the exact residual
-            x_t = step.mean + e
-        else:
-            e = (x_s - step.mean) / step.std
-            x_t = step.mean + step.std * e  # the decoder's own arithmetic, so both walk the same path
-        eps.append(e)
-        residual.append(step.deterministic)
-
-    return Latent(
-        x_start=x_start,
-        eps=torch.stack(eps),
-        timesteps=tuple(timesteps),
-        residual=tuple(residual),
-        sampler=sampler,
-        eta=eta,
-        steps=steps,
-        strength=float(strength),
-        num_train_timesteps=schedule.num_train_timesteps,
-        schedule_fingerprint=schedule.fingerprint(),
-        variance_type=schedule.variance_type,
-        model_id=denoiser.model_id,
-        condition=cond.record,
-        seeds=seeds_of(gens, batch),
-    )
+    run = EncodingRun.prepare(x0, denoiser, steps=steps, strength=strength, eta=eta, sampler=sampler,
+                              generator=generator, condition=condition)
+    x_t = run.start()
+    for k, t, s in progress_steps(run.timesteps, progress=progress, desc="encode"):
+        x_t = run.step(k, t, s, denoiser(x_t, t, run.condition), x_t)
+    return run.latent()

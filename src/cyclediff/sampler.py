@@ -13,7 +13,7 @@ from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Denoiser
 from .schedule import step_pairs
-from .transitions import check_sampler, is_deterministic, transition
+from .transitions import Transition, check_sampler, is_deterministic, transition
 
 
 def progress_steps(timesteps: list[int], *, progress: bool, desc: str) -> Iterator[tuple[int, int, int]]:
@@ -23,21 +23,53 @@ def progress_steps(timesteps: list[int], *, progress: bool, desc: str) -> Iterat
         yield k, t, s
 
 
-def check_compatible(latent: Latent, denoiser: Denoiser) -> None:
-    """Refuse a model whose timestep grid or sample shape differs from the latent's, naming the difference."""
+def decoder_step(step: Transition, e: torch.Tensor, residual: bool) -> torch.Tensor:
+    """x_s = mean + std · ε (or mean + residual for a deterministic step)."""
+    return step.mean + (e if residual else step.std * e)
+
+
+def check_grid(denoiser: Denoiser, *, num_train_timesteps: int, steps: int, strength: float,
+               timesteps: Any, sample: torch.Tensor) -> None:
+    """Refuse a model whose timestep grid or sample shape differs from a latent's, naming the difference."""
     schedule = denoiser.schedule
-    if schedule.num_train_timesteps != latent.num_train_timesteps:
+    if schedule.num_train_timesteps != num_train_timesteps:
         raise IncompatibleModelError(
-            f"the latent was encoded on a {latent.num_train_timesteps}-timestep schedule but the model has "
+            f"the latent was encoded on a {num_train_timesteps}-timestep schedule but the model has "
             f"{schedule.num_train_timesteps}; decode with a model trained on the same number of timesteps"
         )
-    grid = schedule.timesteps(latent.steps, latent.strength)
-    if tuple(grid) != latent.timesteps:
+    grid = schedule.timesteps(steps, strength)
+    if tuple(grid) != tuple(timesteps):
         raise IncompatibleModelError(
-            f"the model's grid for steps={latent.steps}, strength={latent.strength} is {_short(grid)} but the "
-            f"latent's is {_short(latent.timesteps)}; align timestep_spacing / steps_offset in the scheduler config"
+            f"the model's grid for steps={steps}, strength={strength} is {_short(grid)} but the "
+            f"latent's is {_short(timesteps)}; align timestep_spacing / steps_offset in the scheduler config"
         )
-    denoiser.check_sample(latent.x_start)
+    denoiser.check_sample(sample)
+
+
+def check_compatible(latent: Latent, denoiser: Denoiser) -> None:
+    """Refuse a model that cannot decode ``latent`` (other grid or sample shape)."""
+    check_grid(denoiser, num_train_timesteps=latent.num_train_timesteps, steps=latent.steps,
+               strength=latent.strength, timesteps=latent.timesteps, sample=latent.x_start)
+
+
+def evaluate(branches: list[tuple[Denoiser, torch.Tensor, Any]], t: int) -> list[torch.Tensor]:
+    """Model outputs for several (denoiser, x_t, condition) branches at timestep t.
+
+    Branches on the same denoiser go through its ``predict_batch`` (one batched model call) when it has one.
+    """
+    outputs: list[torch.Tensor | None] = [None] * len(branches)
+    groups: dict[int, list[int]] = {}
+    for i, (den, _, _) in enumerate(branches):
+        groups.setdefault(id(den), []).append(i)
+    for idx in groups.values():
+        den = branches[idx[0]][0]
+        if len(idx) > 1 and hasattr(den, "predict_batch"):
+            results = den.predict_batch([(branches[i][1], branches[i][2]) for i in idx], t)
+        else:
+            results = [den(branches[i][1], t, branches[i][2]) for i in idx]
+        for i, out in zip(idx, results):
+            outputs[i] = out
+    return outputs  # type: ignore[return-value]
 
 
 def decode(latent: Latent, denoiser: Denoiser, *, progress: bool = False, **condition: Any) -> torch.Tensor:
@@ -52,7 +84,7 @@ def decode(latent: Latent, denoiser: Denoiser, *, progress: bool = False, **cond
     x = latent.x_start
     for k, t, s in progress_steps(list(latent.timesteps), progress=progress, desc="decode"):
         step = transition(denoiser.schedule, denoiser(x, t, cond), x, t, s, sampler=latent.sampler, eta=latent.eta)
-        x = step.mean + (latent.eps[k] if latent.residual[k] else step.std * latent.eps[k])
+        x = decoder_step(step, latent.eps[k], latent.residual[k])
     return x
 
 

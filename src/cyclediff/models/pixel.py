@@ -149,3 +149,13 @@ class PixelDenoiser:
         inputs = {k: v.to(x_t.device) for k, v in condition.inputs.items()}
         out = self.unet(x_t.to(self.dtype), timesteps, **inputs).sample
         return out.to(x_t.dtype)
+
+    def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: int) -> list[torch.Tensor]:
+        """Several (x_t, condition) branches in one UNet call (rows are independent)."""
+        keys = {tuple(sorted(c.inputs)) for _, c in branches}
+        if len(keys) != 1:  # mixed conditional / unconditional branches cannot share a call
+            return [self(x, t, c) for x, c in branches]
+        x = torch.cat([x for x, _ in branches])
+        inputs = {k: torch.cat([c.inputs[k] for _, c in branches]) for k in keys.pop()}
+        out = self(x, t, Condition(inputs=inputs))
+        return list(out.split([b[0].shape[0] for b in branches]))
