@@ -49,12 +49,12 @@ def test_from_pretrained_pipeline_folder(pipeline_dir, gen):
 
 
 def test_from_pretrained_flat_unet_folder_with_dtype(unet_dir):
-    den = PixelDenoiser.from_pretrained(unet_dir, torch_dtype=torch.float64)
+    den = PixelDenoiser.from_pretrained(unet_dir, dtype=torch.float64)
     assert den.num_classes == 3 and den.dtype == torch.float64 and den.schedule.steps_offset == 1
 
 
 def test_half_precision_model_runs_the_maths_in_the_image_dtype(unet_dir, gen):
-    den = PixelDenoiser.from_pretrained(unet_dir, torch_dtype=torch.bfloat16)
+    den = PixelDenoiser.from_pretrained(unet_dir, dtype=torch.bfloat16)
     x = images(2)
     z = encode(x, den, steps=8, eta=0.5, generator=gen(0), class_labels=1)
     assert z.dtype == torch.float32

@@ -1,5 +1,7 @@
 """cyclediff: the stochastic latent space of diffusion models (CycleDiffusion, Wu & De la Torre, ICCV 2023)."""
 
+from .apps.edit import EditResult, edit
+from .cycle import cycle
 from .encoder import encode
 from .errors import ConfigError, CycleDiffError, IncompatibleModelError, LatentFileError
 from .latent import Latent
@@ -10,12 +12,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "EditResult",
     "CycleDiffError",
     "IncompatibleModelError",
     "Latent",
     "LatentFileError",
     "Schedule",
+    "cycle",
     "decode",
+    "edit",
     "encode",
     "sample_latent",
 ]

@@ -49,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
 def load_model(spec: str, device: torch.device, dtype: str):
     from .models import PixelDenoiser
 
-    return PixelDenoiser.from_pretrained(spec, torch_dtype=DTYPES[dtype], device=device)
+    return PixelDenoiser.from_pretrained(spec, dtype=DTYPES[dtype], device=device)
 
 
 def run_items(items: list[Any], work: Callable[[Any], str], *, desc: str) -> int:

@@ -2,5 +2,6 @@
 
 from .base import Condition, Denoiser
 from .pixel import PixelDenoiser
+from .stable_diffusion import StableDiffusion
 
-__all__ = ["Condition", "Denoiser", "PixelDenoiser"]
+__all__ = ["Condition", "Denoiser", "PixelDenoiser", "StableDiffusion"]

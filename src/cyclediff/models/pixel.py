@@ -9,6 +9,7 @@ import torch
 
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
+from ._compat import dtype_kwargs
 from .base import Condition
 
 
@@ -40,7 +41,7 @@ class PixelDenoiser:
         cls,
         name_or_path: str | Path,
         *,
-        torch_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> PixelDenoiser:
@@ -63,7 +64,7 @@ class PixelDenoiser:
             if local.is_dir() and subfolders[0] and not (local / subfolders[0]).is_dir():
                 continue
             try:
-                unet = UNet2DModel.from_pretrained(source, subfolder=subfolders[0], torch_dtype=torch_dtype, **kwargs)
+                unet = UNet2DModel.from_pretrained(source, subfolder=subfolders[0], **dtype_kwargs(dtype), **kwargs)
                 config = DDPMScheduler.load_config(source, subfolder=subfolders[1])
             except (OSError, ValueError) as err:
                 errors.append(f"{'/'.join(s for s in subfolders if s) or 'root'}: {err}")

@@ -1,0 +1,1 @@
+"""Applications over the latent-space core: thin layers that handle images and conditions."""

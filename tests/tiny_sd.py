@@ -1,0 +1,109 @@
+"""Tiny Stable Diffusion 1.x / XL pipelines with random weights, built offline (the tokenizer vocabulary too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+SD_SCHEDULER = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False,
+                    steps_offset=1, clip_sample=False)
+WORDS = ["a", "cat", "dog", "photo", "of", "the", "red", "blue", "car", "horse"]
+
+
+def write_tokenizer_files(folder: Path) -> Path:
+    """A byte-level BPE vocabulary (all bytes, plus a few whole words) and its merges, as CLIP's files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    merges = []
+    for word in WORDS:  # merge each word left to right into one end-of-word token
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    return folder
+
+
+def tokenizer(folder: Path, max_length: int = 16) -> CLIPTokenizer:
+    write_tokenizer_files(folder)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def text_config(vocab_size: int, hidden: int = 16, projection: int | None = None) -> CLIPTextConfig:
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                          num_attention_heads=2, num_hidden_layers=2, max_position_embeddings=16,
+                          projection_dim=projection or hidden, bos_token_id=vocab_size - 2,
+                          eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+
+
+def vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    model = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                          down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                          norm_num_groups=4, layers_per_block=1, sample_size=16)
+    with torch.no_grad():  # random decoders saturate at 0 and 1, which hides differences: scale the output down
+        model.decoder.conv_out.weight.mul_(0.05)
+        model.decoder.conv_out.bias.zero_()
+    return model.eval()
+
+
+def sd_pipeline(
+    tmp: Path, seed: int = 0, prediction_type: str = "epsilon", channels=(16, 32)
+) -> StableDiffusionPipeline:
+    """SD-1.x-shaped: 16×16 images, 8×8×4 latents, text width 16."""
+    tok = tokenizer(tmp / "tok")
+    torch.manual_seed(seed)
+    text = CLIPTextModel(text_config(len(tok))).eval()
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval()
+    return StableDiffusionPipeline(
+        vae=vae(seed), text_encoder=text, tokenizer=tok, unet=unet,
+        scheduler=DDIMScheduler(prediction_type=prediction_type, **SD_SCHEDULER),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def sdxl_pipeline(tmp: Path, seed: int = 0) -> StableDiffusionXLPipeline:
+    """SDXL-shaped: two text encoders (widths 16 and 24, pooled projection 12), size/crop conditioning."""
+    tok = tokenizer(tmp / "tok")
+    tok2 = tokenizer(tmp / "tok2")
+    torch.manual_seed(seed)
+    text1 = CLIPTextModel(text_config(len(tok), hidden=16)).eval()
+    text2 = CLIPTextModelWithProjection(text_config(len(tok2), hidden=24, projection=12)).eval()
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=40, attention_head_dim=4, norm_num_groups=8, addition_embed_type="text_time",
+        addition_time_embed_dim=4, projection_class_embeddings_input_dim=12 + 6 * 4, transformer_layers_per_block=1,
+    ).eval()
+    return StableDiffusionXLPipeline(
+        vae=vae(seed), text_encoder=text1, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok2, unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER),
+    )
+
+
+def photos(batch: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [0, 1] (B, 3, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 3, size // 4, size // 4, generator=g)
+    return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
