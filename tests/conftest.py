@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.utils import logging as diffusers_logging
+import os
 
-from cyclediff.models import PixelDenoiser
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in a test may reach a model hub
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+
+from cyclediff.models import PixelDenoiser  # noqa: E402
 
 diffusers_logging.set_verbosity_error()
 

@@ -1,4 +1,5 @@
-"""The ``cyclediff`` command line: parses options, owns devices, dtypes, seeds and progress, calls the library."""
+"""The ``cyclediff`` command line: parses options, owns devices, dtypes, seeds, progress and files; the library
+does the work."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from ._io import DEFAULT_MAX_PIXELS
 from .errors import CycleDiffError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
+# ---------------------------------------------------------------------------------------------------- parsing
 def parse_seeds(text: str) -> list[int]:
     """'0-3,7' → [0, 1, 2, 3, 7]."""
     seeds: list[int] = []
@@ -46,41 +50,141 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_model(spec: str, device: torch.device, dtype: str):
-    from .models import PixelDenoiser
-
-    return PixelDenoiser.from_pretrained(spec, dtype=DTYPES[dtype], device=device)
-
-
-def run_items(items: list[Any], work: Callable[[Any], str], *, desc: str) -> int:
-    """Run ``work`` on each item, going on past failures; prints one line per item, returns the failure count."""
-    failures = 0
-    for item in tqdm(items, desc=desc, disable=len(items) < 2, leave=False):
-        start = time.perf_counter()
-        try:
-            result = work(item)
-        except (CycleDiffError, OSError) as err:
-            failures += 1
-            click.echo(f"FAILED {item}: {err}", err=True)
-            continue
-        click.echo(f"{result}  ({time.perf_counter() - start:.1f}s)")
-    if failures:
-        click.echo(f"{failures} of {len(items)} failed", err=True)
-    return failures
+def slug(text: str, limit: int = 40) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "empty"
 
 
-def _common(f: Callable) -> Callable:
+def number(value: float) -> str:
+    return f"{value:g}"
+
+
+# ---------------------------------------------------------------------------------------------------- running
+@dataclass
+class ItemResult:
+    input: str
+    output: str | None = None
+    seed: int | None = None
+    status: str = "ok"  # ok | skipped | failed
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Reporter:
+    """Progress bar, one line per item (unless --quiet), a summary, and the exit status."""
+
+    def __init__(self, total: int, desc: str, *, quiet: bool, as_json: bool) -> None:
+        self.results: list[ItemResult] = []
+        self.quiet, self.as_json = quiet, as_json
+        self.bar = tqdm(total=total, desc=desc, disable=quiet or total < 2, leave=False)
+
+    def add(self, result: ItemResult) -> None:
+        self.results.append(result)
+        self.bar.update(1)
+        if result.status == "failed":
+            click.echo(f"FAILED {result.input}: {result.error}", err=True)
+        elif not self.quiet and not self.as_json:
+            note = " (exists; --overwrite to redo)" if result.status == "skipped" else f"  ({result.seconds:.1f}s)"
+            click.echo(f"{result.output}{note}")
+
+    def finish(self) -> None:
+        self.bar.close()
+        failed = [r for r in self.results if r.status == "failed"]
+        if self.as_json:
+            click.echo(json.dumps({"results": [asdict(r) for r in self.results],
+                                   "ok": sum(r.status == "ok" for r in self.results),
+                                   "skipped": sum(r.status == "skipped" for r in self.results),
+                                   "failed": len(failed)}, indent=2))
+        if failed:
+            click.echo(f"{len(failed)} of {len(self.results)} failed: " + ", ".join(r.input for r in failed), err=True)
+        sys.exit(1 if failed else 0)
+
+
+def attempt(result: ItemResult, work: Callable[[], str | None]) -> ItemResult:
+    start = time.perf_counter()
+    try:
+        out = work()
+        if out is not None:
+            result.output = out
+    except (CycleDiffError, OSError) as err:
+        result.status, result.error = "failed", str(err)
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def load_model(spec: str, device: str, dtype: str):
+    from .models import load
+
+    return load(spec, dtype=DTYPES[dtype], device=resolve_device(device))
+
+
+def is_text_model(model: Any) -> bool:
+    return hasattr(model, "encode_images")
+
+
+def condition_for(model: Any, *, prompt=None, guidance_scale=None, negative_prompt=None, class_label=None) -> dict:
+    """The condition keywords a model takes, refusing options it cannot use."""
+    if is_text_model(model):
+        if class_label is not None:
+            raise CycleDiffError("--class-label is for class-conditional pixel models; this model takes --prompt")
+        cond: dict[str, Any] = {}
+        if prompt is not None:
+            cond["prompt"] = prompt
+        if guidance_scale is not None:
+            cond["guidance_scale"] = guidance_scale
+        if negative_prompt is not None:
+            cond["negative_prompt"] = negative_prompt
+        return cond
+    if prompt is not None or negative_prompt is not None:
+        raise CycleDiffError("this is a pixel model without text conditioning; drop --prompt / --negative-prompt")
+    return {} if class_label is None else {"class_labels": class_label}
+
+
+def read_for(model: Any, path: Path, *, size: str | None, fit: str, max_pixels: int) -> torch.Tensor:
+    """An image file as the model takes it: [0, 1], the model's channels; pixel models at their own size."""
+    from ._io import load_image, parse_size
+
+    if is_text_model(model):
+        return load_image(path, channels=3, size=parse_size(size), multiple=model.image_multiple, fit=fit,
+                          max_pixels=max_pixels)
+    c, h, w = model.sample_shape
+    return load_image(path, channels=c, size=parse_size(size) or (h, w), fit=fit, max_pixels=max_pixels)
+
+
+# ---------------------------------------------------------------------------------------------------- options
+def model_options(f: Callable) -> Callable:
     f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, … or auto")(f)
     f = click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
-                     help="dtype of the model weights")(f)
-    return click.option("--model", "model_spec", required=True, help="hub id or local diffusers folder")(f)
+                     help="dtype of the model weights (the sampler maths stays float32)")(f)
+    return click.option("--model", "model_spec", required=True,
+                        help="hub id, local diffusers folder, or .safetensors / .ckpt checkpoint")(f)
 
 
-def _sampling(f: Callable) -> Callable:
-    f = click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)(f)
-    f = click.option("--eta", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-                     help="DDIM η in (0, 1]; 1 is DDPM's variance")(f)
-    return click.option("--steps", type=click.IntRange(1), default=100, show_default=True)(f)
+def sampling_options(strength: float, eta_default: float = 0.1) -> Callable:
+    def wrap(f: Callable) -> Callable:
+        f = click.option("--eta", type=click.FloatRange(0, 1), default=eta_default, show_default=True,
+                         help="DDIM η in (0, 1]; 1 is DDPM's variance")(f)
+        f = click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=strength,
+                         show_default=True, help="fraction of the steps run (start part-way, as img2img)")(f)
+        return click.option("--steps", type=click.IntRange(1), default=100, show_default=True)(f)
+
+    return wrap
+
+
+def image_options(f: Callable) -> Callable:
+    f = click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="refuse larger images (decompression bombs)")(f)
+    f = click.option("--fit", type=click.Choice(["crop", "resize"]), default="crop", show_default=True,
+                     help="sides not a multiple of the model's factor: center-crop the rest, or resize")(f)
+    return click.option("--size", default=None,
+                        help="resize first: N (shorter side) or WxH; pixel models default to their own size")(f)
+
+
+def output_options(f: Callable) -> Callable:
+    f = click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="no progress bars or per-item lines")(f)
+    return click.option("--overwrite", is_flag=True, help="redo outputs that already exist")(f)
 
 
 class _Group(click.Group):
@@ -96,103 +200,282 @@ class _Group(click.Group):
 def _check_sampler(sampler: str, eta: float) -> None:
     from .transitions import check_sampler
 
-    check_sampler(sampler, eta)
+    try:
+        check_sampler(sampler, eta)
+    except CycleDiffError as err:
+        raise click.BadParameter(str(err), param_hint="--eta") from err
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="cyclediff")
 def main() -> None:
-    """The stochastic latent space of diffusion models: encode real images, decode them with other models."""
+    """The stochastic latent space of diffusion models: encode real images, decode them with other prompts or
+    other models (CycleDiffusion)."""
 
 
+# ---------------------------------------------------------------------------------------------------- edit
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_common
-@_sampling
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="fraction of the steps to run (start part-way, as img2img)")
+@click.option("--source-prompt", required=True, help="what the input images show")
+@click.option("--prompt", required=True, help="what the edited images should show")
+@model_options
+@sampling_options(strength=0.8)
+@click.option("--guidance-scale", type=click.FloatRange(0), default=3.0, show_default=True)
+@click.option("--source-guidance-scale", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="1 (the paper's setting) needs no unconditional pass for the source")
+@click.option("--negative-prompt", default=None)
+@click.option("--seed", type=click.IntRange(0), default=None, help="one seed for every image (default 0)")
+@click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="images per UNet call (same-sized images are batched)")
+@image_options
+@click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
+@output_options
+def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, strength, eta, guidance_scale,
+         source_guidance_scale, negative_prompt, seed, seeds, batch_size, size, fit, max_pixels, out, overwrite,
+         quiet, as_json):
+    """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (no mask, no training).
+
+    \b
+    Examples:
+      cyclediff edit cat.png --source-prompt "a photo of a cat" --prompt "a photo of a dog" \\
+          --model stable-diffusion-v1-5/stable-diffusion-v1-5 --dtype float16 --seeds 0-3
+      cyclediff edit photos/*.jpg --source-prompt "a car" --prompt "a red car" --model model.safetensors \\
+          --strength 0.7 --guidance-scale 2 --batch-size 4 --out edits/ --json
+
+    Outputs are OUT/<image>_<prompt>_s<strength>_w<scale>_seed<seed>.png, written atomically; existing ones are
+    kept unless --overwrite.
+    """
+    from . import edit as edit_images
+    from ._io import save_image
+
+    if seed is not None and seeds is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    _check_sampler("ddim", eta)
+    seed_list = parse_seeds(seeds) if seeds is not None else [0 if seed is None else seed]
+    model = load_model(model_spec, device, dtype)
+    if not is_text_model(model):
+        raise CycleDiffError("edit needs a text-conditioned (Stable Diffusion) model; for pixel models use "
+                             "encode / decode with --class-label")
+    settings = f"s{number(strength)}_w{number(guidance_scale)}"
+    jobs = [(path, s) for path in images for s in seed_list]
+    report = Reporter(len(jobs), "edit", quiet=quiet, as_json=as_json)
+
+    pending: list[tuple[ItemResult, torch.Tensor, Path]] = []
+    for path, s in jobs:
+        target = out / f"{path.stem}_{slug(prompt)}_{settings}_seed{s}.png"
+        result = ItemResult(input=str(path), output=str(target), seed=s)
+        if target.exists() and not overwrite:
+            result.status = "skipped"
+            report.add(result)
+            continue
+        loaded: dict[str, torch.Tensor] = {}
+
+        def read(path=path, loaded=loaded):
+            loaded["x"] = read_for(model, path, size=size, fit=fit, max_pixels=max_pixels)
+
+        if attempt(result, read).status == "failed":
+            report.add(result)
+            continue
+        pending.append((result, loaded["x"], target))
+
+    for batch in _batches(pending, batch_size):
+        results = [r for r, _, _ in batch]
+        start = time.perf_counter()
+        try:
+            x = torch.cat([img for _, img, _ in batch]).to(model.device)
+            edited = edit_images(
+                model, x, source_prompt=source_prompt, prompt=prompt, strength=strength, steps=steps, eta=eta,
+                guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                negative_prompt=negative_prompt, generator=[torch.Generator().manual_seed(r.seed) for r in results],
+                progress=not quiet,
+            ).images
+            for img, (_, _, target) in zip(edited, batch):
+                save_image(img, target)
+        except (CycleDiffError, OSError) as err:
+            for r in results:
+                r.status, r.error = "failed", str(err)
+        for r in results:
+            r.seconds = round((time.perf_counter() - start) / len(results), 3)
+            report.add(r)
+    report.finish()
+
+
+def _batches(items: list, size: int) -> Iterable[list]:
+    """Consecutive groups of at most ``size`` items whose images share a shape."""
+    group: list = []
+    for item in items:
+        if group and (len(group) == size or group[0][1].shape != item[1].shape):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+# ---------------------------------------------------------------------------------------------------- encode
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@sampling_options(strength=1.0)
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
+@click.option("--prompt", default=None, help="text models: the prompt that describes the image")
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="text models (default 1)")
+@click.option("--class-label", type=int, default=None, help="class-conditional pixel models")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="image i uses seed + i")
-@click.option("--class-label", type=int, default=None, help="for class-conditional models")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("latents"), show_default=True)
+@image_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the latent file (one image)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("latents"), show_default=True,
+              help="folder for OUT/<image>.latent.safetensors")
 @click.option("--store-dtype", type=click.Choice(["full", "float16"]), default="full", show_default=True,
               help="float16 halves the files; decoding is then exact to about 1e-3 only")
-def encode(images, model_spec, device, dtype, steps, eta, sampler, strength, seed, class_label, out, store_dtype):
-    """Encode IMAGES into latent files OUT/<name>.latent.safetensors."""
-    from . import encode as encode_images
-    from ._io import load_image
+@output_options
+def encode(images, model_spec, device, dtype, steps, strength, eta, sampler, prompt, guidance_scale, class_label,
+           seed, size, fit, max_pixels, output, out, store_dtype, overwrite, quiet, as_json):
+    """Encode IMAGES into latent files (decode them later with other prompts, classes or models).
 
+    \b
+    Examples:
+      cyclediff encode cat.png --model stable-diffusion-v1-5/stable-diffusion-v1-5 --prompt "a cat" \\
+          --strength 0.8 -o cat.latent.safetensors
+      cyclediff encode digits/*.png --model google/ddpm-cat-256 --steps 100 --out latents/
+    """
+    from . import encode as encode_latent
+    from .apps.images import to_model_space
+
+    if output is not None and len(images) != 1:
+        raise click.UsageError("-o/--output names one file; use --out DIR for several images")
     _check_sampler(sampler, eta)
-    den = load_model(model_spec, resolve_device(device), dtype)
-    size = den.sample_shape[1:]
+    model = load_model(model_spec, device, dtype)
+    condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
+    report = Reporter(len(images), "encode", quiet=quiet, as_json=as_json)
+    for i, path in enumerate(images):
+        target = output or out / f"{path.stem}.latent.safetensors"
+        result = ItemResult(input=str(path), output=str(target), seed=seed + i)
+        if target.exists() and not overwrite:
+            result.status = "skipped"
+            report.add(result)
+            continue
 
-    def work(item: tuple[int, Path]) -> str:
-        i, path = item
-        x0 = load_image(path, channels=den.channels, size=size).to(den.device)
-        condition = {} if class_label is None else {"class_labels": class_label}
-        z = encode_images(x0, den, steps=steps, strength=strength, eta=eta, sampler=sampler,
-                          generator=torch.Generator().manual_seed(seed + i), progress=True, **condition)
-        target = out / f"{path.stem}.latent.safetensors"
-        z.save(target, dtype=torch.float16 if store_dtype == "float16" else None)
-        return str(target)
+        def work(path=path, target=target, result=result) -> None:
+            x = read_for(model, path, size=size, fit=fit, max_pixels=max_pixels).to(model.device)
+            g = torch.Generator().manual_seed(result.seed)
+            z = encode_latent(to_model_space(model, x, g), model, steps=steps, strength=strength, eta=eta,
+                              sampler=sampler, generator=g, progress=not quiet, **condition)
+            z.save(target, dtype=torch.float16 if store_dtype == "float16" else None)
 
-    sys.exit(1 if run_items(list(enumerate(images)), work, desc="encode") else 0)
+        report.add(attempt(result, work))
+    report.finish()
 
 
+# ---------------------------------------------------------------------------------------------------- decode
 @main.command()
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_common
+@model_options
+@click.option("--prompt", default=None, help="text models: decode under this prompt (default: the recorded one)")
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None)
+@click.option("--negative-prompt", default=None)
 @click.option("--class-label", type=int, default=None, help="decode under this class instead of the recorded one")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True)
-def decode(latents, model_spec, device, dtype, class_label, out):
-    """Decode latent files into PNG images OUT/<name>.png (with another model or class, to translate)."""
+@output_options
+def decode(latents, model_spec, device, dtype, prompt, guidance_scale, negative_prompt, class_label, output, out,
+           overwrite, quiet, as_json):
+    """Decode latent files into PNG images: with the recorded condition they give the encoded image back; with
+    another prompt, class or model they edit or translate it.
+
+    \b
+    Examples:
+      cyclediff decode cat.latent.safetensors --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+          --prompt "a dog" --guidance-scale 3 -o dog.png
+    """
+    import warnings
+
     from . import Latent
     from . import decode as decode_latent
     from ._io import save_image
+    from .apps.images import to_images
 
-    den = load_model(model_spec, resolve_device(device), dtype)
-
-    def work(path: Path) -> str:
-        z = Latent.load(path, device=den.device)
-        condition = {} if class_label is None else {"class_labels": class_label}
-        x = decode_latent(z, den, progress=True, **condition)
+    if output is not None and len(latents) != 1:
+        raise click.UsageError("-o/--output names one file; use --out DIR for several latents")
+    model = load_model(model_spec, device, dtype)
+    new_condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale,
+                                  negative_prompt=negative_prompt, class_label=class_label)
+    report = Reporter(len(latents), "decode", quiet=quiet, as_json=as_json)
+    for path in latents:
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
-        names = [f"{stem}.png"] if len(x) == 1 else [f"{stem}_{i}.png" for i in range(len(x))]
-        return ", ".join(str(save_image(img, out / name)) for img, name in zip(x, names))
+        target = output or out / f"{stem}.png"
+        result = ItemResult(input=str(path), output=str(target))
+        if target.exists() and not overwrite:
+            result.status = "skipped"
+            report.add(result)
+            continue
 
-    sys.exit(1 if run_items(list(latents), work, desc="decode") else 0)
+        def work(path=path, target=target) -> str:
+            z = Latent.load(path, device=model.device)
+            if z.model_id and model.model_id and z.model_id != model.model_id:
+                warnings.warn(f"{path} was encoded with {z.model_id}, decoding with {model.model_id}", stacklevel=2)
+            condition = {**z.condition, **new_condition} if new_condition else {}
+            x = to_images(model, decode_latent(z, model, progress=not quiet, **condition))
+            names = [target] if len(x) == 1 else [target.with_name(f"{target.stem}_{i}.png") for i in range(len(x))]
+            return ", ".join(str(save_image(img, name)) for img, name in zip(x, names))
+
+        report.add(attempt(result, work))
+    report.finish()
 
 
+# ---------------------------------------------------------------------------------------------------- sample
 @main.command()
-@_common
-@_sampling
+@model_options
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--eta", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="seed list, e.g. 0-7 or 1,5,9")
+@click.option("--prompt", default=None)
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None)
 @click.option("--class-label", type=int, default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
 @click.option("--save-latents", is_flag=True, help="also write each sample's latent file")
-def sample(model_spec, device, dtype, steps, eta, sampler, seeds, class_label, out, save_latents):
-    """Sample images from the prior latent N(0, I), one per seed (seed s gives diffusers' image for s)."""
+@output_options
+def sample(model_spec, device, dtype, steps, eta, sampler, seeds, prompt, guidance_scale, class_label, out,
+           save_latents, overwrite, quiet, as_json):
+    """Sample images from the prior latent N(0, I), one per seed (for pixel models, seed s gives the image
+    diffusers' DDIM / DDPM pipeline gives for s)."""
     from . import decode as decode_latent
     from . import sample_latent
     from ._io import save_image
+    from .apps.images import to_images
 
     _check_sampler(sampler, eta)
-    den = load_model(model_spec, resolve_device(device), dtype)
+    model = load_model(model_spec, device, dtype)
+    condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
+    seed_list = parse_seeds(seeds)
+    report = Reporter(len(seed_list), "sample", quiet=quiet, as_json=as_json)
+    for seed in seed_list:
+        target = out / f"seed{seed:04d}.png"
+        result = ItemResult(input=f"seed {seed}", output=str(target), seed=seed)
+        if target.exists() and not overwrite:
+            result.status = "skipped"
+            report.add(result)
+            continue
 
-    def work(seed: int) -> str:
-        condition = {} if class_label is None else {"class_labels": class_label}
-        z = sample_latent(den, 1, steps=steps, eta=eta, sampler=sampler,
-                          generator=torch.Generator().manual_seed(seed), **condition)
-        if save_latents:
-            z.save(out / f"seed{seed:04d}.latent.safetensors")
-        return str(save_image(decode_latent(z, den, progress=True)[0], out / f"seed{seed:04d}.png"))
+        def work(seed=seed, target=target) -> None:
+            z = sample_latent(model, 1, steps=steps, eta=eta, sampler=sampler,
+                              generator=torch.Generator().manual_seed(seed), **condition)
+            if save_latents:
+                z.save(out / f"seed{seed:04d}.latent.safetensors")
+            with torch.no_grad():
+                save_image(to_images(model, decode_latent(z, model, progress=not quiet))[0], target)
 
-    sys.exit(1 if run_items(parse_seeds(seeds), work, desc="sample") else 0)
+        report.add(attempt(result, work))
+    report.finish()
 
 
+# ---------------------------------------------------------------------------------------------------- inspect
 @main.command()
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
 def inspect(latents: Iterable[Path]) -> None:
-    """Print what a latent file holds (JSON, one object per file)."""
+    """Print what latent files hold (JSON, one object per file)."""
     from . import Latent
 
     failed = False
