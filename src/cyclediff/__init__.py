@@ -1,6 +1,7 @@
 """cyclediff: the stochastic latent space of diffusion models (CycleDiffusion, Wu & De la Torre, ICCV 2023)."""
 
 from .apps.edit import EditResult, edit
+from .apps.translate import TranslateResult, translate
 from .cycle import cycle
 from .encoder import encode
 from .errors import ConfigError, CycleDiffError, IncompatibleModelError, LatentFileError
@@ -18,9 +19,11 @@ __all__ = [
     "Latent",
     "LatentFileError",
     "Schedule",
+    "TranslateResult",
     "cycle",
     "decode",
     "edit",
     "encode",
     "sample_latent",
+    "translate",
 ]

@@ -88,6 +88,21 @@ def decode(latent: Latent, denoiser: Denoiser, *, progress: bool = False, **cond
     return x
 
 
+def fresh_draws(
+    like: torch.Tensor, schedule: Any, timesteps: list[int], *, sampler: str, eta: float, gens: Any
+) -> tuple[torch.Tensor, tuple[bool, ...]]:
+    """New N(0, I) draws for every step (zero residuals where a step is deterministic), taken from the
+    generator(s) in the order diffusers' pipelines take them (DDPM draws nothing at t = 0)."""
+    eps, residual = [], []
+    for t, s in step_pairs(timesteps):
+        drawn = not (sampler == "ddpm" and t == 0)
+        e = gaussian_like(like, gens) if drawn else None
+        deterministic = is_deterministic(schedule, t, s, sampler=sampler, eta=eta)
+        eps.append(torch.zeros_like(like) if deterministic else e)
+        residual.append(deterministic)
+    return torch.stack(eps), tuple(residual)
+
+
 def sample_latent(
     denoiser: Denoiser,
     batch_size: int = 1,
@@ -119,18 +134,12 @@ def sample_latent(
     gens = check_generators(generator, batch_size)
     cond = denoiser.prepare_condition(batch_size, **condition)
     x_start = gaussian_like(like, gens)
-    eps, residual = [], []
-    for t, s in step_pairs(timesteps):
-        drawn = not (sampler == "ddpm" and t == 0)
-        e = gaussian_like(like, gens) if drawn else None
-        deterministic = is_deterministic(schedule, t, s, sampler=sampler, eta=eta)
-        eps.append(torch.zeros_like(like) if deterministic else e)
-        residual.append(deterministic)
+    eps, residual = fresh_draws(like, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
     return Latent(
         x_start=x_start,
-        eps=torch.stack(eps),
+        eps=eps,
         timesteps=tuple(timesteps),
-        residual=tuple(residual),
+        residual=residual,
         sampler=sampler,
         eta=eta,
         steps=steps,

@@ -8,17 +8,18 @@ from typing import Any
 import torch
 
 from .._noise import Generators, check_generators
-from ..cycle import cycle
 from ..latent import Latent
 from .images import as_image_batch, to_images, to_model_space
+from .methods import check_method, run_method
 
 
 @dataclass(frozen=True)
 class EditResult:
-    """``images``: (B, 3, H, W) in [0, 1]; ``latent``: the source encoding (decode it again to edit again)."""
+    """``images``: (B, 3, H, W) in [0, 1]; ``latent``: the source encoding (decode it again to edit again;
+    None for the baselines)."""
 
     images: torch.Tensor
-    latent: Latent
+    latent: Latent | None
 
 
 @torch.no_grad()
@@ -35,6 +36,7 @@ def edit(
     source_guidance_scale: float = 1.0,
     negative_prompt: str | list[str] | None = None,
     generator: Generators = None,
+    method: str = "cyclediffusion",
     progress: bool = False,
 ) -> EditResult:
     """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.
@@ -43,13 +45,16 @@ def edit(
     and decoded with the target prompt at ``guidance_scale``, step-interleaved, with one batched UNet call per
     step; a scale of 1 skips the unconditional evaluation (the paper's setting: three evaluations per step).
     Prompts are one string or one per image; ``generator`` is one torch.Generator or one per image (then each
-    result depends on its own generator alone).
+    result depends on its own generator alone). ``method="sdedit"`` (noise, then sample with the target prompt
+    and new noise) and ``"ddib"`` (DDIM-invert with the source prompt, regenerate with the target prompt) are
+    the baselines, on the same grid and guidance.
     """
+    check_method(method)
     x = as_image_batch(images).to(getattr(model, "device", "cpu"))
     gens = check_generators(generator, x.shape[0])
     x0 = to_model_space(model, x, gens)
-    out, latent = cycle(
-        x0, model, steps=steps, strength=strength, eta=eta, sampler="ddim", generator=gens, progress=progress,
+    out, latent = run_method(
+        method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens, progress=progress,
         source_condition={"prompt": source_prompt, "guidance_scale": source_guidance_scale},
         target_condition={"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale},
     )

@@ -39,3 +39,14 @@ class Denoiser(Protocol):
 
     def __call__(self, x_t: torch.Tensor, t: int, condition: Condition) -> torch.Tensor:
         """The raw model output at x_t and timestep t (ε, v or x0 by the schedule's prediction type)."""
+
+
+def split_guided(out: torch.Tensor, plan: list[tuple[int, float, int]]) -> list[torch.Tensor]:
+    """Undo a batched call over guidance branches: ``plan`` lists (rows per image: 1 or 2, scale w, batch) per
+    branch; a two-part branch is (unconditional, conditional) and becomes ε_u + w (ε_c − ε_u)."""
+    results, row = [], 0
+    for parts, w, batch in plan:
+        chunks = out[row: row + parts * batch].split(batch)
+        row += parts * batch
+        results.append(chunks[0] if parts == 1 else chunks[0] + w * (chunks[1] - chunks[0]))
+    return results

@@ -10,7 +10,7 @@ import torch
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._compat import dtype_kwargs
-from .base import Condition
+from .base import Condition, split_guided
 
 
 class PixelDenoiser:
@@ -26,7 +26,10 @@ class PixelDenoiser:
 
     data_range = (-1.0, 1.0)
 
-    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None) -> None:
+    def __init__(
+        self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
+        null_class_label: int | None = None,
+    ) -> None:
         if not hasattr(unet, "config") or not hasattr(unet.config, "in_channels"):
             raise CycleDiffError(
                 f"PixelDenoiser needs a diffusers UNet2DModel; got {type(unet).__name__}"
@@ -34,6 +37,7 @@ class PixelDenoiser:
         self.unet = unet.eval().requires_grad_(False)
         self.schedule = Schedule.from_config(scheduler_config)
         self.model_id = model_id if model_id is not None else (unet.config.get("_name_or_path") or None)
+        self.null_class_label = null_class_label
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -49,7 +53,9 @@ class PixelDenoiser:
 
         Two layouts work: a pipeline folder (``unet/`` and ``scheduler/`` subfolders, as ``DDPMPipeline``
         saves) and a UNet folder with ``scheduler_config.json`` beside its ``config.json``
-        (as ``google/ddpm-cat-256`` is published). Extra keyword arguments go to ``UNet2DModel.from_pretrained``.
+        (as ``google/ddpm-cat-256`` is published). A ``cyclediff.json`` beside the UNet's config may name the
+        null class label (``{"null_class_label": 10}``). Extra keyword arguments go to
+        ``UNet2DModel.from_pretrained``.
         """
         from diffusers import DDPMScheduler, UNet2DModel
 
@@ -71,7 +77,7 @@ class PixelDenoiser:
                 continue
             if device is not None:
                 unet = unet.to(device)
-            return cls(unet, config, model_id=source)
+            return cls(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
         raise CycleDiffError(
             f"could not load a pixel diffusion model from {source!r}. Pass a hub id or a folder saved by diffusers "
             "(model_index.json with unet/ and scheduler/, or a UNet2DModel folder with scheduler_config.json). "
@@ -122,16 +128,37 @@ class PixelDenoiser:
                 f"resize to its training size {size}"
             )
 
-    def prepare_condition(self, batch_size: int, class_labels: Any = None) -> Condition:
-        n = self.num_classes
-        if getattr(self.unet, "class_embedding", None) is None:
+    def prepare_condition(self, batch_size: int, class_labels: Any = None, guidance_scale: float = 1.0) -> Condition:
+        """Class labels (an int or one per image) for class-conditional UNets. With a null label (models trained
+        for classifier-free guidance), ``class_labels=None`` means unconditional and ``guidance_scale`` w gives
+        ε̂ = ε_null + w (ε_label − ε_null)."""
+        w = float(guidance_scale)
+        conditional = getattr(self.unet, "class_embedding", None) is not None
+        if w != 1 and self.null_class_label is None:
+            raise IncompatibleModelError(
+                "guidance_scale needs a class-conditional model with a null label (trained for classifier-free "
+                "guidance); this one has none, so use guidance_scale=1"
+            )
+        if not conditional:
             if class_labels is not None:
                 raise IncompatibleModelError("this model is unconditional; drop class_labels")
-            return Condition()
+            return Condition(inputs={"class_labels": None, "scale": 1.0})
+        record: dict[str, Any] = {"class_labels": None if class_labels is None else class_labels}
         if class_labels is None:
-            raise IncompatibleModelError(
-                "this model is class-conditional; pass class_labels= (an int, or one label per image)"
-            )
+            if self.null_class_label is None:
+                raise IncompatibleModelError(
+                    "this model is class-conditional; pass class_labels= (an int, or one label per image)"
+                )
+            class_labels = self.null_class_label
+        labels = self._labels(class_labels, batch_size)
+        if record["class_labels"] is not None:
+            record["class_labels"] = labels.tolist()
+        if w != 1:
+            record["guidance_scale"] = w
+        return Condition(inputs={"class_labels": labels, "scale": w}, record=record)
+
+    def _labels(self, class_labels: Any, batch_size: int) -> torch.Tensor:
+        n = self.num_classes
         labels = torch.as_tensor(class_labels).reshape(-1)
         if labels.is_floating_point() and n is not None:
             raise IncompatibleModelError(f"class_labels must be integers; got {labels.dtype}")
@@ -143,20 +170,35 @@ class PixelDenoiser:
             labels = labels.long()
             if labels.min() < 0 or labels.max() >= n:
                 raise IncompatibleModelError(f"class labels must lie in 0..{n - 1}; got {labels.tolist()}")
-        return Condition(inputs={"class_labels": labels}, record={"class_labels": labels.tolist()})
+        return labels
 
     def __call__(self, x_t: torch.Tensor, t: int, condition: Condition) -> torch.Tensor:
-        timesteps = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        inputs = {k: v.to(x_t.device) for k, v in condition.inputs.items()}
-        out = self.unet(x_t.to(self.dtype), timesteps, **inputs).sample
-        return out.to(x_t.dtype)
+        return self.predict_batch([(x_t, condition)], t)[0]
 
     def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: int) -> list[torch.Tensor]:
-        """Several (x_t, condition) branches in one UNet call (rows are independent)."""
-        keys = {tuple(sorted(c.inputs)) for _, c in branches}
-        if len(keys) != 1:  # mixed conditional / unconditional branches cannot share a call
-            return [self(x, t, c) for x, c in branches]
-        x = torch.cat([x for x, _ in branches])
-        inputs = {k: torch.cat([c.inputs[k] for _, c in branches]) for k in keys.pop()}
-        out = self(x, t, Condition(inputs=inputs))
-        return list(out.split([b[0].shape[0] for b in branches]))
+        """Several (x_t, condition) branches in one UNet call (rows are independent); a branch with guidance
+        scale w ≠ 1 adds its null-label rows."""
+        xs, labels, plan = [], [], []
+        for x, c in branches:
+            w, y = c.inputs.get("scale", 1.0), c.inputs.get("class_labels")
+            parts = [y] if w == 1 else [torch.full_like(y, self.null_class_label), y]
+            for part in parts:
+                xs.append(x)
+                labels.append(part)
+            plan.append((len(parts), w, x.shape[0]))
+        x_all = torch.cat(xs)
+        kwargs = {} if labels[0] is None else {"class_labels": torch.cat(labels).to(x_all.device)}
+        timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
+        out = self.unet(x_all.to(self.dtype), timesteps, **kwargs).sample.to(x_all.dtype)
+        return split_guided(out, plan)
+
+
+def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
+    """Settings from an optional local ``cyclediff.json`` (the demo models ship one)."""
+    import json
+
+    path = Path(source, subfolder or "", "cyclediff.json")
+    if not path.is_file():
+        return {}
+    meta = json.loads(path.read_text())
+    return {"null_class_label": meta.get("null_class_label")}

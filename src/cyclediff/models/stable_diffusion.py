@@ -17,7 +17,7 @@ from .._noise import check_generators
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._compat import dtype_kwargs
-from .base import Condition
+from .base import Condition, split_guided
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -242,12 +242,7 @@ class StableDiffusion:
                                            "time_ids": self._time_ids(x_all)}
         timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
         out = self.unet(x_all.to(self.dtype), timesteps, **kwargs).sample.to(x_all.dtype)
-        results, row = [], 0
-        for n_parts, w, b in plan:
-            chunks = out[row: row + n_parts * b].split(b)
-            row += n_parts * b
-            results.append(chunks[0] if n_parts == 1 else chunks[0] + w * (chunks[1] - chunks[0]))
-        return results
+        return split_guided(out, plan)
 
     def _time_ids(self, x: torch.Tensor) -> torch.Tensor:
         """SDXL's size conditioning: original size, crop (0, 0), target size, all the image's own size."""

@@ -1,0 +1,107 @@
+"""The baselines CycleDiffusion is compared with, in the model's sample space and on the same grid.
+
+- **SDEdit** (Meng et al. 2022): noise x0 to the first timestep with q(x_t | x0) and sample with the target
+  model and *fresh* noise: nothing ties the output to the input but the starting point.
+- **DDIB** (Su et al. 2023): invert x0 deterministically with the source ODE (DDIM, η = 0) to the first
+  timestep, then integrate the target ODE back down.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ._noise import Generators, check_generators
+from .encoder import check_images, start_point
+from .models.base import Condition, Denoiser
+from .sampler import check_grid, decoder_step, fresh_draws, progress_steps
+from .schedule import step_pairs
+from .transitions import check_sampler, predict_x0_eps, transition
+
+
+@torch.no_grad()
+def sdedit(
+    x0: torch.Tensor,
+    target: Denoiser,
+    *,
+    steps: int = 100,
+    strength: float = 0.85,
+    eta: float | None = 1.0,
+    sampler: str = "ddim",
+    generator: Generators = None,
+    target_condition: dict[str, Any] | None = None,
+    timesteps: list[int] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """SDEdit: x_t ~ q(x_t | x0) at the strength's first timestep, then the target's sampler with new noise.
+
+    ``timesteps`` overrides the grid (used by refinement: the last r steps of the grid).
+    """
+    eta = check_sampler(sampler, eta)
+    check_images(x0, getattr(target, "data_range", (-1.0, 1.0)))
+    target.check_sample(x0)
+    schedule = target.schedule
+    timesteps = timesteps or schedule.timesteps(steps, strength)
+    gens = check_generators(generator, x0.shape[0])
+    cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
+    x = start_point(x0, schedule.alpha_bar_at(timesteps[0]), gens)
+    eps, residual = fresh_draws(x0, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
+    for k, t, s in progress_steps(timesteps, progress=progress, desc="sdedit"):
+        step = transition(schedule, target(x, t, cond), x, t, s, sampler=sampler, eta=eta)
+        x = decoder_step(step, eps[k], residual[k])
+    return x
+
+
+def ddim_invert(x0: torch.Tensor, denoiser: Denoiser, cond: Condition, timesteps: list[int], *,
+                progress: bool = False) -> torch.Tensor:
+    """Integrate the deterministic DDIM ODE upwards from x0 to ``timesteps[0]`` (the usual inversion: the model
+    is evaluated at the next, noisier timestep on the current sample)."""
+    schedule = denoiser.schedule
+    x = x0
+    pairs = list(reversed(step_pairs(timesteps)))  # (t, s) with s the current level, t the next one up
+    for t, s in tqdm(pairs, desc="invert", disable=not progress, leave=False):
+        ab_s, ab_t = schedule.alpha_bar_at(s), schedule.alpha_bar_at(t)
+        eps = predict_x0_eps(denoiser(x, t, cond), x, ab_t, schedule.prediction_type)[1]
+        x0_hat = (x - math.sqrt(1 - ab_s) * eps) / math.sqrt(ab_s)
+        x = math.sqrt(ab_t) * x0_hat + math.sqrt(1 - ab_t) * eps
+    return x
+
+
+def ddim_generate(x_start: torch.Tensor, denoiser: Denoiser, cond: Condition, timesteps: list[int], *,
+                  progress: bool = False) -> torch.Tensor:
+    """Integrate the deterministic DDIM ODE (η = 0) down from x_start at ``timesteps[0]``."""
+    x = x_start
+    for _, t, s in progress_steps(timesteps, progress=progress, desc="ddim"):
+        x = transition(denoiser.schedule, denoiser(x, t, cond), x, t, s, sampler="ddim", eta=0.0).mean
+    return x
+
+
+@torch.no_grad()
+def ddib(
+    x0: torch.Tensor,
+    source: Denoiser,
+    target: Denoiser | None = None,
+    *,
+    steps: int = 100,
+    strength: float = 0.85,
+    source_condition: dict[str, Any] | None = None,
+    target_condition: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DDIB: the deterministic DDIM latent of x0 under the source, decoded by the target's ODE."""
+    target = source if target is None else target
+    check_images(x0, getattr(source, "data_range", (-1.0, 1.0)))
+    source.check_sample(x0)
+    timesteps = source.schedule.timesteps(steps, strength)
+    check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
+               timesteps=timesteps, sample=x0)
+    source_cond = source.prepare_condition(x0.shape[0], **(source_condition or {}))
+    target_cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
+    x_start = ddim_invert(x0, source, source_cond, timesteps, progress=progress)
+    return ddim_generate(x_start, target, target_cond, timesteps, progress=progress)
+
+
+__all__ = ["ddib", "ddim_generate", "ddim_invert", "sdedit"]
