@@ -20,7 +20,7 @@ test: install lint
 	$(VENV)/bin/pytest
 
 demo: install
-	$(PY) examples/quickstart.py out/quickstart
+	$(VENV)/bin/cyclediff demo --out demo-out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -224,6 +224,8 @@ def main() -> None:
 @click.option("--source-guidance-scale", type=click.FloatRange(0), default=1.0, show_default=True,
               help="1 (the paper's setting) needs no unconditional pass for the source")
 @click.option("--negative-prompt", default=None)
+@click.option("--method", type=click.Choice(["cyclediffusion", "sdedit", "ddib"]), default="cyclediffusion",
+              show_default=True, help="CycleDiffusion, or a baseline on the same grid")
 @click.option("--seed", type=click.IntRange(0), default=None, help="one seed for every image (default 0)")
 @click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
@@ -232,8 +234,8 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
 @output_options
 def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, strength, eta, guidance_scale,
-         source_guidance_scale, negative_prompt, seed, seeds, batch_size, size, fit, max_pixels, out, overwrite,
-         quiet, as_json):
+         source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, size, fit, max_pixels, out,
+         overwrite, quiet, as_json):
     """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (no mask, no training).
 
     \b
@@ -247,7 +249,6 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, streng
     kept unless --overwrite.
     """
     from . import edit as edit_images
-    from ._io import save_image
 
     if seed is not None and seeds is not None:
         raise click.UsageError("give --seed or --seeds, not both")
@@ -256,14 +257,38 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, streng
     model = load_model(model_spec, device, dtype)
     if not is_text_model(model):
         raise CycleDiffError("edit needs a text-conditioned (Stable Diffusion) model; for pixel models use "
-                             "encode / decode with --class-label")
-    settings = f"s{number(strength)}_w{number(guidance_scale)}"
-    jobs = [(path, s) for path in images for s in seed_list]
-    report = Reporter(len(jobs), "edit", quiet=quiet, as_json=as_json)
+                             "translate with --source-class / --target-class")
+    settings = f"{'' if method == 'cyclediffusion' else method + '_'}s{number(strength)}_w{number(guidance_scale)}"
 
+    def process(x: torch.Tensor, seeds_: list[int]) -> torch.Tensor:
+        return edit_images(
+            model, x, source_prompt=source_prompt, prompt=prompt, strength=strength, steps=steps, eta=eta,
+            guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale, method=method,
+            negative_prompt=negative_prompt, generator=[torch.Generator().manual_seed(s) for s in seeds_],
+            progress=not quiet,
+        ).images
+
+    run_image_jobs(
+        images, seed_list, read=lambda p: read_for(model, p, size=size, fit=fit, max_pixels=max_pixels),
+        name=lambda p, s: out / f"{p.stem}_{slug(prompt)}_{settings}_seed{s}.png", process=process,
+        batch_size=batch_size, device=model.device, desc="edit", overwrite=overwrite, quiet=quiet, as_json=as_json,
+    )
+
+
+def run_image_jobs(
+    images: Iterable[Path], seeds: list[int], *, read: Callable[[Path], torch.Tensor],
+    name: Callable[[Path, int], Path], process: Callable[[torch.Tensor, list[int]], torch.Tensor],
+    batch_size: int, device: torch.device, desc: str, overwrite: bool, quiet: bool, as_json: bool,
+) -> None:
+    """Every (image, seed) job: skip existing outputs, read images (a bad one fails alone), process same-sized
+    images in batches, write each output atomically, report, and exit non-zero when anything failed."""
+    from ._io import save_image
+
+    jobs = [(path, s) for path in images for s in seeds]
+    report = Reporter(len(jobs), desc, quiet=quiet, as_json=as_json)
     pending: list[tuple[ItemResult, torch.Tensor, Path]] = []
     for path, s in jobs:
-        target = out / f"{path.stem}_{slug(prompt)}_{settings}_seed{s}.png"
+        target = name(path, s)
         result = ItemResult(input=str(path), output=str(target), seed=s)
         if target.exists() and not overwrite:
             result.status = "skipped"
@@ -271,10 +296,10 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, streng
             continue
         loaded: dict[str, torch.Tensor] = {}
 
-        def read(path=path, loaded=loaded):
-            loaded["x"] = read_for(model, path, size=size, fit=fit, max_pixels=max_pixels)
+        def load(path=path, loaded=loaded) -> None:
+            loaded["x"] = read(path)
 
-        if attempt(result, read).status == "failed":
+        if attempt(result, load).status == "failed":
             report.add(result)
             continue
         pending.append((result, loaded["x"], target))
@@ -283,14 +308,8 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, streng
         results = [r for r, _, _ in batch]
         start = time.perf_counter()
         try:
-            x = torch.cat([img for _, img, _ in batch]).to(model.device)
-            edited = edit_images(
-                model, x, source_prompt=source_prompt, prompt=prompt, strength=strength, steps=steps, eta=eta,
-                guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                negative_prompt=negative_prompt, generator=[torch.Generator().manual_seed(r.seed) for r in results],
-                progress=not quiet,
-            ).images
-            for img, (_, _, target) in zip(edited, batch):
+            outputs = process(torch.cat([img for _, img, _ in batch]).to(device), [r.seed for r in results])
+            for img, (_, _, target) in zip(outputs, batch):
                 save_image(img, target)
         except (CycleDiffError, OSError) as err:
             for r in results:
@@ -311,6 +330,96 @@ def _batches(items: list, size: int) -> Iterable[list]:
         group.append(item)
     if group:
         yield group
+
+
+# ---------------------------------------------------------------------------------------------------- translate
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--source-model", required=True, help="the model of the input domain (hub id, folder, file, demo:…)")
+@click.option("--target-model", required=True, help="the model of the output domain")
+@click.option("--method", type=click.Choice(["cyclediffusion", "sdedit", "ddib"]), default="cyclediffusion",
+              show_default=True)
+@sampling_options(strength=0.85)
+@click.option("--refine-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="re-noise the output to the r-th last step and denoise it with the target at η = 1")
+@click.option("--source-class", type=int, default=None, help="class label for a class-conditional source")
+@click.option("--target-class", type=int, default=None, help="class label for a class-conditional target")
+@click.option("--source-prompt", default=None, help="prompt for a text-conditioned source")
+@click.option("--target-prompt", default=None, help="prompt for a text-conditioned target")
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="target guidance scale")
+@click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
+@image_options
+@click.option("--out", type=click.Path(path_type=Path), default=Path("translations"), show_default=True)
+@output_options
+def translate(images, source_model, target_model, method, steps, strength, eta, refine_steps, source_class,
+              target_class, source_prompt, target_prompt, guidance_scale, seeds, batch_size, device, dtype, size,
+              fit, max_pixels, out, overwrite, quiet, as_json):
+    """Translate IMAGES from the source model's domain to the target model's (unpaired, no training).
+
+    \b
+    Examples:
+      cyclediff translate three.png --source-model demo:digit-3 --target-model demo:digit-8 --seeds 0-3
+      cyclediff translate cats/*.png --source-model ./ddpm-cat --target-model ./ddpm-dog --strength 0.85 \\
+          --refine-steps 10 --method sdedit --out dogs/
+    """
+    from . import translate as translate_images
+
+    _check_sampler("ddim", eta)
+    source = load_model(source_model, device, dtype)
+    target = source if target_model == source_model else load_model(target_model, device, dtype)
+    source_cond = condition_for(source, prompt=source_prompt, class_label=source_class)
+    target_cond = condition_for(target, prompt=target_prompt, class_label=target_class,
+                                guidance_scale=guidance_scale)
+    refine = f"_r{refine_steps}" if refine_steps else ""
+
+    def process(x: torch.Tensor, seeds_: list[int]) -> torch.Tensor:
+        return translate_images(
+            x, source, target, strength=strength, steps=steps, eta=eta, refine_steps=refine_steps, method=method,
+            generator=[torch.Generator().manual_seed(s) for s in seeds_], source_condition=source_cond,
+            target_condition=target_cond, progress=not quiet,
+        ).images
+
+    run_image_jobs(
+        images, parse_seeds(seeds), read=lambda p: read_for(source, p, size=size, fit=fit, max_pixels=max_pixels),
+        name=lambda p, s: out / f"{p.stem}_{method}_s{number(strength)}{refine}_seed{s}.png", process=process,
+        batch_size=batch_size, device=source.device, desc="translate", overwrite=overwrite, quiet=quiet,
+        as_json=as_json,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+@main.group(invoke_without_command=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
+@click.option("--quick", is_flag=True, help="fewer images and steps (a smoke test)")
+@click.option("--models", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="folder holding digits/, digit-3/, digit-8/ (default: the shipped models)")
+@click.pass_context
+def demo(ctx: click.Context, out: Path, quick: bool, models: Path | None) -> None:
+    """Run the offline demo on the shipped digits models (translation, class edits, sampling, metrics).
+
+    `cyclediff demo train --out DIR` retrains the demo models."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings(steps=20, samples_per_class=5, edit_per_class=2, max_translate=10) if quick \
+        else DemoSettings()
+    run_demo(out, settings=settings, root=models)
+
+
+@demo.command("train")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="where to write the three models")
+@click.option("--iters", type=click.IntRange(1), default=3000, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+def demo_train(out: Path, iters: int, seed: int) -> None:
+    """Train the three demo models (deterministic for a seed; the shipped ones: --iters 3000 --seed 0)."""
+    from .demo.train import train_all
+
+    for path in train_all(out, iters=iters, seed=seed):
+        click.echo(str(path))
 
 
 # ---------------------------------------------------------------------------------------------------- encode

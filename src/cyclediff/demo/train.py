@@ -70,8 +70,9 @@ def train_unet(
 
 
 def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, description: str) -> Path:
+    """Save as a diffusers UNet folder; weights in float16 (half the size; loaded back as float32)."""
     folder.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(folder, safe_serialization=True)
+    copy.deepcopy(unet).half().save_pretrained(folder, safe_serialization=True)
     DDPMScheduler(**SCHEDULER).save_config(folder)
     meta = {"null_class_label": null_label, "description": description, "data_range": [-1.0, 1.0]}
     (folder / "cyclediff.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -16,12 +16,17 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
 
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL);
     - a folder or hub id whose ``model_index.json`` names a text-to-image pipeline: :class:`StableDiffusion`;
-    - a folder or hub id holding a ``UNet2DModel`` (pipeline layout or a flat UNet folder): :class:`PixelDenoiser`.
+    - a folder or hub id holding a ``UNet2DModel`` (pipeline layout or a flat UNet folder): :class:`PixelDenoiser`;
+    - ``demo:digits``, ``demo:digit-3``, ``demo:digit-8``: the digits models shipped with the package.
     """
     from .pixel import PixelDenoiser
     from .stable_diffusion import SINGLE_FILE_SUFFIXES, StableDiffusion
 
     source = str(spec)
+    if source.startswith("demo:"):
+        from ..demo.models import load_demo
+
+        return load_demo(source.removeprefix("demo:"), device=device)
     path = Path(source)
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
         return StableDiffusion.from_pretrained(source, dtype=dtype, device=device)

@@ -1,0 +1,79 @@
+"""Image metrics on (B, C, H, W) tensors in [0, 1], one value per image where that applies.
+
+PSNR, SSIM and KID come from torchmetrics; KID takes any feature extractor (a module or a function mapping
+images to (B, D) features), so small images can be compared without downloading Inception weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def _pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"need two (B, C, H, W) batches of one shape; got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x.float(), y.float().to(x.device)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image, data range 1 (dB)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    x, y = _pair(x, y)
+    return peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per image: Gaussian window 11, σ = 1.5, data range 1 (as the paper computes it)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    x, y = _pair(x, y)
+    return structural_similarity_index_measure(x, y, data_range=1.0, gaussian_kernel=True, sigma=1.5,
+                                               kernel_size=11, reduction="none")
+
+
+class _Features(torch.nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x).reshape(len(x), -1).float()
+
+
+def kid(
+    x: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    subsets: int = 100,
+    subset_size: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Kernel inception distance (mean, std over subsets) of images ``x`` against ``reference`` images, with a
+    cubic polynomial kernel on ``features(images)``. Deterministic for a seed (subsets are drawn at random)."""
+    import warnings
+
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = subset_size or min(len(x), len(reference))
+    if size < 2 or len(x) < size or len(reference) < size:
+        raise ValueError(f"KID needs at least {max(size, 2)} images on each side; got {len(x)} and {len(reference)}")
+    module = features if isinstance(features, torch.nn.Module) else _Features(features)
+    with warnings.catch_warnings():  # "will save all extracted features in buffer": that is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=module, subsets=subsets, subset_size=size, normalize=True)
+    metric.update(reference.float(), real=True)
+    metric.update(x.float(), real=False)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        mean, std = metric.compute()
+    finally:
+        torch.random.set_rng_state(state)
+    return float(mean), float(std)
+
+
+__all__ = ["kid", "psnr", "ssim"]
