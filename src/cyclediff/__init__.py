@@ -5,6 +5,7 @@ from .apps.translate import TranslateResult, translate
 from .cycle import cycle
 from .encoder import encode
 from .errors import ConfigError, CycleDiffError, IncompatibleModelError, LatentFileError
+from .guidance import GuideResult, guide
 from .latent import Latent
 from .sampler import decode, sample_latent
 from .schedule import Schedule
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "EditResult",
+    "GuideResult",
     "CycleDiffError",
     "IncompatibleModelError",
     "Latent",
@@ -24,6 +26,7 @@ __all__ = [
     "decode",
     "edit",
     "encode",
+    "guide",
     "sample_latent",
     "translate",
 ]

@@ -390,6 +390,86 @@ def translate(images, source_model, target_model, method, steps, strength, eta, 
     )
 
 
+# ---------------------------------------------------------------------------------------------------- guide
+@main.command()
+@model_options
+@click.option("--energy", "energy_spec", required=True,
+              help="clip (with --text), or module:function / path/to/file.py:function (images in [-1, 1] → (B,))")
+@click.option("--text", default=None, help="the CLIP energy's text")
+@click.option("--clip-model", default="openai/clip-vit-base-patch32", show_default=True)
+@click.option("--augment-copies", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--weight", type=float, default=500.0, show_default=True, help="λ in e^{−λE}")
+@click.option("--langevin-steps", type=click.IntRange(0), default=200, show_default=True)
+@click.option("--step-size", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="sampler steps of G(z)")
+@click.option("--eta", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--prompt", default=None, help="text models: the condition")
+@click.option("--guidance-scale", type=click.FloatRange(0), default=None)
+@click.option("--class-label", type=int, default=None, help="class-conditional models (omit: unconditional)")
+@click.option("--seeds", default="0", show_default=True, help="one chain per seed, e.g. 0-7")
+@click.option("--keep-best", is_flag=True, help="keep each chain's lowest-energy latent, not its last")
+@click.option("--grad-steps", type=click.IntRange(1), default=None,
+              help="back-propagate through the last K sampler steps only (an approximation)")
+@click.option("--strip-every", type=click.IntRange(1), default=None, help="save a PNG strip of the chain every N")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("guided"), show_default=True)
+@output_options
+def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copies, weight, langevin_steps,
+          step_size, steps, eta, prompt, guidance_scale, class_label, seeds, keep_best, grad_steps, strip_every, out,
+          overwrite, quiet, as_json):
+    """Sample with an energy by Langevin dynamics in the latent space (no training).
+
+    \b
+    Examples:
+      cyclediff guide --model google/ddpm-ema-celebahq-256 --energy clip --text "a photo of a baby" --seeds 0-3
+      cyclediff guide --model demo:digits --energy my_energies.py:round_digit --weight 10 --langevin-steps 30 \\
+          --steps 10 --strip-every 5
+    """
+    from ._io import save_image
+    from .guidance import ClipEnergy, load_energy
+    from .guidance import guide as guide_chain
+
+    _check_sampler("ddim", eta)
+    if energy_spec == "clip":
+        if not text:
+            raise click.UsageError("--energy clip needs --text")
+        energy = ClipEnergy(text, clip_model, augment_copies=augment_copies)
+    else:
+        energy = load_energy(energy_spec)
+    model = load_model(model_spec, device, dtype)
+    condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
+    seed_list = parse_seeds(seeds)
+    todo = [s for s in seed_list if overwrite or not (out / f"seed{s:04d}.png").exists()]
+    report = Reporter(len(seed_list), "guide", quiet=True, as_json=as_json)
+    for s in set(seed_list) - set(todo):
+        report.add(ItemResult(input=f"seed {s}", output=str(out / f"seed{s:04d}.png"), seed=s, status="skipped"))
+    strips: list[torch.Tensor] = []
+
+    def keep_strip(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
+        if strip_every and (n % strip_every == 0 or n == langevin_steps):
+            strips.append(images.cpu())
+
+    if todo:
+        start = time.perf_counter()
+        try:
+            result = guide_chain(model, energy, weight=weight, langevin_steps=langevin_steps, step_size=step_size,
+                                 steps=steps, eta=eta, condition=condition or None, batch_size=len(todo),
+                                 generator=[torch.Generator().manual_seed(s) for s in todo], keep_best=keep_best,
+                                 grad_steps=grad_steps, callback=keep_strip, progress=not quiet)
+            for i, s in enumerate(todo):
+                save_image(result.images[i], out / f"seed{s:04d}.png")
+                if strips:
+                    save_image(torch.cat([frame[i] for frame in strips], dim=2), out / f"seed{s:04d}_chain.png")
+                energies = [round(float(e), 5) for e in result.energies[:, i]]
+                report.add(ItemResult(input=f"seed {s}", output=str(out / f"seed{s:04d}.png"), seed=s,
+                                      seconds=round((time.perf_counter() - start) / len(todo), 3)))
+                if not quiet and not as_json:
+                    click.echo(f"{out / f'seed{s:04d}.png'}  energy {energies[0]:.4f} → {energies[-1]:.4f}")
+        except (CycleDiffError, OSError) as err:
+            for s in todo:
+                report.add(ItemResult(input=f"seed {s}", seed=s, status="failed", error=str(err)))
+    report.finish()
+
+
 # ---------------------------------------------------------------------------------------------------- demo
 @main.group(invoke_without_command=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
@@ -405,7 +485,8 @@ def demo(ctx: click.Context, out: Path, quick: bool, models: Path | None) -> Non
         return
     from .demo.run import DemoSettings, run_demo
 
-    settings = DemoSettings(steps=20, samples_per_class=5, edit_per_class=2, max_translate=10) if quick \
+    settings = DemoSettings(steps=20, samples_per_class=5, edit_per_class=2, max_translate=10, guide_per_class=1,
+                            guide_langevin_steps=3) if quick \
         else DemoSettings()
     run_demo(out, settings=settings, root=models)
 

@@ -72,19 +72,44 @@ def evaluate(branches: list[tuple[Denoiser, torch.Tensor, Any]], t: int) -> list
     return outputs  # type: ignore[return-value]
 
 
-def decode(latent: Latent, denoiser: Denoiser, *, progress: bool = False, **condition: Any) -> torch.Tensor:
+def decode(
+    latent: Latent,
+    denoiser: Denoiser,
+    *,
+    progress: bool = False,
+    checkpoint: bool = False,
+    grad_steps: int | None = None,
+    **condition: Any,
+) -> torch.Tensor:
     """Run the sampler from ``latent.x_start`` with its recorded draws; returns x0 (B, C, H, W).
 
     With no condition keywords the latent's recorded condition is used (same model and condition give back the
-    encoded image); pass e.g. ``class_labels=`` to decode under another condition, or another ``denoiser`` to
-    translate. Runs under autograd when the latent's tensors require grad (no ``no_grad`` here).
+    encoded image); pass e.g. ``class_labels=`` or ``prompt=`` to decode under another condition, or another
+    ``denoiser`` to translate.
+
+    Differentiable: runs under autograd when the latent's tensors require grad. ``checkpoint=True`` recomputes
+    each step in the backward pass instead of storing its activations, so memory does not grow with the number
+    of steps. ``grad_steps=K`` back-propagates through the last K steps only (an approximation: earlier steps
+    are treated as constants, so the draws before them get no gradient).
     """
     check_compatible(latent, denoiser)
     cond = denoiser.prepare_condition(latent.batch_size, **(condition or latent.condition))
     x = latent.x_start
+    first_grad = 0 if grad_steps is None else max(0, len(latent.timesteps) - grad_steps)
     for k, t, s in progress_steps(list(latent.timesteps), progress=progress, desc="decode"):
-        step = transition(denoiser.schedule, denoiser(x, t, cond), x, t, s, sampler=latent.sampler, eta=latent.eta)
-        x = decoder_step(step, latent.eps[k], latent.residual[k])
+
+        def step(x_t: torch.Tensor, e: torch.Tensor, t: int = t, s: int = s, k: int = k) -> torch.Tensor:
+            out = transition(denoiser.schedule, denoiser(x_t, t, cond), x_t, t, s, sampler=latent.sampler,
+                             eta=latent.eta)
+            return decoder_step(out, e, latent.residual[k])
+
+        if k < first_grad:
+            with torch.no_grad():
+                x = step(x, latent.eps[k])
+        elif checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(step, x, latent.eps[k], use_reentrant=False)
+        else:
+            x = step(x, latent.eps[k])
     return x
 
 

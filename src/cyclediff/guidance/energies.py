@@ -1,0 +1,200 @@
+"""Energies for plug-and-play guidance: images in [−1, 1] (B, C, H, W) → one energy per image (B,).
+
+Anything callable that way is an energy; :class:`Energy` adds ``+`` and scalar ``*`` to combine them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CycleDiffError
+from .augment import DiffAugment
+
+
+@runtime_checkable
+class EnergyFn(Protocol):
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class Energy:
+    """Base class: ``2.0 * a + b`` is the weighted sum of energies a and b."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __add__(self, other: EnergyFn) -> WeightedSum:
+        return WeightedSum([(1.0, self), (1.0, other)])
+
+    def __radd__(self, other: EnergyFn) -> WeightedSum:
+        return WeightedSum([(1.0, other), (1.0, self)])
+
+    def __mul__(self, weight: float) -> WeightedSum:
+        return WeightedSum([(float(weight), self)])
+
+    __rmul__ = __mul__
+
+
+class WeightedSum(Energy):
+    """Σ w_i E_i."""
+
+    def __init__(self, terms: Sequence[tuple[float, EnergyFn]]) -> None:
+        flat: list[tuple[float, EnergyFn]] = []
+        for w, e in terms:
+            if isinstance(e, WeightedSum):
+                flat.extend((w * w2, e2) for w2, e2 in e.terms)
+            else:
+                flat.append((w, e))
+        self.terms = flat
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return sum(w * as_energy(e)(images) for w, e in self.terms)
+
+
+class FunctionEnergy(Energy):
+    """Wraps a callable, checking that it returns one finite value per image."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], name: str | None = None) -> None:
+        self.fn, self.name = fn, name or getattr(fn, "__name__", "energy")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.fn(images)
+        if not isinstance(out, torch.Tensor) or out.shape != (images.shape[0],):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CycleDiffError(f"energy {self.name} must return one value per image, shape ({images.shape[0]},); "
+                                 f"got {shape}")
+        return out
+
+
+def as_energy(energy: Any) -> Energy:
+    if isinstance(energy, Energy):
+        return energy
+    if callable(energy):
+        return FunctionEnergy(energy)
+    raise CycleDiffError(f"an energy must be callable (images → one value per image); got {type(energy).__name__}")
+
+
+def load_energy(spec: str) -> Energy:
+    """``module:function`` (or ``path/to/file.py:function``) → that callable as an energy."""
+    if ":" not in spec:
+        raise CycleDiffError(f"an energy spec is module:function (e.g. mypkg.energies:brightness); got {spec!r}")
+    module_name, _, attr = spec.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            import importlib.util
+
+            loc = importlib.util.spec_from_file_location("cyclediff_user_energy", module_name)
+            if loc is None or loc.loader is None:
+                raise ImportError(f"cannot load {module_name}")
+            module = importlib.util.module_from_spec(loc)
+            loc.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError, FileNotFoundError) as err:
+        raise CycleDiffError(f"cannot load energy {spec!r}: {err}") from err
+    return as_energy(fn() if isinstance(fn, type) else fn)
+
+
+class ClassifierEnergy(Energy):
+    """−log p(y | x) of a torch classifier (logits out) for target classes y; ``avoid=True`` gives p(y | x),
+    the energy of "not this class". ``preprocess`` maps [−1, 1] images to the classifier's input."""
+
+    def __init__(self, classifier: torch.nn.Module, target: int | Sequence[int] | torch.Tensor, *,
+                 avoid: bool = False, preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.target = torch.as_tensor(target).long().reshape(-1)
+        self.avoid, self.preprocess = avoid, preprocess
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images) if self.preprocess else images
+        log_p = F.log_softmax(self.classifier(x).float(), dim=-1)
+        y = self.target.to(log_p.device).expand(len(images)) if self.target.numel() == 1 else self.target.to(
+            log_p.device)
+        picked = log_p.gather(1, y[:, None])[:, 0]
+        return picked.exp() if self.avoid else -picked
+
+
+class FeatureSimilarityEnergy(Energy):
+    """1 − cos(f(x), f̄) where f̄ is the mean embedding of reference images (identity guidance)."""
+
+    def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor], references: torch.Tensor) -> None:
+        self.embed = embed
+        with torch.no_grad():
+            self.reference = F.normalize(embed(references).float().mean(0, keepdim=True), dim=-1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        feats = F.normalize(self.embed(images).float(), dim=-1)
+        return 1 - (feats * self.reference.to(feats.device)).sum(-1)
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipEnergy(Energy):
+    """The paper's CLIP energy: mean over L differentiably augmented copies of 1 − cos(CLIP_img(aug(x)), CLIP_text(t)).
+
+    ``model``: a hub id or local folder that transformers' ``CLIPModel`` loads (default
+    openai/clip-vit-base-patch32), or a ``(CLIPModel, tokenizer)`` pair. Images are resized (bicubic,
+    differentiable) to the vision tower's size and normalised as CLIP expects.
+    """
+
+    def __init__(self, text: str | Sequence[str], model: Any = "openai/clip-vit-base-patch32", *,
+                 augment_copies: int = 8, augment: DiffAugment | None = None,
+                 generator: torch.Generator | None = None, device: Any = None) -> None:
+        from transformers import AutoTokenizer, CLIPModel
+
+        if isinstance(model, tuple):
+            self.model, tokenizer = model
+        else:
+            try:
+                self.model, tokenizer = CLIPModel.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+            except OSError as err:
+                raise CycleDiffError(f"cannot load CLIP model {model!r} (offline? pass a local folder): {err}") from err
+        if device is not None:
+            self.model = self.model.to(device)
+        self.model.eval().requires_grad_(False)
+        self.copies = max(1, int(augment_copies))
+        self.augment = augment or DiffAugment()
+        self.generator = generator
+        self.size = int(self.model.config.vision_config.image_size)
+        texts = [text] if isinstance(text, str) else list(text)
+        limit = min(tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit,
+                           return_tensors="pt").to(self.model.device)
+        with torch.no_grad():
+            self.text = F.normalize(_features(self.model.get_text_features(**tokens)).float(), dim=-1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.clamp(-1, 1) + 1) / 2
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
+        std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype)[:, None, None]
+        dtype = next(self.model.parameters()).dtype
+        return F.normalize(_features(self.model.get_image_features(pixel_values=((x - mean) / std).to(dtype))).float(),
+                           dim=-1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        b = images.shape[0]
+        copies = torch.cat([self.augment(images, generator=self.generator) for _ in range(self.copies)])
+        feats = self.image_features(copies).reshape(self.copies, b, -1)
+        text = self.text.to(feats.device)
+        text = text.expand(b, -1) if text.shape[0] == 1 else text
+        return (1 - (feats * text[None]).sum(-1)).mean(0)
+
+
+def _features(out: Any) -> torch.Tensor:
+    """transformers 5 may return a model output where 4.x returned a tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(out, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise CycleDiffError(f"unexpected CLIP output {type(out).__name__}")
