@@ -470,6 +470,96 @@ def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copi
     report.finish()
 
 
+# ---------------------------------------------------------------------------------------------------- evaluate
+@main.group()
+def evaluate() -> None:
+    """Benchmarks with the paper's metrics on your own data (resumable; results.jsonl, summary.csv / .md)."""
+
+
+def _features(spec: str) -> Any:
+    from .metrics import pixel_features
+
+    if spec in ("inception", "pixels"):
+        return "inception" if spec == "inception" else pixel_features()
+    from .guidance import load_energy
+
+    return load_energy(spec).fn if ":" in spec else spec
+
+
+@evaluate.command("edit")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--model", "model_spec", default=None, help="overrides the spec's model")
+@click.option("--clip-model", default=None, help="overrides the spec's CLIP model")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-edit"), show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def evaluate_edit_cmd(spec, model_spec, clip_model, device, dtype, out, quiet):
+    """Edit every (image, source text, target text) of SPEC over its settings grid and score each output
+    (CLIP score, directional CLIP, PSNR, SSIM); report single-sample and best-of-N numbers per method.
+
+    \b
+    SPEC is JSON: {"model": ID, "items": [{"image", "source", "target"}, ...], "settings": {"seeds": [0, 1],
+    "strengths": [0.8], "guidance_scales": [1, 2, 3], "methods": ["cyclediffusion", "sdedit", "ddib"],
+    "steps": 100, "eta": 0.1}}; a bare list in the layout of the paper's data/translate-text.json works too.
+    """
+    from .apps.evaluate import EditSpec, evaluate_edit
+    from .metrics import ClipScorer
+
+    plan = EditSpec.load(spec)
+    if model_spec is None and plan.model is None:
+        raise click.UsageError("the spec names no model; pass --model")
+    model = load_model(model_spec or plan.model, device, dtype)
+    scorer = ClipScorer(clip_model or plan.clip_model, device=model.device)
+    failures = []
+    rows = evaluate_edit(plan, out, model=model, scorer=scorer, progress=not quiet,
+                         on_record=lambda r: failures.append(r) if r["status"] == "failed" else None)
+    click.echo((out / "summary.md").read_text())
+    for r in failures:
+        click.echo(f"FAILED {r['key']} ({r['image']}): {r['error']}", err=True)
+    sys.exit(1 if failures or not rows else 0)
+
+
+@evaluate.command("translate")
+@click.option("--source-model", required=True)
+@click.option("--target-model", required=True)
+@click.option("--images", type=click.Path(path_type=Path, file_okay=False), required=True, help="inputs")
+@click.option("--reference", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="real images of the target domain (FID / KID)")
+@click.option("--methods", default="cyclediffusion,sdedit,ddib", show_default=True)
+@click.option("--seeds", default="0", show_default=True)
+@sampling_options(strength=0.85)
+@click.option("--refine-steps", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--features", default="inception", show_default=True,
+              help="FID / KID features: inception (needs cyclediff[fid]), pixels, or module:function")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-translate"), show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def evaluate_translate_cmd(source_model, target_model, images, reference, methods, seeds, steps, strength, eta,
+                           refine_steps, features, device, dtype, out, quiet):
+    """Translate every image in IMAGES with each method; FID / KID against REFERENCE, PSNR / SSIM against the
+    inputs."""
+    from .apps.evaluate import evaluate_translate
+
+    _check_sampler("ddim", eta)
+    source = load_model(source_model, device, dtype)
+    target = source if target_model == source_model else load_model(target_model, device, dtype)
+    before = sum(1 for _ in open(out / "results.jsonl")) if (out / "results.jsonl").is_file() else 0
+    try:
+        evaluate_translate(source, target, images, reference, out, methods=methods.split(","),
+                           seeds=parse_seeds(seeds), strength=strength, steps=steps, eta=eta,
+                           refine_steps=refine_steps, features=_features(features), progress=not quiet)
+    except ImportError as err:
+        raise CycleDiffError(str(err)) from err
+    click.echo((out / "summary.md").read_text())
+    lines = (out / "results.jsonl").read_text().splitlines()[before:]
+    failed = [json.loads(line) for line in lines if '"failed"' in line]
+    for r in failed:
+        click.echo(f"FAILED {r['key']}: {r['error']}", err=True)
+    sys.exit(1 if failed else 0)
+
+
 # ---------------------------------------------------------------------------------------------------- demo
 @main.group(invoke_without_command=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
