@@ -553,8 +553,14 @@ def evaluate_translate_cmd(source_model, target_model, images, reference, method
     except ImportError as err:
         raise CycleDiffError(str(err)) from err
     click.echo((out / "summary.md").read_text())
-    lines = (out / "results.jsonl").read_text().splitlines()[before:]
-    failed = [json.loads(line) for line in lines if '"failed"' in line]
+    failed = []
+    for line in (out / "results.jsonl").read_text().splitlines()[before:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("status") == "failed":
+            failed.append(record)
     for r in failed:
         click.echo(f"FAILED {r['key']}: {r['error']}", err=True)
     sys.exit(1 if failed else 0)
