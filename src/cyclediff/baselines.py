@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ._noise import Generators, check_generators
 from .encoder import check_images, start_point
 from .models.base import Condition, Denoiser
-from .sampler import check_grid, decoder_step, fresh_draws, progress_steps
+from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
 from .transitions import check_sampler, predict_x0_eps, transition
 
@@ -47,12 +47,10 @@ def sdedit(
     timesteps = timesteps or schedule.timesteps(steps, strength)
     gens = check_generators(generator, x0.shape[0])
     cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
-    x = start_point(x0, schedule.alpha_bar_at(timesteps[0]), gens)
+    x_start = start_point(x0, schedule.alpha_bar_at(timesteps[0]), gens)
     eps, residual = fresh_draws(x0, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
-    for k, t, s in progress_steps(timesteps, progress=progress, desc="sdedit"):
-        step = transition(schedule, target(x, t, cond), x, t, s, sampler=sampler, eta=eta)
-        x = decoder_step(step, eps[k], residual[k])
-    return x
+    return replay(target, cond, x_start, timesteps, eps, residual, sampler=sampler, eta=eta, progress=progress,
+                  desc="sdedit")
 
 
 def ddim_invert(x0: torch.Tensor, denoiser: Denoiser, cond: Condition, timesteps: list[int], *,

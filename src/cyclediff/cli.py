@@ -78,6 +78,14 @@ class Reporter:
         self.quiet, self.as_json = quiet, as_json
         self.bar = tqdm(total=total, desc=desc, disable=quiet or total < 2, leave=False)
 
+    def skipped(self, result: ItemResult, overwrite: bool) -> bool:
+        """Record ``result`` as skipped when its output exists and --overwrite was not given."""
+        if overwrite or result.output is None or not Path(result.output).exists():
+            return False
+        result.status = "skipped"
+        self.add(result)
+        return True
+
     def add(self, result: ItemResult) -> None:
         self.results.append(result)
         self.bar.update(1)
@@ -290,9 +298,7 @@ def run_image_jobs(
     for path, s in jobs:
         target = name(path, s)
         result = ItemResult(input=str(path), output=str(target), seed=s)
-        if target.exists() and not overwrite:
-            result.status = "skipped"
-            report.add(result)
+        if report.skipped(result, overwrite):
             continue
         loaded: dict[str, torch.Tensor] = {}
 
@@ -638,9 +644,7 @@ def encode(images, model_spec, device, dtype, steps, strength, eta, sampler, pro
     for i, path in enumerate(images):
         target = output or out / f"{path.stem}.latent.safetensors"
         result = ItemResult(input=str(path), output=str(target), seed=seed + i)
-        if target.exists() and not overwrite:
-            result.status = "skipped"
-            report.add(result)
+        if report.skipped(result, overwrite):
             continue
 
         def work(path=path, target=target, result=result) -> None:
@@ -692,9 +696,7 @@ def decode(latents, model_spec, device, dtype, prompt, guidance_scale, negative_
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
         target = output or out / f"{stem}.png"
         result = ItemResult(input=str(path), output=str(target))
-        if target.exists() and not overwrite:
-            result.status = "skipped"
-            report.add(result)
+        if report.skipped(result, overwrite):
             continue
 
         def work(path=path, target=target) -> str:
@@ -740,9 +742,7 @@ def sample(model_spec, device, dtype, steps, eta, sampler, seeds, prompt, guidan
     for seed in seed_list:
         target = out / f"seed{seed:04d}.png"
         result = ItemResult(input=f"seed {seed}", output=str(target), seed=seed)
-        if target.exists() and not overwrite:
-            result.status = "skipped"
-            report.add(result)
+        if report.skipped(result, overwrite):
             continue
 
         def work(seed=seed, target=target) -> None:

@@ -94,22 +94,32 @@ def decode(
     """
     check_compatible(latent, denoiser)
     cond = denoiser.prepare_condition(latent.batch_size, **(condition or latent.condition))
-    x = latent.x_start
-    first_grad = 0 if grad_steps is None else max(0, len(latent.timesteps) - grad_steps)
-    for k, t, s in progress_steps(list(latent.timesteps), progress=progress, desc="decode"):
+    return replay(denoiser, cond, latent.x_start, list(latent.timesteps), latent.eps, latent.residual,
+                  sampler=latent.sampler, eta=latent.eta, progress=progress, checkpoint=checkpoint,
+                  grad_steps=grad_steps)
+
+
+def replay(
+    denoiser: Denoiser, cond: Any, x_start: torch.Tensor, timesteps: list[int], eps: torch.Tensor,
+    residual: tuple[bool, ...], *, sampler: str, eta: float, progress: bool = False, desc: str = "decode",
+    checkpoint: bool = False, grad_steps: int | None = None,
+) -> torch.Tensor:
+    """The sampler loop: from x_start, x_s = mean + std · eps[k] at every step (mean + eps[k] where residual)."""
+    x = x_start
+    first_grad = 0 if grad_steps is None else max(0, len(timesteps) - grad_steps)
+    for k, t, s in progress_steps(timesteps, progress=progress, desc=desc):
 
         def step(x_t: torch.Tensor, e: torch.Tensor, t: int = t, s: int = s, k: int = k) -> torch.Tensor:
-            out = transition(denoiser.schedule, denoiser(x_t, t, cond), x_t, t, s, sampler=latent.sampler,
-                             eta=latent.eta)
-            return decoder_step(out, e, latent.residual[k])
+            out = transition(denoiser.schedule, denoiser(x_t, t, cond), x_t, t, s, sampler=sampler, eta=eta)
+            return decoder_step(out, e, residual[k])
 
         if k < first_grad:
             with torch.no_grad():
-                x = step(x, latent.eps[k])
+                x = step(x, eps[k])
         elif checkpoint and torch.is_grad_enabled():
-            x = torch.utils.checkpoint.checkpoint(step, x, latent.eps[k], use_reentrant=False)
+            x = torch.utils.checkpoint.checkpoint(step, x, eps[k], use_reentrant=False)
         else:
-            x = step(x, latent.eps[k])
+            x = step(x, eps[k])
     return x
 
 
