@@ -37,3 +37,43 @@ def seeds_of(generator: torch.Generator | list[torch.Generator] | None, batch_si
 def gaussian_like(x: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
     """N(0, I) shaped like x; with a list of generators, sample i comes from generator i alone."""
     return randn_tensor(tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
+
+
+# Host memory the draws of one prefetch may take (pinned, copied to the device in one asynchronous transfer).
+_PREFETCH_BYTES = 256 * 2**20
+
+
+class NoiseStream:
+    """``count`` successive N(0, I) draws shaped like ``like``, the same values as ``count`` calls of
+    :func:`gaussian_like` (and the generators end in the same state).
+
+    On an accelerator with CPU generators, each :func:`gaussian_like` would draw on the CPU and make a pageable
+    host→device copy, which waits for the device: a host synchronisation per step. The stream instead draws
+    several steps ahead into pinned memory and copies them asynchronously, so a step loop never waits.
+    """
+
+    def __init__(self, like: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None,
+                 count: int, *, prefetch: bool | None = None) -> None:
+        self.like, self.gens, self.left = like, generator, count
+        first = generator[0] if isinstance(generator, list) else generator
+        on_host = first is not None and first.device.type == "cpu"
+        self.prefetch = (like.device.type != "cpu" and on_host) if prefetch is None else prefetch
+        per_draw = max(1, like.numel() * like.element_size())
+        self.chunk = max(1, min(count, _PREFETCH_BYTES // per_draw))
+        self.ready: list[torch.Tensor] = []
+
+    def next(self) -> torch.Tensor:
+        if self.left <= 0:
+            raise RuntimeError("NoiseStream: more draws taken than were announced")
+        self.left -= 1
+        if not self.prefetch:
+            return gaussian_like(self.like, self.gens)
+        if not self.ready:
+            n = min(self.chunk, self.left + 1)
+            shape = tuple(self.like.shape)
+            host = torch.stack([randn_tensor(shape, generator=self.gens, device=torch.device("cpu"),
+                                             dtype=self.like.dtype) for _ in range(n)])
+            if torch.cuda.is_available():
+                host = host.pin_memory()
+            self.ready = list(host.to(self.like.device, non_blocking=True).unbind(0))
+        return self.ready.pop(0)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._noise import Generators, check_generators
+from ._noise import Generators, check_generators, gaussian_like
 from .encoder import check_images, start_point
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
@@ -47,7 +47,7 @@ def sdedit(
     timesteps = timesteps or schedule.timesteps(steps, strength)
     gens = check_generators(generator, x0.shape[0])
     cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
-    x_start = start_point(x0, schedule.alpha_bar_at(timesteps[0]), gens)
+    x_start = start_point(x0, schedule.alpha_bar_at(timesteps[0]), gaussian_like(x0, gens))
     eps, residual = fresh_draws(x0, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
     return replay(target, cond, x_start, timesteps, eps, residual, sampler=sampler, eta=eta, progress=progress,
                   desc="sdedit")

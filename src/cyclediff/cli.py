@@ -121,10 +121,13 @@ def attempt(result: ItemResult, work: Callable[[], str | None]) -> ItemResult:
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def load_model(spec: str, device: str, dtype: str):
+def load_model(spec: str, device: str, dtype: str, compile_: bool = False):
     from .models import load
 
-    return load(spec, dtype=DTYPES[dtype], device=resolve_device(device))
+    model = load(spec, dtype=DTYPES[dtype], device=resolve_device(device))
+    if compile_:
+        model.optimize(compile=True)
+    return model
 
 
 def is_text_model(model: Any) -> bool:
@@ -167,6 +170,12 @@ def model_options(f: Callable) -> Callable:
                      help="dtype of the model weights (the sampler maths stays float32)")(f)
     return click.option("--model", "model_spec", required=True,
                         help="hub id, local diffusers folder, or .safetensors / .ckpt checkpoint")(f)
+
+
+def compile_option(f: Callable) -> Callable:
+    return click.option("--compile", "compile_", is_flag=True,
+                        help="torch.compile the UNet (on CUDA replayed as CUDA graphs): faster on long jobs; each "
+                             "new batch size compiles first (a minute or more)")(f)
 
 
 def sampling_options(strength: float, eta_default: float = 0.1) -> Callable:
@@ -227,6 +236,7 @@ def main() -> None:
 @click.option("--source-prompt", required=True, help="what the input images show")
 @click.option("--prompt", required=True, help="what the edited images should show")
 @model_options
+@compile_option
 @sampling_options(strength=0.8)
 @click.option("--guidance-scale", type=click.FloatRange(0), default=3.0, show_default=True)
 @click.option("--source-guidance-scale", type=click.FloatRange(0), default=1.0, show_default=True,
@@ -241,7 +251,7 @@ def main() -> None:
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
 @output_options
-def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, strength, eta, guidance_scale,
+def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, steps, strength, eta, guidance_scale,
          source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, size, fit, max_pixels, out,
          overwrite, quiet, as_json):
     """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (no mask, no training).
@@ -262,7 +272,7 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, steps, streng
         raise click.UsageError("give --seed or --seeds, not both")
     _check_sampler("ddim", eta)
     seed_list = parse_seeds(seeds) if seeds is not None else [0 if seed is None else seed]
-    model = load_model(model_spec, device, dtype)
+    model = load_model(model_spec, device, dtype, compile_)
     if not is_text_model(model):
         raise CycleDiffError("edit needs a text-conditioned (Stable Diffusion) model; for pixel models use "
                              "translate with --source-class / --target-class")
@@ -357,12 +367,13 @@ def _batches(items: list, size: int) -> Iterable[list]:
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
+@compile_option
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("translations"), show_default=True)
 @output_options
 def translate(images, source_model, target_model, method, steps, strength, eta, refine_steps, source_class,
-              target_class, source_prompt, target_prompt, guidance_scale, seeds, batch_size, device, dtype, size,
-              fit, max_pixels, out, overwrite, quiet, as_json):
+              target_class, source_prompt, target_prompt, guidance_scale, seeds, batch_size, device, dtype,
+              compile_, size, fit, max_pixels, out, overwrite, quiet, as_json):
     """Translate IMAGES from the source model's domain to the target model's (unpaired, no training).
 
     \b
@@ -374,8 +385,8 @@ def translate(images, source_model, target_model, method, steps, strength, eta, 
     from . import translate as translate_images
 
     _check_sampler("ddim", eta)
-    source = load_model(source_model, device, dtype)
-    target = source if target_model == source_model else load_model(target_model, device, dtype)
+    source = load_model(source_model, device, dtype, compile_)
+    target = source if target_model == source_model else load_model(target_model, device, dtype, compile_)
     source_cond = condition_for(source, prompt=source_prompt, class_label=source_class)
     target_cond = condition_for(target, prompt=target_prompt, class_label=target_class,
                                 guidance_scale=guidance_scale)
@@ -609,6 +620,7 @@ def demo_train(out: Path, iters: int, seed: int) -> None:
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
+@compile_option
 @sampling_options(strength=1.0)
 @click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
 @click.option("--prompt", default=None, help="text models: the prompt that describes the image")
@@ -622,8 +634,8 @@ def demo_train(out: Path, iters: int, seed: int) -> None:
 @click.option("--store-dtype", type=click.Choice(["full", "float16"]), default="full", show_default=True,
               help="float16 halves the files; decoding is then exact to about 1e-3 only")
 @output_options
-def encode(images, model_spec, device, dtype, steps, strength, eta, sampler, prompt, guidance_scale, class_label,
-           seed, size, fit, max_pixels, output, out, store_dtype, overwrite, quiet, as_json):
+def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sampler, prompt, guidance_scale,
+           class_label, seed, size, fit, max_pixels, output, out, store_dtype, overwrite, quiet, as_json):
     """Encode IMAGES into latent files (decode them later with other prompts, classes or models).
 
     \b
@@ -638,7 +650,7 @@ def encode(images, model_spec, device, dtype, steps, strength, eta, sampler, pro
     if output is not None and len(images) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several images")
     _check_sampler(sampler, eta)
-    model = load_model(model_spec, device, dtype)
+    model = load_model(model_spec, device, dtype, compile_)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
     report = Reporter(len(images), "encode", quiet=quiet, as_json=as_json)
     for i, path in enumerate(images):
@@ -662,6 +674,7 @@ def encode(images, model_spec, device, dtype, steps, strength, eta, sampler, pro
 @main.command()
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
+@compile_option
 @click.option("--prompt", default=None, help="text models: decode under this prompt (default: the recorded one)")
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None)
 @click.option("--negative-prompt", default=None)
@@ -669,8 +682,8 @@ def encode(images, model_spec, device, dtype, steps, strength, eta, sampler, pro
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True)
 @output_options
-def decode(latents, model_spec, device, dtype, prompt, guidance_scale, negative_prompt, class_label, output, out,
-           overwrite, quiet, as_json):
+def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale, negative_prompt, class_label,
+           output, out, overwrite, quiet, as_json):
     """Decode latent files into PNG images: with the recorded condition they give the encoded image back; with
     another prompt, class or model they edit or translate it.
 
@@ -688,7 +701,7 @@ def decode(latents, model_spec, device, dtype, prompt, guidance_scale, negative_
 
     if output is not None and len(latents) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several latents")
-    model = load_model(model_spec, device, dtype)
+    model = load_model(model_spec, device, dtype, compile_)
     new_condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale,
                                   negative_prompt=negative_prompt, class_label=class_label)
     report = Reporter(len(latents), "decode", quiet=quiet, as_json=as_json)
@@ -715,6 +728,7 @@ def decode(latents, model_spec, device, dtype, prompt, guidance_scale, negative_
 # ---------------------------------------------------------------------------------------------------- sample
 @main.command()
 @model_options
+@compile_option
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--eta", type=click.FloatRange(0, 1), default=1.0, show_default=True)
 @click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
@@ -725,7 +739,7 @@ def decode(latents, model_spec, device, dtype, prompt, guidance_scale, negative_
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
 @click.option("--save-latents", is_flag=True, help="also write each sample's latent file")
 @output_options
-def sample(model_spec, device, dtype, steps, eta, sampler, seeds, prompt, guidance_scale, class_label, out,
+def sample(model_spec, device, dtype, compile_, steps, eta, sampler, seeds, prompt, guidance_scale, class_label, out,
            save_latents, overwrite, quiet, as_json):
     """Sample images from the prior latent N(0, I), one per seed (for pixel models, seed s gives the image
     diffusers' DDIM / DDPM pipeline gives for s)."""
@@ -735,7 +749,7 @@ def sample(model_spec, device, dtype, steps, eta, sampler, seeds, prompt, guidan
     from .apps.images import to_images
 
     _check_sampler(sampler, eta)
-    model = load_model(model_spec, device, dtype)
+    model = load_model(model_spec, device, dtype, compile_)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
     seed_list = parse_seeds(seeds)
     report = Reporter(len(seed_list), "sample", quiet=quiet, as_json=as_json)

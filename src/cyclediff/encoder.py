@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ._noise import Generators, check_generators, gaussian_like, seeds_of
+from ._noise import Generators, NoiseStream, check_generators, seeds_of
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Condition, Denoiser
@@ -37,14 +38,14 @@ def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.
         )
 
 
-def start_point(x0: torch.Tensor, alpha_bar: float, gens) -> torch.Tensor:
-    """A draw from q(x_t | x0) = N(√ᾱ x0, (1 − ᾱ) I)."""
-    return alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * gaussian_like(x0, gens)
+def start_point(x0: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torch.Tensor:
+    """A draw from q(x_t | x0) = N(√ᾱ x0, (1 − ᾱ) I), given the N(0, I) draw ``noise``."""
+    return alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * noise
 
 
 def encoder_step(
     schedule: Schedule, step: Transition, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, *,
-    last: bool, eta: float, gens,
+    last: bool, eta: float, draw: Callable[[], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One DPM-Encoder step: draw x_s ~ q(x_s | x_t, x0) (x0 itself after the last step) and return
     (x_s as the decoder will recompute it, the draw ε the sampler needs, whether ε is a residual)."""
@@ -53,7 +54,7 @@ def encoder_step(
     else:
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
         post_std = ddim_std(ab_t, ab_s, eta)  # DDPM: eta is 1, the true posterior β̃
-        x_s = posterior_mean(x_t, x0, ab_t, ab_s, post_std) + post_std * gaussian_like(x0, gens)
+        x_s = posterior_mean(x_t, x0, ab_t, ab_s, post_std) + post_std * draw()
     if step.deterministic:
         e = x_s - step.mean  # no draw can carry this step: keep the exact residual
     else:
@@ -76,6 +77,7 @@ class EncodingRun:
     gens: Any
     condition: Condition
     x_start: torch.Tensor | None = None
+    noise: NoiseStream | None = None
     eps: list[torch.Tensor] = field(default_factory=list)
     residual: list[bool] = field(default_factory=list)
 
@@ -87,10 +89,13 @@ class EncodingRun:
         timesteps = denoiser.schedule.timesteps(steps, strength)
         gens = check_generators(generator, x0.shape[0])
         cond = denoiser.prepare_condition(x0.shape[0], **condition)
-        return cls(x0, denoiser, sampler, eta, steps, float(strength), timesteps, gens, cond)
+        # one draw for x_start and one per step but the last (which lands on x0 itself)
+        noise = NoiseStream(x0, gens, count=len(timesteps))
+        return cls(x0, denoiser, sampler, eta, steps, float(strength), timesteps, gens, cond, noise=noise)
 
     def start(self) -> torch.Tensor:
-        self.x_start = start_point(self.x0, self.denoiser.schedule.alpha_bar_at(self.timesteps[0]), self.gens)
+        ab = self.denoiser.schedule.alpha_bar_at(self.timesteps[0])
+        self.x_start = start_point(self.x0, ab, self.noise.next())
         return self.x_start
 
     def step(self, k: int, t: int, s: int, model_output: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ class EncodingRun:
         schedule = self.denoiser.schedule
         step = transition(schedule, model_output, x_t, t, s, sampler=self.sampler, eta=self.eta)
         x_s, e, residual = encoder_step(schedule, step, x_t, self.x0, t, s, last=k == len(self.timesteps) - 1,
-                                        eta=self.eta, gens=self.gens)
+                                        eta=self.eta, draw=self.noise.next)
         self.eps.append(e)
         self.residual.append(residual)
         return x_s

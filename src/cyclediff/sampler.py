@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._noise import Generators, check_generators, gaussian_like, seeds_of
+from ._noise import Generators, NoiseStream, check_generators, gaussian_like, seeds_of
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Denoiser
@@ -129,9 +129,11 @@ def fresh_draws(
     """New N(0, I) draws for every step (zero residuals where a step is deterministic), taken from the
     generator(s) in the order diffusers' pipelines take them (DDPM draws nothing at t = 0)."""
     eps, residual = [], []
-    for t, s in step_pairs(timesteps):
-        drawn = not (sampler == "ddpm" and t == 0)
-        e = gaussian_like(like, gens) if drawn else None
+    pairs = step_pairs(timesteps)
+    drawn = [not (sampler == "ddpm" and t == 0) for t, _ in pairs]
+    noise = NoiseStream(like, gens, count=sum(drawn))
+    for (t, s), d in zip(pairs, drawn):
+        e = noise.next() if d else None
         deterministic = is_deterministic(schedule, t, s, sampler=sampler, eta=eta)
         eps.append(torch.zeros_like(like) if deterministic else e)
         residual.append(deterministic)

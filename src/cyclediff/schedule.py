@@ -92,6 +92,8 @@ class Schedule:
             object.__setattr__(self, "alpha_bar", ab.to(torch.float64))
         if not torch.isfinite(self.alpha_bar).all() or (self.alpha_bar < 0).any() or (self.alpha_bar > 1).any():
             raise ConfigError("ᾱ must lie in [0, 1]; check the betas (each must lie in [0, 1))")
+        # Python floats for the step loop: indexing the tensor costs a dispatch per lookup
+        object.__setattr__(self, "_alpha_bar_list", self.alpha_bar.tolist())
         if self.prediction_type not in PREDICTION_TYPES:
             raise ConfigError(
                 f"prediction_type {self.prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}"
@@ -176,7 +178,7 @@ class Schedule:
 
     def alpha_bar_at(self, t: int) -> float:
         """ᾱ_t; t < 0 means "after the last step" (the final ᾱ)."""
-        return self.final_alpha_bar if t < 0 else float(self.alpha_bar[t])
+        return self.final_alpha_bar if t < 0 else self._alpha_bar_list[t]
 
     def fingerprint(self) -> str:
         """A short hash of everything in the schedule that changes a sampling step."""

@@ -9,11 +9,12 @@ import torch
 
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
+from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
 from .base import Condition, split_guided
 
 
-class PixelDenoiser:
+class PixelDenoiser(Optimizable):
     """A diffusers ``UNet2DModel`` (unconditional, class-conditional, learned variance) and its schedule.
 
     >>> den = PixelDenoiser(unet, scheduler.config)              # from objects
@@ -35,6 +36,7 @@ class PixelDenoiser:
                 f"PixelDenoiser needs a diffusers UNet2DModel; got {type(unet).__name__}"
             )
         self.unet = unet.eval().requires_grad_(False)
+        self.runner = UNetRunner(self.unet)
         self.schedule = Schedule.from_config(scheduler_config)
         self.model_id = model_id if model_id is not None else (unet.config.get("_name_or_path") or None)
         self.null_class_label = null_class_label
@@ -155,7 +157,8 @@ class PixelDenoiser:
             record["class_labels"] = labels.tolist()
         if w != 1:
             record["guidance_scale"] = w
-        return Condition(inputs={"class_labels": labels, "scale": w}, record=record)
+        # on the model's device once, not a host→device copy (and wait) at every step
+        return Condition(inputs={"class_labels": labels.to(self.device), "scale": w}, record=record)
 
     def _labels(self, class_labels: Any, batch_size: int) -> torch.Tensor:
         n = self.num_classes
@@ -189,7 +192,7 @@ class PixelDenoiser:
         x_all = torch.cat(xs)
         kwargs = {} if labels[0] is None else {"class_labels": torch.cat(labels).to(x_all.device)}
         timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
-        out = self.unet(x_all.to(self.dtype), timesteps, **kwargs).sample.to(x_all.dtype)
+        out = self.runner(x_all.to(self.dtype), timesteps, x_all.dtype, **kwargs)
         return split_guided(out, plan)
 
 

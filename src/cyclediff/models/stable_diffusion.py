@@ -16,6 +16,7 @@ import torch
 from .._noise import check_generators
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
+from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
 from .base import Condition, split_guided
 
@@ -33,7 +34,7 @@ def _as_list(value: Any, batch_size: int, name: str) -> list[str] | None:
     return items
 
 
-class StableDiffusion:
+class StableDiffusion(Optimizable):
     """A Stable Diffusion pipeline as a :class:`~cyclediff.models.Denoiser` over its VAE latents.
 
     >>> sd = StableDiffusion.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)
@@ -51,6 +52,8 @@ class StableDiffusion:
                 raise CycleDiffError(f"the pipeline has no {part}; StableDiffusion needs a Stable Diffusion pipeline")
         self.pipe = pipe
         self.unet, self.vae = pipe.unet, pipe.vae
+        self.runner = UNetRunner(self.unet)
+        self._time_ids_cache: dict[tuple, torch.Tensor] = {}
         for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
             if module is not None:
                 module.eval().requires_grad_(False)
@@ -153,7 +156,7 @@ class StableDiffusion:
             )
         gens = check_generators(generator, images.shape[0])
         with torch.no_grad():
-            dist = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist
+            dist = self.vae.encode(images.to(self.vae.device, self._vae_dtype())).latent_dist
             latents = dist.sample(gens) if sample else dist.mode()
         shift = self.vae.config.get("shift_factor") or 0.0
         return ((latents - shift) * self.vae.config.scaling_factor).to(images.dtype)
@@ -162,7 +165,14 @@ class StableDiffusion:
         """Scaled VAE latents → images in [-1, 1] (not clamped), in the latents' dtype."""
         shift = self.vae.config.get("shift_factor") or 0.0
         z = latents / self.vae.config.scaling_factor + shift
-        return self.vae.decode(z.to(self.vae.dtype)).sample.to(latents.dtype)
+        return self.vae.decode(z.to(self._vae_dtype())).sample.to(latents.dtype)
+
+    def _vae_dtype(self) -> torch.dtype:
+        """The VAE's dtype, first moving a float16 VAE whose config says ``force_upcast`` (SDXL's overflows to
+        NaN in float16) to float32, as diffusers' pipelines do. bfloat16 has float32's range and stays."""
+        if self.vae.dtype == torch.float16 and self.vae.config.get("force_upcast", False):
+            self.vae.to(torch.float32)
+        return self.vae.dtype
 
     # ------------------------------------------------------------------ Denoiser
     def check_sample(self, x: torch.Tensor) -> None:
@@ -241,14 +251,18 @@ class StableDiffusion:
             kwargs["added_cond_kwargs"] = {"text_embeds": torch.cat(pooled).to(self.device, self.dtype),
                                            "time_ids": self._time_ids(x_all)}
         timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
-        out = self.unet(x_all.to(self.dtype), timesteps, **kwargs).sample.to(x_all.dtype)
+        out = self.runner(x_all.to(self.dtype), timesteps, x_all.dtype, **kwargs)
         return split_guided(out, plan)
 
     def _time_ids(self, x: torch.Tensor) -> torch.Tensor:
-        """SDXL's size conditioning: original size, crop (0, 0), target size, all the image's own size."""
+        """SDXL's size conditioning: original size, crop (0, 0), target size, all the image's own size.
+        Built once per shape: a fresh host tensor at every step would be a host→device copy that waits."""
         h, w = x.shape[2] * self.vae_scale_factor, x.shape[3] * self.vae_scale_factor
-        ids = torch.tensor([h, w, 0, 0, h, w], device=self.device, dtype=self.dtype)
-        return ids.expand(x.shape[0], 6)
+        key = (h, w, x.shape[0], self.dtype, self.device)
+        if key not in self._time_ids_cache:
+            ids = torch.tensor([h, w, 0, 0, h, w], dtype=self.dtype).to(self.device)
+            self._time_ids_cache[key] = ids.expand(x.shape[0], 6).contiguous()
+        return self._time_ids_cache[key]
 
 
 def _is_xl_folder(source: str) -> bool:
