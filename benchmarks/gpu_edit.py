@@ -308,7 +308,7 @@ def optional_phases(bench: Bench, sd: StableDiffusion, ours, extra: tuple, best:
                      generator=[torch.Generator().manual_seed(0)], **settings).images
         diff = (fast_images.float() - exact.float()).abs()
         bench.emit("accuracy", max_abs=round(float(diff.max()), 4), mean_abs=round(float(diff.mean()), 5),
-                   note="images in [0, 1]; random weights, 80 chained steps")
+                   note=f"images in [0, 1]; random weights, {run_steps} chained steps")
         del sd32
 
     # --- SDXL-sized, eager and CUDA-graph captured (no diffusers reference exists)
