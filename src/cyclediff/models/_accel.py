@@ -50,7 +50,7 @@ class UNetRunner:
         if backend not in BACKENDS:
             raise CycleDiffError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         cuda = device.type == "cuda"
-        self.channels_last = cuda if channels_last is None else bool(channels_last)
+        self.channels_last = (cuda and compile) if channels_last is None else bool(channels_last)
         self.module.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         if not compile:
             self.compiled, self.cudagraphs = None, False
@@ -77,8 +77,8 @@ class Optimizable:
         ``compile=True``: ``torch.compile`` the UNet (``backend="inductor"``; on CUDA with ``mode=
         "reduce-overhead"`` by default, so the compiled kernels replay as CUDA graphs; ``backend="cudagraphs"``
         captures CUDA graphs of the eager kernels, with no code generation, and compiles in seconds). Each new
-        batch shape compiles once more. ``channels_last`` (default: on CUDA) stores the UNet's weights and
-        inputs in NHWC, which cuDNN's half-precision convolutions prefer. Gradients (guidance) use the eager
+        batch shape compiles once more. ``channels_last`` (default: on CUDA when compiling) stores the UNet's
+        weights and inputs in NHWC, which cuDNN's half-precision convolutions prefer. Gradients (guidance) use the eager
         UNet. ``compile=False`` undoes the compilation.
         """
         self.runner.optimize(compile=compile, backend=backend, mode=mode, channels_last=channels_last,
