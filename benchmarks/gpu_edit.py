@@ -126,27 +126,30 @@ def timed(fn, device: str, repeats: int) -> tuple[float, list[float]]:
 
 @torch.no_grad()
 def unet_call_seconds(sd: StableDiffusion, rows: int, device: str, repeats: int = 30) -> float:
-    """Median time of one UNet call with ``rows`` rows at the model's latent size, through the model's runner
-    (eager or compiled as the model is set up)."""
+    """Seconds per UNet call with ``rows`` rows at the model's latent size, through the model's runner (eager or
+    compiled as the model is set up): ``repeats`` calls back to back, as in the step loop (the host queues the
+    next call while the device runs this one), timed with CUDA events around all of them."""
     c, h, w = sd.sample_shape
     x = torch.randn(rows, c, h, w, device=device)
     cond = sd.prepare_condition(rows, prompt="a photo", guidance_scale=1.0)
-    times = []
-    for i in range(repeats + 3):
-        start = time.perf_counter()
-        if device.startswith("cuda"):
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            sd.predict_batch([(x, cond)], 500 + i)
-            end.record()
-            end.synchronize()
-            seconds = begin.elapsed_time(end) / 1000
-        else:
-            sd.predict_batch([(x, cond)], 500 + i)
-            seconds = time.perf_counter() - start
-        if i >= 3:
-            times.append(seconds)
-    return statistics.median(times)
+    for i in range(3):
+        sd.predict_batch([(x, cond)], 500 + i)
+    sync(device)
+    start = time.perf_counter()
+    if device.startswith("cuda"):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+    for i in range(repeats):
+        sd.predict_batch([(x, cond)], 600 + i)
+    if device.startswith("cuda"):
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1000 / repeats
+    return (time.perf_counter() - start) / repeats
+
+
+def batch_sizes(text: str) -> list[int]:
+    return [int(b) for b in text.split(",") if b.strip()]
 
 
 class Bench:
@@ -193,7 +196,7 @@ def main() -> None:
                unet_params_m=round(sum(p.numel() for p in sd.unet.parameters()) / 1e6, 1),
                attention=sorted({type(p).__name__ for p in sd.unet.attn_processors.values()}))
     g = torch.Generator().manual_seed(0)
-    photos = torch.rand(max(int(b) for b in args.batches.split(",")), 3, size, size, generator=g).to(device)
+    photos = torch.rand(max([1] + batch_sizes(args.batches)), 3, size, size, generator=g).to(device)
     settings = dict(strength=args.strength, eta=0.1, guidance_scale=3.0, source_guidance_scale=1.0)
 
     ref = CycleDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
@@ -284,7 +287,7 @@ def optional_phases(bench: Bench, sd: StableDiffusion, ours, extra: tuple, best:
     device, dtype, cuda = args.device, getattr(torch, args.dtype), args.device.startswith("cuda")
     build = sd15 if args.preset == "sd15" else tiny
     # --- throughput at larger batches (compiled; one compilation per batch size)
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for batch in batch_sizes(args.batches):
         if not bench.time_left(needed=compile_s + 3 * batch * fast_s + 30):
             bench.emit("throughput", batch=batch, skipped="deadline")
             continue
