@@ -76,7 +76,7 @@ class Optimizable:
 
         ``compile=True``: ``torch.compile`` the UNet (``backend="inductor"``; on CUDA with ``mode=
         "reduce-overhead"`` by default, so the compiled kernels replay as CUDA graphs; ``backend="cudagraphs"``
-        captures CUDA graphs of the eager kernels, with no code generation, and compiles in seconds). Each new
+        captures CUDA graphs of the eager kernels, with no inductor code generation). Each new
         batch shape compiles once more. ``channels_last`` (default: on CUDA when compiling) stores the UNet's
         weights and inputs in NHWC, which cuDNN's half-precision convolutions prefer. Gradients (guidance) use the eager
         UNet. ``compile=False`` undoes the compilation.
