@@ -487,6 +487,44 @@ def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copi
     report.finish()
 
 
+# ---------------------------------------------------------------------------------------------------- run
+@main.command("run")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="redo every unit, ignoring earlier records")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def run_job_cmd(job_file: Path, overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """Run a job file (.toml, .json or .yaml) over a whole dataset: resumable, on one process or many.
+
+    \b
+    Examples:
+      cyclediff run job.toml
+      accelerate launch --multi_gpu --num_processes 8 -m cyclediff run job.toml      # 8 GPUs
+      torchrun --nproc_per_node 2 -m cyclediff run job.toml                          # 2 CPU processes (gloo)
+
+    Outputs go to the job's out folder: images/, manifest.jsonl (one line per input × seed: input, settings,
+    seed, output, metrics, status, error, seconds) and summary.json. Run the same command again after a crash to
+    resume; failed units are retried. Exit status 1 when any unit failed.
+    """
+    from .apps.jobs import distributed, load_job, run_job
+
+    job = load_job(job_file)
+    rank, world, device, barrier = distributed(job.device)
+    report = run_job(job, rank=rank, world=world, device=device, progress=not quiet, barrier=barrier,
+                     overwrite=overwrite)
+    if rank == 0:
+        if as_json:
+            click.echo(json.dumps({"total": report.total, "ok": report.ok, "failed": report.failed,
+                                   "not_run": report.skipped, "manifest": str(report.manifest),
+                                   "failures": [{"key": f["key"], "error": f["error"]} for f in report.failures]},
+                                  indent=2))
+        else:
+            click.echo(f"{report.ok} of {report.total} done, {report.failed} failed -> {report.manifest}", err=True)
+            for f in report.failures:
+                click.echo(f"  failed {f['key']}: {f['error']}", err=True)
+    sys.exit(1 if report.failed or report.skipped else 0)
+
+
 # ---------------------------------------------------------------------------------------------------- evaluate
 @main.group()
 def evaluate() -> None:

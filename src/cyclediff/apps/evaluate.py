@@ -51,14 +51,21 @@ class Records:
         self.new: list[dict] = []
 
     def add(self, record: dict) -> None:
+        self.add_many([record])
+
+    def add_many(self, records: list[dict]) -> None:
+        """Several lines in one synced write (a crash tears at most the last line, which readers skip)."""
+        if not records:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
-        self.new.append(record)
-        if record["status"] == "ok":
-            self.done[record["key"]] = record
+        for record in records:
+            self.new.append(record)
+            if record["status"] == "ok":
+                self.done[record["key"]] = record
 
     def ok(self) -> list[dict]:
         return list(self.done.values())

@@ -1,0 +1,604 @@
+"""Whole datasets as resumable jobs: ``cyclediff run JOB.toml``, on one process or many through accelerate.
+
+A job file names the task (edit, translate, guide), the inputs (a folder, a glob, a JSONL manifest of items with
+per-item prompts / labels / seeds, or a list of paths), the seeds and the task's settings. Every (item, seed)
+is a *unit* with a stable key; units are grouped into batches in one global order fixed by the job alone, and
+batch i goes to rank i mod world size. So every batch is computed with the same members whatever the number of
+processes, and the images do not depend on it (each unit also has its own generator).
+
+Each rank appends its records to ``manifest.rank-R.jsonl`` (one JSON line per unit: key, input, seed, settings,
+output, metrics, status, error, seconds), all of a batch's lines in one synced write after its images were
+written atomically. A unit is finished when an ok record names an existing output: a restarted job skips
+finished units and only they, whichever rank or world size recorded them. At the end rank 0 merges all parts
+into ``manifest.jsonl`` (one line per unit, in job order) and ``summary.json``; failed units are retried by the
+next run of the same command.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import DEFAULT_MAX_PIXELS, atomic_write, load_image, parse_size, save_image
+from ..errors import CycleDiffError
+from .evaluate import Records, pair_scores
+
+TASKS = ("edit", "translate", "guide")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+TOP_LEVEL = {"task", "inputs", "out", "seeds", "batch_size", "device", "dtype", "compile", "size", "fit",
+             "max_pixels", "settings"}
+# settings each task takes (beyond these nothing is accepted, so a typo is an error, not a silent default)
+SETTINGS: dict[str, dict[str, Any]] = {
+    "edit": {"model": None, "source_prompt": None, "prompt": None, "strength": 0.8, "steps": 100, "eta": 0.1,
+             "guidance_scale": 3.0, "source_guidance_scale": 1.0, "negative_prompt": None,
+             "method": "cyclediffusion"},
+    "translate": {"source_model": None, "target_model": None, "method": "cyclediffusion", "strength": 0.8,
+                  "steps": 100, "eta": 0.1, "refine_steps": 0, "source_class": None, "target_class": None,
+                  "source_prompt": None, "target_prompt": None, "guidance_scale": None},
+    "guide": {"model": None, "energy": None, "text": None, "clip_model": "openai/clip-vit-base-patch32",
+              "augment_copies": 8, "weight": 500.0, "langevin_steps": 200, "step_size": 0.05, "steps": 50,
+              "eta": 1.0, "prompt": None, "guidance_scale": None, "class_label": None, "keep_best": False,
+              "grad_steps": None},
+}
+REQUIRED = {"edit": ("model",), "translate": ("source_model", "target_model"), "guide": ("model", "energy")}
+# per-item fields a manifest line may set; "batched" ones may differ inside one batch (one value per image)
+PER_ITEM = {"edit": {"prompt", "source_prompt", "negative_prompt"},
+            "translate": {"source_class", "target_class", "source_prompt", "target_prompt"},
+            "guide": {"text", "class_label", "prompt"}}
+BATCHED = {"edit": {"prompt", "source_prompt", "negative_prompt"},
+           "translate": {"source_class", "target_class", "source_prompt", "target_prompt"},
+           "guide": {"class_label"}}
+
+
+# ---------------------------------------------------------------------------------------------------- the job
+@dataclass(frozen=True)
+class Item:
+    id: str
+    input: Path | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One output: an item at one seed."""
+
+    index: int
+    item: Item
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.item.id}/seed{self.seed}"
+
+
+@dataclass
+class Job:
+    task: str
+    items: list[Item]
+    out: Path
+    seeds: list[int]
+    settings: dict[str, Any]
+    batch_size: int = 1
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    size: str | None = None
+    fit: str = "crop"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path | None = None
+
+    def units(self) -> list[Unit]:
+        units = []
+        for item in self.items:
+            for seed in item.seeds or self.seeds:
+                units.append(Unit(len(units), item, seed))
+        return units
+
+    def settings_for(self, item: Item) -> dict[str, Any]:
+        return {**self.settings, **item.overrides}
+
+    def output_for(self, unit: Unit) -> Path:
+        return self.out / "images" / f"{unit.item.id}_seed{unit.seed}.png"
+
+    def batches(self) -> list[list[Unit]]:
+        """Consecutive units in job order, at most batch_size each, sharing every setting that cannot differ
+        inside a batch. Fixed by the job file alone (not by ranks or by what is already done)."""
+        batches: list[list[Unit]] = []
+        for unit in self.units():
+            sig = self._signature(unit.item)
+            if batches and len(batches[-1]) < self.batch_size and self._signature(batches[-1][0].item) == sig:
+                batches[-1].append(unit)
+            else:
+                batches.append([unit])
+        return batches
+
+    def _signature(self, item: Item) -> str:
+        fixed = {k: v for k, v in item.overrides.items() if k not in BATCHED[self.task]}
+        return json.dumps(fixed, sort_keys=True)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text) or {}
+    except Exception as err:  # noqa: BLE001 - each parser raises its own kind
+        raise CycleDiffError(f"{path}: not a valid {suffix[1:].upper()} job file: {err}") from err
+    raise CycleDiffError(f"{path}: job files are .toml, .json or .yaml; got {suffix or 'no suffix'}")
+
+
+def parse_seed_list(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and value:
+        return list(value)
+    if isinstance(value, str):
+        seeds: list[int] = []
+        for part in value.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+            if not m:
+                break
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            seeds.extend(range(lo, hi + 1))
+        else:
+            if seeds:
+                return seeds
+    raise CycleDiffError(f"seeds must be an integer, a list of integers or a range like '0-3'; got {value!r}")
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate a job file; every mistake is one error naming the key and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise CycleDiffError(f"no such job file: {path}")
+    path = path.resolve()
+    raw = _read_file(path)
+    if not isinstance(raw, dict):
+        raise CycleDiffError(f"{path}: a job file holds a table of settings")
+    unknown = set(raw) - TOP_LEVEL
+    if unknown:
+        raise CycleDiffError(f"{path}: unknown keys {sorted(unknown)}; a job takes {sorted(TOP_LEVEL)} "
+                             "(task settings go under [settings])")
+    task = raw.get("task")
+    if task not in TASKS:
+        raise CycleDiffError(f"{path}: task must be one of {', '.join(TASKS)}; got {task!r}")
+    given = raw.get("settings") or {}
+    if not isinstance(given, dict):
+        raise CycleDiffError(f"{path}: settings must be a table")
+    bad = set(given) - set(SETTINGS[task])
+    if bad:
+        raise CycleDiffError(f"{path}: the {task} task has no settings {sorted(bad)}; it takes "
+                             f"{sorted(SETTINGS[task])}")
+    settings = {**SETTINGS[task], **given}
+    missing = [k for k in REQUIRED[task] if not settings.get(k)]
+    if missing:
+        raise CycleDiffError(f"{path}: the {task} task needs settings {missing}")
+    base = path.parent
+    batch_size = raw.get("batch_size", 1)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise CycleDiffError(f"{path}: batch_size must be a positive integer; got {batch_size!r}")
+    items = _items(raw.get("inputs"), base, task)
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise CycleDiffError(f"{path}: item ids repeat ({dup[:5]}); give each manifest line a unique \"id\"")
+    for item in items:
+        if task != "guide" and item.input is None:
+            raise CycleDiffError(f"{path}: item {item.id!r} has no input image; the {task} task needs one")
+    out = Path(raw.get("out") or f"{path.stem}-out")
+    return Job(task=task, items=items, out=out if out.is_absolute() else base / out,
+               seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings, batch_size=batch_size,
+               device=str(raw.get("device", "auto")), dtype=str(raw.get("dtype", "float32")),
+               compile=bool(raw.get("compile", False)), size=raw.get("size"), fit=str(raw.get("fit", "crop")),
+               max_pixels=int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)), source=path)
+
+
+def _items(inputs: Any, base: Path, task: str) -> list[Item]:
+    """Items from a folder, a glob, a JSONL manifest, or a list of paths (relative to the job file)."""
+    if inputs is None:
+        if task == "guide":
+            return [Item(id="sample", input=None)]
+        raise CycleDiffError(f"the {task} task needs inputs: a folder, a glob, a .jsonl manifest or a list")
+    if isinstance(inputs, list):
+        return _dedupe_ids([_path(base, p) for p in inputs])
+    if not isinstance(inputs, str):
+        raise CycleDiffError(f"inputs must be a folder, a glob, a .jsonl manifest or a list; got {inputs!r}")
+    where = _path(base, inputs)
+    if inputs.endswith(".jsonl"):
+        return _manifest(where, task)
+    if where.is_dir():
+        files = sorted(p for p in where.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CycleDiffError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {where}")
+        return _dedupe_ids(files)
+    if glob.has_magic(inputs):
+        files = sorted(Path(p) for p in glob.glob(str(where), recursive=True) if Path(p).is_file())
+        if not files:
+            raise CycleDiffError(f"the glob {inputs!r} matches no files (relative to {base})")
+        return _dedupe_ids(files)
+    raise CycleDiffError(f"inputs {inputs!r}: no such folder, and neither a glob nor a .jsonl manifest")
+
+
+def _path(base: Path, p: Any) -> Path:
+    p = Path(str(p))
+    return p if p.is_absolute() else base / p
+
+
+def _dedupe_ids(files: list[Path]) -> list[Item]:
+    """Ids are file stems; stems that repeat (files of several folders) get their parent folders prefixed."""
+    stems = [f.stem for f in files]
+    items = []
+    for f in files:
+        ident = f.stem if stems.count(f.stem) == 1 else "__".join(f.with_suffix("").parts[-3:])
+        items.append(Item(id=_safe_id(ident), input=f))
+    return items
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "item"
+
+
+def _manifest(path: Path, task: str) -> list[Item]:
+    if not path.is_file():
+        raise CycleDiffError(f"no such manifest: {path}")
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CycleDiffError(f"{path}:{n}: not a JSON line ({err})") from err
+        if not isinstance(rec, dict):
+            raise CycleDiffError(f"{path}:{n}: each line must be a JSON object")
+        extra = set(rec) - {"id", "input", "seeds"} - PER_ITEM[task]
+        if extra:
+            raise CycleDiffError(f"{path}:{n}: unknown fields {sorted(extra)}; a {task} item takes id, input, "
+                                 f"seeds and {sorted(PER_ITEM[task])}")
+        image = _path(path.parent, rec["input"]) if rec.get("input") else None
+        ident = rec.get("id") or (image.stem if image else f"item{n}")
+        seeds = tuple(parse_seed_list(rec["seeds"])) if "seeds" in rec else None
+        overrides = {k: v for k, v in rec.items() if k in PER_ITEM[task]}
+        items.append(Item(id=_safe_id(str(ident)), input=image, overrides=overrides, seeds=seeds))
+    if not items:
+        raise CycleDiffError(f"{path}: the manifest has no items")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------- tasks
+class Task:
+    """Loads the models once per process; turns a batch of units (+ their images) into images and metrics."""
+
+    def __init__(self, job: Job, device: torch.device) -> None:
+        from ..models import load
+
+        self.job, self.device = job, device
+        s = job.settings
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(job.dtype)
+        if dtype is None:
+            raise CycleDiffError(f"dtype must be float32, float16 or bfloat16; got {job.dtype!r}")
+
+        def get(spec: str) -> Any:
+            model = load(spec, dtype=dtype, device=device)
+            return model.optimize(compile=True) if job.compile else model
+
+        if job.task == "translate":
+            self.model = get(s["source_model"])
+            self.target = self.model if s["target_model"] == s["source_model"] else get(s["target_model"])
+        else:
+            self.model = get(s["model"])
+        self.energy_cache: dict[str, Any] = {}
+
+    def read(self, unit: Unit) -> torch.Tensor | None:
+        if unit.item.input is None:
+            return None
+        path = unit.item.input
+        size = parse_size(self.job.size)
+        if hasattr(self.model, "encode_images"):
+            return load_image(path, channels=3, size=size, multiple=self.model.image_multiple, fit=self.job.fit,
+                              max_pixels=self.job.max_pixels)
+        c, h, w = self.model.sample_shape
+        return load_image(path, channels=c, size=size or (h, w), fit=self.job.fit, max_pixels=self.job.max_pixels)
+
+    def process(self, units: list[Unit], images: torch.Tensor | None) -> tuple[torch.Tensor, list[dict]]:
+        gens = [torch.Generator().manual_seed(u.seed) for u in units]
+        per = [self.job.settings_for(u.item) for u in units]
+        x = None if images is None else images.to(self.device)
+        if self.job.task == "edit":
+            from .edit import edit
+
+            s = per[0]
+            out = edit(self.model, x, source_prompt=[_need(p, "source_prompt") for p in per],
+                       prompt=[_need(p, "prompt") for p in per], strength=s["strength"], steps=s["steps"],
+                       eta=s["eta"], guidance_scale=s["guidance_scale"],
+                       source_guidance_scale=s["source_guidance_scale"],
+                       negative_prompt=_listed(per, "negative_prompt"), generator=gens, method=s["method"]).images
+            return out, _pairs(x, out)
+        if self.job.task == "translate":
+            from .translate import translate
+
+            s = per[0]
+            out = translate(x, self.model, self.target, strength=s["strength"], steps=s["steps"], eta=s["eta"],
+                            refine_steps=s["refine_steps"], method=s["method"], generator=gens,
+                            source_condition=_condition(self.model, per, "source"),
+                            target_condition=_condition(self.target, per, "target")).images
+            return out, _pairs(x, out)
+        return self._guide(units, per, gens, x)
+
+    def _guide(self, units, per, gens, x) -> tuple[torch.Tensor, list[dict]]:
+        from ..guidance import guide
+
+        s = per[0]
+        condition: dict[str, Any] = {}
+        if hasattr(self.model, "encode_images"):
+            if s["prompt"] is not None:
+                condition["prompt"] = s["prompt"]
+        elif any(p["class_label"] is not None for p in per):
+            condition["class_labels"] = [p["class_label"] for p in per]
+        if s["guidance_scale"] is not None:
+            condition["guidance_scale"] = s["guidance_scale"]
+        latent = None
+        if x is not None:
+            from ..encoder import encode
+            from .images import to_model_space
+
+            x0 = to_model_space(self.model, x, gens)
+            latent = encode(x0, self.model, steps=s["steps"], strength=1.0, eta=s["eta"], generator=gens,
+                            **condition)
+        result = guide(self.model, self._energy(s), weight=s["weight"], langevin_steps=s["langevin_steps"],
+                       step_size=s["step_size"], steps=s["steps"], eta=s["eta"], condition=condition or None,
+                       batch_size=len(units), latent=latent, generator=gens, keep_best=s["keep_best"],
+                       grad_steps=s["grad_steps"])
+        metrics = [{"energy_start": float(result.energies[0, i]), "energy_end": float(result.energies[-1, i])}
+                   for i in range(len(units))]
+        return result.images, metrics
+
+    def _energy(self, s: dict) -> Any:
+        from ..guidance import ClipEnergy, load_energy
+
+        key = json.dumps([s["energy"], s["text"]])
+        if key not in self.energy_cache:
+            if s["energy"] == "clip":
+                if not s["text"]:
+                    raise CycleDiffError("the clip energy needs text (a setting or a per-item field)")
+                self.energy_cache[key] = ClipEnergy(s["text"], s["clip_model"], augment_copies=s["augment_copies"])
+            else:
+                self.energy_cache[key] = load_energy(s["energy"])
+        return self.energy_cache[key]
+
+
+def _need(settings: dict, key: str) -> Any:
+    if settings.get(key) is None:
+        raise CycleDiffError(f"no {key}: set it under [settings] or per item in the manifest")
+    return settings[key]
+
+
+def _listed(per: list[dict], key: str) -> list[Any] | None:
+    values = [p.get(key) for p in per]
+    return None if all(v is None for v in values) else [v or "" for v in values]
+
+
+def _condition(model: Any, per: list[dict], side: str) -> dict[str, Any]:
+    cond: dict[str, Any] = {}
+    if hasattr(model, "encode_images"):
+        prompts = _listed(per, f"{side}_prompt")
+        if prompts is not None:
+            cond["prompt"] = prompts
+    else:
+        labels = [p.get(f"{side}_class") for p in per]
+        if any(v is not None for v in labels):
+            if any(v is None for v in labels):
+                raise CycleDiffError(f"{side}_class is set for some items of a batch and not others")
+            cond["class_labels"] = labels
+    if side == "target" and per[0].get("guidance_scale") is not None:
+        cond["guidance_scale"] = per[0]["guidance_scale"]
+    return cond
+
+
+def _pairs(x: torch.Tensor, out: torch.Tensor) -> list[dict]:
+    scores = pair_scores(x.float().cpu(), out.float().cpu())
+    return [{name: round(values[i], 5) for name, values in scores.items()} for i in range(len(out))]
+
+
+# ---------------------------------------------------------------------------------------------------- running
+@dataclass
+class JobReport:
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    manifest: Path
+    failures: list[dict]
+
+
+def _part_path(out: Path, rank: int) -> Path:
+    return out / f"manifest.rank-{rank}.jsonl"
+
+
+def _all_records(out: Path) -> Iterable[dict]:
+    paths = [out / "manifest.jsonl"] + sorted(out.glob("manifest.rank-*.jsonl"))
+    for path in paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash
+            if isinstance(rec, dict) and "key" in rec:
+                yield rec
+
+
+def finished_keys(out: Path) -> set[str]:
+    """Units recorded ok whose output file exists (in the merged manifest or any rank's part)."""
+    return {r["key"] for r in _all_records(out)
+            if r.get("status") == "ok" and r.get("output") and (out / r["output"]).is_file()}
+
+
+def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
+            progress: bool = True, barrier: Callable[[], None] = lambda: None,
+            overwrite: bool = False) -> JobReport:
+    """Run this rank's share of the job; rank 0 merges all shares once every rank is done (``barrier``)."""
+    from tqdm.auto import tqdm
+
+    device = device or torch.device("cpu")
+    job.out.mkdir(parents=True, exist_ok=True)
+    batches = job.batches()
+    done = set() if overwrite else finished_keys(job.out)
+    mine = [b for i, b in enumerate(batches) if i % world == rank and any(u.key not in done for u in b)]
+    todo = sum(1 for b in mine for u in b if u.key not in done)
+    records = Records(_part_path(job.out, rank))
+    if mine:
+        task = Task(job, device)
+        bar = tqdm(total=todo, desc=f"{job.task} rank {rank}/{world}", unit="item", position=rank,
+                   disable=not progress, dynamic_ncols=True)
+        for batch in mine:
+            lines = _run_batch(job, task, batch, done, rank)
+            records.add_many(lines)
+            bar.update(len(lines))
+        bar.close()
+    barrier()
+    if rank == 0:
+        _merge(job, batches)
+    barrier()
+    return _report(job)
+
+
+def _run_batch(job: Job, task: Task, batch: list[Unit], done: set[str], rank: int) -> list[dict]:
+    """Images of the batch's unfinished units, written atomically; their records. An unreadable input fails
+    alone; when the batch fails as a whole, each unit is retried alone so one bad item cannot sink the others."""
+    start = time.perf_counter()
+    lines: dict[str, dict] = {}
+    ready: list[tuple[Unit, torch.Tensor | None]] = []
+    for unit in batch:
+        try:
+            ready.append((unit, task.read(unit)))
+        except (CycleDiffError, OSError) as err:
+            lines[unit.key] = _record(job, unit, rank, status="failed", error=str(err))
+    groups: dict[tuple, list[tuple[Unit, torch.Tensor | None]]] = {}
+    for unit, image in ready:  # images of other sizes form their own sub-batch
+        groups.setdefault(None if image is None else tuple(image.shape[1:]), []).append((unit, image))
+    for group in groups.values():
+        try:
+            _compute(job, task, group, done, lines, rank)
+        except (CycleDiffError, OSError, RuntimeError, ValueError) as err:
+            if len(group) == 1:
+                unit = group[0][0]
+                lines[unit.key] = _record(job, unit, rank, status="failed", error=_message(err))
+                continue
+            for member in group:
+                try:
+                    _compute(job, task, [member], done, lines, rank)
+                except (CycleDiffError, OSError, RuntimeError, ValueError) as single:
+                    unit = member[0]
+                    lines[unit.key] = _record(job, unit, rank, status="failed", error=_message(single))
+    seconds = round((time.perf_counter() - start) / max(len(batch), 1), 3)
+    out = []
+    for unit in batch:
+        if unit.key in lines:
+            lines[unit.key]["seconds"] = seconds
+            out.append(lines[unit.key])
+    return out
+
+
+def _compute(job: Job, task: Task, group: list, done: set[str], lines: dict, rank: int) -> None:
+    units = [u for u, _ in group]
+    images = None if group[0][1] is None else torch.cat([img for _, img in group])
+    outputs, metrics = task.process(units, images)
+    for unit, img, m in zip(units, outputs, metrics):
+        if unit.key in done:
+            continue  # finished in an earlier run: computed again only because it shares this batch
+        target = job.output_for(unit)
+        save_image(img, target)
+        lines[unit.key] = _record(job, unit, rank, status="ok", output=target.relative_to(job.out).as_posix(),
+                                  metrics=m)
+
+
+def _message(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def _record(job: Job, unit: Unit, rank: int, *, status: str, output: str | None = None,
+            metrics: dict | None = None, error: str | None = None) -> dict:
+    return {"key": unit.key, "index": unit.index, "id": unit.item.id,
+            "input": None if unit.item.input is None else str(unit.item.input), "seed": unit.seed,
+            "task": job.task, "settings": _jsonable(job.settings_for(unit.item)), "output": output,
+            "metrics": metrics or {}, "status": status, "error": error, "rank": rank, "time": time.time()}
+
+
+def _jsonable(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if v is None or isinstance(v, (str, int, float, bool, list))}
+
+
+def _merge(job: Job, batches: list[list[Unit]]) -> None:
+    """One line per unit (the latest record; ok before failed), in job order, written atomically; then the
+    rank parts go. A crash in between leaves both, which read the same."""
+    latest: dict[str, dict] = {}
+    for rec in _all_records(job.out):
+        prev = latest.get(rec["key"])
+        better = prev is None or (rec.get("status") == "ok") > (prev.get("status") == "ok") or (
+            (rec.get("status") == "ok") == (prev.get("status") == "ok") and rec.get("time", 0) >= prev.get("time", 0))
+        if better:
+            latest[rec["key"]] = rec
+    order = {u.key: u.index for b in batches for u in b}
+    merged = sorted((r for k, r in latest.items() if k in order), key=lambda r: order[r["key"]])
+    text = "".join(json.dumps(r) + "\n" for r in merged)
+    atomic_write(job.out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text))
+    for part in job.out.glob("manifest.rank-*.jsonl"):
+        part.unlink(missing_ok=True)
+    ok = [r for r in merged if r["status"] == "ok"]
+    metrics: dict[str, float] = {}
+    for name in sorted({m for r in ok for m in r.get("metrics", {})}):
+        values = [r["metrics"][name] for r in ok if isinstance(r["metrics"].get(name), (int, float))]
+        if values:
+            metrics[name] = round(sum(values) / len(values), 5)
+    summary = {"task": job.task, "job": str(job.source), "units": len(order), "ok": len(ok),
+               "failed": sum(r["status"] == "failed" for r in merged), "missing": len(order) - len(merged),
+               "mean_metrics": metrics, "settings": _jsonable(job.settings)}
+    atomic_write(job.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+
+
+def _report(job: Job) -> JobReport:
+    recs = {r["key"]: r for r in _all_records(job.out)}
+    total = len(job.units())
+    failures = [r for r in recs.values() if r.get("status") == "failed"]
+    ok = sum(r.get("status") == "ok" for r in recs.values())
+    return JobReport(total=total, ok=ok, failed=len(failures), skipped=total - ok - len(failures),
+                     manifest=job.out / "manifest.jsonl", failures=failures)
+
+
+def distributed(device: str = "auto") -> tuple[int, int, torch.device, Callable[[], None]]:
+    """(rank, world size, device, barrier) from accelerate: one process when not launched by accelerate /
+    torchrun; under ``accelerate launch`` each rank gets its own GPU (or the CPU, over gloo)."""
+    from accelerate import PartialState
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise CycleDiffError(f"a job's device is auto, cpu or cuda (each rank takes its own GPU); got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CycleDiffError("the job asks for device cuda but CUDA is not available here; use auto or cpu")
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state.device, state.wait_for_everyone
+
+
+__all__ = ["Job", "JobReport", "distributed", "finished_keys", "load_job", "run_job"]

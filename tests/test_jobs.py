@@ -1,0 +1,220 @@
+"""Dataset jobs (``cyclediff run``): job files, deterministic sharding, two CPU processes through accelerate
+(gloo) giving the 1-process images byte for byte, resume after a kill, bad items recorded while the job goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cyclediff import CycleDiffError
+from cyclediff._io import save_image
+from cyclediff.apps.jobs import finished_keys, load_job, run_job
+from cyclediff.cli import main
+from cyclediff.demo.data import split
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """Eight held-out 3s as 8×8 PNGs."""
+    folder = tmp_path_factory.mktemp("digits") / "threes"
+    _, _, x, y = split()
+    for i, img in enumerate(x[y == 3][:8]):
+        save_image((img + 1) / 2, folder / f"three{i}.png")
+    return folder
+
+
+def write_job(folder: Path, name: str, inputs: str, out: str, *, steps: int = 10, extra: str = "",
+              settings: str = "") -> Path:
+    text = f"""task = "translate"
+inputs = "{inputs}"
+out = "{out}"
+seeds = "0-1"
+batch_size = 3
+{extra}
+[settings]
+source_model = "demo:digit-3"
+target_model = "demo:digit-8"
+strength = 0.8
+steps = {steps}
+{settings}
+"""
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(job: Path, processes: int) -> subprocess.Popen:
+    """``accelerate launch --multi_gpu --num_processes N -m cyclediff run JOB`` on CPU (gloo), in a new session
+    so that a test can kill every process of the job at once."""
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           "-m", "cyclediff", "run", str(job), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(cmd, cwd=job.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+# ---------------------------------------------------------------------------------------------------- job files
+def test_job_files_in_toml_json_yaml_read_the_same(tmp_path, digits):
+    toml = write_job(digits.parent, "same.toml", "threes/", "o")
+    job = load_job(toml)
+    as_dict = {"task": "translate", "inputs": "threes/*.png", "out": "o", "seeds": [0, 1], "batch_size": 3,
+               "settings": {"source_model": "demo:digit-3", "target_model": "demo:digit-8", "strength": 0.8,
+                            "steps": 10}}
+    (digits.parent / "same.json").write_text(json.dumps(as_dict))
+    import yaml
+
+    (digits.parent / "same.yaml").write_text(yaml.safe_dump(as_dict))
+    for other in (load_job(digits.parent / "same.json"), load_job(digits.parent / "same.yaml")):
+        assert [u.key for u in other.units()] == [u.key for u in job.units()]
+        assert other.settings == job.settings and other.out == job.out
+    assert len(job.units()) == 16 and job.units()[1].key == "three0/seed1"
+    # batches: fixed by the job alone, 3 units each, the last one shorter
+    assert [len(b) for b in job.batches()] == [3, 3, 3, 3, 3, 1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('task = "paint"\ninputs = "threes/"', "task must be one of"),
+    ('task = "translate"\ninputs = "threes/"\n[settings]\nsource_model = "demo:digit-3"', "needs settings"),
+    ('task = "translate"\ninputs = "threes/"\nbatchsize = 2', "unknown keys"),
+    ('task = "translate"\ninputs = "threes/"\n[settings]\nstrenght = 0.5', "has no settings"),
+    ('task = "translate"\ninputs = "nowhere/*.png"\n[settings]\nsource_model = "a"\ntarget_model = "b"',
+     "matches no files"),
+    ('task = "translate"\ninputs = "threes/"\nseeds = "0-"\n[settings]\nsource_model = "a"\ntarget_model = "b"',
+     "seeds must be"),
+    ('task = "translate"\ninputs = "threes/"\nbatch_size = 0\n[settings]\nsource_model = "a"\ntarget_model = "b"',
+     "batch_size"),
+    ("task = [", "not a valid TOML"),
+])
+def test_bad_job_files_are_one_clear_error(digits, text, message):
+    path = digits.parent / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(CycleDiffError, match=message):
+        load_job(path)
+    res = CliRunner().invoke(main, ["run", str(path)])
+    assert res.exit_code != 0 and message.split()[0] in res.output and "Traceback" not in res.output
+
+
+def test_manifest_items_with_per_item_settings_and_seeds(tmp_path, digits):
+    lines = [{"input": str(digits / "three0.png"), "id": "a", "target_class": 8, "seeds": [5]},
+             {"input": str(digits / "three1.png"), "id": "b", "target_class": 0, "seeds": "1-2"},
+             {"input": str(digits / "three2.png"), "id": "c", "target_class": 99}]  # an invalid label
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    (tmp_path / "job.toml").write_text("""task = "translate"
+inputs = "items.jsonl"
+seeds = [0]
+batch_size = 4
+[settings]
+source_model = "demo:digits"
+target_model = "demo:digits"
+source_class = 3
+steps = 8
+""")
+    job = load_job(tmp_path / "job.toml")
+    assert [u.key for u in job.units()] == ["a/seed5", "b/seed1", "b/seed2", "c/seed0"]
+    report = run_job(job, progress=False)
+    # the batch fails as a whole on c's label; each unit is retried alone, and only c fails
+    records = {r["key"]: r for r in manifest(job.out)}
+    assert report.ok == 3 and report.failed == 1
+    assert records["c/seed0"]["status"] == "failed" and "class labels must lie in" in records["c/seed0"]["error"]
+    assert records["a/seed5"]["settings"]["target_class"] == 8 and records["a/seed5"]["seed"] == 5
+    assert (job.out / records["b/seed2"]["output"]).is_file()
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+def test_two_accelerate_processes_give_the_one_process_images(digits):
+    one = write_job(digits.parent, "one.toml", "threes/", "one")
+    two = write_job(digits.parent, "two.toml", "threes/", "two")
+    res = CliRunner().invoke(main, ["run", str(one), "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    proc = launch(two, 2)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    a, b = manifest(digits.parent / "one"), manifest(digits.parent / "two")
+    assert [r["key"] for r in a] == [r["key"] for r in b] and len(a) == 16  # one line per unit, job order
+    assert {r["rank"] for r in b} == {0, 1}  # both ranks worked
+    for ra, rb in zip(a, b):
+        image_a, image_b = digits.parent / "one" / ra["output"], digits.parent / "two" / rb["output"]
+        assert image_a.read_bytes() == image_b.read_bytes()
+        assert ra["metrics"] == rb["metrics"]
+    assert not list((digits.parent / "two").glob("manifest.rank-*"))  # merged by rank 0
+    summary = json.loads((digits.parent / "two" / "summary.json").read_text())
+    assert summary["ok"] == 16 and summary["failed"] == 0 and "ssim" in summary["mean_metrics"]
+
+
+def test_killed_job_resumes_without_duplicates_or_losses(digits):
+    job_path = write_job(digits.parent, "killed.toml", "threes/", "killed", steps=100)
+    reference_path = write_job(digits.parent, "clean.toml", "threes/", "clean", steps=100)
+    proc = launch(job_path, 2)
+    out = digits.parent / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and (not out.exists() or len(finished_keys(out)) < 4):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r["key"]: r for r in (json.loads(line) for part in out.glob("manifest.rank-*.jsonl")
+                                    for line in part.read_text().splitlines() if line.strip())}
+    assert 4 <= len(before) < 16, "the kill should land mid-way"
+    assert not (out / "manifest.jsonl").exists()
+
+    proc = launch(job_path, 2)  # the same command again
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    after = manifest(out)
+    keys = [r["key"] for r in after]
+    assert len(keys) == len(set(keys)) == 16  # nothing lost, nothing twice
+    for key, rec in before.items():  # finished units were not redone: their records are the first run's
+        match = next(r for r in after if r["key"] == key)
+        assert match["time"] == rec["time"]
+    assert len(list((out / "images").glob("*.png"))) == 16
+
+    res = CliRunner().invoke(main, ["run", str(reference_path), "--quiet"])  # uninterrupted, one process
+    assert res.exit_code == 0, res.output
+    for rec in manifest(digits.parent / "clean"):
+        assert (digits.parent / "clean" / rec["output"]).read_bytes() == (out / rec["output"]).read_bytes()
+
+
+def test_a_corrupt_image_fails_alone_and_the_exit_status_says_so(tmp_path, digits):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for p in sorted(digits.glob("*.png"))[:3]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "three1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    job = write_job(tmp_path, "job.toml", "mixed/", "out")
+    res = CliRunner().invoke(main, ["run", str(job), "--quiet", "--json"])
+    assert res.exit_code == 1
+    summary = json.loads(res.output[res.output.index("{"):])
+    assert summary["ok"] == 4 and summary["failed"] == 2
+    assert {f["key"] for f in summary["failures"]} == {"three1/seed0", "three1/seed1"}
+    records = manifest(tmp_path / "out")
+    assert len(records) == 6 and all(r["error"] is None for r in records if r["status"] == "ok")
+    # fixing the image and running again redoes only the failed units
+    (folder / "three1.png").write_bytes((digits / "three1.png").read_bytes())
+    times = {r["key"]: r["time"] for r in records}
+    res = CliRunner().invoke(main, ["run", str(job), "--quiet"])
+    assert res.exit_code == 0, res.output
+    again = {r["key"]: r for r in manifest(tmp_path / "out")}
+    assert all(r["status"] == "ok" for r in again.values()) and len(again) == 6
+    changed = {k for k, r in again.items() if r["time"] != times[k]}
+    assert changed == {"three1/seed0", "three1/seed1"}
