@@ -218,3 +218,104 @@ def test_a_corrupt_image_fails_alone_and_the_exit_status_says_so(tmp_path, digit
     assert all(r["status"] == "ok" for r in again.values()) and len(again) == 6
     changed = {k for k, r in again.items() if r["time"] != times[k]}
     assert changed == {"three1/seed0", "three1/seed1"}
+
+
+# ---------------------------------------------------------------------------------------------------- other tasks
+def test_edit_job_on_a_saved_stable_diffusion_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tiny_sd import photos, sd_pipeline
+
+    sd_pipeline(tmp_path / "parts").save_pretrained(tmp_path / "tiny-sd")
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        arr = (photos(1, seed=i)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(tmp_path / "photos" / f"p{i}.png")
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(x) for x in [
+        {"input": "photos/p0.png", "source_prompt": "a cat", "prompt": "a dog"},
+        {"input": "photos/p1.png", "source_prompt": "a car", "prompt": "a red car"},
+        {"input": "photos/p2.png", "source_prompt": "a horse", "prompt": "a blue car", "seeds": [3]}]))
+    from test_guidance import tiny_clip
+
+    clip, tok = tiny_clip(tmp_path)
+    clip.save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    (tmp_path / "edit.toml").write_text("""task = "edit"
+inputs = "items.jsonl"
+batch_size = 2
+[settings]
+model = "tiny-sd"
+steps = 6
+guidance_scale = 3.0
+clip_model = "clip"
+""")
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "edit.toml"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    records = manifest(tmp_path / "edit-out")
+    assert [r["key"] for r in records] == ["p0/seed0", "p1/seed0", "p2/seed3"]
+    assert records[1]["settings"]["prompt"] == "a red car"
+    assert {"psnr", "ssim", "clip_score", "directional_clip"} <= set(records[1]["metrics"])
+    # the job's image equals edit() on that image alone with its seed (batch invariance, PNG-rounded)
+    import torch
+
+    from cyclediff import edit
+    from cyclediff._io import load_image
+    from cyclediff.models import load
+
+    model = load(tmp_path / "tiny-sd")
+    alone = edit(model, load_image(tmp_path / "photos" / "p1.png", channels=3), source_prompt="a car",
+                 prompt="a red car", steps=6, generator=[torch.Generator().manual_seed(0)]).images
+    saved = load_image(tmp_path / "edit-out" / records[1]["output"], channels=3)
+    assert (saved - alone).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_guide_job_records_energies_and_a_failing_energy_fails_its_items(tmp_path):
+    (tmp_path / "energies.py").write_text(
+        "def dark(x):\n    return x.mean(dim=(1, 2, 3))\n\n"
+        "def broken(x):\n    raise ValueError('this energy cannot score images')\n")
+    (tmp_path / "items.jsonl").write_text('{"id": "three", "class_label": 3}\n{"id": "eight", "class_label": 8}\n')
+    for name, energy in (("good", "energies.py:dark"), ("bad", "energies.py:broken")):
+        (tmp_path / f"{name}.toml").write_text(f"""task = "guide"
+inputs = "items.jsonl"
+seeds = "0-1"
+batch_size = 4
+[settings]
+model = "demo:digits"
+energy = "{energy}"
+weight = 5.0
+langevin_steps = 3
+steps = 4
+""")
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "good.toml"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    records = manifest(tmp_path / "good-out")
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    assert all({"energy_start", "energy_end"} <= set(r["metrics"]) for r in records)
+    assert records[2]["settings"]["class_label"] == 8
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "bad.toml"), "--quiet"])
+    assert res.exit_code == 1
+    records = manifest(tmp_path / "bad-out")
+    assert len(records) == 4 and all(r["status"] == "failed" and "cannot score" in r["error"] for r in records)
+
+
+def test_a_method_comparison_with_fid_against_reference_images(tmp_path, digits):
+    """method = [...] runs every item × method × seed; the summary compares the methods, FID / KID included."""
+    _, _, x, y = split()
+    for i, img in enumerate(x[y == 8][:6]):
+        save_image((img + 1) / 2, tmp_path / "eights" / f"eight{i}.png")
+    job_path = write_job(digits.parent, "compare.toml", "threes/", str(tmp_path / "cmp"), steps=8,
+                         extra=f'reference = "{tmp_path / "eights"}"\nfeatures = "pixels"',
+                         settings='method = ["cyclediffusion", "sdedit"]')
+    job = load_job(job_path)
+    assert len(job.units()) == 32 and job.units()[2].key == "three0/sdedit/seed0"
+    assert all(len({u.method for u in b}) == 1 for b in job.batches())  # a batch runs one method
+    report = run_job(job, progress=False)
+    assert report.ok == 32
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    for method in ("cyclediffusion", "sdedit"):
+        row = summary["by_method"][method]
+        assert row["ok"] == 16 and {"psnr", "ssim", "fid", "kid", "kid_std"} <= set(row)
+    # the paper's finding on these models: CycleDiffusion keeps more of the input than SDEdit
+    assert summary["by_method"]["cyclediffusion"]["ssim"] > summary["by_method"]["sdedit"]["ssim"]
+    assert (tmp_path / "cmp" / "images" / "three3_sdedit_seed1.png").is_file()

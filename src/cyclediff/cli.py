@@ -531,16 +531,6 @@ def evaluate() -> None:
     """Benchmarks with the paper's metrics on your own data (resumable; results.jsonl, summary.csv / .md)."""
 
 
-def _features(spec: str) -> Any:
-    from .metrics import pixel_features
-
-    if spec in ("inception", "pixels"):
-        return "inception" if spec == "inception" else pixel_features()
-    from .guidance import load_energy
-
-    return load_energy(spec).fn if ":" in spec else spec
-
-
 @evaluate.command("edit")
 @click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--model", "model_spec", default=None, help="overrides the spec's model")
@@ -595,7 +585,7 @@ def evaluate_translate_cmd(source_model, target_model, images, reference, method
                            refine_steps, features, device, dtype, out, quiet):
     """Translate every image in IMAGES with each method; FID / KID against REFERENCE, PSNR / SSIM against the
     inputs."""
-    from .apps.evaluate import evaluate_translate
+    from .apps.evaluate import evaluate_translate, resolve_features
 
     _check_sampler("ddim", eta)
     source = load_model(source_model, device, dtype)
@@ -604,7 +594,7 @@ def evaluate_translate_cmd(source_model, target_model, images, reference, method
     try:
         evaluate_translate(source, target, images, reference, out, methods=methods.split(","),
                            seeds=parse_seeds(seeds), strength=strength, steps=steps, eta=eta,
-                           refine_steps=refine_steps, features=_features(features), progress=not quiet)
+                           refine_steps=refine_steps, features=resolve_features(features), progress=not quiet)
     except ImportError as err:
         raise CycleDiffError(str(err)) from err
     click.echo((out / "summary.md").read_text())

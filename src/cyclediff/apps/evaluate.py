@@ -227,6 +227,17 @@ def _size(size: str | None):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
+def resolve_features(spec: str) -> Any:
+    """FID / KID features from a name: "inception" (needs the fid extra), "pixels", or module:function."""
+    from ..metrics import pixel_features
+
+    if spec in ("inception", "pixels"):
+        return "inception" if spec == "inception" else pixel_features()
+    from ..guidance import load_energy
+
+    return load_energy(spec).fn if ":" in spec else spec
+
+
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise CycleDiffError(f"{folder} is not a folder of images")

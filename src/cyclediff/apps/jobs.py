@@ -29,17 +29,17 @@ import torch
 
 from .._io import DEFAULT_MAX_PIXELS, atomic_write, load_image, parse_size, save_image
 from ..errors import CycleDiffError
-from .evaluate import Records, pair_scores
+from .evaluate import IMAGE_SUFFIXES, Records, distribution_scores, pair_scores, resolve_features
+from .methods import check_method
 
 TASKS = ("edit", "translate", "guide")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TOP_LEVEL = {"task", "inputs", "out", "seeds", "batch_size", "device", "dtype", "compile", "size", "fit",
-             "max_pixels", "settings"}
+             "max_pixels", "settings", "reference", "features"}
 # settings each task takes (beyond these nothing is accepted, so a typo is an error, not a silent default)
 SETTINGS: dict[str, dict[str, Any]] = {
     "edit": {"model": None, "source_prompt": None, "prompt": None, "strength": 0.8, "steps": 100, "eta": 0.1,
              "guidance_scale": 3.0, "source_guidance_scale": 1.0, "negative_prompt": None,
-             "method": "cyclediffusion"},
+             "method": "cyclediffusion", "clip_model": None},
     "translate": {"source_model": None, "target_model": None, "method": "cyclediffusion", "strength": 0.8,
                   "steps": 100, "eta": 0.1, "refine_steps": 0, "source_class": None, "target_class": None,
                   "source_prompt": None, "target_prompt": None, "guidance_scale": None},
@@ -69,15 +69,17 @@ class Item:
 
 @dataclass(frozen=True)
 class Unit:
-    """One output: an item at one seed."""
+    """One output: an item at one seed (and one method, when the job compares several)."""
 
     index: int
     item: Item
     seed: int
+    method: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.item.id}/seed{self.seed}"
+        middle = f"/{self.method}" if self.method else ""
+        return f"{self.item.id}{middle}/seed{self.seed}"
 
 
 @dataclass
@@ -95,35 +97,43 @@ class Job:
     fit: str = "crop"
     max_pixels: int = DEFAULT_MAX_PIXELS
     source: Path | None = None
+    methods: list[str] | None = None  # several methods: every item × method × seed, compared in the summary
+    reference: list[Path] | None = None  # target-domain images for FID / KID per method
+    features: str = "inception"
 
     def units(self) -> list[Unit]:
         units = []
         for item in self.items:
-            for seed in item.seeds or self.seeds:
-                units.append(Unit(len(units), item, seed))
+            for method in self.methods or [None]:
+                for seed in item.seeds or self.seeds:
+                    units.append(Unit(len(units), item, seed, method))
         return units
 
-    def settings_for(self, item: Item) -> dict[str, Any]:
-        return {**self.settings, **item.overrides}
+    def settings_for(self, unit: Unit) -> dict[str, Any]:
+        merged = {**self.settings, **unit.item.overrides}
+        if unit.method:
+            merged["method"] = unit.method
+        return merged
 
     def output_for(self, unit: Unit) -> Path:
-        return self.out / "images" / f"{unit.item.id}_seed{unit.seed}.png"
+        middle = f"_{unit.method}" if unit.method else ""
+        return self.out / "images" / f"{unit.item.id}{middle}_seed{unit.seed}.png"
 
     def batches(self) -> list[list[Unit]]:
         """Consecutive units in job order, at most batch_size each, sharing every setting that cannot differ
         inside a batch. Fixed by the job file alone (not by ranks or by what is already done)."""
         batches: list[list[Unit]] = []
         for unit in self.units():
-            sig = self._signature(unit.item)
-            if batches and len(batches[-1]) < self.batch_size and self._signature(batches[-1][0].item) == sig:
+            sig = self._signature(unit)
+            if batches and len(batches[-1]) < self.batch_size and self._signature(batches[-1][0]) == sig:
                 batches[-1].append(unit)
             else:
                 batches.append([unit])
         return batches
 
-    def _signature(self, item: Item) -> str:
-        fixed = {k: v for k, v in item.overrides.items() if k not in BATCHED[self.task]}
-        return json.dumps(fixed, sort_keys=True)
+    def _signature(self, unit: Unit) -> str:
+        fixed = {k: v for k, v in unit.item.overrides.items() if k not in BATCHED[self.task]}
+        return json.dumps([unit.method, fixed], sort_keys=True)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -194,6 +204,23 @@ def load_job(path: str | Path) -> Job:
     if missing:
         raise CycleDiffError(f"{path}: the {task} task needs settings {missing}")
     base = path.parent
+    for key in ("model", "source_model", "target_model", "energy", "clip_model"):  # relative to the job file
+        if isinstance(settings.get(key), str):
+            settings[key] = _local_spec(base, settings[key])
+    methods = None
+    if task != "guide":
+        given_methods = settings["method"] if isinstance(settings["method"], list) else [settings["method"]]
+        for m in given_methods:
+            check_method(m)
+        if len(given_methods) > 1:
+            methods, settings["method"] = list(given_methods), None
+        else:
+            settings["method"] = given_methods[0]
+    reference = None
+    if raw.get("reference") is not None:
+        if task != "translate":
+            raise CycleDiffError(f"{path}: reference (FID / KID of the outputs) is for translate jobs")
+        reference = [it.input for it in _items(raw["reference"], base, task) if it.input is not None]
     batch_size = raw.get("batch_size", 1)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CycleDiffError(f"{path}: batch_size must be a positive integer; got {batch_size!r}")
@@ -210,7 +237,8 @@ def load_job(path: str | Path) -> Job:
                seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings, batch_size=batch_size,
                device=str(raw.get("device", "auto")), dtype=str(raw.get("dtype", "float32")),
                compile=bool(raw.get("compile", False)), size=raw.get("size"), fit=str(raw.get("fit", "crop")),
-               max_pixels=int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)), source=path)
+               max_pixels=int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)), source=path, methods=methods,
+               reference=reference, features=str(raw.get("features", "inception")))
 
 
 def _items(inputs: Any, base: Path, task: str) -> list[Item]:
@@ -237,6 +265,18 @@ def _items(inputs: Any, base: Path, task: str) -> list[Item]:
             raise CycleDiffError(f"the glob {inputs!r} matches no files (relative to {base})")
         return _dedupe_ids(files)
     raise CycleDiffError(f"inputs {inputs!r}: no such folder, and neither a glob nor a .jsonl manifest")
+
+
+def _local_spec(base: Path, spec: str) -> str:
+    """A model folder / checkpoint or an energy ``file.py:function`` beside the job file becomes absolute; hub
+    ids, ``demo:…`` and ``module:function`` specs stay as written."""
+    if spec.startswith("demo:") or Path(spec).is_absolute():
+        return spec
+    file_part, sep, func = spec.partition(".py:")
+    if sep:
+        target = base / f"{file_part}.py"
+        return f"{target.resolve()}:{func}" if target.is_file() else spec
+    return str((base / spec).resolve()) if (base / spec).exists() else spec
 
 
 def _path(base: Path, p: Any) -> Path:
@@ -308,6 +348,11 @@ class Task:
         else:
             self.model = get(s["model"])
         self.energy_cache: dict[str, Any] = {}
+        self.scorer = None
+        if job.task == "edit" and s.get("clip_model"):
+            from ..metrics import ClipScorer
+
+            self.scorer = ClipScorer(s["clip_model"], device=device)
 
     def read(self, unit: Unit) -> torch.Tensor | None:
         if unit.item.input is None:
@@ -322,7 +367,7 @@ class Task:
 
     def process(self, units: list[Unit], images: torch.Tensor | None) -> tuple[torch.Tensor, list[dict]]:
         gens = [torch.Generator().manual_seed(u.seed) for u in units]
-        per = [self.job.settings_for(u.item) for u in units]
+        per = [self.job.settings_for(u) for u in units]
         x = None if images is None else images.to(self.device)
         if self.job.task == "edit":
             from .edit import edit
@@ -333,7 +378,16 @@ class Task:
                        eta=s["eta"], guidance_scale=s["guidance_scale"],
                        source_guidance_scale=s["source_guidance_scale"],
                        negative_prompt=_listed(per, "negative_prompt"), generator=gens, method=s["method"]).images
-            return out, _pairs(x, out)
+            metrics = _pairs(x, out)
+            if self.scorer is not None:
+                from ..metrics import clip_score, directional_clip
+
+                sources, targets = [p["source_prompt"] for p in per], [p["prompt"] for p in per]
+                scores = clip_score(out, targets, self.scorer).tolist()
+                directions = directional_clip(x, out, sources, targets, self.scorer).tolist()
+                for m, score, direction in zip(metrics, scores, directions):
+                    m.update(clip_score=round(score, 5), directional_clip=round(direction, 5))
+            return out, metrics
         if self.job.task == "translate":
             from .translate import translate
 
@@ -501,7 +555,7 @@ def _run_batch(job: Job, task: Task, batch: list[Unit], done: set[str], rank: in
     for group in groups.values():
         try:
             _compute(job, task, group, done, lines, rank)
-        except (CycleDiffError, OSError, RuntimeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - any failure of an item (a user's energy too) is recorded
             if len(group) == 1:
                 unit = group[0][0]
                 lines[unit.key] = _record(job, unit, rank, status="failed", error=_message(err))
@@ -509,7 +563,7 @@ def _run_batch(job: Job, task: Task, batch: list[Unit], done: set[str], rank: in
             for member in group:
                 try:
                     _compute(job, task, [member], done, lines, rank)
-                except (CycleDiffError, OSError, RuntimeError, ValueError) as single:
+                except Exception as single:  # noqa: BLE001
                     unit = member[0]
                     lines[unit.key] = _record(job, unit, rank, status="failed", error=_message(single))
     seconds = round((time.perf_counter() - start) / max(len(batch), 1), 3)
@@ -543,7 +597,8 @@ def _record(job: Job, unit: Unit, rank: int, *, status: str, output: str | None 
             metrics: dict | None = None, error: str | None = None) -> dict:
     return {"key": unit.key, "index": unit.index, "id": unit.item.id,
             "input": None if unit.item.input is None else str(unit.item.input), "seed": unit.seed,
-            "task": job.task, "settings": _jsonable(job.settings_for(unit.item)), "output": output,
+            "task": job.task, "method": unit.method, "settings": _jsonable(job.settings_for(unit)),
+            "output": output,
             "metrics": metrics or {}, "status": status, "error": error, "rank": rank, "time": time.time()}
 
 
@@ -568,15 +623,43 @@ def _merge(job: Job, batches: list[list[Unit]]) -> None:
     for part in job.out.glob("manifest.rank-*.jsonl"):
         part.unlink(missing_ok=True)
     ok = [r for r in merged if r["status"] == "ok"]
-    metrics: dict[str, float] = {}
-    for name in sorted({m for r in ok for m in r.get("metrics", {})}):
-        values = [r["metrics"][name] for r in ok if isinstance(r["metrics"].get(name), (int, float))]
-        if values:
-            metrics[name] = round(sum(values) / len(values), 5)
     summary = {"task": job.task, "job": str(job.source), "units": len(order), "ok": len(ok),
                "failed": sum(r["status"] == "failed" for r in merged), "missing": len(order) - len(merged),
-               "mean_metrics": metrics, "settings": _jsonable(job.settings)}
+               "mean_metrics": _means(ok), "settings": _jsonable(job.settings)}
+    if job.methods:  # a comparison: every metric per method, and FID / KID against the reference images
+        summary["by_method"] = {}
+        for method in job.methods:
+            mine = [r for r in ok if r.get("method") == method]
+            row: dict[str, Any] = {"ok": len(mine), **_means(mine)}
+            summary["by_method"][method] = row
+    if job.reference:
+        features = resolve_features(job.features)
+        for method in job.methods or [None]:
+            mine = [r for r in ok if r.get("method") == method]
+            if len(mine) < 2:
+                continue
+            from PIL import Image
+
+            with Image.open(job.out / mine[0]["output"]) as first:
+                channels = 1 if first.mode in ("L", "I;16", "I") else 3
+            outputs = torch.cat([load_image(job.out / r["output"], channels=channels) for r in mine])
+            c, h, w = outputs.shape[1:]
+            reference = torch.cat([load_image(p, channels=c, size=(h, w)) for p in job.reference])
+            scores = {k: round(v, 5) for k, v in distribution_scores(outputs, reference, features).items()}
+            if method is None:
+                summary["distribution"] = scores
+            else:
+                summary["by_method"][method].update(scores)
     atomic_write(job.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+
+
+def _means(records: list[dict]) -> dict[str, float]:
+    means: dict[str, float] = {}
+    for name in sorted({m for r in records for m in r.get("metrics", {})}):
+        values = [r["metrics"][name] for r in records if isinstance(r["metrics"].get(name), (int, float))]
+        if values:
+            means[name] = round(sum(values) / len(values), 5)
+    return means
 
 
 def _report(job: Job) -> JobReport:
