@@ -182,6 +182,8 @@ def main() -> None:
     parser.add_argument("--sdxl", action="store_true", help="also time an SDXL-sized pipeline (eager, CUDA graphs)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds; later phases are skipped")
     parser.add_argument("--log", default=None, help="append every JSON line to this file")
+    parser.add_argument("--eager-profile", action="store_true",
+                        help="only: eager ours and reference interleaved, and where each spends host time")
     args = parser.parse_args()
     bench = Bench(args)
     device, dtype = args.device, getattr(torch, args.dtype)
@@ -211,6 +213,10 @@ def main() -> None:
     def ours(batch: int = 1):
         return edit(sd, photos[:batch], source_prompt="a cat", prompt="a dog", steps=args.steps,
                     generator=[torch.Generator().manual_seed(i) for i in range(batch)], **settings).images
+
+    if args.eager_profile:
+        eager_profile(bench, reference, ours, device, args.repeats)
+        return
 
     # --- batch 1: the reference, ours eager (channels-last off and on), UNet floors
     reference()
@@ -278,6 +284,23 @@ def main() -> None:
                throughput_vs_reference=round(best["images_per_s"] * ref_s, 2), target_throughput=">= 3",
                floor_s=round(floor, 4), overhead=round(fast_s / floor, 3), target_overhead="<= 1.15",
                peak_gb=None if best["peak_gb"] is None else round(best["peak_gb"], 2))
+
+
+def eager_profile(bench: Bench, reference, ours, device: str, repeats: int) -> None:
+    """Eager ours vs the reference, interleaved, and the host-side operators each spends its time in."""
+    reference()
+    ours()
+    pairs = [(timed(reference, device, 1)[0], timed(ours, device, 1)[0]) for _ in range(repeats)]
+    bench.emit("eager_interleaved", reference=[round(r, 3) for r, _ in pairs], ours=[round(o, 3) for _, o in pairs])
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, fn in (("reference", reference), ("ours", ours)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+            sync(device)
+        rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:14]
+        bench.emit(f"profile_{name}", top_self_cpu_ms={e.key: [round(e.self_cpu_time_total / 1e3, 1), e.count]
+                                                       for e in rows})
 
 
 def optional_phases(bench: Bench, sd: StableDiffusion, ours, extra: tuple, best: dict) -> None:
