@@ -7,6 +7,7 @@ call (ε̂ = ε_u + w (ε_c − ε_u)); a scale of 1 needs no unconditional eval
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class StableDiffusion(Optimizable):
         self.unet, self.vae = pipe.unet, pipe.vae
         self.runner = UNetRunner(self.unet)
         self._time_ids_cache: dict[tuple, torch.Tensor] = {}
+        self._vae_float32: Any = None
         for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
             if module is not None:
                 module.eval().requires_grad_(False)
@@ -156,7 +158,8 @@ class StableDiffusion(Optimizable):
             )
         gens = check_generators(generator, images.shape[0])
         with torch.no_grad():
-            dist = self.vae.encode(images.to(self.vae.device, self._vae_dtype())).latent_dist
+            vae = self._vae()
+            dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
             latents = dist.sample(gens) if sample else dist.mode()
         shift = self.vae.config.get("shift_factor") or 0.0
         return ((latents - shift) * self.vae.config.scaling_factor).to(images.dtype)
@@ -165,14 +168,18 @@ class StableDiffusion(Optimizable):
         """Scaled VAE latents → images in [-1, 1] (not clamped), in the latents' dtype."""
         shift = self.vae.config.get("shift_factor") or 0.0
         z = latents / self.vae.config.scaling_factor + shift
-        return self.vae.decode(z.to(self._vae_dtype())).sample.to(latents.dtype)
+        vae = self._vae()
+        return vae.decode(z.to(vae.dtype)).sample.to(latents.dtype)
 
-    def _vae_dtype(self) -> torch.dtype:
-        """The VAE's dtype, first moving a float16 VAE whose config says ``force_upcast`` (SDXL's overflows to
-        NaN in float16) to float32, as diffusers' pipelines do. bfloat16 has float32's range and stays."""
-        if self.vae.dtype == torch.float16 and self.vae.config.get("force_upcast", False):
-            self.vae.to(torch.float32)
-        return self.vae.dtype
+    def _vae(self) -> Any:
+        """The VAE to run: a float16 VAE whose config says ``force_upcast`` (SDXL's overflows to NaN in float16)
+        runs as a float32 copy, as diffusers' SDXL pipeline does, without changing the pipeline's own VAE.
+        bfloat16 has float32's range and stays."""
+        if self.vae.dtype != torch.float16 or not self.vae.config.get("force_upcast", False):
+            return self.vae
+        if self._vae_float32 is None:
+            self._vae_float32 = copy.deepcopy(self.vae).to(torch.float32)
+        return self._vae_float32
 
     # ------------------------------------------------------------------ Denoiser
     def check_sample(self, x: torch.Tensor) -> None:
