@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +138,17 @@ def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
     array = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     img = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def seed_range(text: str) -> list[int]:
+    """'0-3,7' → [0, 1, 2, 3, 7]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise CycleDiffError(f"{part!r} is not a seed or a range like 0-7")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if hi < lo:
+            raise CycleDiffError(f"range {part!r} runs backwards")
+        seeds.extend(range(lo, hi + 1))
+    return seeds

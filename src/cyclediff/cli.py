@@ -18,24 +18,20 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from ._io import DEFAULT_MAX_PIXELS
+from .apps.images import read_for
 from .errors import CycleDiffError
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+from .latent import DTYPES
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
 def parse_seeds(text: str) -> list[int]:
     """'0-3,7' → [0, 1, 2, 3, 7]."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise click.BadParameter(f"{part!r} is not a seed or a range like 0-7")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi < lo:
-            raise click.BadParameter(f"range {part!r} runs backwards")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+    from ._io import seed_range
+
+    try:
+        return seed_range(text)
+    except CycleDiffError as err:
+        raise click.BadParameter(str(err)) from err
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,17 +146,6 @@ def condition_for(model: Any, *, prompt=None, guidance_scale=None, negative_prom
     if prompt is not None or negative_prompt is not None:
         raise CycleDiffError("this is a pixel model without text conditioning; drop --prompt / --negative-prompt")
     return {} if class_label is None else {"class_labels": class_label}
-
-
-def read_for(model: Any, path: Path, *, size: str | None, fit: str, max_pixels: int) -> torch.Tensor:
-    """An image file as the model takes it: [0, 1], the model's channels; pixel models at their own size."""
-    from ._io import load_image, parse_size
-
-    if is_text_model(model):
-        return load_image(path, channels=3, size=parse_size(size), multiple=model.image_multiple, fit=fit,
-                          max_pixels=max_pixels)
-    c, h, w = model.sample_shape
-    return load_image(path, channels=c, size=parse_size(size) or (h, w), fit=fit, max_pixels=max_pixels)
 
 
 # ---------------------------------------------------------------------------------------------------- options

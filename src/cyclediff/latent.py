@@ -20,7 +20,7 @@ from .errors import LatentFileError
 
 FORMAT = "cyclediff.latent"
 FORMAT_VERSION = 1
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -138,8 +138,8 @@ class Latent:
         from safetensors.torch import save_file
 
         store = dtype or self.dtype
-        if store not in _DTYPES.values():
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {store}")
+        if store not in DTYPES.values():
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {store}")
         tensors = {
             "x_start": self.x_start.detach().to("cpu", store).contiguous(),
             "eps": self.eps.detach().to("cpu", store).contiguous(),
@@ -189,7 +189,7 @@ class Latent:
         missing = {"x_start", "eps"} - set(tensors)
         if missing:
             raise LatentFileError(f"{path} is missing the tensor(s) {', '.join(sorted(missing))}")
-        dtype = _DTYPES.get(meta.get("dtype", ""))
+        dtype = DTYPES.get(meta.get("dtype", ""))
         if dtype is None:
             raise LatentFileError(f"{path}: unknown dtype {meta.get('dtype')!r} in the metadata")
         x_start, eps = tensors["x_start"], tensors["eps"]
@@ -199,7 +199,7 @@ class Latent:
                 f"{path}: tensor shapes x_start {tuple(x_start.shape)}, eps {tuple(eps.shape)} contradict the "
                 f"metadata (shape {shape}, {k} steps)"
             )
-        if x_start.dtype != eps.dtype or x_start.dtype not in _DTYPES.values():
+        if x_start.dtype != eps.dtype or x_start.dtype not in DTYPES.values():
             raise LatentFileError(f"{path}: stored dtypes {x_start.dtype} / {eps.dtype} are not a latent's")
         if x_start.dtype != dtype and x_start.element_size() >= dtype.itemsize:
             raise LatentFileError(

@@ -46,3 +46,15 @@ def to_images(model: Any, x: torch.Tensor) -> torch.Tensor:
     decode_latents = getattr(model, "decode_latents", None)
     x = decode_latents(x) if decode_latents is not None else x
     return (x / 2 + 0.5).clamp(0, 1)
+
+
+def read_for(model: Any, path: Any, *, size: str | None, fit: str, max_pixels: int) -> torch.Tensor:
+    """An image file as ``model`` takes it: [0, 1], the model's channels; latent-diffusion models at a multiple of
+    their factor, pixel models at their own size (``size``: "N" shorter side or "WxH" first)."""
+    from .._io import load_image, parse_size
+
+    if hasattr(model, "encode_images"):
+        return load_image(path, channels=3, size=parse_size(size), multiple=model.image_multiple, fit=fit,
+                          max_pixels=max_pixels)
+    c, h, w = model.sample_shape
+    return load_image(path, channels=c, size=parse_size(size) or (h, w), fit=fit, max_pixels=max_pixels)

@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
-from .._io import DEFAULT_MAX_PIXELS, atomic_write, load_image, parse_size, save_image
+from .._io import DEFAULT_MAX_PIXELS, atomic_write, load_image, save_image, seed_range
 from ..errors import CycleDiffError
+from ..latent import DTYPES
 from .evaluate import IMAGE_SUFFIXES, Records, distribution_scores, pair_scores, resolve_features
+from .images import read_for
 from .methods import check_method
 
 TASKS = ("edit", "translate", "guide")
@@ -163,16 +165,10 @@ def parse_seed_list(value: Any) -> list[int]:
     if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and value:
         return list(value)
     if isinstance(value, str):
-        seeds: list[int] = []
-        for part in value.split(","):
-            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-            if not m:
-                break
-            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-            seeds.extend(range(lo, hi + 1))
-        else:
-            if seeds:
-                return seeds
+        try:
+            return seed_range(value)
+        except CycleDiffError:
+            pass
     raise CycleDiffError(f"seeds must be an integer, a list of integers or a range like '0-3'; got {value!r}")
 
 
@@ -232,6 +228,8 @@ def load_job(path: str | Path) -> Job:
     for item in items:
         if task != "guide" and item.input is None:
             raise CycleDiffError(f"{path}: item {item.id!r} has no input image; the {task} task needs one")
+    if str(raw.get("dtype", "float32")) not in DTYPES:
+        raise CycleDiffError(f"{path}: dtype must be one of {', '.join(DTYPES)}; got {raw['dtype']!r}")
     out = Path(raw.get("out") or f"{path.stem}-out")
     return Job(task=task, items=items, out=out if out.is_absolute() else base / out,
                seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings, batch_size=batch_size,
@@ -334,9 +332,7 @@ class Task:
 
         self.job, self.device = job, device
         s = job.settings
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(job.dtype)
-        if dtype is None:
-            raise CycleDiffError(f"dtype must be float32, float16 or bfloat16; got {job.dtype!r}")
+        dtype = DTYPES[job.dtype]
 
         def get(spec: str) -> Any:
             model = load(spec, dtype=dtype, device=device)
@@ -357,13 +353,8 @@ class Task:
     def read(self, unit: Unit) -> torch.Tensor | None:
         if unit.item.input is None:
             return None
-        path = unit.item.input
-        size = parse_size(self.job.size)
-        if hasattr(self.model, "encode_images"):
-            return load_image(path, channels=3, size=size, multiple=self.model.image_multiple, fit=self.job.fit,
-                              max_pixels=self.job.max_pixels)
-        c, h, w = self.model.sample_shape
-        return load_image(path, channels=c, size=size or (h, w), fit=self.job.fit, max_pixels=self.job.max_pixels)
+        return read_for(self.model, unit.item.input, size=self.job.size, fit=self.job.fit,
+                        max_pixels=self.job.max_pixels)
 
     def process(self, units: list[Unit], images: torch.Tensor | None) -> tuple[torch.Tensor, list[dict]]:
         gens = [torch.Generator().manual_seed(u.seed) for u in units]
