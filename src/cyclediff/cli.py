@@ -500,14 +500,14 @@ def run_job_cmd(job_file: Path, overwrite: bool, quiet: bool, as_json: bool) -> 
     if rank == 0:
         if as_json:
             click.echo(json.dumps({"total": report.total, "ok": report.ok, "failed": report.failed,
-                                   "not_run": report.skipped, "manifest": str(report.manifest),
+                                   "missing": report.missing, "manifest": str(report.manifest),
                                    "failures": [{"key": f["key"], "error": f["error"]} for f in report.failures]},
                                   indent=2))
         else:
             click.echo(f"{report.ok} of {report.total} done, {report.failed} failed -> {report.manifest}", err=True)
             for f in report.failures:
                 click.echo(f"  failed {f['key']}: {f['error']}", err=True)
-    sys.exit(1 if report.failed or report.skipped else 0)
+    sys.exit(1 if report.failed or report.missing else 0)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate

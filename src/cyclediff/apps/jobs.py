@@ -471,7 +471,7 @@ class JobReport:
     total: int
     ok: int
     failed: int
-    skipped: int
+    missing: int  # units with no record (a rank that did not finish)
     manifest: Path
     failures: list[dict]
 
@@ -560,7 +560,7 @@ def _run_batch(job: Job, task: Task, batch: list[Unit], done: set[str], rank: in
     seconds = round((time.perf_counter() - start) / max(len(batch), 1), 3)
     out = []
     for unit in batch:
-        if unit.key in lines:
+        if unit.key in lines and unit.key not in done:  # a finished unit keeps its record, whatever happened now
             lines[unit.key]["seconds"] = seconds
             out.append(lines[unit.key])
     return out
@@ -658,7 +658,7 @@ def _report(job: Job) -> JobReport:
     total = len(job.units())
     failures = [r for r in recs.values() if r.get("status") == "failed"]
     ok = sum(r.get("status") == "ok" for r in recs.values())
-    return JobReport(total=total, ok=ok, failed=len(failures), skipped=total - ok - len(failures),
+    return JobReport(total=total, ok=ok, failed=len(failures), missing=total - ok - len(failures),
                      manifest=job.out / "manifest.jsonl", failures=failures)
 
 
