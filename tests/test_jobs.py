@@ -325,3 +325,18 @@ def test_a_method_comparison_with_fid_against_reference_images(tmp_path, digits)
     # the paper's finding on these models: CycleDiffusion keeps more of the input than SDEdit
     assert summary["by_method"]["cyclediffusion"]["ssim"] > summary["by_method"]["sdedit"]["ssim"]
     assert (tmp_path / "cmp" / "images" / "three3_sdedit_seed1.png").is_file()
+
+
+def test_a_torn_manifest_line_does_not_swallow_the_next_record(tmp_path):
+    from cyclediff.apps.evaluate import Records
+
+    path = tmp_path / "part.jsonl"
+    path.write_text('{"key": "a", "status": "ok"}\n{"key": "b", "sta')  # killed in the middle of a write
+    Records(path).add_many([{"key": "c", "status": "failed"}])
+    keys = []
+    for line in path.read_text().splitlines():
+        try:
+            keys.append(json.loads(line)["key"])
+        except json.JSONDecodeError:
+            pass
+    assert keys == ["a", "c"]

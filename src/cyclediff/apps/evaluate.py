@@ -58,8 +58,14 @@ class Records:
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a crash: end it, so that it cannot swallow this one
+                    text = "\n" + text
         with open(self.path, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         for record in records:
