@@ -427,16 +427,13 @@ def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copi
           --steps 10 --strip-every 5
     """
     from ._io import save_image
-    from .guidance import ClipEnergy, load_energy
+    from .guidance import energy_from_spec
     from .guidance import guide as guide_chain
 
     _check_sampler("ddim", eta)
-    if energy_spec == "clip":
-        if not text:
-            raise click.UsageError("--energy clip needs --text")
-        energy = ClipEnergy(text, clip_model, augment_copies=augment_copies)
-    else:
-        energy = load_energy(energy_spec)
+    if energy_spec == "clip" and not text:
+        raise click.UsageError("--energy clip needs --text")
+    energy = energy_from_spec(energy_spec, text=text, clip_model=clip_model, augment_copies=augment_copies)
     model = load_model(model_spec, device, dtype)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
     seed_list = parse_seeds(seeds)

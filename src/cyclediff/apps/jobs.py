@@ -419,16 +419,12 @@ class Task:
         return result.images, metrics
 
     def _energy(self, s: dict) -> Any:
-        from ..guidance import ClipEnergy, load_energy
+        from ..guidance import energy_from_spec
 
         key = json.dumps([s["energy"], s["text"]])
         if key not in self.energy_cache:
-            if s["energy"] == "clip":
-                if not s["text"]:
-                    raise CycleDiffError("the clip energy needs text (a setting or a per-item field)")
-                self.energy_cache[key] = ClipEnergy(s["text"], s["clip_model"], augment_copies=s["augment_copies"])
-            else:
-                self.energy_cache[key] = load_energy(s["energy"])
+            self.energy_cache[key] = energy_from_spec(s["energy"], text=s["text"], clip_model=s["clip_model"],
+                                                      augment_copies=s["augment_copies"])
         return self.energy_cache[key]
 
 

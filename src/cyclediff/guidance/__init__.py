@@ -9,6 +9,7 @@ from .energies import (
     FunctionEnergy,
     WeightedSum,
     as_energy,
+    energy_from_spec,
     load_energy,
 )
 from .langevin import GuideResult, guide
@@ -23,6 +24,7 @@ __all__ = [
     "GuideResult",
     "WeightedSum",
     "as_energy",
+    "energy_from_spec",
     "guide",
     "load_energy",
 ]

@@ -99,6 +99,16 @@ def load_energy(spec: str) -> Energy:
     return as_energy(fn() if isinstance(fn, type) else fn)
 
 
+def energy_from_spec(spec: str, *, text: str | None = None, clip_model: Any = "openai/clip-vit-base-patch32",
+                     augment_copies: int = 8) -> Energy:
+    """``"clip"`` (with ``text``): a :class:`ClipEnergy`; anything else: :func:`load_energy` of the spec."""
+    if spec == "clip":
+        if not text:
+            raise CycleDiffError("the clip energy needs a text (what the images should show)")
+        return ClipEnergy(text, clip_model, augment_copies=augment_copies)
+    return load_energy(spec)
+
+
 class ClassifierEnergy(Energy):
     """−log p(y | x) of a torch classifier (logits out) for target classes y; ``avoid=True`` gives p(y | x),
     the energy of "not this class". ``preprocess`` maps [−1, 1] images to the classifier's input."""
