@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cyclediff import CycleDiffError
 from cyclediff._io import save_image
@@ -56,6 +58,24 @@ steps = {steps}
 
 def manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img, dtype=np.int16)
+
+
+def assert_same_output(path_a: Path, path_b: Path, metrics_a: dict, metrics_b: dict) -> None:
+    """Two runs of one unit in processes with different thread counts: their float images differ by ULPs, which
+    can flip the rounding of a pixel to 8 bits, so pixels agree within one level. Metrics are computed in float64
+    from the written image and rounded to 5 decimals: with identical files they agree to that last digit; with a
+    flipped pixel in an 8x8 digit PSNR moves by < 0.01 dB and SSIM by < 1e-3."""
+    a, b = pixels(path_a), pixels(path_b)
+    assert np.abs(a - b).max() <= 1
+    assert metrics_a.keys() == metrics_b.keys()
+    for name in metrics_a:
+        tol = 2e-5 if np.array_equal(a, b) else 1e-2
+        assert metrics_a[name] == pytest.approx(metrics_b[name], abs=tol), name
 
 
 def free_port() -> int:
@@ -156,8 +176,7 @@ def test_two_accelerate_processes_give_the_one_process_images(digits):
     assert {r["rank"] for r in b} == {0, 1}  # both ranks worked
     for ra, rb in zip(a, b):
         image_a, image_b = digits.parent / "one" / ra["output"], digits.parent / "two" / rb["output"]
-        assert image_a.read_bytes() == image_b.read_bytes()
-        assert ra["metrics"] == rb["metrics"]
+        assert_same_output(image_a, image_b, ra["metrics"], rb["metrics"])
     assert not list((digits.parent / "two").glob("manifest.rank-*"))  # merged by rank 0
     summary = json.loads((digits.parent / "two" / "summary.json").read_text())
     assert summary["ok"] == 16 and summary["failed"] == 0 and "ssim" in summary["mean_metrics"]
@@ -197,8 +216,11 @@ def test_killed_job_resumes_without_duplicates_or_losses(digits):
 
     res = CliRunner().invoke(main, ["run", str(reference_path), "--quiet"])  # uninterrupted, one process
     assert res.exit_code == 0, res.output
+    resumed = {r["key"]: r for r in after}
     for rec in manifest(digits.parent / "clean"):
-        assert (digits.parent / "clean" / rec["output"]).read_bytes() == (out / rec["output"]).read_bytes()
+        other = resumed[rec["key"]]
+        assert_same_output(digits.parent / "clean" / rec["output"], out / other["output"], rec["metrics"],
+                           other["metrics"])
 
 
 def test_a_corrupt_image_fails_alone_and_the_exit_status_says_so(tmp_path, digits):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -14,17 +15,41 @@ import torch
 from .errors import CycleDiffError
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """Refuse to write ``path`` when something other than a regular file is there (a device such as /dev/null,
+    a folder, a pipe) or when a parent is a file: one error naming the path, before any work is done."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise CycleDiffError(f"{path} is {kind}; refusing to replace it: name a regular file as the output")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CycleDiffError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    Readers see the old file or the new one, never a partial one; on failure no temporary file is left.
+    Readers see the old file or the new one, never a partial one; on failure no temporary file is left. Only a
+    regular file is ever replaced (see :func:`check_writable`), and the file gets the permissions a new file
+    gets under the process's umask (not the private 0600 of temporary files).
     """
-    path = Path(path)
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -46,6 +71,8 @@ def parse_size(text: str | None) -> tuple[int, int] | int | None:
         values = []
     if len(values) not in (1, 2) or min(values, default=0) < 1:
         raise CycleDiffError(f"size must be N (shorter side) or WxH, e.g. 512 or 768x512; got {text!r}")
+    if max(values) > 65536:
+        raise CycleDiffError(f"size {text!r} is over 65536 pixels a side; give a smaller --size")
     return values[0] if len(values) == 1 else (values[1], values[0])
 
 
@@ -76,19 +103,82 @@ def load_image(
     try:
         with Image.open(path) as img:
             w, h = img.size
-            if w * h > max_pixels:
-                raise CycleDiffError(
-                    f"{path} is {w}×{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
-                    "downscale it first (or raise --max-pixels if you trust the file)"
-                )
-            img = ImageOps.exif_transpose(img)
-            array = _to_float_array(img, channels)
+            _check_pixels(path, (h, w), max_pixels, "")
+            _check_pixels(path, _target_size((h, w), size, multiple, fit), max_pixels, "after resizing")
+            if _is_16bit_color_png(path):
+                array = _png16_array(path, img, channels)
+            else:
+                img = ImageOps.exif_transpose(img)
+                array = _to_float_array(img, channels)
     except CycleDiffError:
         raise
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
         raise CycleDiffError(f"cannot read image {path}: {err}") from err
     x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
     return _resize(x, size=size, multiple=multiple, fit=fit)
+
+
+def _check_pixels(path: Path, hw: tuple[int, int], max_pixels: int, when: str) -> None:
+    h, w = hw
+    if w * h > max_pixels:
+        raise CycleDiffError(
+            f"{path} is {w}×{h} = {w * h:,} pixels{' ' + when if when else ''}, over the limit of {max_pixels:,}; "
+            + ("give a smaller --size" if when else "downscale it first")
+            + " (or raise --max-pixels if you trust the file)"
+        )
+
+
+def _target_size(hw: tuple[int, int], size, multiple: int, fit: str) -> tuple[int, int]:
+    """The (H, W) :func:`_resize` will produce, computed before any pixel is decoded."""
+    h, w = hw
+    if isinstance(size, int):
+        scale = size / min(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    elif size is not None:
+        h, w = size
+    if multiple > 1 and (h % multiple or w % multiple):
+        if fit == "crop" and h >= multiple and w >= multiple:
+            h, w = max(multiple, h - h % multiple), max(multiple, w - w % multiple)
+        else:
+            h, w = (max(multiple, round(v / multiple) * multiple) for v in (h, w))
+    return h, w
+
+
+def _is_16bit_color_png(path: Path) -> bool:
+    """A PNG with 16 bits per sample in colour (RGB or RGBA), which Pillow reads at 8 bits."""
+    with open(path, "rb") as f:
+        head = f.read(29)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 6)
+
+
+def _png16_array(path: Path, img, channels: int) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] of a 16-bit colour PNG at full precision (pypng), alpha composited on white,
+    EXIF orientation applied."""
+    import png
+
+    try:
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        data = np.vstack([np.asarray(r, dtype=np.float32) for r in rows])
+    except png.Error as err:
+        raise CycleDiffError(f"cannot read image {path}: {err}") from err
+    planes = info["planes"]
+    x = data.reshape(height, width, planes) / float(2 ** info["bitdepth"] - 1)
+    if planes in (2, 4):  # alpha
+        x = x[..., :-1] * x[..., -1:] + (1 - x[..., -1:])
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    x = _orient(x, img.getexif().get(0x0112, 1))
+    if channels == 1:  # ITU-R 601 luma, as Pillow's "L" conversion
+        x = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _orient(x: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W, C) array."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+    return ops[orientation](x) if orientation in ops else x
 
 
 def _to_float_array(img, channels: int) -> np.ndarray:
@@ -131,13 +221,26 @@ def _resize(x: torch.Tensor, *, size, multiple: int, fit: str) -> torch.Tensor:
     return x
 
 
-def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write one (C, H, W) image in [0, 1] as PNG, atomically."""
-    from PIL import Image
+def as_written(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] exactly as :func:`save_image` writes them (8 bits a channel), as float32 on the CPU.
+    Metrics recorded for an output are computed from this, so they are as reproducible as the file itself."""
+    return _to_uint8(x).float() / 255
 
-    array = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def save_image(x: torch.Tensor, path: str | os.PathLike, *, text: dict[str, str] | None = None) -> Path:
+    """Write one (C, H, W) image in [0, 1] as PNG, atomically; ``text`` goes into PNG text chunks."""
+    from PIL import Image, PngImagePlugin
+
+    array = _to_uint8(x).numpy()
     img = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
 
 
 def seed_range(text: str) -> list[int]:
@@ -147,8 +250,53 @@ def seed_range(text: str) -> list[int]:
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
             raise CycleDiffError(f"{part!r} is not a seed or a range like 0-7")
-        lo, hi = int(m[1]), int(m[2] or m[1])
+        lo, hi = seed_limit(int(m[1])), seed_limit(int(m[2] or m[1]))
         if hi < lo:
             raise CycleDiffError(f"range {part!r} runs backwards")
         seeds.extend(range(lo, hi + 1))
     return seeds
+
+
+def seed_limit(seed: int) -> int:
+    """A seed as torch.Generator.manual_seed takes it (0..2^63 − 1 here, so that it is also a signed 64-bit JSON
+    number everywhere), or one error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise CycleDiffError(f"seeds must be integers from 0 to 2^63 - 1; got {seed!r}")
+    return seed
+
+
+def safe_id(text: str) -> str:
+    """A file-name-safe form of ``text``: itself when already safe, else the cleaned text plus a short hash of the
+    original, so that different texts ('a/b', 'a b', 'a-b') never share an id."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "item"
+    return clean if clean == text else f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """One distinct, file-name-safe name per input path: its stem where that is unique; where stems repeat, the
+    path from the clashing files' common folder ('c1__cat', 'c2__cat'), with the suffix where only it differs
+    ('cat-png', 'cat-jpg'). Paths must be distinct (dedupe them first)."""
+    names = []
+    for p in paths:
+        clash = [q for q in paths if q.stem == p.stem]
+        if len(clash) == 1:
+            names.append(safe_id(p.stem))
+            continue
+        resolved = [q.resolve() for q in clash]
+        root = Path(os.path.commonpath([str(q.parent) for q in resolved]))
+        parts = list(p.resolve().relative_to(root).parts)
+        same_suffix = len({q.suffix for q in clash}) == 1
+        parts[-1] = p.stem if same_suffix else p.name.replace(".", "-")
+        names.append(safe_id("__".join(parts)))
+    return names
+
+
+def distinct_paths(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(the paths with repeats of the same file removed, in order; the repeats dropped)."""
+    seen: set[Path] = set()
+    kept, dropped = [], []
+    for p in paths:
+        key = Path(p).resolve()
+        (dropped if key in seen else kept).append(p)
+        seen.add(key)
+    return kept, dropped

@@ -25,6 +25,19 @@ def check_generators(generator: Generators, batch_size: int) -> torch.Generator 
     return gens
 
 
+def batch_size_of(generator: Generators, batch_size: int | None) -> int:
+    """How many samples are wanted: ``batch_size``, or the length of a list of generators (one per sample)."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise CycleDiffError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if generator is None or isinstance(generator, torch.Generator):
+        return 1 if batch_size is None else batch_size
+    n = len(list(generator))
+    if batch_size is not None and batch_size != n:
+        raise CycleDiffError(f"batch_size={batch_size} but {n} generators were given (one per sample); "
+                             "drop batch_size or give one generator per sample")
+    return n
+
+
 def seeds_of(generator: torch.Generator | list[torch.Generator] | None, batch_size: int) -> tuple[int, ...] | None:
     """The seeds to record: each generator's initial seed (one generator shared by the batch repeats it)."""
     if generator is None:

@@ -8,18 +8,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ._noise import Generators, check_generators, gaussian_like
+from .defaults import TRANSLATE
 from .encoder import check_images, start_point
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
-from .transitions import check_sampler, predict_x0_eps, transition
+from .transitions import check_sampler, ddim_inversion_step, transition
 
 
 @torch.no_grad()
@@ -28,7 +28,7 @@ def sdedit(
     target: Denoiser,
     *,
     steps: int = 100,
-    strength: float = 0.85,
+    strength: float = TRANSLATE["strength"],
     eta: float | None = 1.0,
     sampler: str = "ddim",
     generator: Generators = None,
@@ -56,15 +56,11 @@ def sdedit(
 def ddim_invert(x0: torch.Tensor, denoiser: Denoiser, cond: Condition, timesteps: list[int], *,
                 progress: bool = False) -> torch.Tensor:
     """Integrate the deterministic DDIM ODE upwards from x0 to ``timesteps[0]`` (the usual inversion: the model
-    is evaluated at the next, noisier timestep on the current sample)."""
-    schedule = denoiser.schedule
+    is evaluated at the next, noisier timestep on the current sample), one :func:`ddim_inversion_step` a step."""
     x = x0
     pairs = list(reversed(step_pairs(timesteps)))  # (t, s) with s the current level, t the next one up
     for t, s in tqdm(pairs, desc="invert", disable=not progress, leave=False):
-        ab_s, ab_t = schedule.alpha_bar_at(s), schedule.alpha_bar_at(t)
-        eps = predict_x0_eps(denoiser(x, t, cond), x, ab_t, schedule.prediction_type)[1]
-        x0_hat = (x - math.sqrt(1 - ab_s) * eps) / math.sqrt(ab_s)
-        x = math.sqrt(ab_t) * x0_hat + math.sqrt(1 - ab_t) * eps
+        x = ddim_inversion_step(denoiser.schedule, denoiser(x, t, cond), x, s, t)
     return x
 
 
@@ -83,8 +79,8 @@ def ddib(
     source: Denoiser,
     target: Denoiser | None = None,
     *,
-    steps: int = 100,
-    strength: float = 0.85,
+    steps: int = TRANSLATE["steps"],
+    strength: float = TRANSLATE["strength"],
     source_condition: dict[str, Any] | None = None,
     target_condition: dict[str, Any] | None = None,
     progress: bool = False,

@@ -4,7 +4,6 @@ does the work."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._io import DEFAULT_MAX_PIXELS
 from .apps.images import read_for
+from .apps.outputs import PNG_KEY, as_record, check_out_file, check_out_folder, file_digest, place, slug
+from .defaults import check_setting
 from .errors import CycleDiffError
 from .latent import DTYPES
 
@@ -40,15 +41,50 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise click.BadParameter(f"unknown device {name!r}") from err
+        raise click.BadParameter(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise click.BadParameter("MPS (Apple GPU) is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise click.BadParameter(f"cyclediff runs on cpu, cuda or mps, not {device.type}; use --device cpu or auto")
     return device
 
 
-def slug(text: str, limit: int = 40) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return s[:limit].rstrip("-") or "empty"
+def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    resolve_device(value)  # refused before any model loads
+    return value
+
+
+def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ._io import parse_size
+
+    try:
+        parse_size(value)
+    except CycleDiffError as err:
+        raise click.BadParameter(str(err)) from err
+    return value
+
+
+def _quiet_option(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        quiet_libraries()
+    return value
+
+
+def quiet_libraries() -> None:
+    """--quiet: no warnings, log lines or loading bars from the libraries either."""
+    import os
+    import warnings
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    warnings.simplefilter("ignore")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
 
 
 def number(value: float) -> str:
@@ -74,14 +110,6 @@ class Reporter:
         self.quiet, self.as_json = quiet, as_json
         self.bar = tqdm(total=total, desc=desc, disable=quiet or total < 2, leave=False)
 
-    def skipped(self, result: ItemResult, overwrite: bool) -> bool:
-        """Record ``result`` as skipped when its output exists and --overwrite was not given."""
-        if overwrite or result.output is None or not Path(result.output).exists():
-            return False
-        result.status = "skipped"
-        self.add(result)
-        return True
-
     def add(self, result: ItemResult) -> None:
         self.results.append(result)
         self.bar.update(1)
@@ -104,14 +132,23 @@ class Reporter:
         sys.exit(1 if failed else 0)
 
 
+def failure_text(err: BaseException) -> str:
+    """One line for a failed item: the message of an error the user can fix; type and message otherwise."""
+    if isinstance(err, (CycleDiffError, OSError)):
+        return str(err)
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def attempt(result: ItemResult, work: Callable[[], str | None]) -> ItemResult:
+    """Run one item; any failure is recorded on it (the batch goes on), never raised."""
     start = time.perf_counter()
     try:
         out = work()
         if out is not None:
             result.output = out
-    except (CycleDiffError, OSError) as err:
-        result.status, result.error = "failed", str(err)
+    except Exception as err:  # noqa: BLE001 - one bad item must not stop the others
+        result.status, result.error = "failed", failure_text(err)
     result.seconds = round(time.perf_counter() - start, 3)
     return result
 
@@ -149,8 +186,13 @@ def condition_for(model: Any, *, prompt=None, guidance_scale=None, negative_prom
 
 
 # ---------------------------------------------------------------------------------------------------- options
+def device_option(f: Callable) -> Callable:
+    return click.option("--device", default="auto", show_default=True, callback=_device_option,
+                        help="cpu, cuda, cuda:1, … or auto")(f)
+
+
 def model_options(f: Callable) -> Callable:
-    f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, … or auto")(f)
+    f = device_option(f)
     f = click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
                      help="dtype of the model weights (the sampler maths stays float32)")(f)
     return click.option("--model", "model_spec", required=True,
@@ -179,13 +221,14 @@ def image_options(f: Callable) -> Callable:
                      help="refuse larger images (decompression bombs)")(f)
     f = click.option("--fit", type=click.Choice(["crop", "resize"]), default="crop", show_default=True,
                      help="sides not a multiple of the model's factor: center-crop the rest, or resize")(f)
-    return click.option("--size", default=None,
+    return click.option("--size", default=None, callback=_size_option,
                         help="resize first: N (shorter side) or WxH; pixel models default to their own size")(f)
 
 
 def output_options(f: Callable) -> Callable:
     f = click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary")(f)
-    f = click.option("--quiet", "-q", is_flag=True, help="no progress bars or per-item lines")(f)
+    f = click.option("--quiet", "-q", is_flag=True, callback=_quiet_option,
+                     help="no progress bars, per-item lines or library warnings")(f)
     return click.option("--overwrite", is_flag=True, help="redo outputs that already exist")(f)
 
 
@@ -229,7 +272,7 @@ def main() -> None:
 @click.option("--negative-prompt", default=None)
 @click.option("--method", type=click.Choice(["cyclediffusion", "sdedit", "ddib"]), default="cyclediffusion",
               show_default=True, help="CycleDiffusion, or a baseline on the same grid")
-@click.option("--seed", type=click.IntRange(0), default=None, help="one seed for every image (default 0)")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="one seed for every image (default 0)")
 @click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
               help="images per UNet call (same-sized images are batched)")
@@ -257,6 +300,7 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
         raise click.UsageError("give --seed or --seeds, not both")
     _check_sampler("ddim", eta)
     seed_list = parse_seeds(seeds) if seeds is not None else [0 if seed is None else seed]
+    check_out_folder(out)
     model = load_model(model_spec, device, dtype, compile_)
     if not is_text_model(model):
         raise CycleDiffError("edit needs a text-conditioned (Stable Diffusion) model; for pixel models use "
@@ -271,50 +315,71 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
             progress=not quiet,
         ).images
 
+    record = {"task": "edit", "model": model_spec, "dtype": dtype, "source_prompt": source_prompt,
+              "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps, "eta": eta,
+              "guidance_scale": guidance_scale, "source_guidance_scale": source_guidance_scale, "method": method,
+              "size": size, "fit": fit}
     run_image_jobs(
         images, seed_list, read=lambda p: read_for(model, p, size=size, fit=fit, max_pixels=max_pixels),
-        name=lambda p, s: out / f"{p.stem}_{slug(prompt)}_{settings}_seed{s}.png", process=process,
-        batch_size=batch_size, device=model.device, desc="edit", overwrite=overwrite, quiet=quiet, as_json=as_json,
+        name=lambda stem, s: out / f"{stem}_{slug(prompt)}_{settings}_seed{s}.png", process=process,
+        settings=record, batch_size=batch_size, device=model.device, desc="edit", overwrite=overwrite, quiet=quiet,
+        as_json=as_json,
     )
 
 
 def run_image_jobs(
     images: Iterable[Path], seeds: list[int], *, read: Callable[[Path], torch.Tensor],
-    name: Callable[[Path, int], Path], process: Callable[[torch.Tensor, list[int]], torch.Tensor],
-    batch_size: int, device: torch.device, desc: str, overwrite: bool, quiet: bool, as_json: bool,
+    name: Callable[[str, int], Path], process: Callable[[torch.Tensor, list[int]], torch.Tensor],
+    settings: dict[str, Any], batch_size: int, device: torch.device, desc: str, overwrite: bool, quiet: bool,
+    as_json: bool,
 ) -> None:
-    """Every (image, seed) job: skip existing outputs, read images (a bad one fails alone), process same-sized
-    images in batches, write each output atomically, report, and exit non-zero when anything failed."""
-    from ._io import save_image
+    """Every (image, seed) job: skip outputs already made with these very settings, read images (a bad one fails
+    alone), process same-sized images in batches, write each output atomically with its settings recorded in it,
+    report, and exit non-zero when anything failed. An image given twice is computed once; images whose names
+    repeat (``c1/cat.png``, ``c2/cat.png``) get distinct output names."""
+    from ._io import distinct_paths, save_image, unique_names
+    from .apps.outputs import PNG_KEY, as_record, file_digest, place
 
-    jobs = [(path, s) for path in images for s in seeds]
+    paths, repeated = distinct_paths(list(images))
+    for path in repeated:
+        click.echo(f"note: {path} is given more than once; computed once", err=True)
+    seeds = list(dict.fromkeys(seeds))
+    jobs = [(path, stem, s) for path, stem in zip(paths, unique_names(paths)) for s in seeds]
     report = Reporter(len(jobs), desc, quiet=quiet, as_json=as_json)
-    pending: list[tuple[ItemResult, torch.Tensor, Path]] = []
-    for path, s in jobs:
-        target = name(path, s)
-        result = ItemResult(input=str(path), output=str(target), seed=s)
-        if report.skipped(result, overwrite):
-            continue
-        loaded: dict[str, torch.Tensor] = {}
+    pending: list[tuple[ItemResult, torch.Tensor, Path, dict]] = []
+    taken: set[Path] = set()
+    for path, stem, s in jobs:
+        result = ItemResult(input=str(path), seed=s)
+        loaded: dict[str, Any] = {}
 
-        def load(path=path, loaded=loaded) -> None:
-            loaded["x"] = read(path)
+        def load(path=path, stem=stem, s=s, result=result, loaded=loaded) -> None:
+            record = {**settings, "input": path.name, "input_sha256": file_digest(path), "seed": s}
+            target, done = place(name(stem, s), record, overwrite=overwrite)
+            result.output = str(target)
+            loaded["record"], loaded["done"] = as_record(record), done
+            if not done:
+                loaded["x"] = read(path)
 
         if attempt(result, load).status == "failed":
             report.add(result)
             continue
-        pending.append((result, loaded["x"], target))
+        if loaded["done"] or Path(result.output) in taken:
+            result.status = "skipped"
+            report.add(result)
+            continue
+        taken.add(Path(result.output))
+        pending.append((result, loaded["x"], Path(result.output), loaded["record"]))
 
     for batch in _batches(pending, batch_size):
-        results = [r for r, _, _ in batch]
+        results = [r for r, _, _, _ in batch]
         start = time.perf_counter()
         try:
-            outputs = process(torch.cat([img for _, img, _ in batch]).to(device), [r.seed for r in results])
-            for img, (_, _, target) in zip(outputs, batch):
-                save_image(img, target)
-        except (CycleDiffError, OSError) as err:
+            outputs = process(torch.cat([img for _, img, _, _ in batch]).to(device), [r.seed for r in results])
+            for img, (_, _, target, record) in zip(outputs, batch):
+                save_image(img, target, text={PNG_KEY: json.dumps(record)})
+        except Exception as err:  # noqa: BLE001 - the batch fails, the run goes on
             for r in results:
-                r.status, r.error = "failed", str(err)
+                r.status, r.error = "failed", failure_text(err)
         for r in results:
             r.seconds = round((time.perf_counter() - start) / len(results), 3)
             report.add(r)
@@ -350,7 +415,7 @@ def _batches(items: list, size: int) -> Iterable[list]:
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="target guidance scale")
 @click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
 @compile_option
 @image_options
@@ -370,6 +435,8 @@ def translate(images, source_model, target_model, method, steps, strength, eta, 
     from . import translate as translate_images
 
     _check_sampler("ddim", eta)
+    seed_list = parse_seeds(seeds)
+    check_out_folder(out)
     source = load_model(source_model, device, dtype, compile_)
     target = source if target_model == source_model else load_model(target_model, device, dtype, compile_)
     source_cond = condition_for(source, prompt=source_prompt, class_label=source_class)
@@ -384,11 +451,14 @@ def translate(images, source_model, target_model, method, steps, strength, eta, 
             target_condition=target_cond, progress=not quiet,
         ).images
 
+    record = {"task": "translate", "source_model": source_model, "target_model": target_model, "dtype": dtype,
+              "method": method, "strength": strength, "steps": steps, "eta": eta, "refine_steps": refine_steps,
+              "source_condition": source_cond, "target_condition": target_cond, "size": size, "fit": fit}
     run_image_jobs(
-        images, parse_seeds(seeds), read=lambda p: read_for(source, p, size=size, fit=fit, max_pixels=max_pixels),
-        name=lambda p, s: out / f"{p.stem}_{method}_s{number(strength)}{refine}_seed{s}.png", process=process,
-        batch_size=batch_size, device=source.device, desc="translate", overwrite=overwrite, quiet=quiet,
-        as_json=as_json,
+        images, seed_list, read=lambda p: read_for(source, p, size=size, fit=fit, max_pixels=max_pixels),
+        name=lambda stem, s: out / f"{stem}_{method}_s{number(strength)}{refine}_seed{s}.png", process=process,
+        settings=record, batch_size=batch_size, device=source.device, desc="translate", overwrite=overwrite,
+        quiet=quiet, as_json=as_json,
     )
 
 
@@ -433,14 +503,24 @@ def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copi
     _check_sampler("ddim", eta)
     if energy_spec == "clip" and not text:
         raise click.UsageError("--energy clip needs --text")
+    seed_list = list(dict.fromkeys(parse_seeds(seeds)))
+    check_out_folder(out)
     energy = energy_from_spec(energy_spec, text=text, clip_model=clip_model, augment_copies=augment_copies)
     model = load_model(model_spec, device, dtype)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
-    seed_list = parse_seeds(seeds)
-    todo = [s for s in seed_list if overwrite or not (out / f"seed{s:04d}.png").exists()]
+    settings = {"task": "guide", "model": model_spec, "dtype": dtype, "energy": energy_spec, "text": text,
+                "clip_model": clip_model, "augment_copies": augment_copies, "weight": weight,
+                "langevin_steps": langevin_steps, "step_size": step_size, "steps": steps, "eta": eta,
+                "condition": condition, "keep_best": keep_best, "grad_steps": grad_steps}
     report = Reporter(len(seed_list), "guide", quiet=True, as_json=as_json)
-    for s in set(seed_list) - set(todo):
-        report.add(ItemResult(input=f"seed {s}", output=str(out / f"seed{s:04d}.png"), seed=s, status="skipped"))
+    todo, targets = [], {}
+    for s in seed_list:
+        record = as_record({**settings, "seed": s})
+        targets[s], done = place(out / f"seed{s:04d}.png", record, overwrite=overwrite)
+        if done:
+            report.add(ItemResult(input=f"seed {s}", output=str(targets[s]), seed=s, status="skipped"))
+        else:
+            todo.append(s)
     strips: list[torch.Tensor] = []
 
     def keep_strip(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
@@ -455,17 +535,19 @@ def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copi
                                  generator=[torch.Generator().manual_seed(s) for s in todo], keep_best=keep_best,
                                  grad_steps=grad_steps, callback=keep_strip, progress=not quiet)
             for i, s in enumerate(todo):
-                save_image(result.images[i], out / f"seed{s:04d}.png")
+                target = targets[s]
+                save_image(result.images[i], target, text={PNG_KEY: json.dumps(as_record({**settings, "seed": s}))})
                 if strips:
-                    save_image(torch.cat([frame[i] for frame in strips], dim=2), out / f"seed{s:04d}_chain.png")
+                    save_image(torch.cat([frame[i] for frame in strips], dim=2),
+                               target.with_name(target.stem + "_chain.png"))
                 energies = [round(float(e), 5) for e in result.energies[:, i]]
-                report.add(ItemResult(input=f"seed {s}", output=str(out / f"seed{s:04d}.png"), seed=s,
+                report.add(ItemResult(input=f"seed {s}", output=str(target), seed=s,
                                       seconds=round((time.perf_counter() - start) / len(todo), 3)))
                 if not quiet and not as_json:
-                    click.echo(f"{out / f'seed{s:04d}.png'}  energy {energies[0]:.4f} → {energies[-1]:.4f}")
-        except (CycleDiffError, OSError) as err:
+                    click.echo(f"{target}  energy {energies[0]:.4f} → {energies[-1]:.4f}")
+        except Exception as err:  # noqa: BLE001 - reported per seed, never a traceback
             for s in todo:
-                report.add(ItemResult(input=f"seed {s}", seed=s, status="failed", error=str(err)))
+                report.add(ItemResult(input=f"seed {s}", seed=s, status="failed", error=failure_text(err)))
     report.finish()
 
 
@@ -473,7 +555,7 @@ def guide(model_spec, device, dtype, energy_spec, text, clip_model, augment_copi
 @main.command("run")
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="redo every unit, ignoring earlier records")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@click.option("--quiet", "-q", is_flag=True, callback=_quiet_option, help="no progress bars or library warnings")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def run_job_cmd(job_file: Path, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Run a job file (.toml, .json or .yaml) over a whole dataset: resumable, on one process or many.
@@ -491,9 +573,9 @@ def run_job_cmd(job_file: Path, overwrite: bool, quiet: bool, as_json: bool) -> 
     from .apps.jobs import distributed, load_job, run_job
 
     job = load_job(job_file)
-    rank, world, device, barrier = distributed(job.device)
+    rank, world, device, barrier, share = distributed(job.device)
     report = run_job(job, rank=rank, world=world, device=device, progress=not quiet, barrier=barrier,
-                     overwrite=overwrite)
+                     overwrite=overwrite, share=share)
     if rank == 0:
         if as_json:
             click.echo(json.dumps({"total": report.total, "ok": report.ok, "failed": report.failed,
@@ -517,10 +599,10 @@ def evaluate() -> None:
 @click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--model", "model_spec", default=None, help="overrides the spec's model")
 @click.option("--clip-model", default=None, help="overrides the spec's CLIP model")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-edit"), show_default=True)
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, callback=_quiet_option, help="no progress bars or library warnings")
 def evaluate_edit_cmd(spec, model_spec, clip_model, device, dtype, out, quiet):
     """Edit every (image, source text, target text) of SPEC over its settings grid and score each output
     (CLIP score, directional CLIP, PSNR, SSIM); report single-sample and best-of-N numbers per method.
@@ -559,10 +641,10 @@ def evaluate_edit_cmd(spec, model_spec, clip_model, device, dtype, out, quiet):
 @click.option("--refine-steps", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--features", default="inception", show_default=True,
               help="FID / KID features: inception (needs cyclediff[fid]), pixels, or module:function")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-translate"), show_default=True)
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, callback=_quiet_option, help="no progress bars or library warnings")
 def evaluate_translate_cmd(source_model, target_model, images, reference, methods, seeds, steps, strength, eta,
                            refine_steps, features, device, dtype, out, quiet):
     """Translate every image in IMAGES with each method; FID / KID against REFERENCE, PSNR / SSIM against the
@@ -570,13 +652,16 @@ def evaluate_translate_cmd(source_model, target_model, images, reference, method
     from .apps.evaluate import evaluate_translate, resolve_features
 
     _check_sampler("ddim", eta)
+    seed_list, feature_fn = parse_seeds(seeds), resolve_features(features)  # refused before any work
+    for method in methods.split(","):
+        check_setting("method", method)
     source = load_model(source_model, device, dtype)
     target = source if target_model == source_model else load_model(target_model, device, dtype)
     before = sum(1 for _ in open(out / "results.jsonl")) if (out / "results.jsonl").is_file() else 0
     try:
         evaluate_translate(source, target, images, reference, out, methods=methods.split(","),
-                           seeds=parse_seeds(seeds), strength=strength, steps=steps, eta=eta,
-                           refine_steps=refine_steps, features=resolve_features(features), progress=not quiet)
+                           seeds=seed_list, strength=strength, steps=steps, eta=eta,
+                           refine_steps=refine_steps, features=feature_fn, progress=not quiet)
     except ImportError as err:
         raise CycleDiffError(str(err)) from err
     click.echo((out / "summary.md").read_text())
@@ -617,7 +702,7 @@ def demo(ctx: click.Context, out: Path, quick: bool, models: Path | None) -> Non
 @demo.command("train")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="where to write the three models")
 @click.option("--iters", type=click.IntRange(1), default=3000, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 def demo_train(out: Path, iters: int, seed: int) -> None:
     """Train the three demo models (deterministic for a seed; the shipped ones: --iters 3000 --seed 0)."""
     from .demo.train import train_all
@@ -636,7 +721,7 @@ def demo_train(out: Path, iters: int, seed: int) -> None:
 @click.option("--prompt", default=None, help="text models: the prompt that describes the image")
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="text models (default 1)")
 @click.option("--class-label", type=int, default=None, help="class-conditional pixel models")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="image i uses seed + i")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="image i uses seed + i")
 @image_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the latent file (one image)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("latents"), show_default=True,
@@ -655,26 +740,36 @@ def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sa
       cyclediff encode digits/*.png --model google/ddpm-cat-256 --steps 100 --out latents/
     """
     from . import encode as encode_latent
+    from ._io import distinct_paths, seed_limit, unique_names
     from .apps.images import to_model_space
 
     if output is not None and len(images) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several images")
     _check_sampler(sampler, eta)
+    paths = distinct_paths(list(images))[0]
+    seed_limit(seed + len(paths) - 1)
+    check_out_file(output) if output is not None else check_out_folder(out)
     model = load_model(model_spec, device, dtype, compile_)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
-    report = Reporter(len(images), "encode", quiet=quiet, as_json=as_json)
-    for i, path in enumerate(images):
-        target = output or out / f"{path.stem}.latent.safetensors"
-        result = ItemResult(input=str(path), output=str(target), seed=seed + i)
-        if report.skipped(result, overwrite):
-            continue
+    settings = {"task": "encode", "model": model_spec, "dtype": dtype, "steps": steps, "strength": strength,
+                "eta": eta, "sampler": sampler, "condition": condition, "size": size, "fit": fit,
+                "store_dtype": store_dtype}
+    report = Reporter(len(paths), "encode", quiet=quiet, as_json=as_json)
+    for i, (path, stem) in enumerate(zip(paths, unique_names(paths))):
+        result = ItemResult(input=str(path), seed=seed + i)
 
-        def work(path=path, target=target, result=result) -> None:
+        def work(path=path, stem=stem, result=result) -> None:
+            record = {**settings, "input": path.name, "input_sha256": file_digest(path), "seed": result.seed}
+            target, done = place(output or out / f"{stem}.latent.safetensors", record, overwrite=overwrite)
+            result.output = str(target)
+            if done:
+                result.status = "skipped"
+                return
             x = read_for(model, path, size=size, fit=fit, max_pixels=max_pixels).to(model.device)
             g = torch.Generator().manual_seed(result.seed)
             z = encode_latent(to_model_space(model, x, g), model, steps=steps, strength=strength, eta=eta,
                               sampler=sampler, generator=g, progress=not quiet, **condition)
-            z.save(target, dtype=torch.float16 if store_dtype == "float16" else None)
+            z.save(target, dtype=torch.float16 if store_dtype == "float16" else None, record=record)
 
         report.add(attempt(result, work))
     report.finish()
@@ -706,30 +801,37 @@ def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale,
 
     from . import Latent
     from . import decode as decode_latent
-    from ._io import save_image
+    from ._io import distinct_paths, save_image, unique_names
     from .apps.images import to_images
 
     if output is not None and len(latents) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several latents")
+    paths = distinct_paths(list(latents))[0]
+    check_out_file(output) if output is not None else check_out_folder(out)
     model = load_model(model_spec, device, dtype, compile_)
     new_condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale,
                                   negative_prompt=negative_prompt, class_label=class_label)
-    report = Reporter(len(latents), "decode", quiet=quiet, as_json=as_json)
-    for path in latents:
-        stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
-        target = output or out / f"{stem}.png"
-        result = ItemResult(input=str(path), output=str(target))
-        if report.skipped(result, overwrite):
-            continue
+    settings = {"task": "decode", "model": model_spec, "dtype": dtype, "condition": new_condition}
+    stems = unique_names([p.with_name(p.name.removesuffix(".safetensors").removesuffix(".latent")) for p in paths])
+    report = Reporter(len(paths), "decode", quiet=quiet, as_json=as_json)
+    for path, stem in zip(paths, stems):
+        result = ItemResult(input=str(path))
 
-        def work(path=path, target=target) -> str:
+        def work(path=path, stem=stem, result=result) -> str | None:
+            record = as_record({**settings, "input": path.name, "input_sha256": file_digest(path)})
+            target, done = place(output or out / f"{stem}.png", record, overwrite=overwrite)
+            result.output = str(target)
+            if done:
+                result.status = "skipped"
+                return None
             z = Latent.load(path, device=model.device)
             if z.model_id and model.model_id and z.model_id != model.model_id:
                 warnings.warn(f"{path} was encoded with {z.model_id}, decoding with {model.model_id}", stacklevel=2)
             condition = {**z.condition, **new_condition} if new_condition else {}
             x = to_images(model, decode_latent(z, model, progress=not quiet, **condition))
             names = [target] if len(x) == 1 else [target.with_name(f"{target.stem}_{i}.png") for i in range(len(x))]
-            return ", ".join(str(save_image(img, name)) for img, name in zip(x, names))
+            text = {PNG_KEY: json.dumps(record)}
+            return ", ".join(str(save_image(img, name, text=text)) for img, name in zip(x, names))
 
         report.add(attempt(result, work))
     report.finish()
@@ -759,23 +861,30 @@ def sample(model_spec, device, dtype, compile_, steps, eta, sampler, seeds, prom
     from .apps.images import to_images
 
     _check_sampler(sampler, eta)
+    seed_list = list(dict.fromkeys(parse_seeds(seeds)))
+    check_out_folder(out)
     model = load_model(model_spec, device, dtype, compile_)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_label=class_label)
-    seed_list = parse_seeds(seeds)
+    settings = {"task": "sample", "model": model_spec, "dtype": dtype, "steps": steps, "eta": eta,
+                "sampler": sampler, "condition": condition}
     report = Reporter(len(seed_list), "sample", quiet=quiet, as_json=as_json)
     for seed in seed_list:
-        target = out / f"seed{seed:04d}.png"
-        result = ItemResult(input=f"seed {seed}", output=str(target), seed=seed)
-        if report.skipped(result, overwrite):
-            continue
+        result = ItemResult(input=f"seed {seed}", seed=seed)
 
-        def work(seed=seed, target=target) -> None:
+        def work(seed=seed, result=result) -> None:
+            record = as_record({**settings, "seed": seed})
+            target, done = place(out / f"seed{seed:04d}.png", record, overwrite=overwrite)
+            result.output = str(target)
+            if done:
+                result.status = "skipped"
+                return
             z = sample_latent(model, 1, steps=steps, eta=eta, sampler=sampler,
                               generator=torch.Generator().manual_seed(seed), **condition)
             if save_latents:
-                z.save(out / f"seed{seed:04d}.latent.safetensors")
+                z.save(target.with_name(target.name.removesuffix(".png") + ".latent.safetensors"), record=record)
             with torch.no_grad():
-                save_image(to_images(model, decode_latent(z, model, progress=not quiet))[0], target)
+                save_image(to_images(model, decode_latent(z, model, progress=not quiet))[0], target,
+                           text={PNG_KEY: json.dumps(record)})
 
         report.add(attempt(result, work))
     report.finish()

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ._noise import Generators
+from .defaults import EDIT
 from .encoder import EncodingRun
 from .latent import Latent
 from .models.base import Denoiser
@@ -24,9 +25,9 @@ def cycle(
     source: Denoiser,
     target: Denoiser | None = None,
     *,
-    steps: int = 100,
-    strength: float = 0.8,
-    eta: float | None = 0.1,
+    steps: int = EDIT["steps"],
+    strength: float = EDIT["strength"],
+    eta: float | None = EDIT["eta"],
     sampler: str = "ddim",
     generator: Generators = None,
     source_condition: dict[str, Any] | None = None,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ._noise import Generators, NoiseStream, check_generators, seeds_of
+from .defaults import ENCODE
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Condition, Denoiser
@@ -25,6 +26,10 @@ def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4:
         shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
         raise IncompatibleModelError(f"x0 must be a (B, C, H, W) tensor; got {shape}")
+    if x0.shape[0] == 0:
+        raise IncompatibleModelError("x0 is an empty batch (0 images); pass at least one image")
+    if x0.is_meta:
+        raise IncompatibleModelError("x0 is a meta tensor (a shape without data); pass real values")
     if not x0.is_floating_point():
         raise IncompatibleModelError(f"x0 must be a floating tensor in [-1, 1]; got {x0.dtype} (use x / 127.5 - 1)")
     if not torch.isfinite(x0).all():
@@ -133,9 +138,9 @@ def encode(
     x0: torch.Tensor,
     denoiser: Denoiser,
     *,
-    steps: int = 100,
-    strength: float = 1.0,
-    eta: float | None = 0.1,
+    steps: int = ENCODE["steps"],
+    strength: float = ENCODE["strength"],
+    eta: float | None = ENCODE["eta"],
     sampler: str = "ddim",
     generator: Generators = None,
     progress: bool = False,

@@ -7,7 +7,9 @@ Loading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,7 +21,11 @@ from ._io import atomic_write
 from .errors import LatentFileError
 
 FORMAT = "cyclediff.latent"
-FORMAT_VERSION = 1
+# 2: the metadata carries a SHA-256 of the stored tensor bytes, checked on load (version 1 files have none)
+FORMAT_VERSION = 2
+SAMPLERS = ("ddim", "ddpm")
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+_MAX_SEED = 2**64 - 1
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
@@ -52,8 +58,14 @@ class Latent:
     seeds: tuple[int | None, ...] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.timesteps, (list, tuple)) or not all(_is_int(t) for t in self.timesteps):
+            raise ValueError(f"inconsistent latent: timesteps must be a list of integers; got {self.timesteps!r}")
+        if not isinstance(self.residual, (list, tuple)) or not all(isinstance(r, bool) for r in self.residual):
+            raise ValueError(f"inconsistent latent: residual must be a list of true/false; got {self.residual!r}")
+        if self.seeds is not None and not isinstance(self.seeds, (list, tuple)):
+            raise ValueError(f"inconsistent latent: seeds must be a list or null; got {self.seeds!r}")
         object.__setattr__(self, "timesteps", tuple(int(t) for t in self.timesteps))
-        object.__setattr__(self, "residual", tuple(bool(r) for r in self.residual))
+        object.__setattr__(self, "residual", tuple(self.residual))
         if self.seeds is not None:
             object.__setattr__(self, "seeds", tuple(self.seeds))
         problem = self._inconsistency()
@@ -61,6 +73,9 @@ class Latent:
             raise ValueError(f"inconsistent latent: {problem}")
 
     def _inconsistency(self) -> str | None:
+        problem = _field_problem(self)
+        if problem:
+            return problem
         x, eps = self.x_start, self.eps
         if x.ndim != 4:
             return f"x_start must be (B, C, H, W), got shape {tuple(x.shape)}"
@@ -73,6 +88,15 @@ class Latent:
             return f"{k} eps entries but {len(self.timesteps)} timesteps and {len(self.residual)} residual flags"
         if list(self.timesteps) != sorted(set(self.timesteps), reverse=True):
             return f"timesteps must be strictly descending, got {list(self.timesteps)}"
+        if self.timesteps[0] >= self.num_train_timesteps or self.timesteps[-1] < 0:
+            return f"timesteps {list(self.timesteps)} leave 0..{self.num_train_timesteps - 1}"
+        run = min(int(self.steps * self.strength), self.steps)
+        if k != run or self.steps > self.num_train_timesteps:
+            return (f"{k} steps stored, but steps={self.steps} at strength={self.strength} on "
+                    f"{self.num_train_timesteps} training timesteps runs {run}")
+        if any(self.residual[:-1]):
+            return ("only the last step can be deterministic (a residual); the residual flags are "
+                    f"{list(self.residual)}")
         if self.seeds is not None and len(self.seeds) != x.shape[0]:
             return f"{len(self.seeds)} seeds for a batch of {x.shape[0]}"
         return None
@@ -130,10 +154,12 @@ class Latent:
         )
         return meta
 
-    def save(self, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+    def save(self, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
+             record: dict[str, Any] | None = None) -> Path:
         """Write a ``.latent.safetensors`` file atomically (temporary file in the same folder, then rename).
 
         ``dtype=torch.float16`` halves the file; decoding such a file is no longer exact (about 1e-3).
+        ``record``: JSON-able settings stored beside the metadata (not read by :meth:`load`).
         """
         from safetensors.torch import save_file
 
@@ -150,8 +176,10 @@ class Latent:
                     f"{name} is not finite when stored as {_dtype_name(store)}"
                     + ("; store it at full precision (dtype=None)" if store != self.dtype else "")
                 )
-        meta = json.dumps(self.metadata())
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"cyclediff": meta}))
+        meta = {"cyclediff": json.dumps({**self.metadata(), "sha256": _digest(tensors)})}
+        if record is not None:  # how the file was made (the CLI's settings), for its skip decision
+            meta["cyclediff.record"] = json.dumps(record, default=str)
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Latent:
@@ -176,10 +204,12 @@ class Latent:
             meta = json.loads(raw_meta)
         except json.JSONDecodeError as err:
             raise LatentFileError(f"{path}: the latent metadata is not valid JSON ({err})") from err
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict):
+            raise LatentFileError(f"{path}: the latent metadata must be a JSON object; got {type(meta).__name__}")
+        if meta.get("format") != FORMAT:
             raise LatentFileError(f"{path} is not a cyclediff latent (format is {meta.get('format')!r})")
         version = meta.get("format_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise LatentFileError(f"{path}: the latent metadata has no format_version")
         if version > FORMAT_VERSION:
             raise LatentFileError(
@@ -208,6 +238,11 @@ class Latent:
         for name, t in tensors.items():
             if not torch.isfinite(t).all():
                 raise LatentFileError(f"{path}: {name} contains NaN or Inf values")
+        if version >= 2 and meta.get("sha256") != _digest(tensors):
+            raise LatentFileError(
+                f"{path}: the tensor bytes do not match the checksum in the metadata (the file was corrupted or "
+                "edited); encode the image again"
+            )
         kwargs = {f.name: meta[f.name] for f in fields(cls) if f.name in meta and f.name not in ("x_start", "eps")}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         required -= {"x_start", "eps"}
@@ -216,7 +251,7 @@ class Latent:
             raise LatentFileError(f"{path}: the latent metadata lacks {', '.join(absent)}")
         try:
             return cls(x_start=x_start.to(device, dtype), eps=eps.to(device, dtype), **kwargs)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, AttributeError) as err:
             raise LatentFileError(f"{path}: {err}") from err
 
     def describe(self) -> dict[str, Any]:
@@ -228,3 +263,47 @@ class Latent:
             meta["eps_mean"], meta["eps_std"] = float(g.mean()), float(g.std())
         return meta
 
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the stored bytes of x_start then eps (as written: CPU, contiguous, the storage dtype)."""
+    h = hashlib.sha256()
+    for name in ("x_start", "eps"):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _field_problem(z: Latent) -> str | None:
+    """The first metadata field of ``z`` whose type or range is wrong (as a file may hold anything), or None."""
+    if not all(_is_int(t) for t in z.timesteps) or not z.timesteps:
+        return f"timesteps must be a non-empty list of integers; got {list(z.timesteps)!r}"
+    if z.sampler not in SAMPLERS:
+        return f"sampler must be one of {', '.join(SAMPLERS)}; got {z.sampler!r}"
+    if not _is_number(z.eta) or not 0 < z.eta <= 1 or (z.sampler == "ddpm" and z.eta != 1):
+        return f"eta must be a number in (0, 1] (1 for ddpm); got {z.eta!r}"
+    if not _is_int(z.steps) or z.steps < 1:
+        return f"steps must be a positive integer; got {z.steps!r}"
+    if not _is_number(z.strength) or not 0 < z.strength <= 1:
+        return f"strength must be a number in (0, 1]; got {z.strength!r}"
+    if not _is_int(z.num_train_timesteps) or z.num_train_timesteps < 2:
+        return f"num_train_timesteps must be an integer ≥ 2; got {z.num_train_timesteps!r}"
+    if not isinstance(z.schedule_fingerprint, str):
+        return f"schedule_fingerprint must be a string; got {z.schedule_fingerprint!r}"
+    if z.variance_type not in VARIANCE_TYPES:
+        return f"variance_type must be one of {', '.join(VARIANCE_TYPES)}; got {z.variance_type!r}"
+    if z.model_id is not None and not isinstance(z.model_id, str):
+        return f"model_id must be a string or null; got {z.model_id!r}"
+    if not isinstance(z.condition, dict) or not all(isinstance(k, str) for k in z.condition):
+        return f"condition must be a JSON object of condition keywords; got {z.condition!r}"
+    if z.seeds is not None and not all(s is None or (_is_int(s) and 0 <= s <= _MAX_SEED) for s in z.seeds):
+        return f"seeds must be integers in 0..2^64-1 (or null); got {list(z.seeds)!r}"
+    return None

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._noise import Generators, NoiseStream, check_generators, gaussian_like, seeds_of
+from ._noise import Generators, NoiseStream, batch_size_of, check_generators, gaussian_like, seeds_of
+from .defaults import SAMPLE
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Denoiser
@@ -142,10 +143,10 @@ def fresh_draws(
 
 def sample_latent(
     denoiser: Denoiser,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     *,
-    steps: int = 100,
-    eta: float | None = 1.0,
+    steps: int = SAMPLE["steps"],
+    eta: float | None = SAMPLE["eta"],
     sampler: str = "ddim",
     generator: Generators = None,
     sample_shape: tuple[int, ...] | None = None,
@@ -160,6 +161,7 @@ def sample_latent(
     a zero residual.
     """
     eta = check_sampler(sampler, eta)
+    batch_size = batch_size_of(generator, batch_size)
     shape = sample_shape or getattr(denoiser, "sample_shape", None)
     if shape is None:
         raise IncompatibleModelError("this model has no default sample size; pass sample_shape=(C, H, W)")

@@ -108,6 +108,29 @@ def split_model_output(
     )
 
 
+def model_prediction(
+    schedule: Schedule, model_output: torch.Tensor, x: torch.Tensor, alpha_bar: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x̂0 clipped as the config says, ε̂, learned variance values or None) from a raw model output at x, read as
+    a sample at noise level ``alpha_bar``. Every step (sampling, encoding, inversion) reads the model through this."""
+    pred, var_values = split_model_output(model_output, x.shape[1], schedule)
+    x0, eps = predict_x0_eps(pred, x, alpha_bar, schedule.prediction_type)
+    return clip_x0(x0, schedule), eps, var_values
+
+
+def is_deterministic(schedule: Schedule, t: int, s: int, *, sampler: str, eta: float) -> bool:
+    """Whether the step t → s has std 0 whatever the model outputs; the one place that decides it.
+
+    DDIM: σ_t(η) = 0 (a step into ᾱ = 1). DDPM: the step at t = 0 (diffusers adds no noise there) and every step
+    whose posterior variance β̃ is 0 (a step into ᾱ = 1), whatever the variance type: fixed-large and learned-range
+    variances would otherwise put noise (or a near-zero std and a huge "draw") where the posterior has none.
+    """
+    ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
+    if sampler == "ddim":
+        return ddim_std(ab_t, ab_s, eta) == 0
+    return t == 0 or ddim_std(ab_t, ab_s, 1.0) == 0
+
+
 def transition(
     schedule: Schedule,
     model_output: torch.Tensor,
@@ -122,24 +145,22 @@ def transition(
 
     ``sampler="ddim"``: DDIM eq. 12 with σ_t(η); x̂0 clipped as the config says, ε̂ not re-derived (diffusers'
     default). ``sampler="ddpm"``: the ancestral step with the schedule's variance type (fixed-small, fixed-large
-    or learned-range); as diffusers does, the step at t = 0 adds no noise.
+    or learned-range). A step that :func:`is_deterministic` calls deterministic gets std 0.
     """
-    pred, var_values = split_model_output(model_output, x_t.shape[1], schedule)
-    ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
-    x0, eps = predict_x0_eps(pred, x_t, ab_t, schedule.prediction_type)
-    x0 = clip_x0(x0, schedule)
-    if sampler == "ddim":
-        std = ddim_std(ab_t, ab_s, eta)
-        mean = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - std**2, 0.0)) * eps
-        return Transition(mean=mean, std=std, x0=x0)
-    if sampler != "ddpm":
+    if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
+    x0, eps, var_values = model_prediction(schedule, model_output, x_t, ab_t)
+    deterministic = is_deterministic(schedule, t, s, sampler=sampler, eta=eta)
+    std: float | torch.Tensor
+    if sampler == "ddim":
+        std = 0.0 if deterministic else ddim_std(ab_t, ab_s, eta)
+        return Transition(mean=posterior_mean(x_t, x0, ab_t, ab_s, std, eps=eps), std=std, x0=x0)
     alpha_t = ab_t / ab_s
     beta_t = 1 - alpha_t
     mean = (math.sqrt(ab_s) * beta_t / (1 - ab_t)) * x0 + (math.sqrt(alpha_t) * (1 - ab_s) / (1 - ab_t)) * x_t
     small = (1 - ab_s) / (1 - ab_t) * beta_t  # β̃: the posterior variance
-    std: float | torch.Tensor
-    if t == 0:
+    if deterministic:
         std = 0.0
     elif schedule.variance_type == "fixed_small":
         std = math.sqrt(max(small, 0.0))
@@ -152,18 +173,31 @@ def transition(
     return Transition(mean=mean, std=std, x0=x0)
 
 
-def is_deterministic(schedule: Schedule, t: int, s: int, *, sampler: str, eta: float) -> bool:
-    """Whether the step t → s has std 0 whatever the model says (then no Gaussian draw can carry it)."""
-    ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
-    if sampler == "ddim":
-        return ddim_std(ab_t, ab_s, eta) == 0
-    return t == 0 or (schedule.variance_type == "fixed_small" and ddim_std(ab_t, ab_s, 1.0) == 0)
+def ddim_inversion_step(
+    schedule: Schedule, model_output: torch.Tensor, x_s: torch.Tensor, s: int, t: int
+) -> torch.Tensor:
+    """One step of deterministic DDIM inversion, from level s up to t > s (s = -1: the clean end), with the model
+    evaluated at (x_s, t) as usual.
 
-
-def posterior_mean(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t: float, alpha_bar_s: float, std: float):
-    """Mean of q(x_s | x_t, x0) for the DDIM family with posterior std ``std``.
-
-    √ᾱ_s x0 + √(1−ᾱ_s−σ²) ê with ê = (x_t − √ᾱ_t x0)/√(1−ᾱ_t); at σ = σ(η=1) it is the DDPM posterior.
+    The model output goes through :func:`model_prediction` (learned variance split off) and is read as the noise
+    ε̂ it predicts at the timestep it was called with, whatever its parameterisation (ε, v or x0), so the step is
+    the same for models that agree on ε̂. Then x̂0 = (x_s − √(1−ᾱ_s) ε̂)/√ᾱ_s, clipped as the config says, and
+    x_t = √ᾱ_t x̂0 + √(1−ᾱ_t) ε̂ (DDIM, η = 0). For ε-prediction this is diffusers' DDIMInverseScheduler step.
     """
-    e_hat = (x_t - math.sqrt(alpha_bar_t) * x0) / math.sqrt(1 - alpha_bar_t)
-    return math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - std**2, 0.0)) * e_hat
+    ab_s, ab_t = schedule.alpha_bar_at(s), schedule.alpha_bar_at(t)
+    eps = model_prediction(schedule, model_output, x_s, ab_t)[1]
+    x0 = clip_x0((x_s - math.sqrt(1 - ab_s) * eps) / math.sqrt(ab_s), schedule)
+    return math.sqrt(ab_t) * x0 + math.sqrt(1 - ab_t) * eps
+
+
+def posterior_mean(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t: float, alpha_bar_s: float, std: float,
+                   eps: torch.Tensor | None = None) -> torch.Tensor:
+    """√ᾱ_s x0 + √(1−ᾱ_s−σ²) ε: the mean of q(x_s | x_t, x0) for the DDIM family with std σ (at σ(η=1) the DDPM
+    posterior), and the sampler's mean when x0, ε are the model's x̂0, ε̂.
+
+    ``eps`` defaults to ê = (x_t − √ᾱ_t x0)/√(1−ᾱ_t), the noise that x0 implies at x_t (the encoder's posterior);
+    the DDIM sampler passes the model's ε̂ (which it does not re-derive after clipping x̂0).
+    """
+    if eps is None:
+        eps = (x_t - math.sqrt(alpha_bar_t) * x0) / math.sqrt(1 - alpha_bar_t)
+    return math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - std**2, 0.0)) * eps

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .._noise import Generators, check_generators
+from ..defaults import EDIT
 from ..latent import Latent
 from .images import as_image_batch, to_images, to_model_space
 from .methods import check_method, run_method
@@ -29,14 +30,14 @@ def edit(
     *,
     source_prompt: str | list[str],
     prompt: str | list[str],
-    strength: float = 0.8,
-    steps: int = 100,
-    eta: float = 0.1,
-    guidance_scale: float = 3.0,
-    source_guidance_scale: float = 1.0,
+    strength: float = EDIT["strength"],
+    steps: int = EDIT["steps"],
+    eta: float = EDIT["eta"],
+    guidance_scale: float = EDIT["guidance_scale"],
+    source_guidance_scale: float = EDIT["source_guidance_scale"],
     negative_prompt: str | list[str] | None = None,
     generator: Generators = None,
-    method: str = "cyclediffusion",
+    method: str = EDIT["method"],
     progress: bool = False,
 ) -> EditResult:
     """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .._io import atomic_write, load_image, save_image
+from ..defaults import CLIP_MODEL, EDIT, TRANSLATE
 from ..errors import CycleDiffError
 from ..metrics import fid, kid, psnr, ssim
 from .methods import METHODS, check_method
@@ -114,13 +115,13 @@ class EditSpec:
     items: list[dict]  # {"image": path, "source": text, "target": text}
     model: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
-    strengths: list[float] = field(default_factory=lambda: [0.8])
-    guidance_scales: list[float] = field(default_factory=lambda: [3.0])
-    source_guidance_scale: float = 1.0
-    methods: list[str] = field(default_factory=lambda: ["cyclediffusion"])
-    steps: int = 100
-    eta: float = 0.1
-    clip_model: str = "openai/clip-vit-base-patch32"
+    strengths: list[float] = field(default_factory=lambda: [EDIT["strength"]])
+    guidance_scales: list[float] = field(default_factory=lambda: [EDIT["guidance_scale"]])
+    source_guidance_scale: float = EDIT["source_guidance_scale"]
+    methods: list[str] = field(default_factory=lambda: [EDIT["method"]])
+    steps: int = EDIT["steps"]
+    eta: float = EDIT["eta"]
+    clip_model: str = CLIP_MODEL
     size: str | None = None
 
     @classmethod
@@ -237,11 +238,22 @@ def resolve_features(spec: str) -> Any:
     """FID / KID features from a name: "inception" (needs the fid extra), "pixels", or module:function."""
     from ..metrics import pixel_features
 
-    if spec in ("inception", "pixels"):
-        return "inception" if spec == "inception" else pixel_features()
+    if spec == "inception":
+        try:
+            import torch_fidelity  # noqa: F401
+        except ImportError as err:
+            raise CycleDiffError(
+                "the default Inception features need torch-fidelity (pip install 'cyclediff[fid]'); "
+                "or use features pixels, or module:function"
+            ) from err
+        return "inception"
+    if spec == "pixels":
+        return pixel_features()
+    if ":" not in spec:
+        raise CycleDiffError(f"features must be inception, pixels or module:function; got {spec!r}")
     from ..guidance import load_energy
 
-    return load_energy(spec).fn if ":" in spec else spec
+    return load_energy(spec).fn
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -262,8 +274,9 @@ def read_batch(paths: list[Path], model: Any) -> torch.Tensor:
 
 def evaluate_translate(
     source: Any, target: Any, images: Path, reference: Path, out: Path, *, methods: list[str] | None = None,
-    seeds: list[int] | None = None, strength: float = 0.85, steps: int = 100, eta: float = 0.1,
-    refine_steps: int = 0, features: Any = "inception", progress: bool = True,
+    seeds: list[int] | None = None, strength: float = TRANSLATE["strength"], steps: int = TRANSLATE["steps"],
+    eta: float = TRANSLATE["eta"],
+    refine_steps: int = TRANSLATE["refine_steps"], features: Any = "inception", progress: bool = True,
 ) -> list[dict]:
     """Translate every image of ``images`` with each method, score PSNR / SSIM against the inputs, then FID and
     KID of each method's outputs against the ``reference`` folder."""

@@ -16,6 +16,10 @@ def as_image_batch(images: Any) -> torch.Tensor:
         x = images[None] if images.ndim == 3 else images
         if x.ndim != 4:
             raise IncompatibleModelError(f"images must be (B, C, H, W) in [0, 1]; got shape {tuple(images.shape)}")
+        if x.shape[0] == 0:
+            raise IncompatibleModelError("images is an empty batch (0 images); pass at least one image")
+        if x.is_meta:
+            raise IncompatibleModelError("images is a meta tensor (a shape without data); pass real values")
         if not x.is_floating_point():
             raise IncompatibleModelError(f"image tensors must be floating in [0, 1]; got {x.dtype} (divide by 255)")
         if not torch.isfinite(x).all():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +26,19 @@ from typing import Any
 
 import torch
 
-from .._io import DEFAULT_MAX_PIXELS, atomic_write, load_image, save_image, seed_range
+from .._io import (
+    DEFAULT_MAX_PIXELS,
+    as_written,
+    atomic_write,
+    distinct_paths,
+    load_image,
+    safe_id,
+    save_image,
+    seed_limit,
+    seed_range,
+    unique_names,
+)
+from ..defaults import EDIT, GUIDE, TRANSLATE, check_settings
 from ..errors import CycleDiffError
 from ..latent import DTYPES
 from .evaluate import IMAGE_SUFFIXES, Records, distribution_scores, pair_scores, resolve_features
@@ -39,16 +50,12 @@ TOP_LEVEL = {"task", "inputs", "out", "seeds", "batch_size", "device", "dtype", 
              "max_pixels", "settings", "reference", "features"}
 # settings each task takes (beyond these nothing is accepted, so a typo is an error, not a silent default)
 SETTINGS: dict[str, dict[str, Any]] = {
-    "edit": {"model": None, "source_prompt": None, "prompt": None, "strength": 0.8, "steps": 100, "eta": 0.1,
-             "guidance_scale": 3.0, "source_guidance_scale": 1.0, "negative_prompt": None,
-             "method": "cyclediffusion", "clip_model": None},
-    "translate": {"source_model": None, "target_model": None, "method": "cyclediffusion", "strength": 0.8,
-                  "steps": 100, "eta": 0.1, "refine_steps": 0, "source_class": None, "target_class": None,
-                  "source_prompt": None, "target_prompt": None, "guidance_scale": None},
-    "guide": {"model": None, "energy": None, "text": None, "clip_model": "openai/clip-vit-base-patch32",
-              "augment_copies": 8, "weight": 500.0, "langevin_steps": 200, "step_size": 0.05, "steps": 50,
-              "eta": 1.0, "prompt": None, "guidance_scale": None, "class_label": None, "keep_best": False,
-              "grad_steps": None},
+    "edit": {"model": None, "source_prompt": None, "prompt": None, **EDIT, "negative_prompt": None,
+             "clip_model": None},
+    "translate": {"source_model": None, "target_model": None, **TRANSLATE, "source_class": None,
+                  "target_class": None, "source_prompt": None, "target_prompt": None, "guidance_scale": None},
+    "guide": {"model": None, "energy": None, "text": None, **GUIDE, "prompt": None, "guidance_scale": None,
+              "class_label": None, "keep_best": False, "grad_steps": None},
 }
 REQUIRED = {"edit": ("model",), "translate": ("source_model", "target_model"), "guide": ("model", "energy")}
 # per-item fields a manifest line may set; "batched" ones may differ inside one batch (one value per image)
@@ -161,9 +168,9 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def parse_seed_list(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
+        return [seed_limit(value)]
     if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and value:
-        return list(value)
+        return [seed_limit(v) for v in value]
     if isinstance(value, str):
         try:
             return seed_range(value)
@@ -195,7 +202,7 @@ def load_job(path: str | Path) -> Job:
     if bad:
         raise CycleDiffError(f"{path}: the {task} task has no settings {sorted(bad)}; it takes "
                              f"{sorted(SETTINGS[task])}")
-    settings = {**SETTINGS[task], **given}
+    settings = {**SETTINGS[task], **check_settings(given)}
     missing = [k for k in REQUIRED[task] if not settings.get(k)]
     if missing:
         raise CycleDiffError(f"{path}: the {task} task needs settings {missing}")
@@ -228,15 +235,46 @@ def load_job(path: str | Path) -> Job:
     for item in items:
         if task != "guide" and item.input is None:
             raise CycleDiffError(f"{path}: item {item.id!r} has no input image; the {task} task needs one")
-    if str(raw.get("dtype", "float32")) not in DTYPES:
-        raise CycleDiffError(f"{path}: dtype must be one of {', '.join(DTYPES)}; got {raw['dtype']!r}")
+    top = _check_top_level(raw, path, task)
     out = Path(raw.get("out") or f"{path.stem}-out")
-    return Job(task=task, items=items, out=out if out.is_absolute() else base / out,
-               seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings, batch_size=batch_size,
-               device=str(raw.get("device", "auto")), dtype=str(raw.get("dtype", "float32")),
-               compile=bool(raw.get("compile", False)), size=raw.get("size"), fit=str(raw.get("fit", "crop")),
-               max_pixels=int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)), source=path, methods=methods,
-               reference=reference, features=str(raw.get("features", "inception")))
+    out = out if out.is_absolute() else base / out
+    if out.exists() and not out.is_dir():
+        raise CycleDiffError(f"{path}: out {out} is a file; name a folder for the job's outputs")
+    return Job(task=task, items=items, out=out, seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings,
+               batch_size=batch_size, source=path, methods=methods, reference=reference, **top)
+
+
+def _check_top_level(raw: dict[str, Any], path: Path, task: str) -> dict[str, Any]:
+    """device, dtype, compile, size, fit, max_pixels and features, each checked before any work is done."""
+    from .._io import parse_size
+    from .evaluate import resolve_features
+
+    dtype = raw.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise CycleDiffError(f"{path}: dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    device = raw.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise CycleDiffError(f"{path}: device must be auto, cpu or cuda (each rank takes its own GPU); got {device!r}")
+    compile_ = raw.get("compile", False)
+    if not isinstance(compile_, bool):
+        raise CycleDiffError(f"{path}: compile must be true or false; got {compile_!r}")
+    size = raw.get("size")
+    if size is not None:
+        size = str(size)
+        parse_size(size)
+    fit = raw.get("fit", "crop")
+    if fit not in ("crop", "resize"):
+        raise CycleDiffError(f"{path}: fit must be crop or resize; got {fit!r}")
+    max_pixels = raw.get("max_pixels", DEFAULT_MAX_PIXELS)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise CycleDiffError(f"{path}: max_pixels must be a positive integer; got {max_pixels!r}")
+    features = raw.get("features", "inception")
+    if not isinstance(features, str):
+        raise CycleDiffError(f"{path}: features must be inception, pixels or module:function; got {features!r}")
+    if raw.get("reference") is not None:
+        resolve_features(features)  # an unknown or uninstalled backend fails now, not after every unit ran
+    return {"device": device, "dtype": dtype, "compile": compile_, "size": size, "fit": fit,
+            "max_pixels": max_pixels, "features": features}
 
 
 def _items(inputs: Any, base: Path, task: str) -> list[Item]:
@@ -283,17 +321,10 @@ def _path(base: Path, p: Any) -> Path:
 
 
 def _dedupe_ids(files: list[Path]) -> list[Item]:
-    """Ids are file stems; stems that repeat (files of several folders) get their parent folders prefixed."""
-    stems = [f.stem for f in files]
-    items = []
-    for f in files:
-        ident = f.stem if stems.count(f.stem) == 1 else "__".join(f.with_suffix("").parts[-3:])
-        items.append(Item(id=_safe_id(ident), input=f))
-    return items
-
-
-def _safe_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "item"
+    """Ids are file stems, made distinct where stems repeat (:func:`unique_names`); a file listed twice is one
+    item."""
+    files = distinct_paths(files)[0]
+    return [Item(id=name, input=f) for name, f in zip(unique_names(files), files)]
 
 
 def _manifest(path: Path, task: str) -> list[Item]:
@@ -317,7 +348,7 @@ def _manifest(path: Path, task: str) -> list[Item]:
         ident = rec.get("id") or (image.stem if image else f"item{n}")
         seeds = tuple(parse_seed_list(rec["seeds"])) if "seeds" in rec else None
         overrides = {k: v for k, v in rec.items() if k in PER_ITEM[task]}
-        items.append(Item(id=_safe_id(str(ident)), input=image, overrides=overrides, seeds=seeds))
+        items.append(Item(id=safe_id(str(ident)), input=image, overrides=overrides, seeds=seeds))
     if not items:
         raise CycleDiffError(f"{path}: the manifest has no items")
     return items
@@ -357,6 +388,7 @@ class Task:
                         max_pixels=self.job.max_pixels)
 
     def process(self, units: list[Unit], images: torch.Tensor | None) -> tuple[torch.Tensor, list[dict]]:
+        """The batch's output images as they will be written (8-bit) and their metrics, computed from those."""
         gens = [torch.Generator().manual_seed(u.seed) for u in units]
         per = [self.job.settings_for(u) for u in units]
         x = None if images is None else images.to(self.device)
@@ -369,6 +401,7 @@ class Task:
                        eta=s["eta"], guidance_scale=s["guidance_scale"],
                        source_guidance_scale=s["source_guidance_scale"],
                        negative_prompt=_listed(per, "negative_prompt"), generator=gens, method=s["method"]).images
+            out = as_written(out)
             metrics = _pairs(x, out)
             if self.scorer is not None:
                 from ..metrics import clip_score, directional_clip
@@ -387,6 +420,7 @@ class Task:
                             refine_steps=s["refine_steps"], method=s["method"], generator=gens,
                             source_condition=_condition(self.model, per, "source"),
                             target_condition=_condition(self.target, per, "target")).images
+            out = as_written(out)
             return out, _pairs(x, out)
         return self._guide(units, per, gens, x)
 
@@ -416,7 +450,7 @@ class Task:
                        grad_steps=s["grad_steps"])
         metrics = [{"energy_start": float(result.energies[0, i]), "energy_end": float(result.energies[-1, i])}
                    for i in range(len(units))]
-        return result.images, metrics
+        return as_written(result.images), metrics
 
     def _energy(self, s: dict) -> Any:
         from ..guidance import energy_from_spec
@@ -498,12 +532,64 @@ def finished_keys(out: Path) -> set[str]:
 
 def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
             progress: bool = True, barrier: Callable[[], None] = lambda: None,
-            overwrite: bool = False) -> JobReport:
-    """Run this rank's share of the job; rank 0 merges all shares once every rank is done (``barrier``)."""
+            overwrite: bool = False, share: Callable[[Any], Any] = lambda value: value) -> JobReport:
+    """Run this rank's share of the job; rank 0 merges all shares once every rank is done (``barrier``).
+
+    Rank 0 first takes the output folder's lock, and ``share`` (a broadcast of rank 0's value to every rank)
+    tells the others whether it got it: a second run of the same job while one is going refuses at once, on
+    every rank, instead of computing every unit twice."""
+    job.out.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(job.out / ".cyclediff-run.lock") if rank == 0 else None
+    holder = lock.acquire() if lock is not None else None
+    holder = share(holder)
+    if holder is not None:
+        raise CycleDiffError(f"another cyclediff run ({holder}) is working on {job.out}; wait for it to finish "
+                             "(then run again to resume) or give this job another out folder")
+    try:
+        return _run_locked(job, rank=rank, world=world, device=device or torch.device("cpu"), progress=progress,
+                           barrier=barrier, overwrite=overwrite)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class FolderLock:
+    """An exclusive advisory lock (flock) on a file in the output folder; the kernel drops it when the process
+    dies, so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.handle = path, None
+
+    def acquire(self) -> str | None:
+        """None when the lock is ours now; else a description of the run that holds it."""
+        import fcntl
+        import os
+
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            who = handle.read().strip() or "unknown process"
+            handle.close()
+            return who
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        handle.flush()
+        self.handle = handle
+        return None
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing drops the flock
+            self.handle = None
+
+
+def _run_locked(job: Job, *, rank: int, world: int, device: torch.device, progress: bool,
+                barrier: Callable[[], None], overwrite: bool) -> JobReport:
     from tqdm.auto import tqdm
 
-    device = device or torch.device("cpu")
-    job.out.mkdir(parents=True, exist_ok=True)
     batches = job.batches()
     done = set() if overwrite else finished_keys(job.out)
     mine = [b for i, b in enumerate(batches) if i % world == rank and any(u.key not in done for u in b)]
@@ -658,9 +744,9 @@ def _report(job: Job) -> JobReport:
                      manifest=job.out / "manifest.jsonl", failures=failures)
 
 
-def distributed(device: str = "auto") -> tuple[int, int, torch.device, Callable[[], None]]:
-    """(rank, world size, device, barrier) from accelerate: one process when not launched by accelerate /
-    torchrun; under ``accelerate launch`` each rank gets its own GPU (or the CPU, over gloo)."""
+def distributed(device: str = "auto") -> tuple[int, int, torch.device, Callable[[], None], Callable[[Any], Any]]:
+    """(rank, world size, device, barrier, broadcast from rank 0) from accelerate: one process when not launched
+    by accelerate / torchrun; under ``accelerate launch`` each rank gets its own GPU (or the CPU, over gloo)."""
     from accelerate import PartialState
 
     if device not in ("auto", "cpu", "cuda"):
@@ -668,7 +754,20 @@ def distributed(device: str = "auto") -> tuple[int, int, torch.device, Callable[
     if device == "cuda" and not torch.cuda.is_available():
         raise CycleDiffError("the job asks for device cuda but CUDA is not available here; use auto or cpu")
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-    return state.process_index, state.num_processes, state.device, state.wait_for_everyone
+    return state.process_index, state.num_processes, state.device, state.wait_for_everyone, _broadcast(state)
+
+
+def _broadcast(state: Any) -> Callable[[Any], Any]:
+    """rank 0's value on every rank (a picklable object), through accelerate's collective."""
+
+    def share(value: Any) -> Any:
+        if state.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
+    return share
 
 
 __all__ = ["Job", "JobReport", "distributed", "finished_keys", "load_job", "run_job"]

@@ -8,10 +8,9 @@ import torch
 
 from ..baselines import ddib, sdedit
 from ..cycle import cycle
+from ..defaults import METHODS
 from ..errors import CycleDiffError
 from ..latent import Latent
-
-METHODS = ("cyclediffusion", "sdedit", "ddib")
 
 
 def check_method(method: str) -> str:

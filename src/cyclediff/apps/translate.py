@@ -9,6 +9,7 @@ import torch
 
 from .._noise import Generators, check_generators
 from ..baselines import sdedit
+from ..defaults import TRANSLATE
 from ..errors import IncompatibleModelError
 from ..latent import Latent
 from .images import as_image_batch, to_images, to_model_space
@@ -48,11 +49,11 @@ def translate(
     source: Any,
     target: Any,
     *,
-    strength: float = 0.85,
-    steps: int = 100,
-    eta: float = 0.1,
-    refine_steps: int = 0,
-    method: str = "cyclediffusion",
+    strength: float = TRANSLATE["strength"],
+    steps: int = TRANSLATE["steps"],
+    eta: float = TRANSLATE["eta"],
+    refine_steps: int = TRANSLATE["refine_steps"],
+    method: str = TRANSLATE["method"],
     generator: Generators = None,
     source_condition: Any = None,
     target_condition: Any = None,

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from ..defaults import GUIDE
 from ..errors import CycleDiffError
 from .augment import DiffAugment
 
@@ -99,8 +100,8 @@ def load_energy(spec: str) -> Energy:
     return as_energy(fn() if isinstance(fn, type) else fn)
 
 
-def energy_from_spec(spec: str, *, text: str | None = None, clip_model: Any = "openai/clip-vit-base-patch32",
-                     augment_copies: int = 8) -> Energy:
+def energy_from_spec(spec: str, *, text: str | None = None, clip_model: Any = GUIDE["clip_model"],
+                     augment_copies: int = GUIDE["augment_copies"]) -> Energy:
     """``"clip"`` (with ``text``): a :class:`ClipEnergy`; anything else: :func:`load_energy` of the spec."""
     if spec == "clip":
         if not text:

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._noise import Generators, check_generators, gaussian_like
+from .._noise import Generators, batch_size_of, check_generators, gaussian_like
 from ..apps.methods import as_condition
+from ..defaults import GUIDE, check_number
 from ..errors import CycleDiffError
 from ..latent import Latent
 from ..sampler import decode, sample_latent
@@ -41,14 +42,14 @@ def guide(
     denoiser: Any,
     energy: Callable[[torch.Tensor], torch.Tensor],
     *,
-    weight: float = 500.0,
-    langevin_steps: int = 200,
-    step_size: float = 0.05,
-    steps: int = 50,
+    weight: float = GUIDE["weight"],
+    langevin_steps: int = GUIDE["langevin_steps"],
+    step_size: float = GUIDE["step_size"],
+    steps: int = GUIDE["steps"],
     strength: float = 1.0,
-    eta: float = 1.0,
+    eta: float = GUIDE["eta"],
     condition: Any = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     latent: Latent | None = None,
     generator: Generators = None,
     keep_best: bool = False,
@@ -68,14 +69,19 @@ def guide(
     depends on its own generator alone). ``callback(n, images01, energies)`` runs after each step.
     """
     energy = as_energy(energy)
-    if langevin_steps < 0 or step_size <= 0:
-        raise CycleDiffError("langevin_steps must be ≥ 0 and step_size > 0")
+    check_number("weight", weight)
+    check_number("langevin_steps", langevin_steps, int, 0)
+    check_number("step_size", step_size, float, 0, low_open=True)
     cond = as_condition(condition)
     if latent is None:
+        batch_size = batch_size_of(generator, batch_size)
         gens = check_generators(generator, batch_size)
         latent = sample_latent(denoiser, batch_size, steps=steps, eta=eta, generator=gens, **cond)
         cond = {}  # recorded in the latent
     else:
+        if batch_size is not None and batch_size != latent.batch_size:
+            raise CycleDiffError(f"batch_size={batch_size} but the latent holds {latent.batch_size} samples; "
+                                 "drop batch_size")
         gens = check_generators(generator, latent.batch_size)
     move_start = latent.strength == 1.0
     free = torch.tensor([not r for r in latent.residual], device=latent.device)[:, None, None, None, None]

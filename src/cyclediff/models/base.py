@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..errors import IncompatibleModelError
 from ..schedule import Schedule
 
 
@@ -39,6 +40,22 @@ class Denoiser(Protocol):
 
     def __call__(self, x_t: torch.Tensor, t: int, condition: Condition) -> torch.Tensor:
         """The raw model output at x_t and timestep t (ε, v or x0 by the schedule's prediction type)."""
+
+
+def condition_scale(guidance_scale: Any) -> float:
+    """A guidance scale as a float, refused unless finite and ≥ 0."""
+    from ..defaults import check_number
+
+    return check_number("guidance_scale", guidance_scale, float, 0.0)
+
+
+def refuse_unknown(unknown: dict[str, Any], valid: tuple[str, ...], what: str) -> None:
+    """One clear error for condition keywords a model does not take (a typo, or a text condition for a class
+    model), naming the ones it does."""
+    if unknown:
+        raise IncompatibleModelError(
+            f"{what} takes no condition {', '.join(map(repr, sorted(unknown)))}; it takes {', '.join(valid)}"
+        )
 
 
 def split_guided(out: torch.Tensor, plan: list[tuple[int, float, int]]) -> list[torch.Tensor]:

@@ -27,7 +27,10 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
         from ..demo.models import load_demo
 
         return load_demo(source.removeprefix("demo:"), device=device)
-    path = Path(source)
+    path = Path(source).expanduser()
+    if _looks_local(source) and not path.exists():
+        raise CycleDiffError(f"no such file or folder: {source}; check the path (hub ids look like org/name)")
+    source = str(path) if _looks_local(source) else source
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
         return StableDiffusion.from_pretrained(source, dtype=dtype, device=device)
     kind = _kind(source, path)
@@ -53,10 +56,24 @@ def _kind(source: str, path: Path) -> str:
     return "pixel"
 
 
+def _looks_local(source: str) -> bool:
+    """A spec that can only be a path (a hub id is ``name`` or ``org/name``)."""
+    return (source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
+            or Path(source).exists())
+
+
 def _read_config(source: str, path: Path, name: str) -> dict | None:
     if path.is_dir():
         file = path / name
-        return json.loads(file.read_text()) if file.is_file() else None
+        if not file.is_file():
+            return None
+        try:
+            config = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CycleDiffError(f"{file} is not valid JSON ({err}); repair it or download the model again") from err
+        if not isinstance(config, dict):
+            raise CycleDiffError(f"{file} must hold a JSON object; repair it or download the model again")
+        return config
     if path.exists():
         return None
     try:

@@ -11,7 +11,7 @@ from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
-from .base import Condition, split_guided
+from .base import Condition, condition_scale, refuse_unknown, split_guided
 
 
 class PixelDenoiser(Optimizable):
@@ -130,11 +130,13 @@ class PixelDenoiser(Optimizable):
                 f"resize to its training size {size}"
             )
 
-    def prepare_condition(self, batch_size: int, class_labels: Any = None, guidance_scale: float = 1.0) -> Condition:
+    def prepare_condition(self, batch_size: int, class_labels: Any = None, guidance_scale: float = 1.0,
+                          **unknown: Any) -> Condition:
         """Class labels (an int or one per image) for class-conditional UNets. With a null label (models trained
         for classifier-free guidance), ``class_labels=None`` means unconditional and ``guidance_scale`` w gives
         ε̂ = ε_null + w (ε_label − ε_null)."""
-        w = float(guidance_scale)
+        refuse_unknown(unknown, ("class_labels", "guidance_scale"), "this pixel model (no text encoder)")
+        w = condition_scale(guidance_scale)
         conditional = getattr(self.unet, "class_embedding", None) is not None
         if w != 1 and self.null_class_label is None:
             raise IncompatibleModelError(
@@ -162,8 +164,15 @@ class PixelDenoiser(Optimizable):
 
     def _labels(self, class_labels: Any, batch_size: int) -> torch.Tensor:
         n = self.num_classes
-        labels = torch.as_tensor(class_labels).reshape(-1)
-        if labels.is_floating_point() and n is not None:
+        try:
+            if isinstance(class_labels, (str, bytes, bool)):
+                raise TypeError
+            labels = torch.as_tensor(class_labels).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise IncompatibleModelError(
+                f"class_labels must be an integer or one integer per image; got {class_labels!r}"
+            ) from err
+        if labels.dtype == torch.bool or (labels.is_floating_point() and n is not None):
             raise IncompatibleModelError(f"class_labels must be integers; got {labels.dtype}")
         if labels.numel() == 1:
             labels = labels.expand(batch_size)

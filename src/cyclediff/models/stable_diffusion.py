@@ -7,8 +7,10 @@ call (ε̂ = ε_u + w (ε_c − ε_u)); a scale of 1 needs no unconditional eval
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
-from .base import Condition, split_guided
+from .base import Condition, condition_scale, refuse_unknown, split_guided
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -27,12 +29,41 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 def _as_list(value: Any, batch_size: int, name: str) -> list[str] | None:
     if value is None:
         return None
+    if not isinstance(value, (str, list, tuple)):
+        raise IncompatibleModelError(f"{name} must be a string or a list of strings; got {value!r}")
     items = [value] * batch_size if isinstance(value, str) else list(value)
     if len(items) == 1:
         items = items * batch_size
     if len(items) != batch_size or not all(isinstance(p, str) for p in items):
         raise IncompatibleModelError(f"{name} must be a string or a list of {batch_size} strings (one per image)")
     return items
+
+
+@contextlib.contextmanager
+def _diffusers_quiet() -> Iterator[None]:
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def _check_not_legacy_pickle(path: Path) -> None:
+    """Pickle checkpoints load only in PyTorch's zip format with ``weights_only``; a legacy (zip-less) pickle
+    cannot be loaded safely, so it is refused with what to do instead."""
+    import zipfile
+
+    if path.suffix.lower() == ".safetensors":
+        return
+    if not zipfile.is_zipfile(path):
+        raise CycleDiffError(
+            f"{path} is a legacy pickle checkpoint (not PyTorch's zip format), which cannot be loaded without "
+            "running code from the file; convert it to .safetensors where you trust it (e.g. torch.load then "
+            "safetensors.torch.save_file) and pass that file"
+        )
 
 
 class StableDiffusion(Optimizable):
@@ -95,6 +126,7 @@ class StableDiffusion(Optimizable):
             if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
                 if not path.is_file():
                     raise CycleDiffError(f"no such checkpoint file: {source}")
+                _check_not_legacy_pickle(path)
                 pipe_cls = StableDiffusionXLPipeline if _is_xl_checkpoint(path) else StableDiffusionPipeline
                 pipe = pipe_cls.from_single_file(source, **dtype_kwargs(dtype), **kwargs)
             else:
@@ -199,14 +231,14 @@ class StableDiffusion(Optimizable):
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         guidance_scale: float = 1.0,
+        **unknown: Any,
     ) -> Condition:
+        refuse_unknown(unknown, ("prompt", "negative_prompt", "guidance_scale"), "a Stable Diffusion model")
         prompts = _as_list("" if prompt is None else prompt, batch_size, "prompt")
         negatives = _as_list(negative_prompt, batch_size, "negative_prompt")
-        w = float(guidance_scale)
-        if w < 0:
-            raise IncompatibleModelError(f"guidance_scale must be ≥ 0; got {w}")
+        w = condition_scale(guidance_scale)
         self._warn_if_truncated(prompts + (negatives or []))
-        with torch.no_grad():
+        with torch.no_grad(), _diffusers_quiet():  # its own truncation log repeats the whole cut text
             if self.is_xl:
                 cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
                     prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=w != 1,
@@ -223,16 +255,21 @@ class StableDiffusion(Optimizable):
         return Condition(inputs=inputs, record=record)
 
     def _warn_if_truncated(self, prompts: list[str]) -> None:
-        tokenizers = [self.pipe.tokenizer] + ([self.pipe.tokenizer_2] if self.is_xl else [])
-        for tok in tokenizers:
-            limit = tok.model_max_length
-            for p in prompts:
-                n = len(tok(p, truncation=False).input_ids)
-                if n > limit:
-                    warnings.warn(
-                        f"prompt {p[:40]!r}… has {n} tokens; the text encoder takes {limit}, the rest is ignored",
-                        stacklevel=4,
-                    )
+        """One short warning per over-long prompt (per model), however often the prompt is encoded."""
+        warned = self.__dict__.setdefault("_warned_prompts", set())
+        limit = min(tok.model_max_length for tok in self._tokenizers())
+        for p in dict.fromkeys(prompts):
+            if p in warned:
+                continue
+            n = max(len(tok(p, truncation=False, verbose=False).input_ids) for tok in self._tokenizers())
+            if n > limit:
+                warned.add(p)
+                shown = p if len(p) <= 40 else p[:40] + "…"
+                warnings.warn(f"prompt {shown!r} has {n} tokens; the text encoder reads the first {limit}, the "
+                              "rest is ignored", stacklevel=4)
+
+    def _tokenizers(self) -> list[Any]:
+        return [self.pipe.tokenizer] + ([self.pipe.tokenizer_2] if self.is_xl else [])
 
     def __call__(self, x_t: torch.Tensor, t: int, condition: Condition) -> torch.Tensor:
         return self.predict_batch([(x_t, condition)], t)[0]

@@ -1,0 +1,94 @@
+"""Output files that know how they were made: a name with a short hash of every setting that changes the result,
+the settings themselves recorded in the file, and a skip decision that compares them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .._io import check_writable
+from ..errors import CycleDiffError
+
+PNG_KEY = "cyclediff"  # the PNG text chunk holding the settings of an output
+RECORD_KEY = "cyclediff.record"  # the same in a latent file's metadata
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A readable, file-name-safe fragment of ``text`` (not unique: names also carry :func:`settings_key`)."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "empty"
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """8 hex digits of a hash of the settings: outputs of different settings never share a name."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (an input's identity: same name, other pixels is another input)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def recorded(path: Path) -> dict[str, Any] | None:
+    """The settings recorded in an output cyclediff wrote (a PNG's text chunk, a latent file's metadata), or None
+    (no such file, another kind of file, nothing recorded)."""
+    if not path.is_file():
+        return None
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                text = (f.metadata() or {}).get(RECORD_KEY)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                text = getattr(img, "text", {}).get(PNG_KEY)
+        return json.loads(text) if text else None
+    except Exception:  # noqa: BLE001 - unreadable or foreign: nothing recorded
+        return None
+
+
+def as_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as it reads back from a file (JSON types)."""
+    return json.loads(json.dumps(record, default=str))
+
+
+def place(base: Path, record: dict[str, Any], *, overwrite: bool) -> tuple[Path, bool]:
+    """(where to write the output of ``record``'s settings, whether it is already there).
+
+    ``base`` when free, when it holds this very output (then it is skipped) or with ``overwrite``; when it holds
+    anything else (other settings, another input under the same name, a file cyclediff did not write) the output
+    gets a new name with the settings' key, ``<name>_<key>.png``, so nothing stale is kept and nothing is lost.
+    """
+    if overwrite or not base.exists():
+        return base, False
+    want = as_record(record)
+    if recorded(base) == want:
+        return base, True
+    suffix = ".latent.safetensors" if base.name.endswith(".latent.safetensors") else base.suffix
+    other = base.with_name(f"{base.name[: len(base.name) - len(suffix)]}_{settings_key(want)}{suffix}")
+    return other, recorded(other) == want
+
+
+def check_out_folder(out: Path, option: str = "--out") -> Path:
+    """A folder for outputs: refused up front when it, or a parent, is a file."""
+    if out.exists() and not out.is_dir():
+        raise CycleDiffError(f"{option} {out} is a file; name a folder (it is created when missing)")
+    check_writable(out / "probe")
+    return out
+
+
+def check_out_file(path: Path, option: str = "-o/--output") -> Path:
+    """One output file: refused up front when it is a folder, a device or under a file."""
+    if path.is_dir():
+        raise CycleDiffError(f"{option} {path} is a folder; name a file, or use --out DIR for a folder")
+    return check_writable(path)
