@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write, load_image, save_image
+from .._io import as_written, atomic_write, load_image, save_image
 from ..defaults import CLIP_MODEL, EDIT, TRANSLATE
 from ..errors import CycleDiffError
 from ..metrics import fid, kid, psnr, ssim
@@ -187,7 +187,7 @@ def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progres
                           strength=strength, steps=spec.steps, eta=spec.eta, guidance_scale=w,
                           source_guidance_scale=spec.source_guidance_scale, method=method,
                           generator=torch.Generator().manual_seed(seed))
-            out_img = result.images.cpu()
+            out_img = as_written(result.images)  # metrics of the very file written: as reproducible as it
             save_image(out_img[0], target)
             record["metrics"] = {
                 "clip_score": float(clip_score(out_img, item["target"], scorer)[0]),
@@ -302,7 +302,8 @@ def evaluate_translate(
             x = read_batch([path], source)
             y = translate(x.to(getattr(source, "device", "cpu")), source, target, strength=strength, steps=steps,
                           eta=eta, refine_steps=refine_steps, method=method,
-                          generator=torch.Generator().manual_seed(seed)).images.cpu()
+                          generator=torch.Generator().manual_seed(seed)).images
+            y = as_written(y)  # metrics of the very file written: as reproducible as it
             save_image(y[0], target_path)
             record["metrics"] = {k: v[0] for k, v in pair_scores(x, y).items()}
         except (CycleDiffError, OSError, ValueError) as err:
