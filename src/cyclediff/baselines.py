@@ -41,7 +41,7 @@ def sdedit(
     ``timesteps`` overrides the grid (used by refinement: the last r steps of the grid).
     """
     eta = check_sampler(sampler, eta)
-    check_images(x0, getattr(target, "data_range", (-1.0, 1.0)))
+    check_images(x0, target.data_range)
     target.check_sample(x0)
     schedule = target.schedule
     timesteps = timesteps or schedule.timesteps(steps, strength)
@@ -87,7 +87,7 @@ def ddib(
 ) -> torch.Tensor:
     """DDIB: the deterministic DDIM latent of x0 under the source, decoded by the target's ODE."""
     target = source if target is None else target
-    check_images(x0, getattr(source, "data_range", (-1.0, 1.0)))
+    check_images(x0, source.data_range)
     source.check_sample(x0)
     timesteps = source.schedule.timesteps(steps, strength)
     check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,

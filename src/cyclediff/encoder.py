@@ -89,7 +89,7 @@ class EncodingRun:
     @classmethod
     def prepare(cls, x0, denoiser, *, steps, strength, eta, sampler, generator, condition) -> EncodingRun:
         eta = check_sampler(sampler, eta)
-        check_images(x0, getattr(denoiser, "data_range", (-1.0, 1.0)))
+        check_images(x0, denoiser.data_range)
         denoiser.check_sample(x0)
         timesteps = denoiser.schedule.timesteps(steps, strength)
         gens = check_generators(generator, x0.shape[0])

@@ -12,7 +12,7 @@ from ._noise import Generators, NoiseStream, batch_size_of, check_generators, ga
 from .defaults import SAMPLE
 from .errors import IncompatibleModelError
 from .latent import Latent
-from .models.base import Denoiser
+from .models.base import BatchedDenoiser, Denoiser, Model
 from .schedule import step_pairs
 from .transitions import Transition, check_sampler, is_deterministic, transition
 
@@ -64,7 +64,7 @@ def evaluate(branches: list[tuple[Denoiser, torch.Tensor, Any]], t: int) -> list
         groups.setdefault(id(den), []).append(i)
     for idx in groups.values():
         den = branches[idx[0]][0]
-        if len(idx) > 1 and hasattr(den, "predict_batch"):
+        if len(idx) > 1 and isinstance(den, BatchedDenoiser):
             results = den.predict_batch([(branches[i][1], branches[i][2]) for i in idx], t)
         else:
             results = [den(branches[i][1], t, branches[i][2]) for i in idx]
@@ -162,10 +162,11 @@ def sample_latent(
     """
     eta = check_sampler(sampler, eta)
     batch_size = batch_size_of(generator, batch_size)
-    shape = sample_shape or getattr(denoiser, "sample_shape", None)
+    is_model = isinstance(denoiser, Model)
+    shape = sample_shape or (denoiser.sample_shape if is_model else None)
     if shape is None:
         raise IncompatibleModelError("this model has no default sample size; pass sample_shape=(C, H, W)")
-    device = device if device is not None else getattr(denoiser, "device", "cpu")
+    device = device if device is not None else (denoiser.device if is_model else "cpu")
     like = torch.empty((batch_size, *shape), dtype=dtype, device=device)
     denoiser.check_sample(like)
     schedule = denoiser.schedule

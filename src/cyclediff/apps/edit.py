@@ -10,7 +10,9 @@ import torch
 from .._noise import Generators, check_generators
 from ..defaults import EDIT
 from ..latent import Latent
-from .images import as_image_batch, to_images, to_model_space
+from ..models.base import Model
+from ..models.codec import to_images, to_model_space
+from .images import as_image_batch
 from .methods import check_method, run_method
 
 
@@ -25,7 +27,7 @@ class EditResult:
 
 @torch.no_grad()
 def edit(
-    model: Any,
+    model: Model,
     images: Any,
     *,
     source_prompt: str | list[str],
@@ -51,7 +53,7 @@ def edit(
     the baselines, on the same grid and guidance.
     """
     check_method(method)
-    x = as_image_batch(images).to(getattr(model, "device", "cpu"))
+    x = as_image_batch(images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     x0 = to_model_space(model, x, gens)
     out, latent = run_method(

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import IncompatibleModelError
+from ..models.base import Model
 
 
 def as_image_batch(images: Any) -> torch.Tensor:
@@ -28,8 +29,10 @@ def as_image_batch(images: Any) -> torch.Tensor:
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise IncompatibleModelError(f"images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]")
         return x.clamp(0, 1)
-    items = [images] if hasattr(images, "convert") else list(images)
-    if not items or not all(hasattr(i, "convert") for i in items):
+    from PIL import Image
+
+    items = [images] if isinstance(images, Image.Image) else list(images)
+    if not items or not all(isinstance(i, Image.Image) for i in items):
         raise IncompatibleModelError("images must be a (B, C, H, W) tensor in [0, 1] or a list of PIL images")
     sizes = {i.size for i in items}
     if len(sizes) != 1:
@@ -38,27 +41,11 @@ def as_image_batch(images: Any) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def to_model_space(model: Any, images01: torch.Tensor, generator: Any) -> torch.Tensor:
-    """[0, 1] images → the model's sample space (VAE latents for latent diffusion, [-1, 1] pixels otherwise)."""
-    x = images01 * 2 - 1
-    encode_images = getattr(model, "encode_images", None)
-    return encode_images(x, generator) if encode_images is not None else x
-
-
-def to_images(model: Any, x: torch.Tensor) -> torch.Tensor:
-    """The model's sample space → images in [0, 1]."""
-    decode_latents = getattr(model, "decode_latents", None)
-    x = decode_latents(x) if decode_latents is not None else x
-    return (x / 2 + 0.5).clamp(0, 1)
-
-
-def read_for(model: Any, path: Any, *, size: str | None, fit: str, max_pixels: int) -> torch.Tensor:
-    """An image file as ``model`` takes it: [0, 1], the model's channels; latent-diffusion models at a multiple of
-    their factor, pixel models at their own size (``size``: "N" shorter side or "WxH" first)."""
+def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels: int) -> torch.Tensor:
+    """An image file as ``model``'s codec takes it: [0, 1], its channels; at a multiple of its factor (latent
+    diffusion) or at its own size (pixel models); ``size`` ("N" shorter side or "WxH") resizes first."""
     from .._io import load_image, parse_size
 
-    if hasattr(model, "encode_images"):
-        return load_image(path, channels=3, size=parse_size(size), multiple=model.image_multiple, fit=fit,
-                          max_pixels=max_pixels)
-    c, h, w = model.sample_shape
-    return load_image(path, channels=c, size=parse_size(size) or (h, w), fit=fit, max_pixels=max_pixels)
+    codec = model.codec
+    return load_image(path, channels=codec.channels, size=parse_size(size) or codec.image_size,
+                      multiple=codec.multiple, fit=fit, max_pixels=max_pixels)

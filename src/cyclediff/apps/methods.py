@@ -19,17 +19,6 @@ def check_method(method: str) -> str:
     return method
 
 
-def as_condition(value: Any) -> dict[str, Any]:
-    """A condition from what users pass: None, a dict of keywords, a prompt, or class label(s)."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and isinstance(value[0], str)):
-        return {"prompt": value}
-    return {"class_labels": value}
-
-
 def run_method(
     method: str, x0: torch.Tensor, source: Any, target: Any, *, steps: int, strength: float, eta: float,
     generator: Any, source_condition: dict[str, Any], target_condition: dict[str, Any], progress: bool,

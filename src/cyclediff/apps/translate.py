@@ -12,8 +12,11 @@ from ..baselines import sdedit
 from ..defaults import TRANSLATE
 from ..errors import IncompatibleModelError
 from ..latent import Latent
-from .images import as_image_batch, to_images, to_model_space
-from .methods import as_condition, check_method, run_method
+from ..models.base import Model
+from ..models.codec import check_same_space, to_images, to_model_space
+from ..models.conditions import as_condition
+from .images import as_image_batch
+from .methods import check_method, run_method
 
 
 @dataclass(frozen=True)
@@ -24,30 +27,11 @@ class TranslateResult:
     latent: Latent | None
 
 
-def check_same_space(source: Any, target: Any) -> None:
-    """Both pixel models, or latent-diffusion models with the same VAE (same config and weights)."""
-    src_vae, tgt_vae = getattr(source, "vae", None), getattr(target, "vae", None)
-    if (src_vae is None) != (tgt_vae is None):
-        raise IncompatibleModelError(
-            "source and target must both be pixel models or both latent-diffusion models sharing a VAE"
-        )
-    if src_vae is None or src_vae is tgt_vae:
-        return
-    same = dict(src_vae.config) == dict(tgt_vae.config) and all(
-        torch.equal(a, b.to(a.device, a.dtype)) for a, b in zip(src_vae.state_dict().values(),
-                                                                 tgt_vae.state_dict().values()))
-    if not same:
-        raise IncompatibleModelError(
-            "the two latent-diffusion models have different VAEs, so their latent spaces differ; "
-            "translate between models that share one"
-        )
-
-
 @torch.no_grad()
 def translate(
     images: Any,
-    source: Any,
-    target: Any,
+    source: Model,
+    target: Model,
     *,
     strength: float = TRANSLATE["strength"],
     steps: int = TRANSLATE["steps"],
@@ -72,16 +56,15 @@ def translate(
     check_same_space(source, target)
     if not isinstance(refine_steps, int) or not 0 <= refine_steps <= steps:
         raise IncompatibleModelError(f"refine_steps must be an integer in 0..steps ({steps}); got {refine_steps!r}")
-    x = as_image_batch(images).to(getattr(source, "device", "cpu"))
+    x = as_image_batch(images).to(source.device)
     gens = check_generators(generator, x.shape[0])
     x0 = to_model_space(source, x, gens)
     out, latent = run_method(method, x0, source, target, steps=steps, strength=strength, eta=eta, generator=gens,
                              source_condition=as_condition(source_condition),
                              target_condition=as_condition(target_condition), progress=progress)
     if refine_steps:
-        data_range = getattr(target, "data_range", None)
-        if data_range is not None:
-            out = out.clamp(*data_range)
+        if target.data_range is not None:
+            out = out.clamp(*target.data_range)
         out = sdedit(out, target, eta=1.0, generator=gens, target_condition=as_condition(target_condition),
                      timesteps=target.schedule.grid(steps)[-refine_steps:], progress=progress)
     return TranslateResult(images=to_images(target, out), latent=latent)

@@ -142,54 +142,31 @@ class FeatureSimilarityEnergy(Energy):
         return 1 - (feats * self.reference.to(feats.device)).sum(-1)
 
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
 class ClipEnergy(Energy):
     """The paper's CLIP energy: mean over L differentiably augmented copies of 1 − cos(CLIP_img(aug(x)), CLIP_text(t)).
 
     ``model``: a hub id or local folder that transformers' ``CLIPModel`` loads (default
-    openai/clip-vit-base-patch32), or a ``(CLIPModel, tokenizer)`` pair. Images are resized (bicubic,
-    differentiable) to the vision tower's size and normalised as CLIP expects.
+    openai/clip-vit-base-patch32), a ``(CLIPModel, tokenizer)`` pair, or a :class:`~cyclediff.metrics.clip.ClipBackbone`
+    (shared with the metrics). Images are resized (bicubic, differentiable) to the vision tower's size.
     """
 
-    def __init__(self, text: str | Sequence[str], model: Any = "openai/clip-vit-base-patch32", *,
-                 augment_copies: int = 8, augment: DiffAugment | None = None,
+    def __init__(self, text: str | Sequence[str], model: Any = GUIDE["clip_model"], *,
+                 augment_copies: int = GUIDE["augment_copies"], augment: DiffAugment | None = None,
                  generator: torch.Generator | None = None, device: Any = None) -> None:
-        from transformers import AutoTokenizer, CLIPModel
+        from ..metrics.clip import ClipBackbone
 
-        if isinstance(model, tuple):
-            self.model, tokenizer = model
-        else:
-            try:
-                self.model, tokenizer = CLIPModel.from_pretrained(model), AutoTokenizer.from_pretrained(model)
-            except OSError as err:
-                raise CycleDiffError(f"cannot load CLIP model {model!r} (offline? pass a local folder): {err}") from err
-        if device is not None:
-            self.model = self.model.to(device)
-        self.model.eval().requires_grad_(False)
+        self.backbone = model if isinstance(model, ClipBackbone) else ClipBackbone(model, device)
+        self.model, self.size = self.backbone.model, self.backbone.size
         self.copies = max(1, int(augment_copies))
         self.augment = augment or DiffAugment()
         self.generator = generator
-        self.size = int(self.model.config.vision_config.image_size)
         texts = [text] if isinstance(text, str) else list(text)
-        limit = min(tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
-        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit,
-                           return_tensors="pt").to(self.model.device)
-        with torch.no_grad():
-            self.text = F.normalize(_features(self.model.get_text_features(**tokens)).float(), dim=-1)
+        self.text = F.normalize(self.backbone.text_features(texts), dim=-1)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.clamp(-1, 1) + 1) / 2
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
-        std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype)[:, None, None]
-        dtype = next(self.model.parameters()).dtype
-        return F.normalize(_features(self.model.get_image_features(pixel_values=((x - mean) / std).to(dtype))).float(),
-                           dim=-1)
+        return F.normalize(self.backbone.image_features(x), dim=-1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
@@ -198,14 +175,3 @@ class ClipEnergy(Energy):
         text = self.text.to(feats.device)
         text = text.expand(b, -1) if text.shape[0] == 1 else text
         return (1 - (feats * text[None]).sum(-1)).mean(0)
-
-
-def _features(out: Any) -> torch.Tensor:
-    """transformers 5 may return a model output where 4.x returned a tensor."""
-    if isinstance(out, torch.Tensor):
-        return out
-    for name in ("image_embeds", "text_embeds", "pooler_output"):
-        value = getattr(out, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise CycleDiffError(f"unexpected CLIP output {type(out).__name__}")

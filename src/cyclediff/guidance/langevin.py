@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .._noise import Generators, batch_size_of, check_generators, gaussian_like
-from ..apps.methods import as_condition
 from ..defaults import GUIDE, check_number
 from ..errors import CycleDiffError
 from ..latent import Latent
+from ..models.codec import images_of
+from ..models.conditions import as_condition
 from ..sampler import decode, sample_latent
 from .energies import as_energy
 
@@ -30,12 +31,6 @@ class GuideResult:
     latent: Latent
     images: torch.Tensor
     energies: torch.Tensor
-
-
-def images_of(denoiser: Any, x: torch.Tensor) -> torch.Tensor:
-    """Model-space samples → images in [−1, 1] (through the VAE for latent diffusion), differentiably."""
-    decode_latents = getattr(denoiser, "decode_latents", None)
-    return (decode_latents(x) if decode_latents is not None else x).clamp(-1, 1)
 
 
 def guide(
@@ -83,52 +78,99 @@ def guide(
             raise CycleDiffError(f"batch_size={batch_size} but the latent holds {latent.batch_size} samples; "
                                  "drop batch_size")
         gens = check_generators(generator, latent.batch_size)
-    move_start = latent.strength == 1.0
-    free = torch.tensor([not r for r in latent.residual], device=latent.device)[:, None, None, None, None]
-
-    def energy_of(z: Latent) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images_of(denoiser, decode(z, denoiser, checkpoint=checkpoint, grad_steps=grad_steps, **cond))
-        return energy(x), x
-
-    x_start, eps = latent.x_start.detach().clone(), latent.eps.detach().clone()
-    trace, best, best_e = [], (x_start.clone(), eps.clone()), None
+    chain = Chain.start(latent)
+    potential = Potential(denoiser, energy, weight, cond, checkpoint=checkpoint, grad_steps=grad_steps)
+    trace: list[torch.Tensor] = []
     bar = tqdm(range(langevin_steps + 1), desc="guide", disable=not progress, leave=False)
     for n in bar:
-        x_start.requires_grad_(move_start)
-        eps.requires_grad_(True)
-        with torch.enable_grad():
-            e, images = energy_of(replace(latent, x_start=x_start, eps=eps))
-            if not torch.isfinite(e).all():
-                raise CycleDiffError(f"the energy is not finite at Langevin step {n}: {e.detach().tolist()}")
-            potential = weight * e.sum() + 0.5 * (eps * free).pow(2).sum()
-            if move_start:
-                potential = potential + 0.5 * x_start.pow(2).sum()
-            wrt = [x_start, eps] if move_start else [eps]
-            grads = torch.autograd.grad(potential, wrt)
-        e = e.detach()
+        grads, e, images = potential.gradient(chain)  # U(z) and ∇U at the current z
+        if not torch.isfinite(e).all():
+            raise CycleDiffError(f"the energy is not finite at Langevin step {n}: {e.tolist()}")
         trace.append(e)
         if keep_best:
-            better = e < best_e if best_e is not None else torch.ones_like(e, dtype=torch.bool)
-            best_e = e if best_e is None else torch.where(better, e, best_e)
-            best = (torch.where(better[:, None, None, None], x_start.detach(), best[0]),
-                    torch.where(better[None, :, None, None, None], eps.detach(), best[1]))
+            chain.keep_if_better(e)
         bar.set_postfix(energy=f"{e.mean().item():.4f}")
         if callback is not None:
-            callback(n, ((images.detach() + 1) / 2), e)
+            callback(n, (images + 1) / 2, e)
         if n == langevin_steps:
             break
-        with torch.no_grad():  # z ← z − (s/2) ∇U + √s ω
-            g_eps = grads[-1] * free
-            eps = eps.detach() - 0.5 * step_size * g_eps + step_size**0.5 * _noise_like(eps, gens) * free
-            if move_start:
-                x_start = x_start.detach() - 0.5 * step_size * grads[0] + step_size**0.5 * gaussian_like(x_start, gens)
-            else:
-                x_start = x_start.detach()
-    final = replace(latent, x_start=best[0] if keep_best else x_start.detach(),
-                    eps=best[1] if keep_best else eps.detach())
+        chain = langevin_step(chain, grads, step_size, gens)
+    final = chain.best_latent() if keep_best else chain.latent()
     with torch.no_grad():
         images = (images_of(denoiser, decode(final, denoiser, **cond)) + 1) / 2
     return GuideResult(latent=final, images=images, energies=torch.stack(trace))
+
+
+@dataclass
+class Chain:
+    """The state of the Langevin chains: z = (x_start, ε) around a latent, which parts move, the best so far."""
+
+    base: Latent
+    x_start: torch.Tensor
+    eps: torch.Tensor
+    free: torch.Tensor  # (K, 1, 1, 1, 1): 1 where ε_k is a Gaussian draw, 0 for a residual (kept fixed)
+    move_start: bool  # x_start moves only when it is a N(0, I) draw (strength 1)
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    best_energy: torch.Tensor | None = None
+
+    @classmethod
+    def start(cls, latent: Latent) -> Chain:
+        free = torch.tensor([not r for r in latent.residual], device=latent.device)[:, None, None, None, None]
+        x_start, eps = latent.x_start.detach().clone(), latent.eps.detach().clone()
+        return cls(latent, x_start, eps, free, latent.strength == 1.0, best=(x_start.clone(), eps.clone()))
+
+    def latent(self) -> Latent:
+        return replace(self.base, x_start=self.x_start.detach(), eps=self.eps.detach())
+
+    def best_latent(self) -> Latent:
+        return replace(self.base, x_start=self.best[0], eps=self.best[1])
+
+    def keep_if_better(self, e: torch.Tensor) -> None:
+        """Per chain, keep z when its energy is the lowest seen."""
+        better = e < self.best_energy if self.best_energy is not None else torch.ones_like(e, dtype=torch.bool)
+        self.best_energy = e if self.best_energy is None else torch.where(better, e, self.best_energy)
+        self.best = (torch.where(better[:, None, None, None], self.x_start.detach(), self.best[0]),
+                     torch.where(better[None, :, None, None, None], self.eps.detach(), self.best[1]))
+
+
+@dataclass
+class Potential:
+    """U(z) = weight · Σ E(G(z)) + ½‖z_free‖²: the negative log-density of N(0, I) e^{−weight·E(G(z))} over the
+    parts of z that move. G decodes z with the model (checkpointed: memory flat in the number of steps)."""
+
+    denoiser: Any
+    energy: Callable[[torch.Tensor], torch.Tensor]
+    weight: float
+    condition: dict[str, Any]
+    checkpoint: bool = True
+    grad_steps: int | None = None
+
+    def gradient(self, chain: Chain) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(∇U with respect to the moving parts, [x_start,] ε; energies (B,); images in [−1, 1]), detached."""
+        x_start = chain.x_start.detach().requires_grad_(chain.move_start)
+        eps = chain.eps.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z = replace(chain.base, x_start=x_start, eps=eps)
+            images = images_of(self.denoiser, decode(z, self.denoiser, checkpoint=self.checkpoint,
+                                                     grad_steps=self.grad_steps, **self.condition))
+            e = self.energy(images)
+            u = self.weight * e.sum() + 0.5 * (eps * chain.free).pow(2).sum()
+            if chain.move_start:
+                u = u + 0.5 * x_start.pow(2).sum()
+            grads = torch.autograd.grad(u, [x_start, eps] if chain.move_start else [eps])
+        return list(grads), e.detach(), images.detach()
+
+
+@torch.no_grad()
+def langevin_step(chain: Chain, grads: list[torch.Tensor], step_size: float, gens: Any) -> Chain:
+    """z ← z − (s/2) ∇U(z) + √s ω, ω ~ N(0, I), on the moving parts (residual entries and a part-way x_start
+    stay). With one generator per sample, each chain's noise comes from its own generator."""
+    free = chain.free
+    eps = chain.eps - 0.5 * step_size * grads[-1] * free + step_size**0.5 * _noise_like(chain.eps, gens) * free
+    x_start = chain.x_start
+    if chain.move_start:
+        x_start = x_start - 0.5 * step_size * grads[0] + step_size**0.5 * gaussian_like(x_start, gens)
+    return replace(chain, x_start=x_start, eps=eps)
 
 
 def _noise_like(eps: torch.Tensor, gens: Any) -> torch.Tensor:

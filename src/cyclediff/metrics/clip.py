@@ -12,16 +12,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..defaults import CLIP_MODEL
 from ..errors import CycleDiffError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ClipScorer:
-    """Holds a CLIP model and its tokenizer (a hub id or local folder, or a (CLIPModel, tokenizer) pair)."""
+class ClipBackbone:
+    """One CLIP model and tokenizer for everything that needs CLIP (the metrics here and guidance's CLIP energy):
+    loading (a hub id or local folder, or a ``(CLIPModel, tokenizer)`` pair), CLIP's normalisation, the token
+    limit, and transformers 4 / 5 outputs alike."""
 
-    def __init__(self, model: Any = "openai/clip-vit-base-patch32", device: Any = None) -> None:
+    def __init__(self, model: Any = CLIP_MODEL, device: Any = None) -> None:
         from transformers import AutoTokenizer, CLIPModel
 
         if isinstance(model, tuple):
@@ -36,40 +39,69 @@ class ClipScorer:
         self.model.eval().requires_grad_(False)
         self.size = int(self.model.config.vision_config.image_size)
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [0, 1] → CLIP pixel values: resize shorter side (bicubic), center crop, normalise."""
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def image_features(self, images01: torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings (float32) of (B, C, size, size) images in [0, 1], differentiably."""
+        x = images01.expand(-1, 3, -1, -1) if images01.shape[1] == 1 else images01
+        mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
+        std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype)[:, None, None]
+        dtype = next(self.model.parameters()).dtype
+        return _tensor(self.model.get_image_features(pixel_values=((x - mean) / std).to(dtype))).float()
+
+    @torch.no_grad()
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP text embeddings (float32), each text cut to the model's token limit."""
+        limit = min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
+        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=limit,
+                                return_tensors="pt").to(self.device)
+        return _tensor(self.model.get_text_features(**tokens)).float()
+
+
+class ClipScorer:
+    """CLIP for scoring: CLIP's own preprocessing (shorter side resized, center crop) on a :class:`ClipBackbone`
+    (a hub id or local folder, a ``(CLIPModel, tokenizer)`` pair, or a backbone)."""
+
+    def __init__(self, model: Any = CLIP_MODEL, device: Any = None) -> None:
+        self.backbone = model if isinstance(model, ClipBackbone) else ClipBackbone(model, device)
+        self.model, self.tokenizer, self.size = self.backbone.model, self.backbone.tokenizer, self.backbone.size
+
+    def crop(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] → shorter side resized to CLIP's size (bicubic), center crop, in [0, 1]."""
         x = images.float()
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
         h, w = x.shape[2:]
         scale = self.size / min(h, w)
         nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
         top, left = (nh - self.size) // 2, (nw - self.size) // 2
-        x = x[:, :, top:top + self.size, left:left + self.size]
+        return x[:, :, top:top + self.size, left:left + self.size]
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """CLIP pixel values: :meth:`crop`, then CLIP's mean / std."""
+        x = self.crop(images)
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
         std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
         return (x - mean) / std
 
     @torch.no_grad()
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = self.preprocess(images.to(self.model.device))
-        return _tensor(self.model.get_image_features(pixel_values=pixels.to(self.model.dtype))).float()
+        return self.backbone.image_features(self.crop(images.to(self.backbone.device)))
 
-    @torch.no_grad()
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
-        limit = min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
-        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=limit,
-                                return_tensors="pt").to(self.model.device)
-        return _tensor(self.model.get_text_features(**tokens)).float()
+        return self.backbone.text_features(texts)
 
 
 def _tensor(out: Any) -> torch.Tensor:
+    """transformers 5 may return a model output where 4.x returned a tensor."""
     if isinstance(out, torch.Tensor):
         return out
-    value = getattr(out, "pooler_output", None)
-    if isinstance(value, torch.Tensor):  # transformers 5 returns the projected embedding there
-        return value
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(out, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
     raise CycleDiffError(f"unexpected CLIP output {type(out).__name__}")
 
 

@@ -42,6 +42,26 @@ class Denoiser(Protocol):
         """The raw model output at x_t and timestep t (ε, v or x0 by the schedule's prediction type)."""
 
 
+@runtime_checkable
+class BatchedDenoiser(Denoiser, Protocol):
+    """A denoiser that evaluates several (x_t, condition) branches in one model call (editing's source and
+    target branches share the UNet)."""
+
+    def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: int) -> list[torch.Tensor]:
+        """One output per branch, from one batched call."""
+
+
+@runtime_checkable
+class Model(BatchedDenoiser, Protocol):
+    """What the applications (edit, translate, guide, the CLI, jobs, the web app) use of a model: a batched
+    denoiser with a codec (images ↔ samples), its condition keywords, device and default sample shape."""
+
+    codec: Any  # a models.codec.Codec
+    condition_keys: tuple[str, ...]
+    device: torch.device
+    sample_shape: tuple[int, int, int]
+
+
 def condition_scale(guidance_scale: Any) -> float:
     """A guidance scale as a float, refused unless finite and ≥ 0."""
     from ..defaults import check_number

@@ -12,6 +12,7 @@ from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
 from .base import Condition, condition_scale, refuse_unknown, split_guided
+from .codec import PixelCodec
 
 
 class PixelDenoiser(Optimizable):
@@ -26,6 +27,7 @@ class PixelDenoiser(Optimizable):
     """
 
     data_range = (-1.0, 1.0)
+    condition_keys = ("class_labels", "guidance_scale")
 
     def __init__(
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
@@ -99,6 +101,12 @@ class PixelDenoiser(Optimizable):
         return (self.channels, int(h), int(w))
 
     @property
+    def codec(self) -> PixelCodec:
+        """Images are the samples (in [−1, 1]), at the UNet's training size."""
+        c, h, w = self.sample_shape
+        return PixelCodec(c, (h, w))
+
+    @property
     def num_classes(self) -> int | None:
         """Number of class labels of a class-conditional UNet; None when unconditional."""
         if getattr(self.unet, "class_embedding", None) is None:
@@ -135,7 +143,7 @@ class PixelDenoiser(Optimizable):
         """Class labels (an int or one per image) for class-conditional UNets. With a null label (models trained
         for classifier-free guidance), ``class_labels=None`` means unconditional and ``guidance_scale`` w gives
         ε̂ = ε_null + w (ε_label − ε_null)."""
-        refuse_unknown(unknown, ("class_labels", "guidance_scale"), "this pixel model (no text encoder)")
+        refuse_unknown(unknown, self.condition_keys, "this pixel model (no text encoder)")
         w = condition_scale(guidance_scale)
         conditional = getattr(self.unet, "class_embedding", None) is not None
         if w != 1 and self.null_class_label is None:

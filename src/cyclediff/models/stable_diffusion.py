@@ -22,6 +22,7 @@ from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
 from .base import Condition, condition_scale, refuse_unknown, split_guided
+from .codec import VaeCodec
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -77,6 +78,7 @@ class StableDiffusion(Optimizable):
     """
 
     data_range = None  # VAE latents are unbounded
+    condition_keys = ("prompt", "negative_prompt", "guidance_scale")
 
     def __init__(self, pipe: Any, *, model_id: str | None = None) -> None:
         for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -157,6 +159,11 @@ class StableDiffusion(Optimizable):
         return self.unet.dtype
 
     @property
+    def codec(self) -> VaeCodec:
+        """Images ↔ scaled VAE latents (:meth:`encode_images`, :meth:`decode_latents`)."""
+        return VaeCodec(self)
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
@@ -233,7 +240,7 @@ class StableDiffusion(Optimizable):
         guidance_scale: float = 1.0,
         **unknown: Any,
     ) -> Condition:
-        refuse_unknown(unknown, ("prompt", "negative_prompt", "guidance_scale"), "a Stable Diffusion model")
+        refuse_unknown(unknown, self.condition_keys, "a Stable Diffusion model")
         prompts = _as_list("" if prompt is None else prompt, batch_size, "prompt")
         negatives = _as_list(negative_prompt, batch_size, "negative_prompt")
         w = condition_scale(guidance_scale)

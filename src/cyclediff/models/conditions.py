@@ -1,0 +1,36 @@
+"""One way to say what a model is conditioned on: the keywords of its ``prepare_condition`` (``class_labels`` for
+class-conditional pixel models; ``prompt`` and ``negative_prompt`` for text models; ``guidance_scale`` for both),
+built from what users give by one builder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import IncompatibleModelError
+
+
+def as_condition(value: Any) -> dict[str, Any]:
+    """A condition from what users pass: None, a dict of keywords, a prompt (or one per image), or class label(s)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and isinstance(value[0], str)):
+        return {"prompt": value}
+    return {"class_labels": value}
+
+
+def condition_for(model: Any, *, prompt: Any = None, negative_prompt: Any = None, class_labels: Any = None,
+                  guidance_scale: Any = None) -> dict[str, Any]:
+    """The condition keywords ``model`` takes, from the options a user gave (None: not given); options the model
+    cannot use are refused with one message naming what it takes."""
+    keys = model.condition_keys
+    given = {"prompt": prompt, "negative_prompt": negative_prompt, "class_labels": class_labels,
+             "guidance_scale": guidance_scale}
+    cannot = [k for k, v in given.items() if v is not None and k not in keys]
+    if cannot:
+        kind = "a text-conditioned model" if "prompt" in keys else "a pixel model without a text encoder"
+        raise IncompatibleModelError(
+            f"this is {kind}: it takes no {' / '.join(cannot)} (it takes {', '.join(keys)})"
+        )
+    return {k: v for k, v in given.items() if v is not None}
