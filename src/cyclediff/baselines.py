@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._noise import Generators, check_generators, gaussian_like
+from ._noise import Generators, gaussian_like
 from .defaults import TRANSLATE
-from .encoder import check_images, start_point
+from .encoder import prepare, start_point
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
-from .transitions import check_sampler, ddim_inversion_step, transition
+from .transitions import ddim_inversion_step, transition
 
 
 @torch.no_grad()
@@ -40,17 +40,13 @@ def sdedit(
 
     ``timesteps`` overrides the grid (used by refinement: the last r steps of the grid).
     """
-    eta = check_sampler(sampler, eta)
-    check_images(x0, target.data_range)
-    target.check_sample(x0)
+    p = prepare(x0, target, steps=steps, strength=strength, sampler=sampler, eta=eta, generator=generator,
+                condition=target_condition, timesteps=timesteps)
     schedule = target.schedule
-    timesteps = timesteps or schedule.timesteps(steps, strength)
-    gens = check_generators(generator, x0.shape[0])
-    cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
-    x_start = start_point(x0, schedule.alpha_bar_at(timesteps[0]), gaussian_like(x0, gens))
-    eps, residual = fresh_draws(x0, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
-    return replay(target, cond, x_start, timesteps, eps, residual, sampler=sampler, eta=eta, progress=progress,
-                  desc="sdedit")
+    x_start = start_point(x0, schedule.alpha_bar_at(p.timesteps[0]), gaussian_like(x0, p.gens))
+    eps, residual = fresh_draws(x0, schedule, p.timesteps, sampler=sampler, eta=p.eta, gens=p.gens)
+    return replay(target, p.condition, x_start, p.timesteps, eps, residual, sampler=sampler, eta=p.eta,
+                  progress=progress, desc="sdedit")
 
 
 def ddim_invert(x0: torch.Tensor, denoiser: Denoiser, cond: Condition, timesteps: list[int], *,
@@ -87,15 +83,12 @@ def ddib(
 ) -> torch.Tensor:
     """DDIB: the deterministic DDIM latent of x0 under the source, decoded by the target's ODE."""
     target = source if target is None else target
-    check_images(x0, source.data_range)
-    source.check_sample(x0)
-    timesteps = source.schedule.timesteps(steps, strength)
+    p = prepare(x0, source, steps=steps, strength=strength, condition=source_condition)
     check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
-               timesteps=timesteps, sample=x0)
-    source_cond = source.prepare_condition(x0.shape[0], **(source_condition or {}))
+               timesteps=p.timesteps, sample=x0)
     target_cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
-    x_start = ddim_invert(x0, source, source_cond, timesteps, progress=progress)
-    return ddim_generate(x_start, target, target_cond, timesteps, progress=progress)
+    x_start = ddim_invert(x0, source, p.condition, p.timesteps, progress=progress)
+    return ddim_generate(x_start, target, target_cond, p.timesteps, progress=progress)
 
 
 __all__ = ["ddib", "ddim_generate", "ddim_invert", "sdedit"]

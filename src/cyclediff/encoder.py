@@ -43,6 +43,29 @@ def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.
         )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What every run over real samples starts from: the checked η, the grid, the generators, the condition."""
+
+    eta: float | None
+    timesteps: list[int]
+    gens: Any
+    condition: Condition
+
+
+def prepare(x0: torch.Tensor, denoiser: Denoiser, *, steps: int, strength: float, condition: dict[str, Any] | None,
+            sampler: str | None = None, eta: float | None = None, generator: Generators = None,
+            timesteps: list[int] | None = None) -> Prepared:
+    """The checks and set-up that encode, cycle, SDEdit and DDIB share: sampler and η (when the run has a
+    sampler), the samples against the model, the grid (or ``timesteps`` given), generators, the condition."""
+    eta = check_sampler(sampler, eta) if sampler is not None else None
+    check_images(x0, denoiser.data_range)
+    denoiser.check_sample(x0)
+    timesteps = list(timesteps or denoiser.schedule.timesteps(steps, strength))
+    gens = check_generators(generator, x0.shape[0])
+    return Prepared(eta, timesteps, gens, denoiser.prepare_condition(x0.shape[0], **(condition or {})))
+
+
 def start_point(x0: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torch.Tensor:
     """A draw from q(x_t | x0) = N(√ᾱ x0, (1 − ᾱ) I), given the N(0, I) draw ``noise``."""
     return alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * noise
@@ -88,15 +111,12 @@ class EncodingRun:
 
     @classmethod
     def prepare(cls, x0, denoiser, *, steps, strength, eta, sampler, generator, condition) -> EncodingRun:
-        eta = check_sampler(sampler, eta)
-        check_images(x0, denoiser.data_range)
-        denoiser.check_sample(x0)
-        timesteps = denoiser.schedule.timesteps(steps, strength)
-        gens = check_generators(generator, x0.shape[0])
-        cond = denoiser.prepare_condition(x0.shape[0], **condition)
+        p = prepare(x0, denoiser, steps=steps, strength=strength, sampler=sampler, eta=eta, generator=generator,
+                    condition=condition)
         # one draw for x_start and one per step but the last (which lands on x0 itself)
-        noise = NoiseStream(x0, gens, count=len(timesteps))
-        return cls(x0, denoiser, sampler, eta, steps, float(strength), timesteps, gens, cond, noise=noise)
+        noise = NoiseStream(x0, p.gens, count=len(p.timesteps))
+        return cls(x0, denoiser, sampler, p.eta, steps, float(strength), p.timesteps, p.gens, p.condition,
+                   noise=noise)
 
     def start(self) -> torch.Tensor:
         ab = self.denoiser.schedule.alpha_bar_at(self.timesteps[0])
@@ -114,23 +134,10 @@ class EncodingRun:
         return x_s
 
     def latent(self) -> Latent:
-        schedule = self.denoiser.schedule
-        return Latent(
-            x_start=self.x_start,
-            eps=torch.stack(self.eps),
-            timesteps=tuple(self.timesteps),
-            residual=tuple(self.residual),
-            sampler=self.sampler,
-            eta=self.eta,
-            steps=self.steps,
-            strength=self.strength,
-            num_train_timesteps=schedule.num_train_timesteps,
-            schedule_fingerprint=schedule.fingerprint(),
-            variance_type=schedule.variance_type,
-            model_id=self.denoiser.model_id,
-            condition=self.condition.record,
-            seeds=seeds_of(self.gens, self.x0.shape[0]),
-        )
+        return Latent.from_draws(self.denoiser.schedule, self.denoiser.model_id, x_start=self.x_start,
+                                 eps=torch.stack(self.eps), timesteps=self.timesteps, residual=self.residual,
+                                 sampler=self.sampler, eta=self.eta, steps=self.steps, strength=self.strength,
+                                 condition=self.condition.record, seeds=seeds_of(self.gens, self.x0.shape[0]))
 
 
 @torch.no_grad()

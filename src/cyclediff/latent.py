@@ -101,6 +101,16 @@ class Latent:
             return f"{len(self.seeds)} seeds for a batch of {x.shape[0]}"
         return None
 
+    @classmethod
+    def from_draws(cls, schedule: Any, model_id: str | None, *, x_start: torch.Tensor, eps: torch.Tensor,
+                   timesteps: Any, residual: Any, sampler: str, eta: float, steps: int, strength: float,
+                   condition: dict[str, Any], seeds: tuple[int, ...] | None) -> Latent:
+        """The latent of one run's draws on ``schedule`` (its size, fingerprint and variance type recorded)."""
+        return cls(x_start=x_start, eps=eps, timesteps=tuple(timesteps), residual=tuple(residual), sampler=sampler,
+                   eta=eta, steps=steps, strength=float(strength), num_train_timesteps=schedule.num_train_timesteps,
+                   schedule_fingerprint=schedule.fingerprint(), variance_type=schedule.variance_type,
+                   model_id=model_id, condition=condition, seeds=seeds)
+
     # ------------------------------------------------------------------ views
     @property
     def batch_size(self) -> int:

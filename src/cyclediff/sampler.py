@@ -175,22 +175,9 @@ def sample_latent(
     cond = denoiser.prepare_condition(batch_size, **condition)
     x_start = gaussian_like(like, gens)
     eps, residual = fresh_draws(like, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
-    return Latent(
-        x_start=x_start,
-        eps=eps,
-        timesteps=tuple(timesteps),
-        residual=residual,
-        sampler=sampler,
-        eta=eta,
-        steps=steps,
-        strength=1.0,
-        num_train_timesteps=schedule.num_train_timesteps,
-        schedule_fingerprint=schedule.fingerprint(),
-        variance_type=schedule.variance_type,
-        model_id=denoiser.model_id,
-        condition=cond.record,
-        seeds=seeds_of(gens, batch_size),
-    )
+    return Latent.from_draws(schedule, denoiser.model_id, x_start=x_start, eps=eps, timesteps=timesteps,
+                             residual=residual, sampler=sampler, eta=eta, steps=steps, strength=1.0,
+                             condition=cond.record, seeds=seeds_of(gens, batch_size))
 
 
 def _short(ts: Any) -> str:

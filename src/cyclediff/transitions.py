@@ -156,10 +156,9 @@ def transition(
     if sampler == "ddim":
         std = 0.0 if deterministic else ddim_std(ab_t, ab_s, eta)
         return Transition(mean=posterior_mean(x_t, x0, ab_t, ab_s, std, eps=eps), std=std, x0=x0)
-    alpha_t = ab_t / ab_s
-    beta_t = 1 - alpha_t
-    mean = (math.sqrt(ab_s) * beta_t / (1 - ab_t)) * x0 + (math.sqrt(alpha_t) * (1 - ab_s) / (1 - ab_t)) * x_t
+    beta_t = 1 - ab_t / ab_s
     small = (1 - ab_s) / (1 - ab_t) * beta_t  # β̃: the posterior variance
+    mean = posterior_mean(x_t, x0, ab_t, ab_s, math.sqrt(max(small, 0.0)))  # Ho et al. eq. 7
     if deterministic:
         std = 0.0
     elif schedule.variance_type == "fixed_small":
