@@ -58,6 +58,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what folders of inputs hold
 
 
 def parse_size(text: str | None) -> tuple[int, int] | int | None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import product
@@ -25,69 +23,19 @@ from typing import Any
 
 import torch
 
-from .._io import as_written, atomic_write, load_image, save_image
+from .._io import IMAGE_SUFFIXES, atomic_write, load_image
 from ..defaults import CLIP_MODEL, EDIT, TRANSLATE
 from ..errors import CycleDiffError
-from ..metrics import fid, kid, psnr, ssim
+from ..metrics import distribution_scores, pair_scores
 from .methods import METHODS, check_method
+from .runner import Result, Unit, run
+from .stores import Records, RecordStore
+from .tasks import EditTask, ReadPolicy, TranslateTask
+
+__all__ = ["IMAGE_SUFFIXES", "EditSpec", "Records", "distribution_scores", "evaluate_edit", "evaluate_translate",
+           "list_images", "pair_scores", "read_batch", "resolve_features", "summarize_edit"]
 
 METRICS_EDIT = ("clip_score", "directional_clip", "psnr", "ssim")
-
-
-# ---------------------------------------------------------------------------------------------------- records
-class Records:
-    """results.jsonl: appended one line per output, flushed and synced; unreadable (torn) lines are ignored."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: dict[str, dict] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("status") == "ok" and Path(rec.get("output", "")).is_file():
-                    self.done[rec["key"]] = rec
-        self.new: list[dict] = []
-
-    def add(self, record: dict) -> None:
-        self.add_many([record])
-
-    def add_many(self, records: list[dict]) -> None:
-        """Several lines in one synced write (a crash tears at most the last line, which readers skip)."""
-        if not records:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps(r) + "\n" for r in records)
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":  # a line torn by a crash: end it, so that it cannot swallow this one
-                    text = "\n" + text
-        with open(self.path, "a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        for record in records:
-            self.new.append(record)
-            if record["status"] == "ok":
-                self.done[record["key"]] = record
-
-    def ok(self) -> list[dict]:
-        return list(self.done.values())
-
-
-def pair_scores(inputs01: torch.Tensor, outputs01: torch.Tensor) -> dict[str, list[float]]:
-    """PSNR and SSIM of each output against its input."""
-    return {"psnr": psnr(outputs01, inputs01).tolist(), "ssim": ssim(outputs01, inputs01).tolist()}
-
-
-def distribution_scores(outputs01: torch.Tensor, reference01: torch.Tensor, features: Any) -> dict[str, float]:
-    """FID and KID (mean, std) of outputs against reference images on ``features``."""
-    kid_mean, kid_std = kid(outputs01, reference01, features=features,
-                            subset_size=min(len(outputs01), len(reference01), 50))
-    return {"fid": fid(outputs01, reference01, features=features), "kid": kid_mean, "kid_std": kid_std}
 
 
 def _write_tables(out: Path, rows: list[dict], columns: list[str]) -> None:
@@ -165,44 +113,35 @@ class EditSpec:
 def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progress: bool = True,
                   on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every item × method × strength × guidance × seed, score, and summarise (see the module doc)."""
-    from tqdm.auto import tqdm
+    grid = product(range(len(spec.items)), spec.methods, spec.strengths, spec.guidance_scales, spec.seeds)
+    units, item_of = [], {}
+    for i, method, strength, w, seed in grid:
+        item, key = spec.items[i], f"{i:04d}_{method}_s{strength:g}_w{w:g}_seed{seed}"
+        settings = {"source_prompt": item["source"], "prompt": item["target"], "negative_prompt": None,
+                    "strength": strength, "steps": spec.steps, "eta": spec.eta, "guidance_scale": w,
+                    "source_guidance_scale": spec.source_guidance_scale, "method": method}
+        units.append(Unit(len(units), key, seed, name=key, settings=settings, input=Path(item["image"])))
+        item_of[key] = i
 
-    from ..metrics import clip_score, directional_clip
-    from .edit import edit
+    def line(r: Result) -> dict:
+        i = item_of[r.unit.key]
+        item, s = spec.items[i], r.unit.settings
+        return {"key": r.unit.key, "item": i, **item, "method": s["method"], "strength": s["strength"],
+                "guidance_scale": s["guidance_scale"], "seed": r.unit.seed, "output": r.output,
+                "metrics": r.metrics, "status": r.status, "error": r.error, "seconds": r.seconds}
 
-    records = Records(out / "results.jsonl")
-    grid = list(product(range(len(spec.items)), spec.methods, spec.strengths, spec.guidance_scales, spec.seeds))
-    for i, method, strength, w, seed in tqdm(grid, desc="evaluate edit", disable=not progress, leave=False):
-        item = spec.items[i]
-        key = f"{i:04d}_{method}_s{strength:g}_w{w:g}_seed{seed}"
-        if key in records.done:
-            continue
-        target = out / "images" / f"{key}.png"
-        record = {"key": key, "item": i, **item, "method": method, "strength": strength, "guidance_scale": w,
-                  "seed": seed, "output": str(target), "metrics": {}, "status": "ok", "error": None}
-        start = time.perf_counter()
-        try:
-            x = load_image(item["image"], channels=3, size=_size(spec.size), multiple=model.image_multiple)
-            result = edit(model, x.to(model.device), source_prompt=item["source"], prompt=item["target"],
-                          strength=strength, steps=spec.steps, eta=spec.eta, guidance_scale=w,
-                          source_guidance_scale=spec.source_guidance_scale, method=method,
-                          generator=torch.Generator().manual_seed(seed))
-            out_img = as_written(result.images)  # metrics of the very file written: as reproducible as it
-            save_image(out_img[0], target)
-            record["metrics"] = {
-                "clip_score": float(clip_score(out_img, item["target"], scorer)[0]),
-                "directional_clip": float(directional_clip(x, out_img, item["source"], item["target"], scorer)[0]),
-                **{k: v[0] for k, v in pair_scores(x, out_img).items()},
-            }
-        except (CycleDiffError, OSError, ValueError) as err:
-            record.update(status="failed", error=str(err))
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        records.add(record)
-        if on_record:
-            on_record(record)
-    rows = summarize_edit(records.ok(), spec)
+    store = _store(out, line, on_record)
+    run(EditTask(model, ReadPolicy(size=spec.size), score=True, scorer=scorer), units, store, progress=progress,
+        report_skipped=False)
+    rows = summarize_edit(store.records.ok(), spec)
     _write_tables(out, rows, ["method", "selection", "items", *METRICS_EDIT])
     return rows
+
+
+def _store(out: Path, line: Callable[[Result], dict], on_record: Callable[[dict], None] | None) -> RecordStore:
+    """results.jsonl beside images/ (absolute output paths, as the harness has always recorded them)."""
+    path = out / "results.jsonl"
+    return RecordStore(out, path, line, done=set(Records(path).done), relative=False, on_line=on_record)
 
 
 def summarize_edit(ok: list[dict], spec: EditSpec) -> list[dict]:
@@ -231,9 +170,6 @@ def _size(size: str | None):
 
 
 # ---------------------------------------------------------------------------------------------------- translation
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
 def resolve_features(spec: str) -> Any:
     """FID / KID features from a name: "inception" (needs the fid extra), "pixels", or module:function."""
     from ..metrics import pixel_features
@@ -265,11 +201,16 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
+def default_size(model: Any) -> tuple[int, int]:
+    """(H, W) of the images a model makes by default (pixel models: their size; latent models: latents × f)."""
+    return model.codec.image_size or model.codec.default_size
+
+
 def read_batch(paths: list[Path], model: Any) -> torch.Tensor:
-    c, h, w = model.sample_shape
-    if hasattr(model, "image_multiple"):
-        h, w = h * model.vae_scale_factor, w * model.vae_scale_factor
-    return torch.cat([load_image(p, channels=c if c in (1, 3) else 3, size=(h, w)) for p in paths])
+    """Images at the model's default size and channels, in [0, 1] (reference sets for FID / KID)."""
+    h, w = default_size(model)
+    c = model.codec.channels
+    return torch.cat([load_image(p, channels=c, size=(h, w)) for p in paths])
 
 
 def evaluate_translate(
@@ -280,40 +221,27 @@ def evaluate_translate(
 ) -> list[dict]:
     """Translate every image of ``images`` with each method, score PSNR / SSIM against the inputs, then FID and
     KID of each method's outputs against the ``reference`` folder."""
-    from tqdm.auto import tqdm
-
-    from .translate import translate
-
     methods = methods or list(METHODS)
     for m in methods:
         check_method(m)
-    seeds = seeds or [0]
-    records = Records(out / "results.jsonl")
-    for path, method, seed in tqdm(list(product(list_images(images), methods, seeds)), desc="evaluate translate",
-                                   disable=not progress, leave=False):
+    units = []
+    for path, method, seed in product(list_images(images), methods, seeds or [0]):
         key = f"{path.stem}_{method}_seed{seed}"
-        if key in records.done:
-            continue
-        target_path = out / "images" / f"{key}.png"
-        record = {"key": key, "input": str(path), "method": method, "seed": seed, "strength": strength,
-                  "output": str(target_path), "metrics": {}, "status": "ok", "error": None}
-        start = time.perf_counter()
-        try:
-            x = read_batch([path], source)
-            y = translate(x.to(getattr(source, "device", "cpu")), source, target, strength=strength, steps=steps,
-                          eta=eta, refine_steps=refine_steps, method=method,
-                          generator=torch.Generator().manual_seed(seed)).images
-            y = as_written(y)  # metrics of the very file written: as reproducible as it
-            save_image(y[0], target_path)
-            record["metrics"] = {k: v[0] for k, v in pair_scores(x, y).items()}
-        except (CycleDiffError, OSError, ValueError) as err:
-            record.update(status="failed", error=str(err))
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        records.add(record)
+        settings = {"strength": strength, "steps": steps, "eta": eta, "refine_steps": refine_steps, "method": method}
+        units.append(Unit(len(units), key, seed, name=key, settings=settings, input=path))
+
+    def line(r: Result) -> dict:
+        return {"key": r.unit.key, "input": str(r.unit.input), "method": r.unit.settings["method"],
+                "seed": r.unit.seed, "strength": strength, "output": r.output, "metrics": r.metrics,
+                "status": r.status, "error": r.error, "seconds": r.seconds}
+
+    store = _store(out, line, None)
+    policy = ReadPolicy(size="{1}x{0}".format(*default_size(source)))
+    run(TranslateTask(source, target, policy, score=True), units, store, progress=progress, report_skipped=False)
     reference_images = read_batch(list_images(reference), target)
     rows = []
     for method in methods:
-        mine = [r for r in records.ok() if r["method"] == method]
+        mine = [r for r in store.records.ok() if r["method"] == method]
         row: dict[str, Any] = {"method": method, "images": len(mine), "psnr": _mean(mine, "psnr"),
                                "ssim": _mean(mine, "ssim")}
         if len(mine) >= 2:

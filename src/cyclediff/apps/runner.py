@@ -88,12 +88,12 @@ def failure_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
-def plan(units: list[Unit], task: Task, batch_size: int) -> list[list[Unit]]:
-    """Consecutive units, at most ``batch_size`` each, sharing the task's signature: fixed by the units alone."""
+def plan(units: list[Unit], signature: Callable[[Unit], Hashable], batch_size: int) -> list[list[Unit]]:
+    """Consecutive units, at most ``batch_size`` each, with equal signatures: fixed by the units alone."""
     batches: list[list[Unit]] = []
     last: Hashable = object()
     for unit in units:
-        sig = task.signature(unit)
+        sig = signature(unit)
         if batches and len(batches[-1]) < batch_size and sig == last:
             batches[-1].append(unit)
         else:
@@ -110,7 +110,7 @@ def run(task: Task, units: list[Unit], store: Store, *, batch_size: int = 1, ran
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CycleDiffError(f"batch_size must be a positive integer; got {batch_size!r}")
-    batches = [b for i, b in enumerate(plan(units, task, batch_size)) if i % world == rank]
+    batches = [b for i, b in enumerate(plan(units, task.signature, batch_size)) if i % world == rank]
     done = {u.key for b in batches for u in b if store.done(u)}
     results: list[Result] = []
     bar = tqdm(total=sum(len(b) for b in batches), desc=task.desc if world == 1 else f"{task.desc} rank {rank}/{world}",

@@ -138,4 +138,18 @@ def pixel_features(size: int = 32) -> Callable[[torch.Tensor], torch.Tensor]:
 
 from .clip import ClipScorer, clip_score, directional_clip  # noqa: E402
 
-__all__ = ["ClipScorer", "clip_score", "directional_clip", "fid", "kid", "pixel_features", "psnr", "ssim"]
+
+def pair_scores(inputs01: torch.Tensor, outputs01: torch.Tensor) -> dict[str, list[float]]:
+    """PSNR and SSIM of each output against its input."""
+    return {"psnr": psnr(outputs01, inputs01).tolist(), "ssim": ssim(outputs01, inputs01).tolist()}
+
+
+def distribution_scores(outputs01: torch.Tensor, reference01: torch.Tensor, features: Any) -> dict[str, float]:
+    """FID and KID (mean, std) of outputs against reference images on ``features``."""
+    kid_mean, kid_std = kid(outputs01, reference01, features=features,
+                            subset_size=min(len(outputs01), len(reference01), 50))
+    return {"fid": fid(outputs01, reference01, features=features), "kid": kid_mean, "kid_std": kid_std}
+
+
+__all__ = ["ClipScorer", "clip_score", "directional_clip", "distribution_scores", "fid", "kid", "pair_scores",
+           "pixel_features", "psnr", "ssim"]

@@ -20,6 +20,8 @@ class Codec(Protocol):
     image_size: tuple[int, int] | None
     #: channels of the images (1 or 3)
     channels: int
+    #: (H, W) of the images the model makes by default
+    default_size: tuple[int, int]
 
     def encode(self, images01: torch.Tensor, generator: Any = None) -> torch.Tensor:
         """(B, C, H, W) images in [0, 1] → samples of the model (e.g. scaled VAE latents)."""
@@ -38,6 +40,10 @@ class PixelCodec:
 
     def __init__(self, channels: int, image_size: tuple[int, int]) -> None:
         self.channels, self.image_size = channels, image_size
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        return self.image_size
 
     def encode(self, images01: torch.Tensor, generator: Any = None) -> torch.Tensor:
         return images01 * 2 - 1
@@ -65,6 +71,13 @@ class VaeCodec:
     @property
     def vae(self) -> Any:
         return self.model.vae
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(H, W) of the images the model makes by default: its latent size × the VAE factor."""
+        _, h, w = self.model.sample_shape
+        f = self.model.vae_scale_factor
+        return (h * f, w * f)
 
     def encode(self, images01: torch.Tensor, generator: Any = None) -> torch.Tensor:
         return self.model.encode_images(images01 * 2 - 1, generator)

@@ -1,0 +1,152 @@
+"""Where the runner's outputs go and how it knows what is done.
+
+- :class:`FileStore` (the CLI): outputs under names the user reads, each file recording the settings that made it
+  (:mod:`cyclediff.apps.outputs`); a unit is done when its file holds exactly its settings.
+- :class:`RecordStore` (jobs, evaluation): images under ``images/`` and one JSON line per unit in a records file;
+  a unit is done when an ok record names an existing image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import save_image
+from ..latent import Latent
+from .outputs import PNG_KEY, as_record, file_digest, place
+from .runner import Result, Unit
+
+
+class Records:
+    """A JSONL file of records: appended a batch at a time, flushed and synced; torn lines are ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, dict] = {}
+        for rec in read_records([path]):
+            if rec.get("status") == "ok" and Path(rec.get("output") or "").is_file():
+                self.done[rec["key"]] = rec
+        self.new: list[dict] = []
+
+    def add(self, record: dict) -> None:
+        self.add_many([record])
+
+    def add_many(self, records: list[dict]) -> None:
+        """Several lines in one synced write (a crash tears at most the last line, which readers skip)."""
+        if not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a crash: end it, so that it cannot swallow this one
+                    text = "\n" + text
+        with open(self.path, "a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        for record in records:
+            self.new.append(record)
+            if record["status"] == "ok":
+                self.done[record["key"]] = record
+
+    def ok(self) -> list[dict]:
+        return list(self.done.values())
+
+
+def read_records(paths: Iterable[Path]) -> Iterable[dict]:
+    """Every record (a JSON object with a key) in these files, skipping lines torn by a crash."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "key" in rec:
+                yield rec
+
+
+class FileStore:
+    """Outputs at ``name(unit)``, each recording its settings (``record(unit)``: the unit's settings, its seed and
+    the SHA-256 of its input); see :func:`~cyclediff.apps.outputs.place` for names and skipping."""
+
+    def __init__(self, name: Callable[[Unit], Path], *, overwrite: bool = False,
+                 latent_dtype: torch.dtype | None = None) -> None:
+        self.name, self.overwrite, self.latent_dtype = name, overwrite, latent_dtype
+        self._placed: dict[str, tuple[Path, bool, dict]] = {}
+
+    def record(self, results: list[Result]) -> None:
+        """Nothing to keep: each file records itself."""
+
+    def settings_of(self, unit: Unit) -> dict[str, Any]:
+        record = {**unit.settings, "seed": unit.seed}
+        if unit.input is not None:
+            record.update(input=unit.input.name, input_sha256=file_digest(unit.input))
+        return as_record(record)
+
+    def _place(self, unit: Unit) -> tuple[Path, bool, dict]:
+        if unit.key not in self._placed:
+            record = self.settings_of(unit)
+            self._placed[unit.key] = (*place(self.name(unit), record, overwrite=self.overwrite), record)
+        return self._placed[unit.key]
+
+    def done(self, unit: Unit) -> bool:
+        try:
+            return self._place(unit)[1]
+        except OSError:  # an unreadable input: not done; reading it will fail and say why
+            return False
+
+    def target(self, unit: Unit) -> Path:
+        try:
+            return self._place(unit)[0]
+        except OSError:
+            return self.name(unit)
+
+    def write(self, unit: Unit, output: Any) -> str:
+        """One output (an image or a latent) at the unit's path; a dict of them (suffix → output, e.g.
+        ``{".png": image, "_chain.png": strip}``) beside each other, the first one's path recorded."""
+        path, _, record = self._place(unit)
+        if not isinstance(output, dict):
+            return str(self._write_one(path, output, record))
+        stem = path.name.removesuffix(".latent.safetensors").removesuffix(".png")
+        written = [self._write_one(path.with_name(stem + suffix), value, record) for suffix, value in output.items()]
+        return ", ".join(str(p) for p in written)
+
+    def _write_one(self, path: Path, output: Any, record: dict) -> Path:
+        if isinstance(output, Latent):
+            return output.save(path, dtype=self.latent_dtype, record=record)
+        return save_image(output, path, text={PNG_KEY: json.dumps(record)})
+
+
+class RecordStore:
+    """Images at ``folder / images / <unit.name>.png``, records in ``records`` (one JSON line per unit, built by
+    ``line(result, output)``); ``done`` are the keys finished before (ok and their image exists)."""
+
+    def __init__(self, folder: Path, records: Path, line: Callable[[Result], dict], *, done: set[str],
+                 relative: bool = True, on_line: Callable[[dict], None] | None = None) -> None:
+        self.folder, self.records, self.line = folder, Records(records), line
+        self.finished, self.relative, self.on_line = done, relative, on_line
+
+    def done(self, unit: Unit) -> bool:
+        return unit.key in self.finished
+
+    def target(self, unit: Unit) -> Path:
+        return self.folder / "images" / f"{unit.name}.png"
+
+    def write(self, unit: Unit, output: Any) -> str:
+        path = save_image(output, self.target(unit))
+        return path.relative_to(self.folder).as_posix() if self.relative else str(path)
+
+    def record(self, results: list[Result]) -> None:
+        lines = [self.line(r) for r in results]
+        self.records.add_many(lines)
+        for line in lines if self.on_line is not None else []:
+            self.on_line(line)

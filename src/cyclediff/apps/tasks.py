@@ -1,0 +1,268 @@
+"""The tasks the runner runs: each turns a batch of units (same-shaped inputs, per-unit seeds and settings) into
+outputs and metrics with the Python API. The CLI, job files and the evaluation harness configure the same
+tasks; settings use the API's names.
+
+Settings a unit may carry alone (one value per image inside a batch) are the task's ``batched`` ones (prompts,
+class labels); every other setting is shared by a batch (the runner batches only units whose signatures agree).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._io import DEFAULT_MAX_PIXELS, as_written
+from ..errors import CycleDiffError
+from ..models.base import Model
+from ..models.codec import to_images, to_model_space
+from ..models.conditions import condition_for
+from .images import read_for
+from .runner import Unit
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """How input images are read: ``size`` ("N" or "WxH"), ``fit`` (crop / resize), ``max_pixels``."""
+
+    size: str | None = None
+    fit: str = "crop"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def generators(units: list[Unit]) -> list[torch.Generator]:
+    """One generator per unit, seeded with its seed: a result never depends on how its batch was formed."""
+    return [torch.Generator().manual_seed(u.seed) for u in units]
+
+
+def pair_metrics(inputs01: torch.Tensor, outputs01: torch.Tensor) -> list[dict[str, float]]:
+    """PSNR and SSIM of each output against its input (float64, rounded to 5 decimals as recorded)."""
+    from ..metrics import pair_scores
+
+    scores = pair_scores(inputs01.float().cpu(), outputs01.float().cpu())
+    return [{name: round(values[i], 5) for name, values in scores.items()} for i in range(len(outputs01))]
+
+
+def settings_signature(unit: Unit, batched: frozenset[str] | set[str]) -> str:
+    """What a batch must share: every setting but the ``batched`` ones (prompts, labels: one per image)."""
+    return json.dumps({k: v for k, v in unit.settings.items() if k not in batched}, sort_keys=True, default=str)
+
+
+class ImageTask:
+    """Shared by the tasks on input images: reading with the model's codec, batch signatures."""
+
+    desc = "task"
+    batched: frozenset[str] = frozenset()
+
+    def __init__(self, model: Model, read: ReadPolicy | None = None, *, score: bool = False,
+                 progress: bool = False) -> None:
+        self.model, self.policy, self.score, self.progress = model, read or ReadPolicy(), score, progress
+
+    def signature(self, unit: Unit) -> Hashable:
+        return settings_signature(unit, self.batched)
+
+    def read(self, unit: Unit) -> Any:
+        if unit.input is None:
+            return None
+        return read_for(self.model, unit.input, size=self.policy.size, fit=self.policy.fit,
+                        max_pixels=self.policy.max_pixels)
+
+    def _inputs(self, inputs: list[Any]) -> torch.Tensor:
+        return torch.cat(inputs).to(self.model.device)
+
+
+def _per_item(units: list[Unit], key: str) -> list[Any] | None:
+    """One value per unit of a batched setting; None when no unit sets it."""
+    values = [u.settings.get(key) for u in units]
+    return None if all(v is None for v in values) else values
+
+
+def _texts(units: list[Unit], key: str) -> list[str] | None:
+    values = _per_item(units, key)
+    return None if values is None else [v or "" for v in values]
+
+
+def _labels(units: list[Unit], key: str) -> list[int] | None:
+    values = _per_item(units, key)
+    if values is not None and any(v is None for v in values):
+        raise CycleDiffError(f"{key} is set for some items of a batch and not others")
+    return values
+
+
+def need(units: list[Unit], key: str) -> list[Any]:
+    values = [u.settings.get(key) for u in units]
+    if any(v is None for v in values):
+        raise CycleDiffError(f"no {key}: set it in the settings or per item")
+    return values
+
+
+class EditTask(ImageTask):
+    """Text-guided editing (``edit``); with ``scorer`` also CLIP score and directional CLIP."""
+
+    desc = "edit"
+    batched = frozenset({"prompt", "source_prompt", "negative_prompt"})
+
+    def __init__(self, model: Model, read: ReadPolicy | None = None, *, score: bool = False,
+                 scorer: Any = None) -> None:
+        super().__init__(model, read, score=score)
+        self.scorer = scorer
+
+    def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
+        from .edit import edit
+
+        x, s = self._inputs(inputs), units[0].settings
+        sources, targets = need(units, "source_prompt"), need(units, "prompt")
+        out = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s["strength"], steps=s["steps"],
+                   eta=s["eta"], guidance_scale=s["guidance_scale"], source_guidance_scale=s["source_guidance_scale"],
+                   negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
+                   method=s["method"]).images
+        out = as_written(out)  # metrics of the very bytes written: as reproducible as the file
+        metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
+        if self.scorer is not None:
+            from ..metrics import clip_score, directional_clip
+
+            scores = clip_score(out, targets, self.scorer).tolist()
+            directions = directional_clip(x, out, sources, targets, self.scorer).tolist()
+            for m, score, direction in zip(metrics, scores, directions):
+                m.update(clip_score=round(score, 5), directional_clip=round(direction, 5))
+        return list(zip(out, metrics))
+
+
+class TranslateTask(ImageTask):
+    """Translation between two models (``translate``), or between two conditions of one."""
+
+    desc = "translate"
+    batched = frozenset({"source_class", "target_class", "source_prompt", "target_prompt"})
+
+    def __init__(self, source: Model, target: Model, read: ReadPolicy | None = None, *, score: bool = False):
+        super().__init__(source, read, score=score)
+        self.target = target
+
+    def condition(self, model: Model, units: list[Unit], side: str) -> dict[str, Any]:
+        scale = units[0].settings.get("guidance_scale") if side == "target" else None
+        return condition_for(model, prompt=_texts(units, f"{side}_prompt"),
+                             class_labels=_labels(units, f"{side}_class"), guidance_scale=scale)
+
+    def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
+        from .translate import translate
+
+        x, s = self._inputs(inputs), units[0].settings
+        out = translate(x, self.model, self.target, strength=s["strength"], steps=s["steps"], eta=s["eta"],
+                        refine_steps=s["refine_steps"], method=s["method"], generator=generators(units),
+                        source_condition=self.condition(self.model, units, "source"),
+                        target_condition=self.condition(self.target, units, "target")).images
+        out = as_written(out)
+        return list(zip(out, pair_metrics(x, out) if self.score else [{} for _ in units]))
+
+
+class GuideTask(ImageTask):
+    """Langevin guidance (``guide``) from the prior, or from an input image's encoding (guided editing).
+    ``strip_every`` also returns each chain's frames every N Langevin steps, side by side."""
+
+    desc = "guide"
+    batched = frozenset({"class_label"})
+
+    def __init__(self, model: Model, energy: Callable[[dict], Any], read: ReadPolicy | None = None, *,
+                 strip_every: int | None = None) -> None:
+        super().__init__(model, read)
+        self.energy, self.strip_every = energy, strip_every
+
+    def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
+        from ..encoder import encode
+        from ..guidance import guide
+
+        s, gens = units[0].settings, generators(units)
+        labels = _per_item(units, "class_label")
+        cond = condition_for(self.model, prompt=s.get("prompt"), guidance_scale=s.get("guidance_scale"),
+                             class_labels=labels if "class_labels" in self.model.condition_keys else None)
+        latent = None
+        if inputs[0] is not None:
+            x0 = to_model_space(self.model, self._inputs(inputs), gens)
+            latent = encode(x0, self.model, steps=s["steps"], strength=1.0, eta=s["eta"], generator=gens, **cond)
+        frames: list[torch.Tensor] = []
+
+        def keep(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
+            if self.strip_every and (n % self.strip_every == 0 or n == s["langevin_steps"]):
+                frames.append(images.cpu())
+
+        result = guide(self.model, self.energy(s), weight=s["weight"], langevin_steps=s["langevin_steps"],
+                       step_size=s["step_size"], steps=s["steps"], eta=s["eta"], condition=cond or None,
+                       batch_size=len(units), latent=latent, generator=gens, keep_best=s["keep_best"],
+                       grad_steps=s["grad_steps"], callback=keep)
+        images = as_written(result.images)
+        outputs: list[Any] = list(images)
+        if frames:
+            outputs = [{".png": img, "_chain.png": torch.cat([f[i] for f in frames], dim=2)}
+                       for i, img in enumerate(images)]
+        metrics = [{"energy_start": float(result.energies[0, i]), "energy_end": float(result.energies[-1, i])}
+                   for i in range(len(units))]
+        return list(zip(outputs, metrics))
+
+
+class EncodeTask(ImageTask):
+    """Images → latent files (``encode``), one image per call (each with its own seed)."""
+
+    desc = "encode"
+
+    def signature(self, unit: Unit) -> Hashable:
+        return unit.key
+
+    def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
+        from ..encoder import encode
+
+        s, gens = units[0].settings, generators(units)
+        x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
+        return [(encode(x0, self.model, steps=s["steps"], strength=s["strength"], eta=s["eta"], sampler=s["sampler"],
+                        generator=gens[0], **s["condition"]), {})]
+
+
+class DecodeTask(ImageTask):
+    """Latent files → images (``decode``), under the recorded condition or a new one (``settings["condition"]``)."""
+
+    desc = "decode"
+
+    def signature(self, unit: Unit) -> Hashable:
+        return unit.key
+
+    def read(self, unit: Unit) -> Any:
+        from ..latent import Latent
+
+        return Latent.load(unit.input, device=self.model.device)
+
+    def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
+        import warnings
+
+        from ..sampler import decode
+
+        z, new = inputs[0], units[0].settings["condition"]
+        if z.model_id and self.model.model_id and z.model_id != self.model.model_id:
+            warnings.warn(f"{units[0].input} was encoded with {z.model_id}, decoding with {self.model.model_id}",
+                          stacklevel=2)
+        x = as_written(to_images(self.model, decode(z, self.model, **({**z.condition, **new} if new else {}))))
+        return [(x[0] if len(x) == 1 else {f"_{i}.png": img for i, img in enumerate(x)}, {})]
+
+
+class SampleTask(ImageTask):
+    """Samples from the prior latent (``sample_latent`` + ``decode``); ``save_latents`` also returns the latent."""
+
+    desc = "sample"
+
+    def __init__(self, model: Model, *, save_latents: bool = False) -> None:
+        super().__init__(model)
+        self.save_latents = save_latents
+
+    def signature(self, unit: Unit) -> Hashable:
+        return unit.key
+
+    @torch.no_grad()
+    def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
+        from ..sampler import decode, sample_latent
+
+        s = units[0].settings
+        z = sample_latent(self.model, 1, steps=s["steps"], eta=s["eta"], sampler=s["sampler"],
+                          generator=generators(units)[0], **s["condition"])
+        image = as_written(to_images(self.model, decode(z, self.model)))[0]
+        return [({".png": image, ".latent.safetensors": z} if self.save_latents else image, {})]
