@@ -91,7 +91,7 @@ def test_other_settings_never_reuse_a_stale_output(threes, tmp_path):
     assert result["ok"] == 1 and result["skipped"] == 0
     files = sorted(out.iterdir())
     assert len(files) == 2  # the 3 → 8 image is kept, the 3 → 5 image has a name of its own
-    assert {recorded(f)["target_condition"]["class_labels"] for f in files} == {8, 5}
+    assert {recorded(f)["target_class"] for f in files} == {8, 5}
 
 
 def test_prompts_that_slug_alike_get_different_files(tmp_path):

@@ -301,3 +301,36 @@ def distinct_paths(paths: list[Path]) -> tuple[list[Path], list[Path]]:
         (dropped if key in seen else kept).append(p)
         seen.add(key)
     return kept, dropped
+
+
+class FolderLock:
+    """An exclusive advisory lock (flock) on a file in the output folder; the kernel drops it when the process
+    dies, so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.handle = path, None
+
+    def acquire(self) -> str | None:
+        """None when the lock is ours now; else a description of the run that holds it."""
+        import fcntl
+        import os
+
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            who = handle.read().strip() or "unknown process"
+            handle.close()
+            return who
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        handle.flush()
+        self.handle = handle
+        return None
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing drops the flock
+            self.handle = None

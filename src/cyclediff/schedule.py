@@ -233,6 +233,8 @@ def step_pairs(timesteps: list[int]) -> list[tuple[int, int]]:
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
+    # a diffusers scheduler (any ConfigMixin) carries its config as .config: the one duck-typed probe we keep,
+    # so that schedule.py stays free of diffusers imports
     if hasattr(config, "config") and isinstance(config.config, Mapping):
         config = config.config
     if isinstance(config, (str, Path)):

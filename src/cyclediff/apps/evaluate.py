@@ -163,12 +163,6 @@ def summarize_edit(ok: list[dict], spec: EditSpec) -> list[dict]:
     return rows
 
 
-def _size(size: str | None):
-    from .._io import parse_size
-
-    return parse_size(size)
-
-
 # ---------------------------------------------------------------------------------------------------- translation
 def resolve_features(spec: str) -> Any:
     """FID / KID features from a name: "inception" (needs the fid extra), "pixels", or module:function."""
@@ -218,6 +212,7 @@ def evaluate_translate(
     seeds: list[int] | None = None, strength: float = TRANSLATE["strength"], steps: int = TRANSLATE["steps"],
     eta: float = TRANSLATE["eta"],
     refine_steps: int = TRANSLATE["refine_steps"], features: Any = "inception", progress: bool = True,
+    on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Translate every image of ``images`` with each method, score PSNR / SSIM against the inputs, then FID and
     KID of each method's outputs against the ``reference`` folder."""
@@ -235,7 +230,7 @@ def evaluate_translate(
                 "seed": r.unit.seed, "strength": strength, "output": r.output, "metrics": r.metrics,
                 "status": r.status, "error": r.error, "seconds": r.seconds}
 
-    store = _store(out, line, None)
+    store = _store(out, line, on_record)
     policy = ReadPolicy(size="{1}x{0}".format(*default_size(source)))
     run(TranslateTask(source, target, policy, score=True), units, store, progress=progress, report_skipped=False)
     reference_images = read_batch(list_images(reference), target)

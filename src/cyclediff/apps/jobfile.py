@@ -1,18 +1,5 @@
-"""Job files (``cyclediff run JOB.toml``): reading and checking them, and the units they describe.
-
-A job file names the task (edit, translate, guide), the inputs (a folder, a glob, a JSONL manifest of items with
-per-item prompts / labels / seeds, or a list of paths), the seeds and the task's settings. Every (item, seed)
-is a *unit* with a stable key; units are grouped into batches in one global order fixed by the job alone, and
-batch i goes to rank i mod world size. So every batch is computed with the same members whatever the number of
-processes, and the images do not depend on it (each unit also has its own generator).
-
-Each rank appends its records to ``manifest.rank-R.jsonl`` (one JSON line per unit: key, input, seed, settings,
-output, metrics, status, error, seconds), all of a batch's lines in one synced write after its images were
-written atomically. A unit is finished when an ok record names an existing output: a restarted job skips
-finished units and only they, whichever rank or world size recorded them. At the end rank 0 merges all parts
-into ``manifest.jsonl`` (one line per unit, in job order) and ``summary.json``; failed units are retried by the
-next run of the same command.
-"""
+"""Job files (``cyclediff run JOB.toml``): reading and checking them, and the units they describe (how they
+run: :mod:`cyclediff.apps.jobs`)."""
 
 from __future__ import annotations
 

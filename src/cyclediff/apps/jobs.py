@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write, load_image
+from .._io import FolderLock, atomic_write, load_image
 from ..errors import CycleDiffError
 from ..latent import DTYPES
 from .jobfile import SETTINGS, Job, load_job
@@ -139,39 +139,6 @@ def _record(job: Job, unit: Any, result: Result, rank: int) -> dict:
 
 def _jsonable(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if v is None or isinstance(v, (str, int, float, bool, list))}
-
-
-class FolderLock:
-    """An exclusive advisory lock (flock) on a file in the output folder; the kernel drops it when the process
-    dies, so a killed run never leaves a stale lock behind."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.handle = path, None
-
-    def acquire(self) -> str | None:
-        """None when the lock is ours now; else a description of the run that holds it."""
-        import fcntl
-        import os
-
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            who = handle.read().strip() or "unknown process"
-            handle.close()
-            return who
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        handle.flush()
-        self.handle = handle
-        return None
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing drops the flock
-            self.handle = None
 
 
 def _merge(job: Job) -> None:

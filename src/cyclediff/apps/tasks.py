@@ -118,7 +118,7 @@ class EditTask(ImageTask):
         out = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s["strength"], steps=s["steps"],
                    eta=s["eta"], guidance_scale=s["guidance_scale"], source_guidance_scale=s["source_guidance_scale"],
                    negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
-                   method=s["method"]).images
+                   method=s["method"], progress=self.progress).images
         out = as_written(out)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         if self.scorer is not None:
@@ -153,7 +153,7 @@ class TranslateTask(ImageTask):
         out = translate(x, self.model, self.target, strength=s["strength"], steps=s["steps"], eta=s["eta"],
                         refine_steps=s["refine_steps"], method=s["method"], generator=generators(units),
                         source_condition=self.condition(self.model, units, "source"),
-                        target_condition=self.condition(self.target, units, "target")).images
+                        target_condition=self.condition(self.target, units, "target"), progress=self.progress).images
         out = as_written(out)
         return list(zip(out, pair_metrics(x, out) if self.score else [{} for _ in units]))
 
@@ -191,7 +191,7 @@ class GuideTask(ImageTask):
         result = guide(self.model, self.energy(s), weight=s["weight"], langevin_steps=s["langevin_steps"],
                        step_size=s["step_size"], steps=s["steps"], eta=s["eta"], condition=cond or None,
                        batch_size=len(units), latent=latent, generator=gens, keep_best=s["keep_best"],
-                       grad_steps=s["grad_steps"], callback=keep)
+                       grad_steps=s["grad_steps"], callback=keep, progress=self.progress)
         images = as_written(result.images)
         outputs: list[Any] = list(images)
         if frames:
@@ -216,7 +216,7 @@ class EncodeTask(ImageTask):
         s, gens = units[0].settings, generators(units)
         x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
         return [(encode(x0, self.model, steps=s["steps"], strength=s["strength"], eta=s["eta"], sampler=s["sampler"],
-                        generator=gens[0], **s["condition"]), {})]
+                        generator=gens[0], progress=self.progress, **s["condition"]), {})]
 
 
 class DecodeTask(ImageTask):
@@ -241,7 +241,8 @@ class DecodeTask(ImageTask):
         if z.model_id and self.model.model_id and z.model_id != self.model.model_id:
             warnings.warn(f"{units[0].input} was encoded with {z.model_id}, decoding with {self.model.model_id}",
                           stacklevel=2)
-        x = as_written(to_images(self.model, decode(z, self.model, **({**z.condition, **new} if new else {}))))
+        condition = {**z.condition, **new} if new else {}
+        x = as_written(to_images(self.model, decode(z, self.model, progress=self.progress, **condition)))
         return [(x[0] if len(x) == 1 else {f"_{i}.png": img for i, img in enumerate(x)}, {})]
 
 
@@ -264,5 +265,5 @@ class SampleTask(ImageTask):
         s = units[0].settings
         z = sample_latent(self.model, 1, steps=s["steps"], eta=s["eta"], sampler=s["sampler"],
                           generator=generators(units)[0], **s["condition"])
-        image = as_written(to_images(self.model, decode(z, self.model)))[0]
+        image = as_written(to_images(self.model, decode(z, self.model, progress=self.progress)))[0]
         return [({".png": image, ".latent.safetensors": z} if self.save_latents else image, {})]

@@ -31,6 +31,13 @@ def condition_for(model: Any, *, prompt: Any = None, negative_prompt: Any = None
     if cannot:
         kind = "a text-conditioned model" if "prompt" in keys else "a pixel model without a text encoder"
         raise IncompatibleModelError(
-            f"this is {kind}: it takes no {' / '.join(cannot)} (it takes {', '.join(keys)})"
+            f"this is {kind}: drop {' / '.join(_named(k) for k in cannot)}; it takes "
+            f"{', '.join(_named(k) for k in keys)}"
         )
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _named(key: str) -> str:
+    """A condition keyword with the command line's option for it: ``prompt (--prompt)``."""
+    flag = "--class-label" if key == "class_labels" else "--" + key.replace("_", "-")
+    return f"{key} ({flag})"

@@ -33,7 +33,9 @@ class PixelDenoiser(Optimizable):
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
         null_class_label: int | None = None,
     ) -> None:
-        if not hasattr(unet, "config") or not hasattr(unet.config, "in_channels"):
+        from diffusers import UNet2DModel
+
+        if not isinstance(unet, UNet2DModel):
             raise CycleDiffError(
                 f"PixelDenoiser needs a diffusers UNet2DModel; got {type(unet).__name__}"
             )

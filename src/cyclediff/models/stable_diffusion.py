@@ -92,7 +92,9 @@ class StableDiffusion(Optimizable):
         for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
             if module is not None:
                 module.eval().requires_grad_(False)
-        if hasattr(pipe, "set_progress_bar_config"):
+        from diffusers import DiffusionPipeline
+
+        if isinstance(pipe, DiffusionPipeline):
             pipe.set_progress_bar_config(disable=True)
         self.schedule = Schedule.from_config(pipe.scheduler.config)
         self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
