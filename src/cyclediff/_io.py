@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -256,6 +257,17 @@ def seed_range(text: str) -> list[int]:
             raise CycleDiffError(f"range {part!r} runs backwards")
         seeds.extend(range(lo, hi + 1))
     return seeds
+
+
+def json_object(text: str, where: str, error: type[Exception] = CycleDiffError) -> dict:
+    """``text`` parsed as a JSON object, or one ``error`` naming ``where`` (a file, a file and line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{where}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise error(f"{where}: must be a JSON object; got {type(value).__name__}")
+    return value
 
 
 def seed_limit(seed: int) -> int:

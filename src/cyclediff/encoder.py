@@ -13,6 +13,7 @@ from .defaults import ENCODE
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Condition, Denoiser
+from .models.conditions import merge_condition
 from .sampler import decoder_step, progress_steps
 from .schedule import Schedule
 from .transitions import Transition, check_sampler, ddim_std, posterior_mean, transition
@@ -21,26 +22,27 @@ from .transitions import Transition, check_sampler, ddim_std, posterior_mean, tr
 _RANGE_SLACK = 1e-3
 
 
-def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.0, 1.0)) -> None:
-    """x0 must be a finite floating (B, C, H, W) tensor within the model's data range (None: unbounded)."""
+def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.0, 1.0), *, name: str = "x0",
+                 fix: str = "use x / 127.5 - 1; images in [0, 1] map with x * 2 - 1") -> None:
+    """``x0`` must be a finite floating (B, C, H, W) tensor with data, within ``data_range`` (None: unbounded);
+    one error naming ``name`` and, for values out of range or integers, ``fix``."""
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4:
         shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise IncompatibleModelError(f"x0 must be a (B, C, H, W) tensor; got {shape}")
+        raise IncompatibleModelError(f"{name} must be a (B, C, H, W) tensor; got {shape}")
     if x0.shape[0] == 0:
-        raise IncompatibleModelError("x0 is an empty batch (0 images); pass at least one image")
+        raise IncompatibleModelError(f"{name} is an empty batch (0 images); pass at least one image")
     if x0.is_meta:
-        raise IncompatibleModelError("x0 is a meta tensor (a shape without data); pass real values")
+        raise IncompatibleModelError(f"{name} is a meta tensor (a shape without data); pass real values")
+    bounds = "" if data_range is None else f" in [{data_range[0]:g}, {data_range[1]:g}]"
     if not x0.is_floating_point():
-        raise IncompatibleModelError(f"x0 must be a floating tensor in [-1, 1]; got {x0.dtype} (use x / 127.5 - 1)")
+        raise IncompatibleModelError(f"{name} must be a floating tensor{bounds}; got {x0.dtype} ({fix})")
     if not torch.isfinite(x0).all():
-        raise IncompatibleModelError("x0 contains NaN or Inf values")
+        raise IncompatibleModelError(f"{name} contains NaN or Inf values")
     if data_range is None:
         return
     lo, hi = float(x0.min()), float(x0.max())
     if lo < data_range[0] - _RANGE_SLACK or hi > data_range[1] + _RANGE_SLACK:
-        raise IncompatibleModelError(
-            f"x0 must lie in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] (images in [0, 1] map with x * 2 - 1)"
-        )
+        raise IncompatibleModelError(f"{name} must lie{bounds}; got values in [{lo:.3g}, {hi:.3g}] ({fix})")
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def encode(
     sampler: str = "ddim",
     generator: Generators = None,
     progress: bool = False,
-    **condition: Any,
+    condition: Any = None,
+    **keywords: Any,
 ) -> Latent:
     """Encode x0 (B, C, H, W) into a latent of ``denoiser``'s stochastic sampler.
 
@@ -163,10 +166,11 @@ def encode(
 
     ``sampler="ddim"`` uses ``eta`` in (0, 1]; ``sampler="ddpm"`` the ancestral step with the config's variance.
     ``generator`` is one torch.Generator or a list with one per sample (then sample i depends on generator i
-    alone). Condition keywords (``class_labels=``, ``prompt=``) go to the model.
+    alone). The condition: ``condition=`` (a dict of keywords, a prompt, or class label(s)) and / or keywords
+    (``class_labels=``, ``prompt=``), which go to the model (a keyword it does not take is one clear error).
     """
     run = EncodingRun.prepare(x0, denoiser, steps=steps, strength=strength, eta=eta, sampler=sampler,
-                              generator=generator, condition=condition)
+                              generator=generator, condition=merge_condition(condition, keywords))
     x_t = run.start()
     for k, t, s in progress_steps(run.timesteps, progress=progress, desc="encode"):
         x_t = run.step(k, t, s, denoiser(x_t, t, run.condition), x_t)

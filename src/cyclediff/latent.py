@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_write
+from ._io import atomic_write, json_object
 from .errors import LatentFileError
 
 FORMAT = "cyclediff.latent"
@@ -210,12 +210,7 @@ class Latent:
             ) from err
         if raw_meta is None:
             raise LatentFileError(f"{path} is a safetensors file but not a cyclediff latent (no 'cyclediff' metadata)")
-        try:
-            meta = json.loads(raw_meta)
-        except json.JSONDecodeError as err:
-            raise LatentFileError(f"{path}: the latent metadata is not valid JSON ({err})") from err
-        if not isinstance(meta, dict):
-            raise LatentFileError(f"{path}: the latent metadata must be a JSON object; got {type(meta).__name__}")
+        meta = json_object(raw_meta, f"{path}: the latent metadata", LatentFileError)
         if meta.get("format") != FORMAT:
             raise LatentFileError(f"{path} is not a cyclediff latent (format is {meta.get('format')!r})")
         version = meta.get("format_version")

@@ -13,6 +13,7 @@ from .defaults import SAMPLE
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import BatchedDenoiser, Denoiser, Model
+from .models.conditions import merge_condition
 from .schedule import step_pairs
 from .transitions import Transition, check_sampler, is_deterministic, transition
 
@@ -80,7 +81,8 @@ def decode(
     progress: bool = False,
     checkpoint: bool = False,
     grad_steps: int | None = None,
-    **condition: Any,
+    condition: Any = None,
+    **keywords: Any,
 ) -> torch.Tensor:
     """Run the sampler from ``latent.x_start`` with its recorded draws; returns x0 (B, C, H, W).
 
@@ -94,6 +96,7 @@ def decode(
     are treated as constants, so the draws before them get no gradient).
     """
     check_compatible(latent, denoiser)
+    condition = merge_condition(condition, keywords)
     cond = denoiser.prepare_condition(latent.batch_size, **(condition or latent.condition))
     return replay(denoiser, cond, latent.x_start, list(latent.timesteps), latent.eps, latent.residual,
                   sampler=latent.sampler, eta=latent.eta, progress=progress, checkpoint=checkpoint,
@@ -152,7 +155,8 @@ def sample_latent(
     sample_shape: tuple[int, ...] | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
-    **condition: Any,
+    condition: Any = None,
+    **keywords: Any,
 ) -> Latent:
     """Draw a latent from the prior N(0, I): decoding it is ordinary sampling from the model.
 
@@ -172,7 +176,7 @@ def sample_latent(
     schedule = denoiser.schedule
     timesteps = schedule.timesteps(steps)
     gens = check_generators(generator, batch_size)
-    cond = denoiser.prepare_condition(batch_size, **condition)
+    cond = denoiser.prepare_condition(batch_size, **merge_condition(condition, keywords))
     x_start = gaussian_like(like, gens)
     eps, residual = fresh_draws(like, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
     return Latent.from_draws(schedule, denoiser.model_id, x_start=x_start, eps=eps, timesteps=timesteps,

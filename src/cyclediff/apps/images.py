@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..encoder import check_images
 from ..errors import IncompatibleModelError
 from ..models.base import Model
 
@@ -15,19 +16,7 @@ def as_image_batch(images: Any) -> torch.Tensor:
     """A (B, C, H, W) float tensor in [0, 1] from such a tensor, a PIL image, or a list of same-sized PIL images."""
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
-        if x.ndim != 4:
-            raise IncompatibleModelError(f"images must be (B, C, H, W) in [0, 1]; got shape {tuple(images.shape)}")
-        if x.shape[0] == 0:
-            raise IncompatibleModelError("images is an empty batch (0 images); pass at least one image")
-        if x.is_meta:
-            raise IncompatibleModelError("images is a meta tensor (a shape without data); pass real values")
-        if not x.is_floating_point():
-            raise IncompatibleModelError(f"image tensors must be floating in [0, 1]; got {x.dtype} (divide by 255)")
-        if not torch.isfinite(x).all():
-            raise IncompatibleModelError("images contain NaN or Inf values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise IncompatibleModelError(f"images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]")
+        check_images(x, (0.0, 1.0), name="images", fix="divide by 255")
         return x.clamp(0, 1)
     from PIL import Image
 

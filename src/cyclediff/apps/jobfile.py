@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, distinct_paths, safe_id, seed_limit, seed_range, unique_names
+from .._io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    distinct_paths,
+    json_object,
+    safe_id,
+    seed_limit,
+    seed_range,
+    unique_names,
+)
 from ..defaults import EDIT, GUIDE, TRANSLATE, check_settings
 from ..errors import CycleDiffError
 from ..latent import DTYPES
@@ -302,12 +311,7 @@ def _manifest(path: Path, task: str) -> list[Item]:
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CycleDiffError(f"{path}:{n}: not a JSON line ({err})") from err
-        if not isinstance(rec, dict):
-            raise CycleDiffError(f"{path}:{n}: each line must be a JSON object")
+        rec = json_object(line, f"{path}:{n}")
         extra = set(rec) - {"id", "input", "seeds"} - PER_ITEM[task]
         if extra:
             raise CycleDiffError(f"{path}:{n}: unknown fields {sorted(extra)}; a {task} item takes id, input, "

@@ -20,6 +20,12 @@ def as_condition(value: Any) -> dict[str, Any]:
     return {"class_labels": value}
 
 
+def merge_condition(condition: Any, keywords: dict[str, Any]) -> dict[str, Any]:
+    """The one convention of the API: ``condition=`` (anything :func:`as_condition` takes) plus keywords
+    (``class_labels=``, ``prompt=`` …), the keywords winning."""
+    return {**as_condition(condition), **keywords}
+
+
 def condition_for(model: Any, *, prompt: Any = None, negative_prompt: Any = None, class_labels: Any = None,
                   guidance_scale: Any = None) -> dict[str, Any]:
     """The condition keywords ``model`` takes, from the options a user gave (None: not given); options the model
