@@ -77,6 +77,35 @@ def test_heads_given_by_count_are_the_same_model():
     assert (output(den, expected["x"], expected["t"]) - expected["out"]).abs().max() < 1e-4
 
 
+def test_head_counts_that_give_several_widths_are_set_per_layer(tmp_path):
+    """num_heads=4 but num_heads_upsample=2 (widths 16 and 32, as ImageNet-128's ADM has 128 / 192 / 256): no one
+    config width fits, so each attention layer gets its count, recorded in cyclediff.json beside the converted
+    UNet; a patched layer computes 2-head attention exactly."""
+    ckpt, flags, expected = fixture("adm_afhq_like")
+    f = {**json.loads(flags.read_text()), "num_head_channels": -1, "num_heads": 4, "num_heads_upsample": 2}
+    den = from_guided_diffusion(ckpt, f)
+    attn = dict(den.unet.named_modules())
+    assert attn["mid_block.attentions.0"].heads == 4 and attn["down_blocks.1.attentions.0"].heads == 4
+    up = attn["up_blocks.1.attentions.0"]
+    assert up.heads == 2 and up.scale == 32**-0.5
+    x = torch.randn(1, 64, 4, 4, generator=torch.Generator().manual_seed(0))
+    tokens = up.group_norm(x).flatten(2).transpose(1, 2)  # (1, 16, 64)
+    q, k, v = (lin(tokens).reshape(1, 16, 2, 32).transpose(1, 2) for lin in (up.to_q, up.to_k, up.to_v))
+    mixed = torch.softmax(q @ k.transpose(-1, -2) / 32**0.5, dim=-1) @ v  # (1, 2, 16, 32)
+    reference = up.to_out[0](mixed.transpose(1, 2).reshape(1, 16, 64)).transpose(1, 2).reshape(x.shape) + x
+    with torch.no_grad():
+        torch.testing.assert_close(up(x), reference, rtol=1e-5, atol=1e-5)
+    other = from_guided_diffusion(ckpt, {**f, "num_heads_upsample": 4})
+    assert (output(den, expected["x"], expected["t"]) - output(other, expected["x"], expected["t"])).abs().max() > 1e-6
+    res = CliRunner().invoke(main, ["convert", "guided-diffusion", str(ckpt), "--flags", json.dumps(f),
+                                    "--out", str(tmp_path / "conv")])  # JSON text works as well as a file
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "conv" / "unet" / "cyclediff.json").read_text())["attention_heads"] == {
+        "down": 4, "up": 2}
+    reloaded = load(tmp_path / "conv")
+    assert torch.equal(output(reloaded, expected["x"], expected["t"]), output(den, expected["x"], expected["t"]))
+
+
 def test_the_new_attention_order_splits_qkv_its_own_way(tmp_path):
     """The same weights with each qkv laid out in the new order (q, k, v first, then heads) instead of the legacy
     one (heads first): with use_new_attention_order the outputs must not change."""
@@ -140,8 +169,6 @@ def _flags(**update) -> dict:
     (lambda s: None, {"num_channels": 64}, "does not fit the flags"),
     (lambda s: None, {"num_res_blocks": 2}, "do not account for|lacks weights"),
     (lambda s: None, {"learn_sigma": False}, "does not fit the flags"),
-    (lambda s: None, {"attention_resolutions": "32,16", "num_head_channels": -1, "num_heads": 4},
-     "cannot be represented"),
     (lambda s: None, {"image_size": 512, "channel_mult": ""}, "cannot be represented"),
     (lambda s: None, {"image_size": 48, "channel_mult": ""}, "no default channel_mult"),
     (lambda s: None, {"resblock_updwn": True}, "unknown guided-diffusion flags"),

@@ -17,7 +17,7 @@ def convert() -> None:
 @convert.command("guided-diffusion")
 @click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--flags", required=True,
-              help="the model's flags: a JSON file, or guided-diffusion's command line in quotes, e.g. "
+              help="the model's flags: a JSON file or text, or guided-diffusion's command line in quotes, e.g. "
                    "\"--image_size 256 --num_channels 128 --learn_sigma True ...\"")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="the diffusers folder to write")
 def convert_guided_diffusion(checkpoint: Path, flags: str, out: Path) -> None:

@@ -39,8 +39,13 @@ IGNORED = {"use_kl", "rescale_learned_sigmas", "batch_size", "lr", "microbatch",
 
 # ---------------------------------------------------------------------------------------------------- flags
 def read_flags(flags: dict[str, Any] | str | Path) -> dict[str, Any]:
-    """Flags from a dict, a JSON file, or guided-diffusion's command line ("--image_size 256 --learn_sigma True
-    ..."), with every flag checked and defaults filled in."""
+    """Flags from a dict, a JSON file or text, or guided-diffusion's command line ("--image_size 256 --learn_sigma
+    True ..."), with every flag checked and defaults filled in."""
+    if isinstance(flags, str) and flags.lstrip().startswith("{"):
+        try:
+            flags = json.loads(flags)
+        except json.JSONDecodeError as err:
+            raise CycleDiffError(f"the flags look like JSON but are not valid JSON: {err}") from err
     if isinstance(flags, dict):
         raw = dict(flags)
     elif isinstance(flags, Path) or (isinstance(flags, str) and not flags.lstrip().startswith("--")):
@@ -97,8 +102,9 @@ def _typed(key: str, value: Any, default: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- configs
-def unet_config(flags: dict[str, Any]) -> dict[str, Any]:
-    """The ``UNet2DModel`` config of ``create_model(**flags)``; refuses what diffusers cannot represent."""
+def unet_config(flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """The ``UNet2DModel`` config of ``create_model(**flags)``, and the head counts per block when one head width
+    does not fit every attention layer (None otherwise); refuses what diffusers cannot represent."""
     f = flags
     size, mc = f["image_size"], f["num_channels"]
     if f["channel_mult"]:
@@ -114,6 +120,7 @@ def unet_config(flags: dict[str, Any]) -> dict[str, Any]:
     attention_ds = {size // int(r) for r in str(f["attention_resolutions"]).split(",") if r}
     attn_levels = [2**level in attention_ds for level in range(len(mult))]
     head_dim = _head_dim(f, [channels[i] for i, a in enumerate(attn_levels) if a] + [channels[-1]])
+    heads = None if head_dim else attention_heads(f)
     updown = "resnet" if f["resblock_updown"] else "conv"
     plain_down = "ResnetDownsampleBlock2D" if f["resblock_updown"] else "DownBlock2D"
     plain_up = "ResnetUpsampleBlock2D" if f["resblock_updown"] else "UpBlock2D"
@@ -128,23 +135,37 @@ def unet_config(flags: dict[str, Any]) -> dict[str, Any]:
         "flip_sin_to_cos": True, "freq_shift": 0, "downsample_padding": 1, "dropout": float(f["dropout"]),
         "resnet_time_scale_shift": "scale_shift" if f["use_scale_shift_norm"] else "default",
         "num_class_embeds": NUM_CLASSES if f["class_cond"] else None,
-    }
+    }, heads
 
 
-def _head_dim(f: dict[str, Any], attn_channels: list[int]) -> int:
-    """diffusers has one head width for every attention layer; guided-diffusion gives a width
-    (num_head_channels) or a count (num_heads, num_heads_upsample), which fits only when the widths agree."""
+def _head_dim(f: dict[str, Any], attn_channels: list[int]) -> int | None:
+    """The config's one head width: guided-diffusion's num_head_channels, or the width its head counts give
+    when it is the same at every attention layer; None when the counts give several widths (ImageNet 128's
+    ADM): then :func:`attention_heads` sets each layer's count."""
     if f["num_head_channels"] != -1:
         return f["num_head_channels"]
-    up = f["num_heads_upsample"] if f["num_heads_upsample"] != -1 else f["num_heads"]
+    up = attention_heads(f)["up"]
     widths = {c // f["num_heads"] for c in attn_channels} | {c // up for c in attn_channels[:-1]}
-    if len(widths) != 1:
-        raise CycleDiffError(
-            f"num_heads={f['num_heads']} (num_heads_upsample={up}) gives attention heads of widths {sorted(widths)} "
-            "at the attention resolutions; diffusers' UNet2DModel has one head width for all, so this model cannot "
-            "be represented"
-        )
-    return widths.pop()
+    return widths.pop() if len(widths) == 1 else None
+
+
+def attention_heads(f: dict[str, Any]) -> dict[str, int]:
+    """Head counts by count: the down and middle blocks' (num_heads) and the up blocks' (num_heads_upsample)."""
+    return {"down": f["num_heads"], "up": f["num_heads_upsample"] if f["num_heads_upsample"] != -1 else f["num_heads"]}
+
+
+def set_attention_heads(unet: Any, heads: dict[str, int]) -> None:
+    """Give every attention layer of a UNet2DModel its head count (the width follows from its channels); the
+    setting diffusers' config cannot hold, recorded in ``cyclediff.json`` beside a converted model."""
+    from diffusers.models.attention_processor import Attention
+
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            n = heads["up"] if name.startswith("up_blocks") else heads["down"]
+            channels = module.to_q.out_features
+            if channels % n:
+                raise CycleDiffError(f"{name}: {channels} channels cannot be split into {n} heads")
+            module.heads, module.scale = n, (channels // n) ** -0.5
 
 
 def scheduler_config(flags: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +234,8 @@ def _layout(config: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     yield "out.2", "conv_out", "plain"
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], config: dict[str, Any], *, head_dim: int,
-                       new_attention_order: bool) -> dict[str, torch.Tensor]:
+def convert_state_dict(state: dict[str, torch.Tensor], config: dict[str, Any], *, head_dim: int | None,
+                       heads: dict[str, int] | None, new_attention_order: bool) -> dict[str, torch.Tensor]:
     """A guided-diffusion ``UNetModel`` state dict renamed (and its qkv split) onto ``UNet2DModel(**config)``."""
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -227,7 +248,8 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict[str, Any], *
 
     for src, dst, kind in _layout(config):
         if kind == "attn":
-            _attention(src, dst, take, out, head_dim, new_attention_order)
+            count = None if heads is None else heads["up" if dst.startswith("up_blocks") else "down"]
+            _attention(src, dst, take, out, head_dim, count, new_attention_order)
             continue
         pairs = _resblock(src, dst) if kind == "res" else [(src, dst)]
         for a, b in pairs:
@@ -242,7 +264,8 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict[str, Any], *
     return out
 
 
-def _attention(src: str, dst: str, take: Any, out: dict[str, torch.Tensor], head_dim: int, new_order: bool) -> None:
+def _attention(src: str, dst: str, take: Any, out: dict[str, torch.Tensor], head_dim: int | None,
+               heads: int | None, new_order: bool) -> None:
     """guided-diffusion's AttentionBlock (norm, fused qkv as 1×1 conv1d, proj_out) → diffusers Attention."""
     for a, b in (("norm", "group_norm"), ("proj_out", "to_out.0")):
         for leaf in ("weight", "bias"):
@@ -255,12 +278,13 @@ def _attention(src: str, dst: str, take: Any, out: dict[str, torch.Tensor], head
         if qkv is None:
             continue
         channels = qkv.shape[0] // 3
+        width = head_dim or channels // heads
         rows = qkv.reshape(3 * channels, -1)
         if new_order:  # q, k, v each then split into heads
             q, k, v = rows.split(channels)
         else:  # legacy: heads first, each head's rows holding its q, k, v
-            heads = rows.reshape(channels // head_dim, 3, head_dim, -1)
-            q, k, v = (heads[:, i].reshape(channels, -1) for i in range(3))
+            per_head = rows.reshape(channels // width, 3, width, -1)
+            q, k, v = (per_head[:, i].reshape(channels, -1) for i in range(3))
         for name, value in (("to_q", q), ("to_k", k), ("to_v", v)):
             out[f"{dst}.{name}.{leaf}"] = value if leaf == "weight" else value.reshape(-1)
 
@@ -293,9 +317,11 @@ def build_unet(state: dict[str, torch.Tensor], flags: dict[str, Any]) -> Any:
     """The ``UNet2DModel`` of ``flags`` holding ``state``'s weights; every key and shape checked."""
     from diffusers import UNet2DModel
 
-    config = unet_config(flags)
+    config, heads = unet_config(flags)
     unet = UNet2DModel(**config)
-    converted = convert_state_dict(state, config, head_dim=config["attention_head_dim"],
+    if heads is not None:
+        set_attention_heads(unet, heads)
+    converted = convert_state_dict(state, config, head_dim=config["attention_head_dim"], heads=heads,
                                    new_attention_order=flags["use_new_attention_order"])
     expected = unet.state_dict()
     extra = [k for k in converted if k not in expected]
@@ -311,7 +337,7 @@ def build_unet(state: dict[str, torch.Tensor], flags: dict[str, Any]) -> Any:
             raise CycleDiffError(f"{key}: the checkpoint's shape {tuple(value.shape)} does not fit the flags' "
                                  f"{tuple(expected[key].shape)}; check num_channels / channel_mult / heads")
     unet.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True)
-    return unet.to(torch.float16) if flags["use_fp16"] else unet
+    return (unet.to(torch.float16) if flags["use_fp16"] else unet), heads
 
 
 def from_guided_diffusion(checkpoint: str | Path, flags: dict[str, Any] | str | Path, *,
@@ -322,7 +348,7 @@ def from_guided_diffusion(checkpoint: str | Path, flags: dict[str, Any] | str | 
     from .pixel import PixelDenoiser
 
     parsed = read_flags(flags)
-    unet = build_unet(load_checkpoint(checkpoint), parsed)
+    unet, _ = build_unet(load_checkpoint(checkpoint), parsed)
     if dtype is not None:
         unet = unet.to(dtype)
     if device is not None:
@@ -336,8 +362,10 @@ def convert(checkpoint: str | Path, flags: dict[str, Any] | str | Path, out: str
     from diffusers import DDPMPipeline, DDPMScheduler
 
     parsed = read_flags(flags)
-    unet = build_unet(load_checkpoint(checkpoint), parsed)
+    unet, heads = build_unet(load_checkpoint(checkpoint), parsed)
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler_config(parsed)))
     out = Path(out)
     pipe.save_pretrained(out)
+    if heads is not None:  # what UNet2DModel's config cannot say; PixelDenoiser.from_pretrained applies it
+        (out / "unet" / "cyclediff.json").write_text(json.dumps({"attention_heads": heads}, indent=1) + "\n")
     return out

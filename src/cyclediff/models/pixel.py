@@ -31,7 +31,7 @@ class PixelDenoiser(Optimizable):
 
     def __init__(
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
-        null_class_label: int | None = None,
+        null_class_label: int | None = None, attention_heads: dict[str, int] | None = None,
     ) -> None:
         from diffusers import UNet2DModel
 
@@ -39,6 +39,10 @@ class PixelDenoiser(Optimizable):
             raise CycleDiffError(
                 f"PixelDenoiser needs a diffusers UNet2DModel; got {type(unet).__name__}"
             )
+        if attention_heads is not None:  # head counts per block (converted guided-diffusion models)
+            from .guided_diffusion import set_attention_heads
+
+            set_attention_heads(unet, attention_heads)
         self.unet = unet.eval().requires_grad_(False)
         self.runner = UNetRunner(self.unet)
         self.schedule = Schedule.from_config(scheduler_config)
@@ -223,4 +227,4 @@ def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
     if not path.is_file():
         return {}
     meta = json.loads(path.read_text())
-    return {"null_class_label": meta.get("null_class_label")}
+    return {"null_class_label": meta.get("null_class_label"), "attention_heads": meta.get("attention_heads")}
