@@ -121,7 +121,9 @@ def replay(
             with torch.no_grad():
                 x = step(x, eps[k])
         elif checkpoint and torch.is_grad_enabled():
-            x = torch.utils.checkpoint.checkpoint(step, x, eps[k], use_reentrant=False)
+            # the step draws no randomness (its noise is eps[k]), so the RNG state need not be saved and restored:
+            # saving a CUDA generator's state is a host-device synchronisation per step, which stalls the GPU
+            x = torch.utils.checkpoint.checkpoint(step, x, eps[k], use_reentrant=False, preserve_rng_state=False)
         else:
             x = step(x, eps[k])
     return x
