@@ -35,8 +35,13 @@ class UNetRunner:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"compiled": self.compiled is not None, "compiled_backward": self.compiled_grad is not None,
-                "channels_last": self.channels_last, "cuda_graphs": self.cudagraphs}
+        return {"compiled": self.compiled is not None, "channels_last": self.channels_last,
+                "cuda_graphs": self.cudagraphs}
+
+    @property
+    def compiled_backward(self) -> bool:
+        """Whether calls under autograd go through a compiled UNet (``optimize(grad=True)``)."""
+        return self.compiled_grad is not None
 
     def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, out_dtype: torch.dtype, **kwargs: Any) -> torch.Tensor:
         # one layout for every call: a compiled graph is specialised to its inputs' strides
