@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._noise import Generators, batch_size_of, check_generators, gaussian_like
+from .._noise import Generators, NoiseStream, batch_size_of, check_generators
 from ..defaults import GUIDE, check_number
 from ..errors import CycleDiffError
 from ..latent import Latent
@@ -79,6 +79,10 @@ def guide(
                                  "drop batch_size")
         gens = check_generators(generator, latent.batch_size)
     chain = Chain.start(latent)
+    # every Langevin draw, in the order the steps take them (each step: one per ε_k, then x_start's when it
+    # moves), drawn ahead into pinned memory on an accelerator: no host-device copy waits inside the chain
+    per_step = latent.eps.shape[0] + int(chain.move_start)
+    noise = NoiseStream(latent.x_start, gens, count=langevin_steps * per_step)
     potential = Potential(denoiser, energy, weight, cond, checkpoint=checkpoint, grad_steps=grad_steps)
     trace: list[torch.Tensor] = []
     bar = tqdm(range(langevin_steps + 1), desc="guide", disable=not progress, leave=False)
@@ -94,7 +98,7 @@ def guide(
             callback(n, (images + 1) / 2, e)
         if n == langevin_steps:
             break
-        chain = langevin_step(chain, grads, step_size, gens)
+        chain = langevin_step(chain, grads, step_size, noise.next)
     final = chain.best_latent() if keep_best else chain.latent()
     with torch.no_grad():
         images = (images_of(denoiser, decode(final, denoiser, **cond)) + 1) / 2
@@ -162,17 +166,15 @@ class Potential:
 
 
 @torch.no_grad()
-def langevin_step(chain: Chain, grads: list[torch.Tensor], step_size: float, gens: Any) -> Chain:
+def langevin_step(chain: Chain, grads: list[torch.Tensor], step_size: float,
+                  draw: Callable[[], torch.Tensor]) -> Chain:
     """z ← z − (s/2) ∇U(z) + √s ω, ω ~ N(0, I), on the moving parts (residual entries and a part-way x_start
-    stay). With one generator per sample, each chain's noise comes from its own generator."""
+    stay). ``draw()`` gives one N(0, I) sample shaped like x_start (per sample from its own generator, when there
+    is one generator per sample): one per ε_k, then one for x_start."""
     free = chain.free
-    eps = chain.eps - 0.5 * step_size * grads[-1] * free + step_size**0.5 * _noise_like(chain.eps, gens) * free
+    omega = torch.stack([draw() for _ in range(chain.eps.shape[0])])
+    eps = chain.eps - 0.5 * step_size * grads[-1] * free + step_size**0.5 * omega * free
     x_start = chain.x_start
     if chain.move_start:
-        x_start = x_start - 0.5 * step_size * grads[0] + step_size**0.5 * gaussian_like(x_start, gens)
+        x_start = x_start - 0.5 * step_size * grads[0] + step_size**0.5 * draw()
     return replace(chain, x_start=x_start, eps=eps)
-
-
-def _noise_like(eps: torch.Tensor, gens: Any) -> torch.Tensor:
-    """N(0, I) for every step's ε, drawn per sample when there is one generator per sample."""
-    return torch.stack([gaussian_like(eps[k], gens) for k in range(eps.shape[0])])
