@@ -33,7 +33,10 @@ class ClipBackbone:
             try:
                 self.model, self.tokenizer = CLIPModel.from_pretrained(model), AutoTokenizer.from_pretrained(model)
             except OSError as err:
-                raise CycleDiffError(f"cannot load CLIP model {model!r} (offline? pass a local folder): {err}") from err
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise CycleDiffError(
+                    f"cannot load CLIP model {model!r} (offline? pass a local folder): {first}"
+                ) from err
         if device is not None:
             self.model = self.model.to(device)
         self.model.eval().requires_grad_(False)
