@@ -5,13 +5,10 @@ validated field by field with a checksum."""
 from __future__ import annotations
 
 import inspect
-import json
 
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from conftest import ddim_config, ddpm_config, images, pixel
 from cyclediff import CycleDiffError, Latent, decode, edit, encode, translate
@@ -20,6 +17,7 @@ from cyclediff.errors import LatentFileError
 from cyclediff.guidance import guide
 from cyclediff.schedule import Schedule
 from cyclediff.transitions import ddim_inversion_step, is_deterministic, transition
+from test_latent_file import _rewrite as rewrite
 
 
 def gens(n, base=0):
@@ -188,15 +186,6 @@ def latent_file(tmp_path):
     den = pixel(num_classes=3)
     z = encode(images(2), den, steps=6, strength=0.5, generator=gens(2), class_labels=[0, 1])
     return z.save(tmp_path / "z.latent.safetensors"), den
-
-
-def rewrite(path, *, meta_update=None, raw_meta=None, tensors=None):
-    stored = load_file(path)
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["cyclediff"])
-    meta.update(meta_update or {})
-    stored.update(tensors or {})
-    save_file(stored, path, metadata={"cyclediff": raw_meta if raw_meta is not None else json.dumps(meta)})
 
 
 @pytest.mark.parametrize("update, message", [

@@ -130,20 +130,28 @@ def _check_pixels(path: Path, hw: tuple[int, int], max_pixels: int, when: str) -
         )
 
 
-def _target_size(hw: tuple[int, int], size, multiple: int, fit: str) -> tuple[int, int]:
-    """The (H, W) :func:`_resize` will produce, computed before any pixel is decoded."""
+def _scaled_size(hw: tuple[int, int], size) -> tuple[int, int]:
+    """(H, W) after ``size``: an int for the shorter side (aspect kept), (H, W) exactly, or None (unchanged)."""
     h, w = hw
     if isinstance(size, int):
         scale = size / min(h, w)
-        h, w = max(1, round(h * scale)), max(1, round(w * scale))
-    elif size is not None:
-        h, w = size
-    if multiple > 1 and (h % multiple or w % multiple):
-        if fit == "crop" and h >= multiple and w >= multiple:
-            h, w = max(multiple, h - h % multiple), max(multiple, w - w % multiple)
-        else:
-            h, w = (max(multiple, round(v / multiple) * multiple) for v in (h, w))
-    return h, w
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    return (h, w) if size is None else (int(size[0]), int(size[1]))
+
+
+def _multiple_size(hw: tuple[int, int], multiple: int, fit: str) -> tuple[tuple[int, int], bool]:
+    """((H, W) brought to a multiple of ``multiple``, whether by center-cropping rather than resizing)."""
+    h, w = hw
+    if multiple <= 1 or not (h % multiple or w % multiple):
+        return (h, w), False
+    if fit == "crop" and h >= multiple and w >= multiple:
+        return (max(multiple, h - h % multiple), max(multiple, w - w % multiple)), True
+    return (max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)), False
+
+
+def _target_size(hw: tuple[int, int], size, multiple: int, fit: str) -> tuple[int, int]:
+    """The (H, W) :func:`_resize` will produce, computed before any pixel is decoded."""
+    return _multiple_size(_scaled_size(hw, size), multiple, fit)[0]
 
 
 def _is_16bit_color_png(path: Path) -> bool:
@@ -205,21 +213,20 @@ def _to_float_array(img, channels: int) -> np.ndarray:
 def _resize(x: torch.Tensor, *, size, multiple: int, fit: str) -> torch.Tensor:
     import torch.nn.functional as F
 
+    def resample(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(t, size=hw, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
     h, w = x.shape[2:]
-    if isinstance(size, int):
-        scale = size / min(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if size is not None and tuple(size) != (h, w):
-        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        h, w = x.shape[2:]
-    if multiple > 1 and (h % multiple or w % multiple):
-        if fit == "crop" and h >= multiple and w >= multiple:
-            nh, nw = max(multiple, h - h % multiple), max(multiple, w - w % multiple)
-            top, left = (h - nh) // 2, (w - nw) // 2
+    scaled = _scaled_size((h, w), size)
+    if scaled != (h, w):
+        x = resample(x, scaled)
+    (nh, nw), crop = _multiple_size(scaled, multiple, fit)
+    if (nh, nw) != scaled:
+        if crop:
+            top, left = (scaled[0] - nh) // 2, (scaled[1] - nw) // 2
             x = x[:, :, top:top + nh, left:left + nw]
         else:
-            nh, nw = (max(multiple, round(v / multiple) * multiple) for v in (h, w))
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            x = resample(x, (nh, nw))
     return x
 
 
@@ -325,7 +332,6 @@ class FolderLock:
     def acquire(self) -> str | None:
         """None when the lock is ours now; else a description of the run that holds it."""
         import fcntl
-        import os
 
         handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:

@@ -141,7 +141,7 @@ def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progres
 def _store(out: Path, line: Callable[[Result], dict], on_record: Callable[[dict], None] | None) -> RecordStore:
     """results.jsonl beside images/ (absolute output paths, as the harness has always recorded them)."""
     path = out / "results.jsonl"
-    return RecordStore(out, path, line, done=set(Records(path).done), relative=False, on_line=on_record)
+    return RecordStore(out, path, line, relative=False, on_line=on_record)
 
 
 def summarize_edit(ok: list[dict], spec: EditSpec) -> list[dict]:

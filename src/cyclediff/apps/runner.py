@@ -116,14 +116,13 @@ def run(task: Task, units: list[Unit], store: Store, *, batch_size: int = 1, ran
     bar = tqdm(total=sum(len(b) for b in batches), desc=task.desc if world == 1 else f"{task.desc} rank {rank}/{world}",
                unit="item", position=rank, disable=not progress or len(units) < 2, leave=False, dynamic_ncols=True)
     for batch in batches:
-        if all(u.key in done for u in batch):
-            new = [Result(u, "skipped", output=str(store.target(u))) for u in batch] if report_skipped else []
-        else:
+        new = []
+        if any(u.key not in done for u in batch):
             new = _run_batch(task, store, batch, done)
             store.record(new)
-            if report_skipped:
-                new += [Result(u, "skipped", output=str(store.target(u))) for u in batch if u.key in done]
-                new.sort(key=lambda r: r.unit.index)
+        if report_skipped:
+            new += [Result(u, "skipped", output=str(store.target(u))) for u in batch if u.key in done]
+            new.sort(key=lambda r: r.unit.index)
         for result in new:
             results.append(result)
             if on_result is not None:

@@ -128,12 +128,14 @@ class FileStore:
 
 class RecordStore:
     """Images at ``folder / images / <unit.name>.png``, records in ``records`` (one JSON line per unit, built by
-    ``line(result, output)``); ``done`` are the keys finished before (ok and their image exists)."""
+    ``line(result)``). ``done`` are the keys finished before; by default those the records file holds as ok with
+    an existing image (jobs pass theirs: every rank's part and the merged manifest count)."""
 
-    def __init__(self, folder: Path, records: Path, line: Callable[[Result], dict], *, done: set[str],
+    def __init__(self, folder: Path, records: Path, line: Callable[[Result], dict], *, done: set[str] | None = None,
                  relative: bool = True, on_line: Callable[[dict], None] | None = None) -> None:
         self.folder, self.records, self.line = folder, Records(records), line
-        self.finished, self.relative, self.on_line = done, relative, on_line
+        self.finished = set(self.records.done) if done is None else done
+        self.relative, self.on_line = relative, on_line
 
     def done(self, unit: Unit) -> bool:
         return unit.key in self.finished

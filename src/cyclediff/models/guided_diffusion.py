@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .._io import json_object
 from ..errors import CycleDiffError
 
 NUM_CLASSES = 1000  # guided-diffusion's label embedding size (ImageNet)
@@ -42,20 +43,16 @@ def read_flags(flags: dict[str, Any] | str | Path) -> dict[str, Any]:
     """Flags from a dict, a JSON file or text, or guided-diffusion's command line ("--image_size 256 --learn_sigma
     True ..."), with every flag checked and defaults filled in."""
     if isinstance(flags, str) and flags.lstrip().startswith("{"):
-        try:
-            flags = json.loads(flags)
-        except json.JSONDecodeError as err:
-            raise CycleDiffError(f"the flags look like JSON but are not valid JSON: {err}") from err
+        flags = json_object(flags, "the flags (JSON text)")
     if isinstance(flags, dict):
         raw = dict(flags)
     elif isinstance(flags, Path) or (isinstance(flags, str) and not flags.lstrip().startswith("--")):
         path = Path(flags)
         try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            text = path.read_text()
+        except OSError as err:
             raise CycleDiffError(f"cannot read the flags file {path}: {err}") from err
-        if not isinstance(raw, dict):
-            raise CycleDiffError(f"{path} must hold a JSON object of guided-diffusion flags")
+        raw = json_object(text, f"the flags file {path}")
     else:
         raw = _parse_command_line(flags)
     unknown = set(raw) - set(MODEL_FLAGS) - set(DIFFUSION_FLAGS) - IGNORED

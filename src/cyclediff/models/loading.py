@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._io import json_object
 from ..errors import CycleDiffError
 
 
@@ -68,12 +69,10 @@ def _read_config(source: str, path: Path, name: str) -> dict | None:
         if not file.is_file():
             return None
         try:
-            config = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CycleDiffError(f"{file} is not valid JSON ({err}); repair it or download the model again") from err
-        if not isinstance(config, dict):
-            raise CycleDiffError(f"{file} must hold a JSON object; repair it or download the model again")
-        return config
+            text = file.read_text()
+        except UnicodeDecodeError as err:
+            raise CycleDiffError(f"{file} is not valid JSON (not text); repair it or download the model again") from err
+        return json_object(text, f"{file} (repair it or download the model again)")
     if path.exists():
         return None
     try:
