@@ -32,6 +32,15 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (setting and restoring it, the only
+    portable way, races with other threads writing files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
