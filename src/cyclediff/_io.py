@@ -320,6 +320,16 @@ def unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def list_images(folder: Path) -> list[Path]:
+    """The images (:data:`IMAGE_SUFFIXES`) in a folder, sorted; an error naming the folder when there are none."""
+    if not folder.is_dir():
+        raise CycleDiffError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CycleDiffError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
 def distinct_paths(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     """(the paths with repeats of the same file removed, in order; the repeats dropped)."""
     seen: set[Path] = set()

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .._io import IMAGE_SUFFIXES, atomic_write, load_image
+from .._io import IMAGE_SUFFIXES, atomic_write, list_images, load_image
 from ..defaults import CLIP_MODEL, EDIT, TRANSLATE
 from ..errors import CycleDiffError
 from ..metrics import distribution_scores, pair_scores
@@ -33,7 +33,7 @@ from .stores import Records, RecordStore
 from .tasks import EditTask, ReadPolicy, TranslateTask
 
 __all__ = ["IMAGE_SUFFIXES", "EditSpec", "Records", "distribution_scores", "evaluate_edit", "evaluate_translate",
-           "list_images", "pair_scores", "read_batch", "resolve_features", "summarize_edit"]
+           "fid_kid", "list_images", "means", "pair_scores", "resolve_features", "summarize_edit"]
 
 METRICS_EDIT = ("clip_score", "directional_clip", "psnr", "ssim")
 
@@ -52,9 +52,15 @@ def _write_tables(out: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
 
-def _mean(records: Iterable[dict], metric: str) -> float | None:
-    values = [r["metrics"][metric] for r in records if r["metrics"].get(metric) is not None]
-    return float(sum(values) / len(values)) if values else None
+def means(records: Iterable[dict]) -> dict[str, float]:
+    """The mean of each numeric metric over records (rounded to 5 decimals, as metrics are recorded)."""
+    records = list(records)
+    out: dict[str, float] = {}
+    for name in sorted({m for r in records for m in r.get("metrics", {})}):
+        values = [r["metrics"][name] for r in records if isinstance(r["metrics"].get(name), (int, float))]
+        if values:
+            out[name] = round(sum(values) / len(values), 5)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- editing
@@ -158,8 +164,9 @@ def summarize_edit(ok: list[dict], spec: EditSpec) -> list[dict]:
         n = len(spec.seeds) * len(spec.strengths) * len(spec.guidance_scales)
         for selection, chosen in (("single sample", single), (f"best of {n} by directional CLIP", best.values())):
             chosen = list(chosen)
+            mean = means(chosen)
             rows.append({"method": method, "selection": selection, "items": len(chosen),
-                         **{m: _mean(chosen, m) for m in METRICS_EDIT}})
+                         **{m: mean.get(m) for m in METRICS_EDIT}})
     return rows
 
 
@@ -186,25 +193,16 @@ def resolve_features(spec: str) -> Any:
     return load_energy(spec).fn
 
 
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise CycleDiffError(f"{folder} is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise CycleDiffError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+def fid_kid(outputs: list[Path], reference: list[Path], features: Any) -> dict[str, float]:
+    """FID / KID of written outputs against reference images, read at the outputs' size and channels."""
+    from PIL import Image
 
-
-def default_size(model: Any) -> tuple[int, int]:
-    """(H, W) of the images a model makes by default (pixel models: their size; latent models: latents × f)."""
-    return model.codec.image_size or model.codec.default_size
-
-
-def read_batch(paths: list[Path], model: Any) -> torch.Tensor:
-    """Images at the model's default size and channels, in [0, 1] (reference sets for FID / KID)."""
-    h, w = default_size(model)
-    c = model.codec.channels
-    return torch.cat([load_image(p, channels=c, size=(h, w)) for p in paths])
+    with Image.open(outputs[0]) as first:
+        channels = 1 if first.mode in ("L", "I;16", "I") else 3
+    made = torch.cat([load_image(p, channels=channels) for p in outputs])
+    c, h, w = made.shape[1:]
+    real = torch.cat([load_image(p, channels=c, size=(h, w)) for p in reference])
+    return {k: round(v, 5) for k, v in distribution_scores(made, real, features).items()}
 
 
 def evaluate_translate(
@@ -231,17 +229,14 @@ def evaluate_translate(
                 "status": r.status, "error": r.error, "seconds": r.seconds}
 
     store = _store(out, line, on_record)
-    policy = ReadPolicy(size="{1}x{0}".format(*default_size(source)))
+    policy = ReadPolicy(size="{1}x{0}".format(*(source.codec.image_size or source.codec.default_size)))
     run(TranslateTask(source, target, policy, score=True), units, store, progress=progress, report_skipped=False)
-    reference_images = read_batch(list_images(reference), target)
-    rows = []
+    reference_images, rows = list_images(reference), []
     for method in methods:
         mine = [r for r in store.records.ok() if r["method"] == method]
-        row: dict[str, Any] = {"method": method, "images": len(mine), "psnr": _mean(mine, "psnr"),
-                               "ssim": _mean(mine, "ssim")}
+        row: dict[str, Any] = {"method": method, "images": len(mine), **means(mine)}
         if len(mine) >= 2:
-            outputs = torch.cat([load_image(r["output"], channels=reference_images.shape[1]) for r in mine])
-            row.update(distribution_scores(outputs, reference_images, features))
+            row.update(fid_kid([Path(r["output"]) for r in mine], reference_images, features))
         rows.append(row)
     _write_tables(out, rows, ["method", "images", "fid", "kid", "kid_std", "psnr", "ssim"])
     return rows

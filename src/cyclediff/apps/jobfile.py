@@ -11,9 +11,9 @@ from typing import Any
 
 from .._io import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
     distinct_paths,
     json_object,
+    list_images,
     safe_id,
     seed_limit,
     seed_range,
@@ -221,37 +221,34 @@ def load_job(path: str | Path) -> Job:
                batch_size=batch_size, source=path, methods=methods, reference=reference, **top)
 
 
+# top-level keys beside task / inputs / out / seeds / batch_size / settings / reference: default and allowed values
+TOP_DEFAULTS = {"device": "auto", "dtype": "float32", "compile": False, "size": None, "fit": "crop",
+                "max_pixels": DEFAULT_MAX_PIXELS, "features": "inception"}
+CHOICES = {"device": ("auto", "cpu", "cuda"), "dtype": tuple(DTYPES), "compile": (False, True),
+           "fit": ("crop", "resize")}
+
+
 def _check_top_level(raw: dict[str, Any], path: Path, task: str) -> dict[str, Any]:
     """device, dtype, compile, size, fit, max_pixels and features, each checked before any work is done."""
     from .._io import parse_size
     from .evaluate import resolve_features
 
-    dtype = raw.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise CycleDiffError(f"{path}: dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    device = raw.get("device", "auto")
-    if device not in ("auto", "cpu", "cuda"):
-        raise CycleDiffError(f"{path}: device must be auto, cpu or cuda (each rank takes its own GPU); got {device!r}")
-    compile_ = raw.get("compile", False)
-    if not isinstance(compile_, bool):
-        raise CycleDiffError(f"{path}: compile must be true or false; got {compile_!r}")
-    size = raw.get("size")
-    if size is not None:
-        size = str(size)
-        parse_size(size)
-    fit = raw.get("fit", "crop")
-    if fit not in ("crop", "resize"):
-        raise CycleDiffError(f"{path}: fit must be crop or resize; got {fit!r}")
-    max_pixels = raw.get("max_pixels", DEFAULT_MAX_PIXELS)
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise CycleDiffError(f"{path}: max_pixels must be a positive integer; got {max_pixels!r}")
-    features = raw.get("features", "inception")
-    if not isinstance(features, str):
-        raise CycleDiffError(f"{path}: features must be inception, pixels or module:function; got {features!r}")
+    top = {key: raw.get(key, default) for key, default in TOP_DEFAULTS.items()}
+    for key, allowed in CHOICES.items():
+        if top[key] not in allowed or type(top[key]) is not type(allowed[0]):  # compile = 1 is not a bool
+            names = [str(a).lower() for a in allowed]
+            raise CycleDiffError(f"{path}: {key} must be {', '.join(names[:-1])} or {names[-1]}; got {top[key]!r}"
+                                 + (" (each rank takes its own GPU)" if key == "device" else ""))
+    if top["size"] is not None:
+        top["size"] = str(top["size"])
+        parse_size(top["size"])
+    if isinstance(top["max_pixels"], bool) or not isinstance(top["max_pixels"], int) or top["max_pixels"] < 1:
+        raise CycleDiffError(f"{path}: max_pixels must be a positive integer; got {top['max_pixels']!r}")
+    if not isinstance(top["features"], str):
+        raise CycleDiffError(f"{path}: features must be inception, pixels or module:function; got {top['features']!r}")
     if raw.get("reference") is not None:
-        resolve_features(features)  # an unknown or uninstalled backend fails now, not after every unit ran
-    return {"device": device, "dtype": dtype, "compile": compile_, "size": size, "fit": fit,
-            "max_pixels": max_pixels, "features": features}
+        resolve_features(top["features"])  # an unknown or uninstalled backend fails now, not after every unit ran
+    return top
 
 
 def _items(inputs: Any, base: Path, task: str) -> list[Item]:
@@ -268,10 +265,7 @@ def _items(inputs: Any, base: Path, task: str) -> list[Item]:
     if inputs.endswith(".jsonl"):
         return _manifest(where, task)
     if where.is_dir():
-        files = sorted(p for p in where.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise CycleDiffError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {where}")
-        return _dedupe_ids(files)
+        return _dedupe_ids(list_images(where))
     if glob.has_magic(inputs):
         files = sorted(Path(p) for p in glob.glob(str(where), recursive=True) if Path(p).is_file())
         if not files:

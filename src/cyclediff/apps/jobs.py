@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from .._io import FolderLock, atomic_write, load_image
+from .._io import FolderLock, atomic_write
 from ..errors import CycleDiffError
 from ..latent import DTYPES
+from .evaluate import means
 from .jobfile import SETTINGS, Job, load_job
 from .runner import Result, run
 from .stores import RecordStore, read_records
@@ -160,45 +161,20 @@ def _merge(job: Job) -> None:
     ok = [r for r in merged if r["status"] == "ok"]
     summary = {"task": job.task, "job": str(job.source), "units": len(order), "ok": len(ok),
                "failed": sum(r["status"] == "failed" for r in merged), "missing": len(order) - len(merged),
-               "mean_metrics": _means(ok), "settings": _jsonable(job.settings)}
+               "mean_metrics": means(ok), "settings": _jsonable(job.settings)}
     if job.methods:  # a comparison: every metric per method, and FID / KID against the reference images
-        summary["by_method"] = {m: {"ok": len(mine), **_means(mine)}
+        summary["by_method"] = {m: {"ok": len(mine), **means(mine)}
                                 for m in job.methods for mine in [[r for r in ok if r.get("method") == m]]}
-    if job.reference:
-        _distribution(job, ok, summary)
+    if job.reference:  # FID / KID of each method's outputs against the job's reference images
+        from .evaluate import fid_kid, resolve_features
+
+        features = resolve_features(job.features)
+        for method in job.methods or [None]:
+            mine = [job.out / r["output"] for r in ok if r.get("method") == method]
+            if len(mine) >= 2:
+                where = summary["by_method"][method] if method else summary.setdefault("distribution", {})
+                where.update(fid_kid(mine, job.reference, features))
     atomic_write(job.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
-
-
-def _distribution(job: Job, ok: list[dict], summary: dict) -> None:
-    """FID / KID of each method's outputs against the job's reference images, into the summary."""
-    from PIL import Image
-
-    from .evaluate import distribution_scores, resolve_features
-
-    features = resolve_features(job.features)
-    for method in job.methods or [None]:
-        mine = [r for r in ok if r.get("method") == method]
-        if len(mine) < 2:
-            continue
-        with Image.open(job.out / mine[0]["output"]) as first:
-            channels = 1 if first.mode in ("L", "I;16", "I") else 3
-        outputs = torch.cat([load_image(job.out / r["output"], channels=channels) for r in mine])
-        c, h, w = outputs.shape[1:]
-        reference = torch.cat([load_image(p, channels=c, size=(h, w)) for p in job.reference])
-        scores = {k: round(v, 5) for k, v in distribution_scores(outputs, reference, features).items()}
-        if method is None:
-            summary["distribution"] = scores
-        else:
-            summary["by_method"][method].update(scores)
-
-
-def _means(records: list[dict]) -> dict[str, float]:
-    means: dict[str, float] = {}
-    for name in sorted({m for r in records for m in r.get("metrics", {})}):
-        values = [r["metrics"][name] for r in records if isinstance(r["metrics"].get(name), (int, float))]
-        if values:
-            means[name] = round(sum(values) / len(values), 5)
-    return means
 
 
 def _report(job: Job) -> JobReport:
