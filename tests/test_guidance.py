@@ -194,6 +194,16 @@ def test_energy_from_module_function(tmp_path):
         load_energy(f"{path}:missing")
 
 
+def test_energy_from_an_installed_module(monkeypatch, tmp_path):
+    """module:function of an importable module (not a file path): this branch once raised UnboundLocalError."""
+    (tmp_path / "my_pkg_energies.py").write_text("def bright(x):\n    return -x.mean(dim=(1, 2, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    energy = load_energy("my_pkg_energies:bright")
+    assert torch.equal(energy(torch.ones(2, 3, 4, 4)), -torch.ones(2))
+    with pytest.raises(CycleDiffError, match="No module named"):
+        load_energy("no_such_module_here:f")
+
+
 def test_guide_cli(tmp_path):
     from diffusers import DDIMScheduler
 

@@ -160,15 +160,17 @@ class TranslateTask(ImageTask):
 
 class GuideTask(ImageTask):
     """Langevin guidance (``guide``) from the prior, or from an input image's encoding (guided editing).
-    ``strip_every`` also returns each chain's frames every N Langevin steps, side by side."""
+    ``strip_every`` also returns each chain's frames every N Langevin steps, side by side; ``on_step(n, images01,
+    energies)`` sees every step as it happens (the web app's live view; raising there stops the chains)."""
 
     desc = "guide"
     batched = frozenset({"class_label"})
 
     def __init__(self, model: Model, energy: Callable[[dict], Any], read: ReadPolicy | None = None, *,
-                 strip_every: int | None = None) -> None:
+                 strip_every: int | None = None, on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+                 ) -> None:
         super().__init__(model, read)
-        self.energy, self.strip_every = energy, strip_every
+        self.energy, self.strip_every, self.on_step = energy, strip_every, on_step
 
     def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
         from ..encoder import encode
@@ -185,6 +187,8 @@ class GuideTask(ImageTask):
         frames: list[torch.Tensor] = []
 
         def keep(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
+            if self.on_step is not None:
+                self.on_step(n, images, energies)
             if self.strip_every and (n % self.strip_every == 0 or n == s["langevin_steps"]):
                 frames.append(images.cpu())
 

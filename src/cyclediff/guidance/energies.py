@@ -78,15 +78,16 @@ def as_energy(energy: Any) -> Energy:
     raise CycleDiffError(f"an energy must be callable (images → one value per image); got {type(energy).__name__}")
 
 
-def load_energy(spec: str) -> Energy:
-    """``module:function`` (or ``path/to/file.py:function``) → that callable as an energy."""
+def import_object(spec: str, what: str = "energy") -> Any:
+    """``module:attribute`` (or ``path/to/file.py:attribute``) → that object; one error naming the spec."""
     if ":" not in spec:
-        raise CycleDiffError(f"an energy spec is module:function (e.g. mypkg.energies:brightness); got {spec!r}")
+        raise CycleDiffError(f"an {what} spec is module:function (e.g. mypkg.energies:brightness); got {spec!r}")
+    import importlib
+    import importlib.util
+
     module_name, _, attr = spec.rpartition(":")
     try:
         if module_name.endswith(".py"):
-            import importlib.util
-
             loc = importlib.util.spec_from_file_location("cyclediff_user_energy", module_name)
             if loc is None or loc.loader is None:
                 raise ImportError(f"cannot load {module_name}")
@@ -94,9 +95,14 @@ def load_energy(spec: str) -> Energy:
             loc.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-        fn = getattr(module, attr)
+        return getattr(module, attr)
     except (ImportError, AttributeError, FileNotFoundError) as err:
-        raise CycleDiffError(f"cannot load energy {spec!r}: {err}") from err
+        raise CycleDiffError(f"cannot load {what} {spec!r}: {err}") from err
+
+
+def load_energy(spec: str) -> Energy:
+    """``module:function`` (or ``path/to/file.py:function``) → that callable as an energy."""
+    fn = import_object(spec)
     return as_energy(fn() if isinstance(fn, type) else fn)
 
 
