@@ -38,7 +38,13 @@ def test_the_core_imports_no_app_and_no_command_line():
     files = [p for name in CORE for p in ([SRC / name] if name.endswith(".py") else (SRC / name).rglob("*.py"))]
     assert len(files) > 15
     for path in files:
-        bad = _imports(path) & {"apps", "cli"}
+        bad = _imports(path) & {"apps", "cli", "web"}
+        assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+def test_the_apps_import_neither_the_command_line_nor_the_web_app():
+    for path in [*(SRC / "apps").rglob("*.py"), *(SRC / "web").rglob("*.py")]:
+        bad = _imports(path) & {"cli"} | (_imports(path) & {"web"} if path.parent.name == "apps" else set())
         assert not bad, f"{path.relative_to(SRC)} imports {bad}"
 
 

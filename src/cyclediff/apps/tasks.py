@@ -167,8 +167,8 @@ class GuideTask(ImageTask):
     batched = frozenset({"class_label"})
 
     def __init__(self, model: Model, energy: Callable[[dict], Any], read: ReadPolicy | None = None, *,
-                 strip_every: int | None = None, on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
-                 ) -> None:
+                 strip_every: int | None = None,
+                 on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> None:
         super().__init__(model, read)
         self.energy, self.strip_every, self.on_step = energy, strip_every, on_step
 

@@ -30,6 +30,6 @@ def main() -> None:
     other models (CycleDiffusion)."""
 
 
-from . import batch, convert, demo, guide, images, latents  # noqa: E402,F401 - each registers its commands on main
+from . import batch, convert, demo, guide, images, latents, serve  # noqa: E402,F401 - each registers its commands on main
 
 __all__ = ["main", "parse_seeds", "resolve_device"]

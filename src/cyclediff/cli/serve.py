@@ -1,0 +1,61 @@
+"""``cyclediff serve``: the local web app (:mod:`cyclediff.web`) over the models named here."""
+
+from __future__ import annotations
+
+import click
+
+from .._io import DEFAULT_MAX_PIXELS
+from ..errors import CycleDiffError
+from ..latent import DTYPES
+from . import main
+from .options import device_option, dtype_option, resolve_device
+
+
+@main.command()
+@click.option("--model", "models", multiple=True,
+              help="a model to serve (hub id, folder, checkpoint, demo:…); repeat for several "
+                   "[default: demo:digits, demo:digit-3, demo:digit-8]")
+@click.option("--clip", default=None, help="a CLIP model (hub id or folder): ranks edits (best of N) and offers the "
+                                           "clip energy in the Guide tab")
+@click.option("--classifier", default=None,
+              help="module:function giving a torch classifier (images in [-1, 1] → logits) for the classifier "
+                   "energy [default with demo models: the digits classifier]")
+@click.option("--energy", "energies", multiple=True,
+              help="module:function energies the Guide tab offers (images in [-1, 1] → one value each); the browser "
+                   "can choose only these")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="the address to listen on; 0.0.0.0 makes the app reachable from other machines")
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
+@click.option("--queue-size", type=click.IntRange(1), default=8, show_default=True,
+              help="requests waiting beyond the one that runs; more are refused until the queue drains")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="images per model call")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="refuse larger uploads")
+@device_option
+@dtype_option
+def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype):
+    """Serve the web app: edit, translate, guide and decode latents in the browser (and by API).
+
+    \b
+    Examples:
+      cyclediff serve                                  # the digits demo models, offline
+      cyclediff serve --model stable-diffusion-v1-5/stable-diffusion-v1-5 --dtype float16 \\
+          --clip openai/clip-vit-base-patch32
+    """
+    try:
+        from ..web.app import build_app, launch
+    except ImportError as err:
+        raise CycleDiffError(f"the web app needs gradio: pip install 'cyclediff[web]' ({err})") from err
+    from ..guidance import load_energy
+    from ..web import Studio
+
+    for spec in energies:
+        load_energy(spec)  # a bad spec is refused now, not when a browser picks it
+    studio = Studio(list(models) or None, device=resolve_device(device), dtype=DTYPES[dtype], max_pixels=max_pixels,
+                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size)
+    for name in studio.names:
+        click.echo(f"loading {name}", err=True)
+        studio.model(name)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"note: listening on {host}: anyone who can reach this machine can use the app", err=True)
+    launch(build_app(studio), studio, host=host, port=port, queue_size=queue_size)

@@ -1,0 +1,322 @@
+"""The Gradio app: forms, galleries and plots over :class:`~cyclediff.web.service.Studio`; nothing here computes.
+
+Every action is also a named API endpoint (``/edit``, ``/translate``, ``/guide``, ``/encode``, ``/decode``) for
+``gradio_client``. Heavy actions share one queue slot (one job at a time on the device), the queue is bounded,
+and each can be stopped from the page.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing is sent anywhere
+
+import gradio as gr  # noqa: E402
+
+from ..defaults import EDIT, GUIDE, TRANSLATE  # noqa: E402
+from ..errors import CycleDiffError  # noqa: E402
+from .service import Studio  # noqa: E402
+
+# tiny demo images (8 × 8 digits) are enlarged to the box and stay crisp
+CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain; }\n"
+       ".cyclediff-input img { width: 100%; height: 100%; }")
+GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
+           "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
+HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
+
+
+def _errors(fn):
+    """Errors a user can fix shown as one message on the page (and the API's error), never a traceback."""
+
+    @functools.wraps(fn)  # gradio reads the signature (its gr.Progress parameter) through __wrapped__
+    def wrapped(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+            if isinstance(result, Iterator):
+                yield from result
+            else:
+                yield result
+        except CycleDiffError as err:
+            raise gr.Error(str(err), print_exception=False) from err
+
+    return wrapped
+
+
+def _show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
+    """The runner's results as a growing gallery and a status line."""
+    shown: list[Any] = []
+    failed: list[str] = []
+    for kind, value in events:
+        if kind == "result":
+            if value.status == "failed":
+                failed.append(f"seed {value.unit.seed}: {value.error}")
+            else:
+                shown.append(value)
+            progress((len(shown) + len(failed), total), desc="results")
+        ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
+        if ranked:  # the paper's best of N: the largest directional CLIP first
+            shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))
+        items = [(r.output, _caption(r)) for r in shown]
+        lines = [f"{len(shown)} of {total} done" + (" · ranked by directional CLIP" if ranked else "")]
+        lines += [f"**failed** {f}" for f in failed]
+        yield items, "\n\n".join(lines)
+
+
+def _caption(result: Any) -> str:
+    parts = [f"seed {result.unit.seed}"]
+    if "directional_clip" in result.metrics:
+        parts.append(f"directional CLIP {result.metrics['directional_clip']:.3f}")
+        parts.append(f"CLIP {result.metrics['clip_score']:.3f}")
+    return " · ".join(parts)
+
+
+def _sampling(defaults: dict[str, Any], tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
+    return (gr.Slider(0.05, 1.0, value=defaults["strength"], step=0.05, label="Strength", elem_id=f"{tab}-strength"),
+            gr.Slider(1, 1000, value=defaults["steps"], step=1, label="Steps", elem_id=f"{tab}-steps"),
+            gr.Slider(0.05, 1.0, value=defaults["eta"], step=0.05, label="η (eta)", elem_id=f"{tab}-eta"))
+
+
+def _picture(label: str, **kwargs: Any) -> gr.Image:
+    """An image box (upload or result) that keeps the file's pixels and mode, enlarged crisply."""
+    return gr.Image(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
+                    image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs)
+
+
+def _seeds(tab: str) -> tuple[gr.Textbox, gr.Slider]:
+    return (gr.Textbox("0", label="Seeds", info="a first seed, or a list: 1,5,9 or 0-7", elem_id=f"{tab}-seeds"),
+            gr.Slider(1, 16, value=1, step=1, label="Results", info="with one seed: this many, from it on",
+                      elem_id=f"{tab}-count"))
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The page: Edit, Translate, Guide and Latents tabs over the studio's models."""
+    names = studio.names
+    examples = _examples(studio)
+    with gr.Blocks(title="cyclediff", analytics_enabled=False) as app:
+        gr.Markdown("## cyclediff — edit, translate and guide with the stochastic latent space of diffusion models")
+        with gr.Tab("Edit"):
+            with gr.Row():
+                with gr.Column():
+                    e_image = _picture("Image", elem_id="edit-image")
+                    e_model = gr.Dropdown(names, value=names[0], label="Model", elem_id="edit-model")
+                    e_source = gr.Textbox(label="Source", info="what the image shows: a prompt, or a class label",
+                                          elem_id="edit-source")
+                    e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
+                    with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
+                        e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
+                        e_w = gr.Slider(0, 20, value=EDIT["guidance_scale"], step=0.5, label="Target guidance scale")
+                        e_sw = gr.Slider(0, 20, value=EDIT["source_guidance_scale"], step=0.5,
+                                         label="Source guidance scale")
+                        e_neg = gr.Textbox(label="Negative prompt (text models)")
+                        e_method = gr.Radio(studio.methods(), value=EDIT["method"], label="Method")
+                    e_seeds, e_count = _seeds("edit")
+                    with gr.Row():
+                        e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
+                        e_stop = gr.Button("Stop")
+                        e_encode = gr.Button("Latent file of the encoding")
+                    if examples:
+                        gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
+                                    [e_image, e_model, e_source, e_target])
+                with gr.Column():
+                    e_gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
+                    e_status = gr.Markdown(label="Status", elem_id="edit-status")
+                    e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
+
+            @_errors
+            def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
+                     negative_prompt, seeds, count, method, progress=gr.Progress()):  # noqa: B008
+                """Edit an image from a source prompt (or class) to a target one; one result per seed."""
+                events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
+                                     guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                                     negative_prompt=negative_prompt, seeds=seeds, count=count, method=method)
+                total = len(_seed_list(seeds, count))
+                yield from _show(events, total, progress, rank=studio.scorer() is not None)
+
+            e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
+                                         e_neg, e_seeds, e_count, e_method], [e_gallery, e_status], api_name="edit",
+                                  **HEAVY)
+            e_stop.click(None, cancels=[e_event])
+
+            @_errors
+            def encode(image, model, source, strength, steps, eta, source_guidance_scale, seeds):
+                """The latent file of an image under the source prompt (or class), at the first seed."""
+                return str(studio.encode(image, model, source, strength=strength, steps=steps, eta=eta,
+                                         guidance_scale=source_guidance_scale, seed=_seed_list(seeds, 1)[0]))
+
+            e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
+                           api_name="encode", **HEAVY)
+
+        with gr.Tab("Translate"):
+            with gr.Row():
+                with gr.Column():
+                    t_image = _picture("Input", elem_id="translate-image")
+                    with gr.Row():
+                        t_src = gr.Dropdown(names, value=names[min(1, len(names) - 1)], label="Source model")
+                        t_dst = gr.Dropdown(names, value=names[min(2, len(names) - 1)], label="Target model")
+                    with gr.Row():
+                        t_sc = gr.Textbox(label="Source condition", info="prompt or class label; empty: none")
+                        t_tc = gr.Textbox(label="Target condition", info="prompt or class label; empty: none")
+                    t_method = gr.Radio(studio.methods(), value=TRANSLATE["method"], label="Method")
+                    with gr.Accordion("Settings", open=False):
+                        t_strength, t_steps, t_eta = _sampling(TRANSLATE, "translate")
+                        t_refine = gr.Slider(0, 100, value=TRANSLATE["refine_steps"], step=1, label="Refinement steps")
+                        t_w = gr.Slider(0, 20, value=1, step=0.5, label="Target guidance scale")
+                    t_seeds, t_count = _seeds("translate")
+                    with gr.Row():
+                        t_run = gr.Button("Translate", variant="primary")
+                        t_stop = gr.Button("Stop")
+                    if examples:
+                        gr.Examples([[examples[0]]], [t_image])
+                with gr.Column():
+                    t_gallery = gr.Gallery(label="Outputs", **GALLERY)
+                    t_status = gr.Markdown(label="Status")
+
+            @_errors
+            def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
+                          refine_steps, guidance_scale, seeds, count, progress=gr.Progress()):  # noqa: B008
+                """Translate an image from the source model's domain to the target model's."""
+                events = studio.translate(image, source_model, target_model, source=source, target=target,
+                                          method=method, strength=strength, steps=steps, eta=eta,
+                                          refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
+                                          count=count)
+                yield from _show(events, len(_seed_list(seeds, count)), progress)
+
+            t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
+                                              t_refine, t_w, t_seeds, t_count], [t_gallery, t_status],
+                                  api_name="translate", **HEAVY)
+            t_stop.click(None, cancels=[t_event])
+
+        _guide_tab(studio, names)
+        _latents_tab(studio, names)
+    return app
+
+
+def _guide_tab(studio: Studio, names: list[str]) -> None:
+    import pandas as pd
+
+    choices = studio.energy_choices()
+    with gr.Tab("Guide"):
+        with gr.Row():
+            with gr.Column():
+                model = gr.Dropdown(names, value=names[0], label="Model")
+                energy = gr.Dropdown(choices, value=choices[0] if choices else None, label="Energy",
+                                     info="offered by the server's command line (--clip, --classifier, --energy)")
+                text = gr.Textbox(label="Text (clip energy)")
+                target = gr.Number(3, precision=0, label="Class (classifier energy)")
+                condition = gr.Textbox(label="Model condition", info="prompt or class label; empty: unconditional")
+                with gr.Accordion("Settings", open=False, elem_id="guide-settings"):
+                    weight = gr.Number(10.0 if studio.classifier_spec else GUIDE["weight"], label="Weight λ")
+                    langevin = gr.Slider(0, 1000, value=30, step=1, label="Langevin steps", elem_id="guide-langevin")
+                    step_size = gr.Number(GUIDE["step_size"], label="Step size")
+                    steps = gr.Slider(1, 1000, value=10, step=1, label="Sampler steps of G(z)")
+                seeds, count = _seeds("guide")
+                with gr.Row():
+                    run = gr.Button("Guide", variant="primary", elem_id="guide-run")
+                    stop = gr.Button("Stop")
+            with gr.Column():
+                gallery = gr.Gallery(label="Chains", **GALLERY)
+                plot = gr.LinePlot(x="step", y="energy", color="chain", label="Energy", height=260)
+                status = gr.Markdown(label="Status", elem_id="guide-status")
+
+        @_errors
+        def guide(model, energy, text, target, condition, weight, langevin_steps, step_size, steps, seeds, count):
+            """Langevin dynamics in the latent space toward low energy; images and energies as the chains run."""
+            seed_list = _seed_list(seeds, count)
+            events = studio.guide(model, energy, text=text or "", target=target, condition=condition,
+                                  weight=weight, langevin_steps=langevin_steps, step_size=step_size, steps=steps,
+                                  seeds=seeds, count=count)
+            rows: list[dict] = []
+            last = 0.0
+            for kind, value in events:
+                if kind == "step":
+                    n, images, energies = value
+                    rows += [{"step": n, "energy": float(e), "chain": f"seed {s}"} for s, e in zip(seed_list, energies)]
+                    if time.monotonic() - last > 0.3 or n == langevin_steps:
+                        last = time.monotonic()
+                        frames = [(_u8(img), f"seed {s} · step {n}") for s, img in zip(seed_list, images)]
+                        yield frames, pd.DataFrame(rows), f"step {n} of {int(langevin_steps)}"
+                elif kind == "done":
+                    ok = [r for r in value if r.status == "ok"]
+                    failed = [f"**failed** seed {r.unit.seed}: {r.error}" for r in value if r.status == "failed"]
+                    items = [(r.output, f"seed {r.unit.seed} · energy {r.metrics['energy_start']:.3f} → "
+                                        f"{r.metrics['energy_end']:.3f}") for r in ok]
+                    yield items, pd.DataFrame(rows), "\n\n".join([f"{len(ok)} of {len(value)} done", *failed])
+
+        event = run.click(guide, [model, energy, text, target, condition, weight, langevin, step_size, steps, seeds,
+                                  count], [gallery, plot, status], api_name="guide", **HEAVY)
+        stop.click(None, cancels=[event])
+
+
+def _latents_tab(studio: Studio, names: list[str]) -> None:
+    with gr.Tab("Latents"):
+        gr.Markdown("Decode a latent file (from the Edit tab or `cyclediff encode`) with another prompt, class or "
+                    "model; leave the condition empty to get the encoded image back.")
+        with gr.Row():
+            with gr.Column():
+                latent = gr.File(label="Latent file", file_types=[".safetensors"])
+                model = gr.Dropdown(names, value=names[0], label="Model")
+                target = gr.Textbox(label="Condition", info="prompt or class label; empty: the recorded one")
+                scale = gr.Slider(0, 20, value=1, step=0.5, label="Guidance scale")
+                negative = gr.Textbox(label="Negative prompt (text models)")
+                run = gr.Button("Decode", variant="primary")
+            output = _picture("Decoded", elem_id="decoded", interactive=False)
+
+        @_errors
+        def decode(latent, model, target, guidance_scale, negative_prompt):
+            """Decode a latent file, under a new condition when one is given."""
+            return str(studio.decode(latent, model, target, guidance_scale=guidance_scale,
+                                     negative_prompt=negative_prompt))
+
+        run.click(decode, [latent, model, target, scale, negative], output, api_name="decode", **HEAVY)
+
+
+def _seed_list(seeds: Any, count: Any) -> list[int]:
+    from .service import seeds_of
+
+    try:
+        return seeds_of(seeds, count)
+    except CycleDiffError as err:
+        raise gr.Error(str(err), print_exception=False) from err
+
+
+def _u8(images01: Any) -> Any:
+    """(C, H, W) in [0, 1] → an 8-bit H × W (× 3) array for the live gallery."""
+    arr = (images01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[2] == 1 else arr
+
+
+def _examples(studio: Studio) -> list[str]:
+    """Two held-out digits (a 3 and a 5) as example inputs, when the server has a demo model."""
+    if not any(isinstance(s, str) and s.startswith("demo:") for s in studio.models.values()):
+        return []
+    from .._io import save_image
+    from ..demo.data import split
+
+    _, _, x, y = split()
+    paths = []
+    for digit in (3, 5):
+        path = studio.workdir / "examples" / f"digit-{digit}.png"
+        if not path.is_file():
+            save_image((x[(y == digit).nonzero()[0, 0]] + 1) / 2, path)
+        paths.append(str(path))
+    return paths
+
+
+def launch(app: gr.Blocks, studio: Studio, *, host: str = "127.0.0.1", port: int | None = 7860, queue_size: int = 8,
+           max_file_size: str = "25mb", block: bool = True) -> str:
+    """Serve the app (never a public share link); returns its local URL."""
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
+                           allowed_paths=[str(studio.workdir)], max_file_size=max_file_size, theme=theme, css=CSS,
+                           ssr_mode=False, quiet=not block, show_error=True, inbrowser=False, footer_links=["api"])
+    return url
+
+
+__all__ = ["CSS", "Path", "Studio", "build_app", "launch"]

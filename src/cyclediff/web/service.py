@@ -1,0 +1,308 @@
+"""What the web app does, without the web: each action turns a form's values into runner units and runs them with
+the tasks the CLI runs (:mod:`cyclediff.apps.tasks`), so a batch fails per item, records its settings in every file
+and skips nothing it should not, exactly as on the command line. Work runs in a background thread that reports
+each result (and each Langevin step) as it comes and stops when cancelled; :mod:`cyclediff.web.app` only lays out
+the forms and shows the events.
+
+The browser names no file on the server: images and latent files come as uploads, models are chosen from those
+the server was started with, and energies from those its command line allows.
+"""
+
+from __future__ import annotations
+
+import queue
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import DEFAULT_MAX_PIXELS, seed_limit, seed_range
+from ..apps.runner import Result, Unit, run
+from ..apps.stores import FileStore
+from ..apps.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, ReadPolicy, TranslateTask
+from ..defaults import ENCODE, METHODS, check_settings
+from ..errors import CycleDiffError
+
+DEMO_MODELS = ("demo:digits", "demo:digit-3", "demo:digit-8")
+DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
+MAX_SEEDS = 64  # results per request
+
+
+class Cancelled(CycleDiffError):
+    """The user stopped the work."""
+
+
+def seeds_of(text: Any, count: Any = 1) -> list[int]:
+    """'0-3' or '1,5,9' as listed; one seed s with ``count`` N > 1 gives s, s+1, …, s+N−1."""
+    try:
+        seeds = seed_range(str(text).strip() or "0")
+        count = int(count or 1)
+    except (CycleDiffError, ValueError) as err:
+        raise CycleDiffError(f"seeds: {err}") from err
+    if len(seeds) == 1 and count > 1:
+        seeds = [seed_limit(seeds[0] + i) for i in range(count)]
+    seeds = list(dict.fromkeys(seeds))
+    if len(seeds) > MAX_SEEDS:
+        raise CycleDiffError(f"at most {MAX_SEEDS} seeds per request; got {len(seeds)}")
+    return seeds
+
+
+def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any]) -> Iterator[tuple[str, Any]]:
+    """Run ``work(emit, stop)`` in a thread and yield its events ``(kind, value)`` as they come, then ``("done",
+    its return value)``. Its exception is raised here; closing the iterator (a cancelled request) sets ``stop``."""
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def target() -> None:
+        try:
+            events.put(("done", work(lambda kind, value: events.put((kind, value)), stop)))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            events.put(("error", err))
+
+    threading.Thread(target=target, daemon=True, name="cyclediff-web-work").start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "error":
+                raise value
+            yield kind, value
+            if kind == "done":
+                return
+    finally:
+        stop.set()
+
+
+class Studio:
+    """The models, energies and limits a server was started with, and the actions on them."""
+
+    def __init__(self, models: list[str] | dict[str, Any] | None = None, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, clip: Any = None,
+                 classifier: str | None = None, energies: list[str] | tuple[str, ...] = (), batch_size: int = 1,
+                 workdir: Path | None = None) -> None:
+        specs = models or list(DEMO_MODELS)
+        self.models: dict[str, Any] = dict(specs) if isinstance(specs, dict) else {str(s): str(s) for s in specs}
+        self.device, self.dtype, self.max_pixels, self.batch_size = device, dtype, max_pixels, batch_size
+        self.clip_spec, self.energies = clip, list(energies)
+        demo = any(isinstance(s, str) and s.startswith("demo:") for s in self.models.values())
+        self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
+        self._lock, self._scorer, self._classifier = threading.Lock(), None, None
+
+    # ------------------------------------------------------------------------------------------------ resources
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def model(self, name: str) -> Any:
+        """A served model by name (loaded once, on first use)."""
+        if name not in self.models:
+            raise CycleDiffError(f"unknown model {name!r}; this server serves {', '.join(self.models)}")
+        with self._lock:
+            if isinstance(self.models[name], str):
+                from ..models import load
+
+                self.models[name] = load(self.models[name], dtype=self.dtype, device=self.device)
+            return self.models[name]
+
+    def scorer(self) -> Any:
+        """CLIP for ranking edits (the server's ``--clip``), or None."""
+        if self.clip_spec is None:
+            return None
+        with self._lock:
+            if self._scorer is None:
+                from ..metrics import ClipScorer
+
+                self._scorer = ClipScorer(self.clip_spec, device=self.device)
+            return self._scorer
+
+    def energy_choices(self) -> list[str]:
+        return ["classifier"] * (self.classifier_spec is not None) + ["clip"] * (self.clip_spec is not None) + [
+            *self.energies]
+
+    def energy(self, choice: str, *, text: str = "", target: Any = None) -> Any:
+        """An energy the server allows: ``clip`` (text), ``classifier`` (a class), or a ``--energy`` spec."""
+        from ..guidance import ClassifierEnergy, energy_from_spec
+        from ..guidance.energies import import_object
+
+        if choice not in self.energy_choices():
+            raise CycleDiffError(f"energy {choice!r} is not offered; this server offers "
+                                 f"{', '.join(self.energy_choices()) or 'none'}")
+        if choice == "clip":
+            backbone = self.scorer().backbone
+            return energy_from_spec("clip", text=text.strip(), clip_model=backbone)
+        if choice == "classifier":
+            with self._lock:
+                if self._classifier is None:
+                    made = import_object(self.classifier_spec, "classifier")
+                    self._classifier = made() if callable(made) and not isinstance(made, torch.nn.Module) else made
+            label = _integer(target, "the classifier's class")
+            return ClassifierEnergy(self._classifier, label)
+        return energy_from_spec(choice)
+
+    def condition(self, model: Any, text: Any, *, guidance_scale: float | None = None,
+                  negative: str | None = None) -> dict[str, Any]:
+        """A form's condition field as the model takes it: a prompt for text models, a class label for
+        class-conditional pixel models, nothing (an empty field) for unconditional ones."""
+        from ..models.conditions import condition_for
+
+        text = str(text if text is not None else "").strip()
+        if "prompt" in model.condition_keys:
+            return condition_for(model, prompt=text, negative_prompt=(negative or "").strip() or None,
+                                 guidance_scale=guidance_scale)
+        label = _integer(text, "a class label (this model has no text encoder)") if text else None
+        scale = None if guidance_scale in (None, 1, 1.0) else guidance_scale
+        return condition_for(model, class_labels=label, guidance_scale=scale)
+
+    def folder(self) -> Path:
+        """A new folder for one request's outputs."""
+        path = self.workdir / uuid.uuid4().hex[:12]
+        path.mkdir(parents=True)
+        return path
+
+    def _run(self, task: Any, units: list[Unit], *, batch_size: int | None = None) -> Iterator[tuple[str, Any]]:
+        """The units through the runner in a background thread: ("result", Result) per unit, then ("done",
+        [Result])."""
+        folder = self.folder()
+
+        def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
+            def seen(result: Result) -> None:
+                emit("result", result)
+                if stop.is_set():
+                    raise Cancelled("stopped")
+
+            return run(task, units, FileStore(lambda u: folder / u.name), batch_size=batch_size or self.batch_size,
+                       progress=False, on_result=seen)
+
+        return stream(work)
+
+    # ------------------------------------------------------------------------------------------------ actions
+    def edit(self, image: Any, model: str, source: Any, target: Any, *, strength: float, steps: int, eta: float,
+             guidance_scale: float, source_guidance_scale: float = 1.0, negative_prompt: str | None = None,
+             seeds: Any = "0", count: Any = 1, method: str = "cyclediffusion") -> Iterator[tuple[str, Any]]:
+        """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models)."""
+        m, path = self.model(model), _upload(image, "an image")
+        settings = check_settings({"strength": strength, "steps": _int(steps), "eta": eta,
+                                   "guidance_scale": guidance_scale, "source_guidance_scale": source_guidance_scale,
+                                   "method": method})
+        policy = ReadPolicy(max_pixels=self.max_pixels)
+        if "prompt" in m.condition_keys:
+            settings.update(source_prompt=str(source or ""), prompt=str(target or ""),
+                            negative_prompt=(negative_prompt or "").strip() or None)
+            task: Any = EditTask(m, policy, scorer=self.scorer())
+        else:  # class-conditional: an edit is a translation between two conditions of one model
+            self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
+            settings.update(source_class=_integer(source, "the source class"),
+                            target_class=_integer(target, "the target class"), refine_steps=0)
+            task = TranslateTask(m, m, policy)
+        return self._run(task, _units(path, seeds_of(seeds, count), settings, "edit"))
+
+    def translate(self, image: Any, source_model: str, target_model: str, *, source: Any = "", target: Any = "",
+                  method: str = "cyclediffusion", strength: float, steps: int, eta: float, refine_steps: int = 0,
+                  guidance_scale: float | None = None, seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
+        """Translate one image from the source model's domain to the target's (or between two conditions)."""
+        src, dst, path = self.model(source_model), self.model(target_model), _upload(image, "an image")
+        settings = check_settings({"method": method, "strength": strength, "steps": _int(steps), "eta": eta,
+                                   "refine_steps": _int(refine_steps)})
+        for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
+            cond = self.condition(m, text, guidance_scale=scale)
+            settings[f"{side}_prompt"] = cond.get("prompt")
+            settings[f"{side}_class"] = cond.get("class_labels")
+        settings["guidance_scale"] = guidance_scale if guidance_scale not in (None, 1, 1.0) else None
+        task = TranslateTask(src, dst, ReadPolicy(max_pixels=self.max_pixels))
+        return self._run(task, _units(path, seeds_of(seeds, count), settings, "translate"))
+
+    def guide(self, model: str, energy: str, *, text: str = "", target: Any = None, condition: Any = "",
+              weight: float, langevin_steps: int, step_size: float, steps: int, eta: float = 1.0,
+              seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
+        """Langevin chains (one per seed, all in one batch): ("step", (n, images01, energies)) as they run, then the
+        results."""
+        m = self.model(model)
+        fn = self.energy(energy, text=text, target=target)
+        settings = check_settings({"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
+                                   "steps": _int(steps), "eta": eta})
+        cond = self.condition(m, condition)
+        settings.update(prompt=cond.get("prompt"), class_label=cond.get("class_labels"), guidance_scale=None,
+                        keep_best=False, grad_steps=None, energy=energy, text=text)
+        seed_list = seeds_of(seeds, count)
+        units = [Unit(i, f"seed{s}", s, name=f"guided_seed{s}.png", settings=settings) for i, s in enumerate(seed_list)]
+        folder = self.folder()
+
+        def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
+            def step(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
+                if stop.is_set():
+                    raise Cancelled("stopped")
+                emit("step", (n, images.detach().float().cpu(), energies.detach().float().cpu()))
+
+            task = GuideTask(m, lambda _: fn, on_step=step)
+            return run(task, units, FileStore(lambda u: folder / u.name), batch_size=len(units), progress=False)
+
+        return stream(work)
+
+    def encode(self, image: Any, model: str, source: Any, *, strength: float = ENCODE["strength"],
+               steps: int = ENCODE["steps"], eta: float = ENCODE["eta"], guidance_scale: float | None = None,
+               seed: int = 0) -> Path:
+        """The latent file of one image (the stochastic code an edit starts from)."""
+        m, path = self.model(model), _upload(image, "an image")
+        settings = check_settings({"strength": strength, "steps": _int(steps), "eta": eta})
+        settings.update(sampler="ddim", condition=self.condition(m, source, guidance_scale=guidance_scale))
+        unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
+                    input=path)
+        return _only(self._run(EncodeTask(m, ReadPolicy(max_pixels=self.max_pixels)), [unit]))
+
+    def decode(self, latent: Any, model: str, target: Any = "", *, guidance_scale: float | None = None,
+               negative_prompt: str | None = None) -> Path:
+        """A latent file decoded by a model: under a new condition when one is given, else the recorded one."""
+        m, path = self.model(model), _upload(latent, "a latent file")
+        new = self.condition(m, target, guidance_scale=guidance_scale, negative=negative_prompt) if str(
+            target or "").strip() else {}
+        stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
+        unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings={"condition": new}, input=path)
+        return _only(self._run(DecodeTask(m), [unit]))
+
+    @staticmethod
+    def methods() -> list[str]:
+        return list(METHODS)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _upload(value: Any, what: str) -> Path:
+    if value is None or value == "":
+        raise CycleDiffError(f"upload {what} first")
+    path = Path(value.get("path") if isinstance(value, dict) else value)
+    if not path.is_file():
+        raise CycleDiffError(f"the upload of {what} is gone; upload it again")
+    return path
+
+
+def _int(value: Any) -> Any:
+    """Sliders send floats (6.0): whole numbers as int, anything else as given (then refused by the checks)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _integer(value: Any, what: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError as err:
+        raise CycleDiffError(f"{what} must be a whole number; got {value!r}") from err
+    if number < 0:
+        raise CycleDiffError(f"{what} must be 0 or more; got {number}")
+    return number
+
+
+def _units(path: Path, seeds: list[int], settings: dict[str, Any], action: str) -> list[Unit]:
+    method = settings.get("method", "cyclediffusion")
+    middle = "" if method == "cyclediffusion" else f"_{method}"
+    return [Unit(i, f"{path.stem}/seed{s}", s, name=f"{path.stem}_{action}{middle}_seed{s}.png", settings=settings,
+                 input=path) for i, s in enumerate(seeds)]
+
+
+def _only(events: Iterator[tuple[str, Any]]) -> Path:
+    """The one output file of a one-unit run, or its failure as an error."""
+    result = [value for kind, value in events if kind == "done"][0][0]
+    if result.status == "failed":
+        raise CycleDiffError(result.error or "failed")
+    return Path(result.output)

@@ -1,0 +1,237 @@
+"""The web app (issue 14): the actions without the web, the served app through gradio_client (results equal the
+Python API's for the same seed and settings), its limits, and a real browser (Debian's chromium via Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from cyclediff import edit, translate  # noqa: E402
+from cyclediff._io import as_written, load_image, save_image  # noqa: E402
+from cyclediff.errors import CycleDiffError  # noqa: E402
+from cyclediff.models import StableDiffusion, load  # noqa: E402
+from cyclediff.web import Studio, seeds_of  # noqa: E402
+from test_guidance import tiny_clip  # noqa: E402
+from tiny_sd import photos, sd_pipeline  # noqa: E402
+
+ONE_LEVEL = 1 / 255 + 1e-6  # the app and the API run the same maths in the same process; the PNGs hold 8-bit levels
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One app with the demo models, a tiny Stable Diffusion and a tiny CLIP (ranking), served on a free port."""
+    from cyclediff.web.app import build_app, launch
+
+    tmp = tmp_path_factory.mktemp("web")
+    sd = StableDiffusion.from_pipe(sd_pipeline(tmp))
+    models = {"demo:digits": "demo:digits", "demo:digit-3": "demo:digit-3", "demo:digit-8": "demo:digit-8",
+              "tiny-sd": sd}
+    studio = Studio(models, clip=tiny_clip(tmp), workdir=tmp / "work")
+    app = build_app(studio)
+    url = launch(app, studio, port=None, block=False)
+    client = Client(url, verbose=False)
+    photo = tmp / "photo.png"
+    save_image(photos(1, seed=3)[0], photo)
+    yield {"url": url, "client": client, "studio": studio, "sd": sd, "photo": photo,
+           "digit": studio.workdir / "examples" / "digit-3.png", "tmp": tmp}
+    app.close()
+
+
+def _png(path, channels: int = 1) -> torch.Tensor:
+    return load_image(path, channels=channels)[0]
+
+
+def _gen(seed: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed)]
+
+
+# ---------------------------------------------------------------------------------------------------- no web
+def test_seeds_are_a_first_seed_with_a_count_or_a_list():
+    assert seeds_of("0") == [0] and seeds_of("5", 3) == [5, 6, 7] and seeds_of("1,5,9", 4) == [1, 5, 9]
+    assert seeds_of("0-3") == [0, 1, 2, 3] and seeds_of("", 2) == [0, 1]
+    for bad, message in (("x", "seeds"), ("0-99", "at most 64")):
+        with pytest.raises(CycleDiffError, match=message):
+            seeds_of(bad)
+
+
+def test_bad_choices_are_one_line_errors_naming_what_is_offered(tmp_path):
+    studio = Studio(workdir=tmp_path)
+    with pytest.raises(CycleDiffError, match="serves demo:digits, demo:digit-3, demo:digit-8"):
+        studio.model("/etc/passwd")
+    with pytest.raises(CycleDiffError, match="offers classifier"):
+        studio.energy("mypkg:anything")
+    with pytest.raises(CycleDiffError, match="class label"):
+        studio.condition(studio.model("demo:digits"), "a dog")
+    with pytest.raises(CycleDiffError, match="upload an image"):
+        studio.edit(None, "demo:digits", "3", "8", strength=0.8, steps=5, eta=0.1, guidance_scale=1)
+    save_image(torch.rand(1, 8, 8), tmp_path / "x.png")
+    with pytest.raises(CycleDiffError, match="steps must lie in"):
+        studio.edit(str(tmp_path / "x.png"), "demo:digits", "3", "8", strength=0.8, steps=0, eta=0.1, guidance_scale=1)
+
+
+def test_an_oversized_upload_fails_alone_as_the_cli_fails_it(tmp_path):
+    studio = Studio(workdir=tmp_path / "w", max_pixels=40)  # the 8 × 8 digit has 64 pixels
+    big = tmp_path / "digit.png"
+    save_image(torch.rand(1, 8, 8), big)
+    events = list(studio.translate(str(big), "demo:digit-3", "demo:digit-8", strength=0.5, steps=4, eta=0.1,
+                                   seeds="0", count=2))
+    results = events[-1][1]
+    assert [r.status for r in results] == ["failed", "failed"] and "max-pixels" in results[0].error.replace("_", "-")
+
+
+def test_stopping_a_guide_stops_its_chains(tmp_path, monkeypatch):
+    (tmp_path / "counting_energy.py").write_text(
+        "import time\nCALLS = []\n\ndef slow(x):\n    CALLS.append(1)\n    time.sleep(0.05)\n"
+        "    return x.mean(dim=(1, 2, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    studio = Studio(workdir=tmp_path / "w", energies=["counting_energy:slow"])
+    events = studio.guide("demo:digits", "counting_energy:slow", weight=1.0, langevin_steps=200, step_size=0.01,
+                          steps=3, seeds="0")
+    kind, _ = next(events)
+    assert kind == "step"
+    events.close()  # what a cancelled request does
+    import counting_energy
+
+    time.sleep(0.5)
+    calls = len(counting_energy.CALLS)
+    time.sleep(0.5)
+    assert len(counting_energy.CALLS) == calls < 50, "the chain went on after it was stopped"
+    assert not [t for t in threading.enumerate() if t.name == "cyclediff-web-work" and t.is_alive()]
+
+
+# ---------------------------------------------------------------------------------------------------- the API
+def test_api_edit_equals_the_python_api_and_ranks_by_directional_clip(served):
+    c, sd, photo = served["client"], served["sd"], served["photo"]
+    settings = dict(strength=0.8, steps=6, eta=0.1, guidance_scale=3.0, source_guidance_scale=1.0)
+    gallery, status = c.predict(handle_file(str(photo)), "tiny-sd", "a cat", "a dog", *settings.values(), "",
+                                "0", 3, "cyclediffusion", api_name="/edit")
+    assert status.startswith("3 of 3 done") and "ranked by directional CLIP" in status
+    scores = [float(item["caption"].split("directional CLIP ")[1].split(" ")[0]) for item in gallery]
+    assert scores == sorted(scores, reverse=True)
+    x = load_image(photo, channels=3)
+    for item in gallery:
+        seed = int(item["caption"].split(" ")[1])
+        ours = edit(sd, x, source_prompt="a cat", prompt="a dog", generator=_gen(seed), **settings).images
+        torch.testing.assert_close(_png(item["image"], 3), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
+
+
+def test_api_translate_and_class_edit_equal_the_python_api(served):
+    c, digit = served["client"], served["digit"]
+    x = load_image(digit, channels=1)
+    outputs, status = c.predict(handle_file(str(digit)), "demo:digit-3", "demo:digit-8", "", "", "sdedit", 0.7, 20,
+                                0.5, 2, 1, "4", 1, api_name="/translate")
+    assert status == "1 of 1 done"
+    ours = translate(x, load("demo:digit-3"), load("demo:digit-8"), strength=0.7, steps=20, eta=0.5, refine_steps=2,
+                     method="sdedit", generator=_gen(4)).images
+    torch.testing.assert_close(_png(outputs[0]["image"]), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
+    gallery, _ = c.predict(handle_file(str(digit)), "demo:digits", "3", "8", 0.8, 30, 0.1, 3.0, 1.0, "", "1", 1,
+                           "cyclediffusion", api_name="/edit")
+    model = load("demo:digits")
+    ours = translate(x, model, model, strength=0.8, steps=30, eta=0.1, generator=_gen(1),
+                     source_condition={"class_labels": [3]},
+                     target_condition={"class_labels": [8], "guidance_scale": 3.0}).images
+    torch.testing.assert_close(_png(gallery[0]["image"]), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
+
+
+def test_api_encode_then_decode_gives_the_image_back_or_another_class(served):
+    c, digit = served["client"], served["digit"]
+    latent = c.predict(handle_file(str(digit)), "demo:digits", "3", 1.0, 20, 0.1, 1.0, "0", api_name="/encode")
+    assert latent.endswith(".latent.safetensors")
+    back = c.predict(handle_file(latent), "demo:digits", "", 1.0, "", api_name="/decode")
+    torch.testing.assert_close(_png(back), _png(digit), rtol=0, atol=ONE_LEVEL)  # the code is exact
+    other = c.predict(handle_file(latent), "demo:digits", "8", 3.0, "", api_name="/decode")
+    assert (_png(other) - _png(back)).abs().max() > 0.1
+
+
+def test_api_guide_lowers_the_classifier_energy_and_plots_every_step(served):
+    gallery, plot, status = served["client"].predict("demo:digits", "classifier", "", 8, "", 10.0, 12, 0.05, 5, "0",
+                                                     2, api_name="/guide")
+    assert status.startswith("2 of 2 done") and len(gallery) == 2
+    rows = plot["data"]
+    assert len(rows) == 13 * 2 and {r[2] for r in rows} == {"seed 0", "seed 1"}
+    for chain in ("seed 0", "seed 1"):
+        energies = [r[1] for r in rows if r[2] == chain]
+        assert energies[-1] < energies[0]
+
+
+def test_api_errors_are_one_line_and_the_server_names_no_other_file(served):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="/etc/passwd is not in the list of choices"):  # gradio checks choices
+        served["client"].predict(handle_file(str(served["digit"])), "/etc/passwd", "3", "8", 0.8, 5, 0.1, 1.0, 1.0,
+                                 "", "0", 1, "cyclediffusion", api_name="/edit")
+    for path in ("/etc/passwd", str(Path(__file__))):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{served['url']}gradio_api/file={path}", timeout=10)
+        assert err.value.code in (403, 404)
+    assert served["url"].startswith("http://127.0.0.1:")
+
+
+def test_serve_refuses_a_bad_energy_before_serving():
+    from click.testing import CliRunner
+
+    from cyclediff.cli import main
+
+    res = CliRunner().invoke(main, ["serve", "--energy", "no_such_module:f", "--port", "0"])
+    assert res.exit_code != 0 and "cannot load energy" in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------------------------------------------- a browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install installs it)")
+def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("CYCLEDIFF_SCREENSHOTS", tmp_path))
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(served["url"], wait_until="domcontentloaded")
+        page.locator("#edit-image input[type=file]").set_input_files(str(served["digit"]))
+        page.locator("#edit-source textarea, #edit-source input").first.fill("3")
+        page.locator("#edit-target textarea, #edit-target input").first.fill("8")
+        page.locator("#edit-settings").get_by_text("Settings").click()
+        for elem, value in (("#edit-steps", "30"), ("#edit-count", "2")):
+            box = page.locator(f"{elem} input[type=number]")
+            box.fill(value)
+            box.press("Enter")
+        page.locator("#edit-run").click()
+        page.wait_for_function("document.querySelector('#edit-status')?.innerText.includes('2 of 2 done')",
+                               timeout=120_000)
+        src = page.locator("#edit-gallery img").first.get_attribute("src")
+        shown = page.request.get(src if src.startswith("http") else served["url"].rstrip("/") + src).body()
+        page.screenshot(path=str(shots / "web-edit.png"), full_page=True)
+        page.get_by_role("tab", name="Guide").click()
+        page.locator("#guide-settings").get_by_text("Settings").click()
+        box = page.locator("#guide-langevin input[type=number]")
+        box.fill("12")
+        box.press("Enter")
+        page.locator("#guide-run").click()
+        try:
+            page.wait_for_function("document.querySelector('#guide-status')?.innerText.includes('1 of 1 done')",
+                                   timeout=120_000)
+        finally:
+            page.screenshot(path=str(shots / "web-guide.png"), full_page=True)
+        page.screenshot(path=str(shots / "web-guide.png"), full_page=True)
+        browser.close()
+    (tmp_path / "shown.png").write_bytes(shown)
+    model = load("demo:digits")
+    x = load_image(served["digit"], channels=1)
+    ours = translate(x, model, model, strength=0.8, steps=30, eta=0.1, generator=_gen(0),
+                     source_condition={"class_labels": [3]},
+                     target_condition={"class_labels": [8], "guidance_scale": 3.0}).images
+    torch.testing.assert_close(_png(tmp_path / "shown.png"), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
+    assert (shots / "web-edit.png").stat().st_size > 10_000
