@@ -204,12 +204,12 @@ def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):
         page.locator("#edit-source textarea, #edit-source input").first.fill("3")
         page.locator("#edit-target textarea, #edit-target input").first.fill("8")
         page.locator("#edit-settings").get_by_text("Settings").click()
-        for elem, value in (("#edit-steps", "30"), ("#edit-count", "2")):
+        for elem, value in (("#edit-steps", "100"), ("#edit-count", "4")):
             box = page.locator(f"{elem} input[type=number]")
             box.fill(value)
             box.press("Enter")
         page.locator("#edit-run").click()
-        page.wait_for_function("document.querySelector('#edit-status')?.innerText.includes('2 of 2 done')",
+        page.wait_for_function("document.querySelector('#edit-status')?.innerText.includes('4 of 4 done')",
                                timeout=120_000)
         src = page.locator("#edit-gallery img").first.get_attribute("src")
         shown = page.request.get(src if src.startswith("http") else served["url"].rstrip("/") + src).body()
@@ -230,7 +230,7 @@ def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):
     (tmp_path / "shown.png").write_bytes(shown)
     model = load("demo:digits")
     x = load_image(served["digit"], channels=1)
-    ours = translate(x, model, model, strength=0.8, steps=30, eta=0.1, generator=_gen(0),
+    ours = translate(x, model, model, strength=0.8, steps=100, eta=0.1, generator=_gen(0),
                      source_condition={"class_labels": [3]},
                      target_condition={"class_labels": [8], "guidance_scale": 3.0}).images
     torch.testing.assert_close(_png(tmp_path / "shown.png"), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
