@@ -129,7 +129,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
             @_errors
             def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
-                     negative_prompt, seeds, count, method, progress=gr.Progress()):  # noqa: B008
+                     negative_prompt, seeds, count, method, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
                 """Edit an image from a source prompt (or class) to a target one; one result per seed."""
                 events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
                                      guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
@@ -178,7 +178,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
             @_errors
             def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
-                          refine_steps, guidance_scale, seeds, count, progress=gr.Progress()):  # noqa: B008
+                          refine_steps, guidance_scale, seeds, count, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
                 """Translate an image from the source model's domain to the target model's."""
                 events = studio.translate(image, source_model, target_model, source=source, target=target,
                                           method=method, strength=strength, steps=steps, eta=eta,

@@ -10,6 +10,7 @@ the server was started with, and energies from those its command line allows.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import tempfile
 import threading
@@ -63,7 +64,8 @@ def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any]) -
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
             events.put(("error", err))
 
-    threading.Thread(target=target, daemon=True, name="cyclediff-web-work").start()
+    context = contextvars.copy_context()  # the request's context: the page's progress bar follows tqdm there too
+    threading.Thread(target=context.run, args=(target,), daemon=True, name="cyclediff-web-work").start()
     try:
         while True:
             kind, value = events.get()
@@ -167,6 +169,7 @@ class Studio:
         """The units through the runner in a background thread: ("result", Result) per unit, then ("done",
         [Result])."""
         folder = self.folder()
+        task.progress = True  # the sampler's step bars (the page shows them)
 
         def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
             def seen(result: Result) -> None:
@@ -238,6 +241,7 @@ class Studio:
                 emit("step", (n, images.detach().float().cpu(), energies.detach().float().cpu()))
 
             task = GuideTask(m, lambda _: fn, on_step=step)
+            task.progress = True
             return run(task, units, FileStore(lambda u: folder / u.name), batch_size=len(units), progress=False)
 
         return stream(work)
