@@ -6,6 +6,7 @@ from .cycle import cycle
 from .encoder import encode
 from .errors import ConfigError, CycleDiffError, IncompatibleModelError, LatentFileError
 from .guidance import GuideResult, guide
+from .interpolation import interpolate
 from .latent import Latent
 from .sampler import decode, sample_latent
 from .schedule import Schedule
@@ -27,6 +28,7 @@ __all__ = [
     "edit",
     "encode",
     "guide",
+    "interpolate",
     "sample_latent",
     "translate",
 ]

@@ -47,6 +47,19 @@ def seeds_of(generator: torch.Generator | list[torch.Generator] | None, batch_si
     return tuple(g.initial_seed() for g in generator)
 
 
+def clone_generators(generator: Generators) -> Generators:
+    """Independent copies in the same state: draws from them leave the originals where they were."""
+
+    def one(g: torch.Generator) -> torch.Generator:
+        copy = torch.Generator(device=g.device)
+        copy.set_state(g.get_state())
+        return copy
+
+    if generator is None:
+        return None
+    return one(generator) if isinstance(generator, torch.Generator) else [one(g) for g in generator]
+
+
 def gaussian_like(x: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
     """N(0, I) shaped like x; with a list of generators, sample i comes from generator i alone."""
     return randn_tensor(tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)

@@ -13,16 +13,18 @@ from ..latent import Latent
 from ..models.base import Model
 from ..models.codec import to_images, to_model_space
 from .images import as_image_batch
-from .methods import check_method, run_method
+from .methods import check_method, resolve_mask, run_method
 
 
 @dataclass(frozen=True)
 class EditResult:
-    """``images``: (B, 3, H, W) in [0, 1]; ``latent``: the source encoding (decode it again to edit again;
-    None for the baselines)."""
+    """``images``: (B, 3, H, W) in [0, 1] (B·k with k target prompts for one image); ``latent``: the source
+    encoding (decode it again to edit again; None for the baselines); ``mask``: the mask used, (·, 1, H, W) at
+    image size (None without one)."""
 
     images: torch.Tensor
     latent: Latent | None
+    mask: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -40,6 +42,8 @@ def edit(
     negative_prompt: str | list[str] | None = None,
     generator: Generators = None,
     method: str = EDIT["method"],
+    mask: Any = None,
+    mask_threshold: float = 0.5,
     progress: bool = False,
 ) -> EditResult:
     """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.
@@ -51,14 +55,33 @@ def edit(
     result depends on its own generator alone). ``method="sdedit"`` (noise, then sample with the target prompt
     and new noise) and ``"ddib"`` (DDIM-invert with the source prompt, regenerate with the target prompt) are
     the baselines, on the same grid and guidance.
+
+    **Many targets**: one image with a list of k prompts is encoded once and decoded under each prompt in the
+    same batched pass (the source pass is shared); result i equals ``edit`` with ``prompt[i]`` alone and the same
+    seed. **Masks** (CycleDiffusion): ``mask`` (B, 1, H, W) in [0, 1] at image size, 1 where the image may
+    change, or ``"auto"`` (where the two prompts' noise predictions disagree, thresholded at
+    ``mask_threshold``); outside a binary mask the result is the VAE reconstruction of the input.
     """
     check_method(method)
     x = as_image_batch(images).to(model.device)
     gens = check_generators(generator, x.shape[0])
+    copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
+    if copies > 1 and method != "cyclediffusion":  # the baselines have no shared pass: one edit per target
+        from .._noise import clone_generators
+
+        runs = [edit(model, x, source_prompt=source_prompt, prompt=p, strength=strength, steps=steps, eta=eta,
+                     guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                     negative_prompt=negative_prompt[i] if isinstance(negative_prompt, list) else negative_prompt,
+                     generator=clone_generators(gens), method=method, mask=mask, progress=progress)
+                for i, p in enumerate(prompt)]
+        return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
     x0 = to_model_space(model, x, gens)
-    out, latent = run_method(
-        method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens, progress=progress,
-        source_condition={"prompt": source_prompt, "guidance_scale": source_guidance_scale},
-        target_condition={"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale},
-    )
-    return EditResult(images=to_images(model, out), latent=latent)
+    source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale}
+    target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale}
+    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), model, model, method=method, steps=steps,
+                               strength=strength, generator=gens, source_condition=source_condition,
+                               target_condition=target_condition, threshold=mask_threshold, copies=copies)
+    out, latent = run_method(method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens,
+                             progress=progress, source_condition=source_condition,
+                             target_condition=target_condition, mask=keep, copies=copies)
+    return EditResult(images=to_images(model, out), latent=latent, mask=shown)

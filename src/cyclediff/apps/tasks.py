@@ -73,6 +73,22 @@ class ImageTask:
     def _inputs(self, inputs: list[Any]) -> torch.Tensor:
         return torch.cat(inputs).to(self.model.device)
 
+    def _mask(self, units: list[Unit], x: torch.Tensor) -> Any:
+        """The batch's ``mask`` setting: None, "auto", or a mask image (read at the inputs' size, one channel)."""
+        from .._io import load_image
+
+        spec = units[0].settings.get("mask")
+        if spec is None or spec == "auto":
+            return spec
+        m = load_image(spec, channels=1, size=tuple(x.shape[2:]), max_pixels=self.policy.max_pixels)
+        return m.expand(x.shape[0], -1, -1, -1).to(x.device)
+
+    def _with_mask(self, units: list[Unit], out: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
+        """Outputs, each with its mask preview beside it when the mask was found automatically."""
+        if units[0].settings.get("mask") != "auto" or mask is None:
+            return list(out)
+        return [{".png": img, "_mask.png": m} for img, m in zip(out, mask.cpu())]
+
 
 def _per_item(units: list[Unit], key: str) -> list[Any] | None:
     """One value per unit of a batched setting; None when no unit sets it."""
@@ -115,11 +131,13 @@ class EditTask(ImageTask):
 
         x, s = self._inputs(inputs), units[0].settings
         sources, targets = need(units, "source_prompt"), need(units, "prompt")
-        out = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s["strength"], steps=s["steps"],
-                   eta=s["eta"], guidance_scale=s["guidance_scale"], source_guidance_scale=s["source_guidance_scale"],
-                   negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
-                   method=s["method"], progress=self.progress).images
-        out = as_written(out)  # metrics of the very bytes written: as reproducible as the file
+        result = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s["strength"], steps=s["steps"],
+                      eta=s["eta"], guidance_scale=s["guidance_scale"],
+                      source_guidance_scale=s["source_guidance_scale"],
+                      negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
+                      method=s["method"], mask=self._mask(units, x), mask_threshold=s.get("mask_threshold", 0.5),
+                      progress=self.progress)
+        out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         if self.scorer is not None:
             from ..metrics import clip_score, directional_clip
@@ -128,7 +146,7 @@ class EditTask(ImageTask):
             directions = directional_clip(x, out, sources, targets, self.scorer).tolist()
             for m, score, direction in zip(metrics, scores, directions):
                 m.update(clip_score=round(score, 5), directional_clip=round(direction, 5))
-        return list(zip(out, metrics))
+        return list(zip(self._with_mask(units, out, result.mask), metrics))
 
 
 class TranslateTask(ImageTask):
@@ -150,12 +168,14 @@ class TranslateTask(ImageTask):
         from .translate import translate
 
         x, s = self._inputs(inputs), units[0].settings
-        out = translate(x, self.model, self.target, strength=s["strength"], steps=s["steps"], eta=s["eta"],
-                        refine_steps=s["refine_steps"], method=s["method"], generator=generators(units),
-                        source_condition=self.condition(self.model, units, "source"),
-                        target_condition=self.condition(self.target, units, "target"), progress=self.progress).images
-        out = as_written(out)
-        return list(zip(out, pair_metrics(x, out) if self.score else [{} for _ in units]))
+        result = translate(x, self.model, self.target, strength=s["strength"], steps=s["steps"], eta=s["eta"],
+                           refine_steps=s["refine_steps"], method=s["method"], generator=generators(units),
+                           source_condition=self.condition(self.model, units, "source"),
+                           target_condition=self.condition(self.target, units, "target"), mask=self._mask(units, x),
+                           mask_threshold=s.get("mask_threshold", 0.5), progress=self.progress)
+        out = as_written(result.images)
+        metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
+        return list(zip(self._with_mask(units, out, result.mask), metrics))
 
 
 class GuideTask(ImageTask):
@@ -224,7 +244,8 @@ class EncodeTask(ImageTask):
 
 
 class DecodeTask(ImageTask):
-    """Latent files → images (``decode``), under the recorded condition or a new one (``settings["condition"]``)."""
+    """Latent files → images (``decode``), under the recorded condition or a new one (``settings["condition"]``);
+    with ``settings["weights"]`` a strip of the decodings of the interpolation towards ``settings["other"]``."""
 
     desc = "decode"
 
@@ -246,7 +267,16 @@ class DecodeTask(ImageTask):
             warnings.warn(f"{units[0].input} was encoded with {z.model_id}, decoding with {self.model.model_id}",
                           stacklevel=2)
         condition = {**z.condition, **new} if new else {}
-        x = as_written(to_images(self.model, decode(z, self.model, progress=self.progress, **condition)))
+        if units[0].settings.get("weights"):
+            from ..interpolation import interpolate
+            from ..latent import Latent
+
+            other = Latent.load(units[0].settings["other"], device=self.model.device)
+            frames = [to_images(self.model, decode(interpolate(z, other, w), self.model, progress=self.progress,
+                                                   **(condition or new))) for w in units[0].settings["weights"]]
+            x = as_written(torch.cat(frames, dim=3))  # side by side, as the weights go
+        else:
+            x = as_written(to_images(self.model, decode(z, self.model, progress=self.progress, **condition)))
         return [(x[0] if len(x) == 1 else {f"_{i}.png": img for i, img in enumerate(x)}, {})]
 
 

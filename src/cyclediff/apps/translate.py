@@ -12,11 +12,12 @@ from ..baselines import sdedit
 from ..defaults import TRANSLATE
 from ..errors import IncompatibleModelError
 from ..latent import Latent
+from ..masks import blend
 from ..models.base import Model
 from ..models.codec import check_same_space, to_images, to_model_space
 from ..models.conditions import as_condition
 from .images import as_image_batch
-from .methods import check_method, run_method
+from .methods import check_method, resolve_mask, run_method
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class TranslateResult:
 
     images: torch.Tensor
     latent: Latent | None
+    mask: torch.Tensor | None = None  # the mask used, at image size
 
 
 @torch.no_grad()
@@ -41,6 +43,8 @@ def translate(
     generator: Generators = None,
     source_condition: Any = None,
     target_condition: Any = None,
+    mask: Any = None,
+    mask_threshold: float = 0.5,
     progress: bool = False,
 ) -> TranslateResult:
     """Translate images (a (B, C, H, W) tensor in [0, 1] or PIL images) from ``source``'s domain to ``target``'s.
@@ -50,7 +54,9 @@ def translate(
     are the baselines on the same grid. ``refine_steps`` = r > 0 re-noises the output to the r-th last step of
     the grid and denoises it with the target at η = 1 (the paper's final refinement). Conditions: a class label
     (or one per image), a prompt, or a dict of condition keywords. Models whose timestep grids or sample shapes
-    differ are refused; different β schedules on the same grid are fine.
+    differ are refused; different β schedules on the same grid are fine. ``mask`` (B, 1, H, W) in [0, 1] at
+    image size, or ``"auto"``: only the masked region changes (CycleDiffusion; see :func:`cyclediff.edit`); outside
+    a binary mask the output is the input (pixel models) or its VAE reconstruction (latent models).
     """
     check_method(method)
     check_same_space(source, target)
@@ -59,12 +65,16 @@ def translate(
     x = as_image_batch(images).to(source.device)
     gens = check_generators(generator, x.shape[0])
     x0 = to_model_space(source, x, gens)
+    conditions = {"source_condition": as_condition(source_condition),
+                  "target_condition": as_condition(target_condition)}
+    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), source, target, method=method, steps=steps,
+                               strength=strength, generator=gens, threshold=mask_threshold, **conditions)
     out, latent = run_method(method, x0, source, target, steps=steps, strength=strength, eta=eta, generator=gens,
-                             source_condition=as_condition(source_condition),
-                             target_condition=as_condition(target_condition), progress=progress)
+                             progress=progress, mask=keep, **conditions)
     if refine_steps:
         if target.data_range is not None:
             out = out.clamp(*target.data_range)
         out = sdedit(out, target, eta=1.0, generator=gens, target_condition=as_condition(target_condition),
                      timesteps=target.schedule.grid(steps)[-refine_steps:], progress=progress)
-    return TranslateResult(images=to_images(target, out), latent=latent)
+        out = blend(keep, out, x0)  # refinement changes nothing outside the mask either
+    return TranslateResult(images=to_images(target, out), latent=latent, mask=shown)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .._io import distinct_paths, unique_names
-from ..apps.outputs import check_out_folder, slug
+from ..apps.outputs import check_out_folder, file_digest, slug
 from ..apps.runner import Unit
 from ..apps.stores import FileStore
 from ..apps.tasks import EditTask, ReadPolicy, TranslateTask
@@ -24,6 +24,7 @@ from .options import (
     dtype_option,
     image_options,
     load_model,
+    mask_options,
     model_options,
     note_repeats,
     number,
@@ -47,6 +48,16 @@ def image_units(images: list[Path], seeds: list[int], settings: dict[str, Any],
     return units
 
 
+def _masking(mask: str | None, threshold: float, method: str) -> dict[str, Any]:
+    """The mask settings (recorded with each output, so another mask never reuses a file)."""
+    if mask is None:
+        return {}
+    if method != "cyclediffusion":
+        raise click.UsageError(f"--mask works with --method cyclediffusion, not {method}")
+    return {"mask": mask, "mask_sha256": None if mask == "auto" else file_digest(Path(mask)),
+            "mask_threshold": threshold if mask == "auto" else None}
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--source-prompt", required=True, help="what the input images show")
@@ -64,12 +75,13 @@ def image_units(images: list[Path], seeds: list[int], settings: dict[str, Any],
 @click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
               help="images per UNet call (same-sized images are batched)")
+@mask_options
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
 @output_options
 def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, steps, strength, eta, guidance_scale,
-         source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, size, fit, max_pixels, out,
-         overwrite, quiet, as_json):
+         source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, mask, mask_threshold, size, fit,
+         max_pixels, out, overwrite, quiet, as_json):
     """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (no mask, no training).
 
     \b
@@ -95,7 +107,7 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
     settings = {"task": "edit", "model": model_spec, "dtype": dtype, "source_prompt": source_prompt,
                 "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps, "eta": eta,
                 "guidance_scale": guidance_scale, "source_guidance_scale": source_guidance_scale, "method": method,
-                "size": size, "fit": fit}
+                "size": size, "fit": fit, **_masking(mask, mask_threshold, method)}
     units = image_units(images, seed_list, settings, lambda stem, s: f"{stem}_{slug(prompt)}_{label}_seed{s}.png")
     task = EditTask(model, ReadPolicy(size, fit, max_pixels))
     run_and_report(task, units, FileStore(lambda u: out / u.name, overwrite=overwrite), batch_size=batch_size,
@@ -120,12 +132,13 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
 @device_option
 @dtype_option
 @compile_option
+@mask_options
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("translations"), show_default=True)
 @output_options
 def translate(images, source_model, target_model, method, steps, strength, eta, refine_steps, source_class,
               target_class, source_prompt, target_prompt, guidance_scale, seeds, batch_size, device, dtype,
-              compile_, size, fit, max_pixels, out, overwrite, quiet, as_json):
+              compile_, mask, mask_threshold, size, fit, max_pixels, out, overwrite, quiet, as_json):
     """Translate IMAGES from the source model's domain to the target model's (unpaired, no training).
 
     \b
@@ -145,7 +158,8 @@ def translate(images, source_model, target_model, method, steps, strength, eta, 
     settings = {"task": "translate", "source_model": source_model, "target_model": target_model, "dtype": dtype,
                 "method": method, "strength": strength, "steps": steps, "eta": eta, "refine_steps": refine_steps,
                 "source_class": source_class, "target_class": target_class, "source_prompt": source_prompt,
-                "target_prompt": target_prompt, "guidance_scale": guidance_scale, "size": size, "fit": fit}
+                "target_prompt": target_prompt, "guidance_scale": guidance_scale, "size": size, "fit": fit,
+                **_masking(mask, mask_threshold, method)}
     units = image_units(images, seed_list, settings,
                         lambda stem, s: f"{stem}_{method}_s{number(strength)}{refine}_seed{s}.png")
     task = TranslateTask(source, target, ReadPolicy(size, fit, max_pixels))

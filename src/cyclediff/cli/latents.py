@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -87,11 +88,13 @@ def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sa
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None)
 @click.option("--negative-prompt", default=None)
 @click.option("--class-label", type=int, default=None, help="decode under this class instead of the recorded one")
+@click.option("--weights", default=None,
+              help="two latents: decode the interpolation at these weights (e.g. 0,0.25,0.5,0.75,1) as one strip")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True)
 @output_options
 def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale, negative_prompt, class_label,
-           output, out, overwrite, quiet, as_json):
+           weights, output, out, overwrite, quiet, as_json):
     """Decode latent files into PNG images: with the recorded condition they give the encoded image back; with
     another prompt, class or model they edit or translate it.
 
@@ -99,11 +102,13 @@ def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale,
     Examples:
       cyclediff decode cat.latent.safetensors --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
           --prompt "a dog" --guidance-scale 3 -o dog.png
+      cyclediff decode a.latent.safetensors b.latent.safetensors --model MODEL --weights 0,0.25,0.5,0.75,1
     """
-    if output is not None and len(latents) != 1:
-        raise click.UsageError("-o/--output names one file; use --out DIR for several latents")
     paths, repeated = distinct_paths(list(latents))
     note_repeats(repeated)
+    weight_list = _weights(weights, len(paths))
+    if output is not None and len(latents) != 1 and weight_list is None:
+        raise click.UsageError("-o/--output names one file; use --out DIR for several latents")
     check_out_file(output) if output is not None else check_out_folder(out)
     model = load_model(model_spec, device, dtype, compile_)
     condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
@@ -112,8 +117,30 @@ def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale,
     stems = unique_names([p.with_name(p.name.removesuffix(".safetensors").removesuffix(".latent")) for p in paths])
     units = [Unit(i, stem, 0, name=f"{stem}.png", settings=settings, input=path)
              for i, (path, stem) in enumerate(zip(paths, stems))]
+    if weight_list is not None:  # one strip: the first latent towards the second
+        from ..apps.outputs import file_digest
+
+        settings = {**settings, "weights": weight_list, "other": str(paths[1]), "other_sha256": file_digest(paths[1])}
+        units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
+                      input=paths[0])]
     store = FileStore(lambda u: output or out / u.name, overwrite=overwrite)
     run_and_report(DecodeTask(model), units, store, quiet=quiet, as_json=as_json)
+
+
+def _weights(text: str | None, count: int) -> list[float] | None:
+    """--weights 0,0.5,1 → [0.0, 0.5, 1.0]; it needs exactly two latents."""
+    if text is None:
+        return None
+    if count != 2:
+        raise click.UsageError(f"--weights interpolates between two latents; got {count}")
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise click.BadParameter(f"weights are numbers separated by commas, e.g. 0,0.5,1; got {text!r}",
+                                 param_hint="--weights") from err
+    if not values or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"weights are finite numbers, e.g. 0,0.5,1; got {text!r}", param_hint="--weights")
+    return values
 
 
 @main.command()

@@ -139,6 +139,22 @@ def image_options(f: Callable) -> Callable:
                         help="resize first: N (shorter side) or WxH; pixel models default to their own size")(f)
 
 
+def _mask_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "auto":
+        return value
+    if not Path(value).is_file():
+        raise click.BadParameter(f"no such mask image: {value}; give a PNG (white = may change) or auto")
+    return str(Path(value).resolve())
+
+
+def mask_options(f: Callable) -> Callable:
+    f = click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+                     show_default=True, help="--mask auto: the share of the largest disagreement that is masked")(f)
+    return click.option("--mask", default=None, callback=_mask_option,
+                        help="a mask image (white = may change; resized to the image), or auto (where the two "
+                             "conditions disagree; its preview is written beside each output)")(f)
+
+
 def quiet_option(f: Callable) -> Callable:
     return click.option("--quiet", "-q", is_flag=True, callback=_quiet_option,
                         help="no progress bars, per-item lines or library warnings")(f)

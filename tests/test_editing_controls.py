@@ -1,0 +1,193 @@
+"""Issue 18: masks (given and automatic), many targets from one encoding, interpolation between latents, and their
+command-line options. Each test would fail if the feature were wrong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import images, pixel
+from cyclediff import cycle, decode, edit, encode, interpolate, translate
+from cyclediff._io import load_image, save_image
+from cyclediff.cli import main
+from cyclediff.errors import CycleDiffError
+from cyclediff.interpolation import slerp
+from cyclediff.models import StableDiffusion
+from cyclediff.models.codec import to_images, to_model_space
+from tiny_sd import photos, sd_pipeline
+
+BATCH_ULPS = 1e-5  # one batched UNet call against separate calls: float sums in another order, a few ULPs
+
+
+def _g(*seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return StableDiffusion.from_pipe(sd_pipeline(tmp_path_factory.mktemp("sd")))
+
+
+def _square(batch, size, lo, hi):
+    m = torch.zeros(batch, 1, size, size)
+    m[..., lo:hi, lo:hi] = 1
+    return m
+
+
+CLASSES = {"source_condition": {"class_labels": [0, 1]}, "target_condition": {"class_labels": [2, 2]}}
+
+
+# ---------------------------------------------------------------------------------------------------- masks
+def test_outside_a_binary_mask_a_pixel_model_returns_the_input_exactly():
+    den, x = pixel(num_classes=3), (images(2) + 1) / 2
+    mask = _square(2, 8, 2, 6)
+    out = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=mask, **CLASSES)
+    free = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), **CLASSES).images
+    assert torch.equal(out.images * (1 - mask), x * (1 - mask))  # exact: the source trajectory ends at x0
+    assert (out.images - x).mul(mask).abs().max() > 0.05  # and inside it is the edit
+    assert not torch.equal(out.images, free)
+    assert torch.equal(out.mask, mask)
+
+
+def test_a_soft_mask_blends_and_a_full_mask_changes_nothing_of_the_edit():
+    den, x = pixel(num_classes=3), (images(2) + 1) / 2
+    free = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), **CLASSES).images
+    full = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=torch.ones(2, 1, 8, 8), **CLASSES)
+    assert torch.equal(full.images, free)  # mask 1 everywhere: 1·x + 0·source is x exactly
+    half = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=torch.full((2, 1, 8, 8), 0.5),
+                     **CLASSES).images
+    assert not torch.equal(half, free) and not torch.equal(half, x)
+
+
+def test_a_latent_model_keeps_the_latents_outside_the_mask_and_the_vae_reconstruction(sd):
+    x = photos(2)
+    x0 = to_model_space(sd, x, _g(0, 1))
+    mask = _square(2, 8, 0, 4)  # latent cells
+    cond = {"source_condition": {"prompt": "a cat"}, "target_condition": {"prompt": "a dog", "guidance_scale": 3.0}}
+    out, _ = cycle(x0, sd, steps=6, strength=0.8, generator=_g(0, 1), mask=mask, **cond)
+    assert torch.equal(out * (1 - mask), x0 * (1 - mask)) and (out - x0).mul(mask).abs().max() > 1e-3
+    nothing = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0, 1),
+                   mask=torch.zeros(2, 1, 16, 16))
+    torch.testing.assert_close(nothing.images, to_images(sd, to_model_space(sd, x, _g(0, 1))), rtol=0, atol=0)
+    # an image-size mask reaches the latents by max-pooling: a masked pixel frees its whole latent cell
+    pixel_mask = torch.zeros(2, 1, 16, 16)
+    pixel_mask[..., 5, 5] = 1
+    one = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0, 1), mask=pixel_mask)
+    assert one.mask.sum() == 2 * 4 and one.mask[0, 0, 4:6, 4:6].all()
+
+
+def test_bad_masks_and_masks_with_baselines_are_one_line_errors():
+    den, x = pixel(num_classes=3), (images(2) + 1) / 2
+    for mask, message in ((torch.ones(2, 1, 4, 4), "must be"), (torch.full((2, 1, 8, 8), 2.0), r"\[0, 1\]"),
+                          ("everywhere", "'auto'"), (torch.ones(2, 1, 8, 8), "cyclediffusion")):
+        method = "sdedit" if message == "cyclediffusion" else "cyclediffusion"
+        with pytest.raises(CycleDiffError, match=message):
+            translate(x, den, den, steps=4, generator=_g(0, 1), mask=mask, method=method, **CLASSES)
+
+
+def test_the_automatic_mask_is_where_the_conditions_disagree_and_leaves_the_draws_alone():
+    den, x = pixel(num_classes=3), (images(2) + 1) / 2
+    auto = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask="auto", **CLASSES)
+    assert set(auto.mask.unique().tolist()) <= {0.0, 1.0} and 0 < auto.mask.mean() < 1
+    again = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=auto.mask, **CLASSES)
+    assert torch.equal(auto.images, again.images)  # the mask's draws came from copies of the generators
+    same = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask="auto",
+                     source_condition={"class_labels": [1, 1]}, target_condition={"class_labels": [1, 1]})
+    assert same.mask.sum() == 0 and torch.equal(same.images, x)  # no disagreement: nothing may change
+
+
+# ---------------------------------------------------------------------------------------------------- many targets
+@pytest.mark.parametrize("method", ["cyclediffusion", "sdedit"])
+def test_many_targets_from_one_encoding_equal_separate_edits(sd, method):
+    x, prompts = photos(1, seed=4), ["a dog", "a red car", "a horse"]
+    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=_g(3), method=method,
+                guidance_scale=2.0)
+    assert many.images.shape == (3, 3, 16, 16)
+    for i, prompt in enumerate(prompts):
+        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=_g(3), method=method,
+                   guidance_scale=2.0)
+        torch.testing.assert_close(many.images[i], one.images[0], rtol=0, atol=BATCH_ULPS)
+    if method == "cyclediffusion":
+        assert many.latent.x_start.shape[0] == 1  # one encoding, shared
+
+
+def test_many_targets_with_an_automatic_mask_each_get_their_own(sd):
+    many = edit(sd, photos(1, seed=4), source_prompt="a cat", prompt=["a dog", "a blue car"], steps=6,
+                generator=_g(3), mask="auto")
+    assert many.mask.shape == (2, 1, 16, 16) and many.images.shape == (2, 3, 16, 16)
+
+
+# ---------------------------------------------------------------------------------------------------- interpolation
+def test_interpolation_is_exact_at_its_ends_and_spherical_between():
+    den = pixel(num_classes=3)
+    za = encode(images(2), den, steps=6, generator=_g(0, 1), class_labels=[1, 2])
+    zb = encode(images(2, seed=5), den, steps=6, generator=_g(2, 3), class_labels=[1, 2])
+    assert torch.equal(interpolate(za, zb, 0).eps, za.eps) and torch.equal(interpolate(za, zb, 1).x_start, zb.x_start)
+    assert torch.equal(decode(interpolate(za, zb, 1), den), decode(zb, den))
+    mid = interpolate(za, zb, 0.5)
+    gaussian = [k for k, r in enumerate(za.residual) if not r]
+    assert gaussian
+    for k in gaussian:  # halfway on the great circle: (a + b) / (2 cos(θ/2)), longer than the chord's midpoint
+        a, b = za.eps[k].flatten(1).double(), zb.eps[k].flatten(1).double()
+        theta = torch.arccos((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))
+        want = (a + b) / (2 * torch.cos(theta / 2))[:, None]
+        torch.testing.assert_close(mid.eps[k].flatten(1).double(), want, rtol=1e-5, atol=1e-6)
+        assert (want.norm(dim=1) > ((a + b) / 2).norm(dim=1) * 1.2).all()
+    torch.testing.assert_close(mid.x_start, (za.x_start + zb.x_start) / 2)  # linear
+    a = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(slerp(a, a, 0.3), a)  # parallel: no division by sin 0
+    assert torch.isfinite(decode(mid, den)).all() and mid.condition == za.condition
+
+
+def test_interpolating_latents_of_different_grids_is_refused():
+    den = pixel(num_classes=3)
+    za = encode(images(1), den, steps=6, generator=_g(0), class_labels=[1])
+    zb = encode(images(1), den, steps=8, generator=_g(0), class_labels=[1])
+    with pytest.raises(CycleDiffError, match="not on the same grid"):
+        interpolate(za, zb, 0.5)
+    with pytest.raises(CycleDiffError, match="finite"):
+        interpolate(za, za, float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def test_cli_masks_and_interpolation_strips(tmp_path):
+    runner = CliRunner()
+    digit = tmp_path / "three.png"
+    save_image(load_image_from_demo(), digit)
+    mask = tmp_path / "mask.png"
+    save_image(_square(1, 8, 0, 4)[0], mask)
+    res = runner.invoke(main, ["translate", str(digit), "--source-model", "demo:digits", "--target-model",
+                               "demo:digits", "--source-class", "3", "--target-class", "8", "--steps", "10",
+                               "--mask", str(mask), "--out", str(tmp_path / "t"), "-q"])
+    assert res.exit_code == 0, res.output
+    out = load_image(next((tmp_path / "t").glob("three_*.png")), channels=1)
+    keep = 1 - _square(1, 8, 0, 4)
+    assert torch.equal(out * keep, load_image(digit, channels=1) * keep)
+    res = runner.invoke(main, ["translate", str(digit), "--source-model", "demo:digits", "--target-model",
+                               "demo:digits", "--source-class", "3", "--target-class", "8", "--steps", "10",
+                               "--mask", "auto", "--out", str(tmp_path / "a"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "a").glob("*_mask.png"))) == 1
+    latents = []
+    for seed in (0, 1):
+        path = tmp_path / f"z{seed}.latent.safetensors"
+        res = runner.invoke(main, ["encode", str(digit), "--model", "demo:digits", "--class-label", "3", "--steps",
+                                   "10", "--seed", str(seed), "-o", str(path), "-q"])
+        assert res.exit_code == 0, res.output
+        latents.append(str(path))
+    res = runner.invoke(main, ["decode", *latents, "--model", "demo:digits", "--weights", "0,0.5,1", "--out",
+                               str(tmp_path / "d"), "-q"])
+    assert res.exit_code == 0, res.output
+    strip = load_image(tmp_path / "d" / "z0_to_z1.png", channels=1)
+    assert strip.shape[-2:] == (8, 24)
+    torch.testing.assert_close(strip[..., :8], load_image(digit, channels=1), rtol=0, atol=1 / 255 + 1e-6)
+    res = runner.invoke(main, ["decode", latents[0], "--model", "demo:digits", "--weights", "0,1", "-q"])
+    assert res.exit_code != 0 and "two latents" in res.output
+
+
+def load_image_from_demo() -> torch.Tensor:
+    from cyclediff.demo.data import split
+
+    _, _, x, y = split()
+    return (x[(y == 3).nonzero()[0, 0]] + 1) / 2
