@@ -191,3 +191,111 @@ def load_image_from_demo() -> torch.Tensor:
 
     _, _, x, y = split()
     return (x[(y == 3).nonzero()[0, 0]] + 1) / 2
+
+
+# ---------------------------------------------------------------------------------------------------- attention
+CAT_DOG = {"source_condition": {"prompt": "a cat"}, "target_condition": {"prompt": "a dog", "guidance_scale": 3.0}}
+
+
+def test_refinement_aligns_tokens_and_new_words_keep_their_own_maps():
+    from cyclediff.models.attention import token_map
+
+    # [start, a, cat, end] → [start, a, red, cat, end]: "red" is new; the padding follows the end tokens
+    assert token_map([0, 5, 7, 1], [0, 5, 9, 7, 1], 8) == [0, 1, -1, 2, 3, 4, 5, 6]
+
+
+def test_the_target_pass_takes_the_source_maps_for_the_steps_asked_and_only_those(sd):
+    x0 = to_model_space(sd, photos(1), _g(0))
+    grid = sd.schedule.timesteps(8, 0.8)
+    edit_ = {"mode": "replace", "cross_steps": 0.5, "self_steps": 0.25}
+    with sd.attention_edit(edit_, ["a cat"], ["a dog"], grid, trace=True) as control:
+        cycle(x0, sd, steps=8, strength=0.8, generator=_g(0), **CAT_DOG)
+    cross = {t["step"] for t in control.trace if t["cross"]}
+    selfs = {t["step"] for t in control.trace if not t["cross"]}
+    assert cross == set(range(round(0.5 * len(grid)))) and selfs == set(range(round(0.25 * len(grid))))
+    for t in control.trace:  # replaced where the target's own maps differed (cross always: other words)
+        assert torch.equal(t["target"], t["source"]) and (not t["cross"] or not torch.equal(t["own"], t["source"]))
+    assert any(not torch.equal(t["own"], t["source"]) for t in control.trace if not t["cross"])
+    assert sd.attention_control is None and not any(
+        type(p).__name__ == "ControlledProcessor" for p in sd.unet.attn_processors.values())  # restored
+
+
+def test_an_idle_control_changes_nothing_and_a_real_one_changes_the_edit(sd):
+    x = photos(1)
+    plain = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0)).images
+    idle = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0),
+                attention={"mode": "replace", "cross_steps": 0}).images
+    torch.testing.assert_close(idle, plain, rtol=0, atol=BATCH_ULPS)  # explicit attention against SDPA
+    swapped = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0), attention="replace").images
+    assert (swapped - plain).abs().max() > 1e-4
+
+
+def test_reweighting_scales_the_words_attention_by_its_factor(sd):
+    x0 = to_model_space(sd, photos(1), _g(0))
+    grid = sd.schedule.timesteps(6, 0.8)
+    cond = {"source_condition": {"prompt": "a cat"}, "target_condition": {"prompt": "a red cat"}}
+    with sd.attention_edit({"weights": {"red": 2.5}}, ["a cat"], ["a red cat"], grid, trace=True) as control:
+        cycle(x0, sd, steps=6, strength=0.8, generator=_g(0), **cond)
+    late = [t for t in control.trace if t["cross"] and t["step"] >= round(0.8 * len(grid))]
+    assert late
+    for t in late:  # after the swap steps: the target's own map, "red" (token 2) × 2.5, the rest untouched
+        torch.testing.assert_close(t["target"][..., 2], 2.5 * t["own"][..., 2])
+        torch.testing.assert_close(t["target"][..., 3:], t["own"][..., 3:])
+
+
+def test_many_targets_with_attention_control_equal_separate_controlled_edits(sd):
+    x, prompts = photos(1, seed=2), ["a dog", "a car"]
+    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=_g(1), attention="replace")
+    for i, prompt in enumerate(prompts):
+        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=_g(1), attention="replace")
+        torch.testing.assert_close(many.images[i], one.images[0], rtol=0, atol=BATCH_ULPS)
+
+
+def test_attention_control_says_when_it_leaves_the_compiled_path(sd):
+    x = photos(1)
+    eager = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=_g(0), attention="refine").images
+    sd.optimize(compile=True)
+    try:
+        with pytest.warns(UserWarning, match="runs the UNet eagerly"):
+            again = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=_g(0),
+                         attention="refine").images
+    finally:
+        sd.optimize(compile=False)
+    assert torch.equal(again, eager)
+
+
+def test_attention_mistakes_are_one_line_errors(sd):
+    x = photos(1)
+    for kwargs, message in (({"prompt": "a red dog", "attention": "replace"}, "use refine"),
+                            ({"prompt": "a dog", "attention": {"weights": {"horse": 2}}}, "not in the target"),
+                            ({"prompt": "a dog", "attention": "swap"}, "replace .word swap. or refine"),
+                            ({"prompt": "a dog", "attention": "refine", "method": "sdedit"}, "cyclediffusion")):
+        with pytest.raises(CycleDiffError, match=message):
+            edit(sd, x, source_prompt="a cat", steps=4, generator=_g(0), **kwargs)
+    with pytest.raises(CycleDiffError, match="text-conditioned UNet"):
+        from cyclediff.apps.edit import _attention
+
+        _attention(pixel(num_classes=3), "refine", "cyclediffusion", "a", "b", 1, [1])
+
+
+def test_cli_edit_with_attention_control(tmp_path, sd):
+    from cyclediff.apps.jobfile import load_job
+
+    folder = tmp_path / "sd"
+    sd.pipe.save_pretrained(folder)
+    image = tmp_path / "cat.png"
+    save_image(photos(1)[0], image)
+    res = CliRunner().invoke(main, ["edit", str(image), "--model", str(folder), "--source-prompt", "a cat",
+                                    "--prompt", "a red cat", "--attention", "refine", "--reweight", "red=2",
+                                    "--self-attention-steps", "0.2", "--steps", "4", "--out", str(tmp_path / "o"),
+                                    "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "o").glob("cat_*.png"))) == 1
+    res = CliRunner().invoke(main, ["edit", str(image), "--model", str(folder), "--source-prompt", "a cat",
+                                    "--prompt", "a dog", "--reweight", "dog", "-q"])
+    assert res.exit_code != 0 and "--attention" in res.output
+    job = tmp_path / "job.toml"
+    job.write_text('task = "edit"\ninputs = ["cat.png"]\n[settings]\nmodel = "sd"\nsource_prompt = "a cat"\n'
+                   'prompt = "a dog"\nattention = "sideways"\n')
+    with pytest.raises(CycleDiffError, match="attention mode"):
+        load_job(job)

@@ -9,8 +9,9 @@ import torch
 
 from .._noise import Generators, check_generators
 from ..defaults import EDIT
+from ..errors import CycleDiffError
 from ..latent import Latent
-from ..models.base import Model
+from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
 from .images import as_image_batch
 from .methods import check_method, resolve_mask, run_method
@@ -44,6 +45,7 @@ def edit(
     method: str = EDIT["method"],
     mask: Any = None,
     mask_threshold: float = 0.5,
+    attention: Any = None,
     progress: bool = False,
 ) -> EditResult:
     """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.
@@ -61,6 +63,9 @@ def edit(
     seed. **Masks** (CycleDiffusion): ``mask`` (B, 1, H, W) in [0, 1] at image size, 1 where the image may
     change, or ``"auto"`` (where the two prompts' noise predictions disagree, thresholded at
     ``mask_threshold``); outside a binary mask the result is the VAE reconstruction of the input.
+    **Attention control** (CycleDiffusion): ``attention="refine"`` / ``"replace"`` or an
+    :class:`~cyclediff.models.attention.AttentionEdit` (mode, cross_steps, self_steps, weights): the target pass
+    reuses the source pass's attention maps, as Prompt-to-Prompt does (the UNet then runs eagerly).
     """
     check_method(method)
     x = as_image_batch(images).to(model.device)
@@ -81,7 +86,27 @@ def edit(
     keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), model, model, method=method, steps=steps,
                                strength=strength, generator=gens, source_condition=source_condition,
                                target_condition=target_condition, threshold=mask_threshold, copies=copies)
-    out, latent = run_method(method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens,
-                             progress=progress, source_condition=source_condition,
-                             target_condition=target_condition, mask=keep, copies=copies)
+    with _attention(model, attention, method, source_prompt, prompt, x.shape[0] * copies,
+                    model.schedule.timesteps(steps, strength)):
+        out, latent = run_method(method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens,
+                                 progress=progress, source_condition=source_condition,
+                                 target_condition=target_condition, mask=keep, copies=copies)
     return EditResult(images=to_images(model, out), latent=latent, mask=shown)
+
+
+def _attention(model: Model, attention: Any, method: str, sources: Any, targets: Any, rows: int,
+               timesteps: list[int]) -> Any:
+    """The attention control's context for ``rows`` target rows (a no-op without one)."""
+    import contextlib
+
+    if attention is None:
+        return contextlib.nullcontext()
+    if method != "cyclediffusion":
+        raise CycleDiffError(f"attention control works with method cyclediffusion; not with {method}")
+    if not isinstance(model, AttentionEditable):
+        raise CycleDiffError("attention control needs a text-conditioned UNet model (Stable Diffusion 1.x / 2.x / XL)")
+    targets = [targets] * rows if isinstance(targets, str) else list(targets)
+    sources = [sources] * rows if isinstance(sources, str) else list(sources)
+    copies = rows // max(len(sources), 1)
+    sources = [s for s in sources for _ in range(copies)] if len(sources) != rows else sources
+    return model.attention_edit(attention, sources, targets, list(timesteps))

@@ -77,6 +77,7 @@ class EditSpec:
     eta: float = EDIT["eta"]
     clip_model: str = CLIP_MODEL
     size: str | None = None
+    attention: Any = None  # Prompt-to-Prompt control for every CycleDiffusion edit ("refine", "replace" or a dict)
 
     @classmethod
     def load(cls, path: str | Path) -> EditSpec:
@@ -125,7 +126,8 @@ def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progres
         item, key = spec.items[i], f"{i:04d}_{method}_s{strength:g}_w{w:g}_seed{seed}"
         settings = {"source_prompt": item["source"], "prompt": item["target"], "negative_prompt": None,
                     "strength": strength, "steps": spec.steps, "eta": spec.eta, "guidance_scale": w,
-                    "source_guidance_scale": spec.source_guidance_scale, "method": method}
+                    "source_guidance_scale": spec.source_guidance_scale, "method": method,
+                    "attention": spec.attention if method == "cyclediffusion" else None}
         units.append(Unit(len(units), key, seed, name=key, settings=settings, input=Path(item["image"])))
         item_of[key] = i
 

@@ -28,14 +28,16 @@ from .runner import plan
 from .tasks import EditTask, GuideTask, TranslateTask, settings_signature
 
 TASKS = ("edit", "translate", "guide")
+MASKING = {"mask": None, "mask_threshold": 0.5}  # a mask image (relative to the job file) or "auto"
 TOP_LEVEL = {"task", "inputs", "out", "seeds", "batch_size", "device", "dtype", "compile", "size", "fit",
              "max_pixels", "settings", "reference", "features"}
 # settings each task takes (beyond these nothing is accepted, so a typo is an error, not a silent default)
 SETTINGS: dict[str, dict[str, Any]] = {
     "edit": {"model": None, "source_prompt": None, "prompt": None, **EDIT, "negative_prompt": None,
-             "clip_model": None},
+             "clip_model": None, **MASKING, "attention": None},
     "translate": {"source_model": None, "target_model": None, **TRANSLATE, "source_class": None,
-                  "target_class": None, "source_prompt": None, "target_prompt": None, "guidance_scale": None},
+                  "target_class": None, "source_prompt": None, "target_prompt": None, "guidance_scale": None,
+                  **MASKING},
     "guide": {"model": None, "energy": None, "text": None, **GUIDE, "prompt": None, "guidance_scale": None,
               "class_label": None, "keep_best": False, "grad_steps": None},
 }
@@ -180,11 +182,15 @@ def load_job(path: str | Path) -> Job:
         raise CycleDiffError(f"{path}: the {task} task has no settings {sorted(bad)}; it takes "
                              f"{sorted(SETTINGS[task])}")
     settings = {**SETTINGS[task], **check_settings(given)}
+    if settings.get("attention") is not None:
+        from ..models.attention import AttentionEdit
+
+        AttentionEdit.of(settings["attention"])  # a bad mode or weight fails now, not in every unit
     missing = [k for k in REQUIRED[task] if not settings.get(k)]
     if missing:
         raise CycleDiffError(f"{path}: the {task} task needs settings {missing}")
     base = path.parent
-    for key in ("model", "source_model", "target_model", "energy", "clip_model"):  # relative to the job file
+    for key in ("model", "source_model", "target_model", "energy", "clip_model", "mask"):  # relative to the job
         if isinstance(settings.get(key), str):
             settings[key] = _local_spec(base, settings[key])
     methods = None

@@ -139,7 +139,7 @@ def _record(job: Job, unit: Any, result: Result, rank: int) -> dict:
 
 
 def _jsonable(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if v is None or isinstance(v, (str, int, float, bool, list))}
+    return {k: v for k, v in settings.items() if v is None or isinstance(v, (str, int, float, bool, list, dict))}
 
 
 def _merge(job: Job) -> None:

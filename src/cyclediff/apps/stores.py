@@ -144,8 +144,12 @@ class RecordStore:
         return self.folder / "images" / f"{unit.name}.png"
 
     def write(self, unit: Unit, output: Any) -> str:
-        path = save_image(output, self.target(unit))
-        return path.relative_to(self.folder).as_posix() if self.relative else str(path)
+        """The image at the unit's path; a dict of them (suffix → image: ``{".png": image, "_mask.png": mask}``)
+        beside each other, the first one recorded."""
+        target = self.target(unit)
+        items = output.items() if isinstance(output, dict) else [(".png", output)]
+        paths = [save_image(image, target.with_name(target.stem + suffix)) for suffix, image in items]
+        return paths[0].relative_to(self.folder).as_posix() if self.relative else str(paths[0])
 
     def record(self, results: list[Result]) -> None:
         lines = [self.line(r) for r in results]

@@ -136,7 +136,7 @@ class EditTask(ImageTask):
                       source_guidance_scale=s["source_guidance_scale"],
                       negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
                       method=s["method"], mask=self._mask(units, x), mask_threshold=s.get("mask_threshold", 0.5),
-                      progress=self.progress)
+                      attention=s.get("attention"), progress=self.progress)
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         if self.scorer is not None:

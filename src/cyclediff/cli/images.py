@@ -58,6 +58,31 @@ def _masking(mask: str | None, threshold: float, method: str) -> dict[str, Any]:
             "mask_threshold": threshold if mask == "auto" else None}
 
 
+def _attention(mode: str | None, cross: float, self_steps: float, reweight: tuple[str, ...],
+               method: str) -> dict[str, Any]:
+    """The attention-control setting, checked before any model loads."""
+    from ..models.attention import AttentionEdit
+
+    if mode is None:
+        if reweight:
+            raise click.UsageError("--reweight needs --attention replace or refine")
+        return {}
+    if method != "cyclediffusion":
+        raise click.UsageError(f"--attention works with --method cyclediffusion, not {method}")
+    weights = {}
+    for item in reweight:
+        word, sep, value = item.rpartition("=")
+        try:
+            weights[word.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not word.strip():
+            raise click.BadParameter(f"give WORD=SCALE, e.g. red=2; got {item!r}", param_hint="--reweight")
+    edit = AttentionEdit(mode=mode, cross_steps=cross, self_steps=self_steps, weights=weights)
+    return {"attention": {"mode": edit.mode, "cross_steps": edit.cross_steps, "self_steps": edit.self_steps,
+                          "weights": edit.weights}}
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--source-prompt", required=True, help="what the input images show")
@@ -76,12 +101,21 @@ def _masking(mask: str | None, threshold: float, method: str) -> dict[str, Any]:
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
               help="images per UNet call (same-sized images are batched)")
 @mask_options
+@click.option("--attention", type=click.Choice(["replace", "refine"]), default=None,
+              help="Prompt-to-Prompt: the target pass reuses the source's attention maps (replace: a word swap with "
+                   "as many tokens; refine: words added or changed)")
+@click.option("--attention-steps", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="share of the steps whose cross-attention maps are reused")
+@click.option("--self-attention-steps", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="share of the steps whose self-attention maps are reused (keeps the layout closer)")
+@click.option("--reweight", multiple=True, metavar="WORD=SCALE",
+              help="scale the target's attention to a word of --prompt, e.g. red=2 (repeatable; with --attention)")
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
 @output_options
 def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, steps, strength, eta, guidance_scale,
-         source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, mask, mask_threshold, size, fit,
-         max_pixels, out, overwrite, quiet, as_json):
+         source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, mask, mask_threshold, attention,
+         attention_steps, self_attention_steps, reweight, size, fit, max_pixels, out, overwrite, quiet, as_json):
     """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (no mask, no training).
 
     \b
@@ -107,7 +141,8 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
     settings = {"task": "edit", "model": model_spec, "dtype": dtype, "source_prompt": source_prompt,
                 "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps, "eta": eta,
                 "guidance_scale": guidance_scale, "source_guidance_scale": source_guidance_scale, "method": method,
-                "size": size, "fit": fit, **_masking(mask, mask_threshold, method)}
+                "size": size, "fit": fit, **_masking(mask, mask_threshold, method),
+                **_attention(attention, attention_steps, self_attention_steps, reweight, method)}
     units = image_units(images, seed_list, settings, lambda stem, s: f"{stem}_{slug(prompt)}_{label}_seed{s}.png")
     task = EditTask(model, ReadPolicy(size, fit, max_pixels))
     run_and_report(task, units, FileStore(lambda u: out / u.name, overwrite=overwrite), batch_size=batch_size,

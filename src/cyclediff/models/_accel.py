@@ -43,13 +43,14 @@ class UNetRunner:
         """Whether calls under autograd go through a compiled UNet (``optimize(grad=True)``)."""
         return self.compiled_grad is not None
 
-    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, out_dtype: torch.dtype, **kwargs: Any) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, out_dtype: torch.dtype, *, eager: bool = False,
+                 **kwargs: Any) -> torch.Tensor:
         # one layout for every call: a compiled graph is specialised to its inputs' strides
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         if torch.is_grad_enabled():
             module = self.module if self.compiled_grad is None else self.compiled_grad
             return module(x, timesteps, return_dict=False, **kwargs)[0].to(out_dtype)
-        if self.compiled is None:
+        if self.compiled is None or eager:  # eager: e.g. attention control, which swaps the attention processors
             return self.module(x, timesteps, return_dict=False, **kwargs)[0].to(out_dtype)
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()

@@ -87,3 +87,12 @@ def split_guided(out: torch.Tensor, plan: list[tuple[int, float, int]]) -> list[
         row += parts * batch
         results.append(chunks[0] if parts == 1 else chunks[0] + w * (chunks[1] - chunks[0]))
     return results
+
+
+@runtime_checkable
+class AttentionEditable(Protocol):
+    """Text-conditioned models whose target pass can reuse the source pass's attention maps (Prompt-to-Prompt)."""
+
+    def attention_edit(self, edit: Any, sources: list[str], targets: list[str], timesteps: list[int], *,
+                       trace: bool = False) -> Any:
+        """A context manager: batched source / target calls inside it edit the target's attention."""

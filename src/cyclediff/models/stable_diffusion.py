@@ -87,6 +87,7 @@ class StableDiffusion(Optimizable):
         self.pipe = pipe
         self.unet, self.vae = pipe.unet, pipe.vae
         self.runner = UNetRunner(self.unet)
+        self.attention_control: Any = None  # an AttentionControl while attention_edit(...) is active
         self._time_ids_cache: dict[tuple, torch.Tensor] = {}
         self._vae_float32: Any = None
         for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
@@ -304,8 +305,26 @@ class StableDiffusion(Optimizable):
             kwargs["added_cond_kwargs"] = {"text_embeds": torch.cat(pooled).to(self.device, self.dtype),
                                            "time_ids": self._time_ids(x_all)}
         timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
-        out = self.runner(x_all.to(self.dtype), timesteps, x_all.dtype, **kwargs)
+        if self.attention_control is not None:
+            self.attention_control.route(plan, t)
+        out = self.runner(x_all.to(self.dtype), timesteps, x_all.dtype, eager=self.attention_control is not None,
+                          **kwargs)
         return split_guided(out, plan)
+
+    @contextlib.contextmanager
+    def attention_edit(self, edit: Any, sources: list[str], targets: list[str], timesteps: list[int], *,
+                       trace: bool = False) -> Iterator[Any]:
+        """While the block runs, batched source / target calls edit the target's attention maps
+        (:mod:`cyclediff.models.attention`); yields the control (its ``trace`` when asked for)."""
+        from .attention import AttentionEdit, build_control, controlled
+
+        control = build_control(self.pipe.tokenizer, AttentionEdit.of(edit), sources, targets, timesteps, trace=trace)
+        with controlled(self.unet, control, compiled=self.runner.compiled is not None):
+            self.attention_control = control
+            try:
+                yield control
+            finally:
+                self.attention_control = None
 
     def _time_ids(self, x: torch.Tensor) -> torch.Tensor:
         """SDXL's size conditioning: original size, crop (0, 0), target size, all the image's own size.
