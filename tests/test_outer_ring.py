@@ -16,7 +16,7 @@ from cyclediff.errors import CycleDiffError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cyclediff"
 CORE = ["schedule.py", "transitions.py", "latent.py", "encoder.py", "sampler.py", "cycle.py", "baselines.py",
-        "defaults.py", "models", "guidance", "metrics"]
+        "masks.py", "interpolation.py", "defaults.py", "models", "guidance", "metrics"]
 
 
 def _imports(path: Path) -> set[str]:
