@@ -299,3 +299,24 @@ def test_cli_edit_with_attention_control(tmp_path, sd):
                    'prompt = "a dog"\nattention = "sideways"\n')
     with pytest.raises(CycleDiffError, match="attention mode"):
         load_job(job)
+
+
+def test_the_evaluation_harness_takes_attention_control(tmp_path, sd):
+    import json
+
+    from cyclediff.apps.evaluate import EditSpec, evaluate_edit
+    from cyclediff.metrics import ClipScorer
+    from test_guidance import tiny_clip
+
+    save_image(photos(1)[0], tmp_path / "cat.png")
+    scorer = ClipScorer(tiny_clip(tmp_path))
+    rows = {}
+    for attention in (None, "replace"):
+        spec_path = tmp_path / f"spec-{attention}.json"
+        spec_path.write_text(json.dumps({"items": [{"image": "cat.png", "source": "a cat", "target": "a dog"}],
+                                         "settings": {"steps": 4, "attention": attention}}))
+        out = tmp_path / f"eval-{attention}"
+        rows[attention] = evaluate_edit(EditSpec.load(spec_path), out, model=sd, scorer=scorer, progress=False)
+        assert rows[attention][0]["items"] == 1
+    a, b = (load_image(next((tmp_path / f"eval-{k}" / "images").glob("*.png"))) for k in (None, "replace"))
+    assert (a - b).abs().max() > 1e-4  # the harness did run the controlled edit
