@@ -1,0 +1,142 @@
+"""The stochastic step for any Gaussian path x_t = a_t·x0 + s_t·ε, and rectified-flow grids (pure functions).
+
+Variance preserving: a = √ᾱ, s = √(1 − ᾱ). Rectified flow (SD3, FLUX): a = 1 − σ, s = σ, and the model predicts
+the velocity v = ε − x0. One step t → s (s less noisy): from the model's x̂0 and ε̂,
+
+    mean = a_s·x̂0 + √(s_s² − std²)·ε̂,        std = η · std of q(x_s | x_t, x0),
+
+where q(x_s | x_t, x0) is the posterior of the path's Markov forward process q(x_t | x_s) = N((a_t/a_s)·x_s,
+(s_t² − (a_t/a_s)²·s_s²)·I). η = 1 is the ancestral step, η → 0 the probability-flow ODE (for rectified flow
+exactly Euler's step x_t + (σ_s − σ_t)·v). The DPM-Encoder samples x_s from the same posterior, with mean
+a_s·x0 + √(s_s² − std²)·(x_t − a_t·x0)/s_t, and records the draw that makes the step land there. For VP paths
+this is DDIM(η) / DDPM exactly as :mod:`cyclediff.transitions` computes it (a test checks the two agree).
+
+The fresh-noise step x_s = a_s·x̂0 + s_s·ω is what diffusers' ``FlowMatchEulerDiscreteScheduler(stochastic_sampling=
+True)`` does. Grids come from diffusers' own scheduler (shift, dynamic shifting with FLUX's μ, shift_terminal,
+Karras / exponential / beta sigmas, the final σ = 0), cut by ``strength`` as its SD3 / FLUX img2img pipelines cut
+them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+# ---------------------------------------------------------------------------------------------------- paths
+def rectified_flow(sigma: float) -> tuple[float, float]:
+    """(a, s) of the rectified-flow path at noise level σ ∈ [0, 1]."""
+    return 1.0 - sigma, sigma
+
+
+def variance_preserving(alpha_bar: float) -> tuple[float, float]:
+    """(a, s) of the variance-preserving path at ᾱ."""
+    return math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+
+
+def posterior_std(t: tuple[float, float], s: tuple[float, float]) -> float:
+    """Std of q(x_s | x_t, x0) for the path's Markov forward process, from (a_t, s_t) and (a_s, s_s)."""
+    (a_t, s_t), (a_s, s_s) = t, s
+    if s_t == 0:
+        return 0.0
+    var_ts = max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0)
+    return math.sqrt(var_ts * s_s**2) / s_t
+
+
+def step_mean(x0: torch.Tensor, eps: torch.Tensor, s: tuple[float, float], std: float) -> torch.Tensor:
+    """a_s·x̂0 + √(s_s² − std²)·ε̂: the mean of a step to s with the given std."""
+    a_s, s_s = s
+    return a_s * x0 + math.sqrt(max(s_s**2 - std**2, 0.0)) * eps
+
+
+def encoder_mean(x_t: torch.Tensor, x0: torch.Tensor, t: tuple[float, float], s: tuple[float, float],
+                 std: float) -> torch.Tensor:
+    """Mean of the encoder's draw of x_s given x_t and the true x0 (the step's mean with ε = (x_t − a_t·x0)/s_t)."""
+    a_t, s_t = t
+    return step_mean(x0, (x_t - a_t * x0) / s_t, s, std)
+
+
+def velocity_to_x0_eps(v: torch.Tensor, x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂0, ε̂) from a rectified-flow model's velocity v = ε − x0 at x = (1 − σ)·x0 + σ·ε."""
+    return x - sigma * v, x + (1.0 - sigma) * v
+
+
+@dataclass(frozen=True)
+class FlowStep:
+    """One rectified-flow step σ_t → σ_s: mean, std (0 for a deterministic step) and x̂0."""
+
+    mean: torch.Tensor
+    std: float
+    x0: torch.Tensor
+
+
+def flow_step(v: torch.Tensor, x_t: torch.Tensor, sigma_t: float, sigma_s: float, eta: float) -> FlowStep:
+    """The stochastic step for a velocity prediction (η in [0, 1]; the step into σ = 0 has std 0)."""
+    if not 0 <= eta <= 1:
+        raise ConfigError(f"eta must lie in [0, 1]; got {eta}")
+    x0, eps = velocity_to_x0_eps(v, x_t, sigma_t)
+    t, s = rectified_flow(sigma_t), rectified_flow(sigma_s)
+    std = eta * posterior_std(t, s)
+    return FlowStep(mean=step_mean(x0, eps, s, std), std=std, x0=x0)
+
+
+def fresh_noise_step(v: torch.Tensor, x_t: torch.Tensor, sigma_t: float, sigma_s: float,
+                     noise: torch.Tensor) -> torch.Tensor:
+    """x_s = (1 − σ_s)·x̂0 + σ_s·ω: diffusers' stochastic flow-matching step, given its draw ω."""
+    x0 = x_t - sigma_t * v
+    return (1.0 - sigma_s) * x0 + sigma_s * noise
+
+
+# ---------------------------------------------------------------------------------------------------- grids
+@dataclass(frozen=True)
+class FlowGrid:
+    """Noise levels σ_0 > σ_1 > … > σ_K (= 0 after the last step) and the model's timesteps (σ·T) for the K
+    steps. ``sigmas[k] → sigmas[k + 1]`` is step k."""
+
+    sigmas: tuple[float, ...]
+    timesteps: tuple[float, ...]
+
+    def pairs(self) -> list[tuple[float, float, float]]:
+        """(model timestep, σ_t, σ_s) per step."""
+        return [(self.timesteps[k], self.sigmas[k], self.sigmas[k + 1]) for k in range(len(self.timesteps))]
+
+
+def image_shift(config: Any, image_seq_len: int) -> float:
+    """FLUX's resolution-dependent μ for ``image_seq_len`` latent tokens, as its pipelines compute it from the
+    scheduler config (base / max image sequence length and shift)."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    c = dict(config)
+    return calculate_shift(image_seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                           c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+
+
+def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | None = None) -> FlowGrid:
+    """The grid diffusers' FlowMatchEulerDiscreteScheduler builds for ``steps`` (with ``mu`` when the config
+    shifts dynamically), cut by ``strength`` as the SD3 / FLUX img2img pipelines cut it: the first
+    ``int(steps − steps·strength)`` steps are skipped."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(f"steps must be a positive integer; got {steps!r}")
+    if not 0 < strength <= 1:
+        raise ConfigError(f"strength must lie in (0, 1]; got {strength}")
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(config))
+    if scheduler.config.use_dynamic_shifting and mu is None:
+        raise ConfigError("this scheduler shifts its grid by the image size: pass mu (image_shift(config, tokens))")
+    scheduler.set_timesteps(steps, mu=mu)
+    start = int(max(steps - min(steps * strength, steps), 0))  # as the img2img pipelines' get_timesteps
+    if start >= steps:
+        raise ConfigError(f"strength {strength} leaves no step of {steps}; raise strength or steps")
+    sigmas = [float(v) for v in scheduler.sigmas[start:]]
+    timesteps = [float(v) for v in scheduler.timesteps[start:]]
+    return FlowGrid(sigmas=tuple(sigmas), timesteps=tuple(timesteps))
+
+
+__all__ = ["FlowGrid", "FlowStep", "encoder_mean", "flow_grid", "flow_step", "fresh_noise_step", "image_shift",
+           "posterior_std", "rectified_flow", "step_mean", "variance_preserving", "velocity_to_x0_eps"]
