@@ -19,6 +19,8 @@ them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
+from .schedule import Schedule
 
 
 # ---------------------------------------------------------------------------------------------------- paths
@@ -138,5 +141,54 @@ def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | Non
     return FlowGrid(sigmas=tuple(sigmas), timesteps=tuple(timesteps))
 
 
-__all__ = ["FlowGrid", "FlowStep", "encoder_mean", "flow_grid", "flow_step", "fresh_noise_step", "image_shift",
-           "posterior_std", "rectified_flow", "step_mean", "variance_preserving", "velocity_to_x0_eps"]
+# ---------------------------------------------------------------------------------------------------- schedules
+@dataclass(frozen=True, eq=False)
+class FlowSchedule(Schedule):
+    """A rectified-flow model's schedule, seen by the core in variance-preserving coordinates.
+
+    x_σ = (1 − σ)·x0 + σ·ε is the VP sample √ᾱ·x0 + √(1 − ᾱ)·ε scaled by c = √((1 − σ)² + σ²), with
+    ᾱ = (1 − σ)²/c². A step of the general form (module doc) commutes with that scaling, so the core's encoder,
+    decoder, cycle and guidance run unchanged on a flow model whose adapter scales its inputs by c and returns
+    x̂0 = x_σ − σ·v̂ (a "sample" prediction; :class:`cyclediff.models.flow.FlowPixelDenoiser`). Timesteps are the
+    model's σ·T of the grid diffusers builds (:func:`flow_grid`); after the last step σ = 0 (ᾱ = 1: a
+    deterministic, recorded residual).
+    """
+
+    mu: float | None = None  # FLUX-style dynamic shifting: the image-size shift
+    path = "rectified_flow"
+
+    @classmethod
+    def from_flow_config(cls, config: Any, *, mu: float | None = None) -> FlowSchedule:
+        cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+        n = int(cfg.get("num_train_timesteps", 1000))
+        sigma = torch.arange(n, dtype=torch.float64) / n  # the unshifted levels (the table only sizes the model)
+        alpha_bar = (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
+        return cls(alpha_bar=alpha_bar, final_alpha_bar=1.0, prediction_type="sample", timestep_spacing="linspace",
+                   config=cfg, mu=mu)
+
+    def sigma_at(self, t: float) -> float:
+        """σ of a model timestep (t < 0: after the last step, σ = 0)."""
+        return 0.0 if t < 0 else float(t) / self.num_train_timesteps
+
+    def scale_at(self, t: float) -> float:
+        """c = √((1 − σ)² + σ²): the flow sample is c times the VP one."""
+        sigma = self.sigma_at(t)
+        return math.sqrt((1 - sigma) ** 2 + sigma**2)
+
+    def alpha_bar_at(self, t: float) -> float:  # type: ignore[override]
+        a, s = rectified_flow(self.sigma_at(t))
+        return a * a / (a * a + s * s)
+
+    def fingerprint(self) -> str:
+        text = json.dumps(["rectified_flow", self.config, self.mu], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def grid(self, steps: int) -> list[float]:  # type: ignore[override]
+        return list(flow_grid(self.config, steps, 1.0, mu=self.mu).timesteps)
+
+    def timesteps(self, steps: int, strength: float = 1.0) -> list[float]:  # type: ignore[override]
+        return list(flow_grid(self.config, steps, strength, mu=self.mu).timesteps)
+
+
+__all__ = ["FlowGrid", "FlowSchedule", "FlowStep", "encoder_mean", "flow_grid", "flow_step", "fresh_noise_step",
+           "image_shift", "posterior_std", "rectified_flow", "step_mean", "variance_preserving", "velocity_to_x0_eps"]

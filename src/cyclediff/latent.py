@@ -24,6 +24,7 @@ FORMAT = "cyclediff.latent"
 # 2: the metadata carries a SHA-256 of the stored tensor bytes, checked on load (version 1 files have none)
 FORMAT_VERSION = 2
 SAMPLERS = ("ddim", "ddpm")
+PATHS = ("vp", "rectified_flow")  # x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, or (1 − σ)·x0 + σ·ε
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 _MAX_SEED = 2**64 - 1
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -56,15 +57,20 @@ class Latent:
     model_id: str | None = None
     condition: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int | None, ...] | None = None
+    path: str = "vp"  # the Gaussian path: "vp" (DDPM / DDIM grids, integer timesteps) or "rectified_flow"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.timesteps, (list, tuple)) or not all(_is_int(t) for t in self.timesteps):
-            raise ValueError(f"inconsistent latent: timesteps must be a list of integers; got {self.timesteps!r}")
+        if self.path not in PATHS:
+            raise ValueError(f"inconsistent latent: path must be one of {', '.join(PATHS)}; got {self.path!r}")
+        timestep_ok = _is_int if self.path == "vp" else _is_number
+        if not isinstance(self.timesteps, (list, tuple)) or not all(timestep_ok(t) for t in self.timesteps):
+            raise ValueError(f"inconsistent latent: timesteps must be a list of "
+                             f"{'integers' if self.path == 'vp' else 'numbers'}; got {self.timesteps!r}")
         if not isinstance(self.residual, (list, tuple)) or not all(isinstance(r, bool) for r in self.residual):
             raise ValueError(f"inconsistent latent: residual must be a list of true/false; got {self.residual!r}")
         if self.seeds is not None and not isinstance(self.seeds, (list, tuple)):
             raise ValueError(f"inconsistent latent: seeds must be a list or null; got {self.seeds!r}")
-        object.__setattr__(self, "timesteps", tuple(int(t) for t in self.timesteps))
+        object.__setattr__(self, "timesteps", tuple((int if self.path == "vp" else float)(t) for t in self.timesteps))
         object.__setattr__(self, "residual", tuple(self.residual))
         if self.seeds is not None:
             object.__setattr__(self, "seeds", tuple(self.seeds))
@@ -88,9 +94,13 @@ class Latent:
             return f"{k} eps entries but {len(self.timesteps)} timesteps and {len(self.residual)} residual flags"
         if list(self.timesteps) != sorted(set(self.timesteps), reverse=True):
             return f"timesteps must be strictly descending, got {list(self.timesteps)}"
-        if self.timesteps[0] >= self.num_train_timesteps or self.timesteps[-1] < 0:
-            return f"timesteps {list(self.timesteps)} leave 0..{self.num_train_timesteps - 1}"
+        flow = self.path == "rectified_flow"  # σ·T in (0, T]; VP: integer timesteps in 0..T−1
+        if (self.timesteps[0] > self.num_train_timesteps or self.timesteps[-1] <= 0) if flow else (
+                self.timesteps[0] >= self.num_train_timesteps or self.timesteps[-1] < 0):
+            return f"timesteps {list(self.timesteps)} leave the model's range 0..{self.num_train_timesteps}"
         run = min(int(self.steps * self.strength), self.steps)
+        if flow:  # as the flow img2img pipelines cut their grids
+            run = self.steps - int(max(self.steps - min(self.steps * self.strength, self.steps), 0))
         if k != run or self.steps > self.num_train_timesteps:
             return (f"{k} steps stored, but steps={self.steps} at strength={self.strength} on "
                     f"{self.num_train_timesteps} training timesteps runs {run}")
@@ -109,7 +119,7 @@ class Latent:
         return cls(x_start=x_start, eps=eps, timesteps=tuple(timesteps), residual=tuple(residual), sampler=sampler,
                    eta=eta, steps=steps, strength=float(strength), num_train_timesteps=schedule.num_train_timesteps,
                    schedule_fingerprint=schedule.fingerprint(), variance_type=schedule.variance_type,
-                   model_id=model_id, condition=condition, seeds=seeds)
+                   model_id=model_id, condition=condition, seeds=seeds, path=schedule.path)
 
     # ------------------------------------------------------------------ views
     @property
@@ -155,6 +165,8 @@ class Latent:
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("x_start", "eps")}
         meta["timesteps"], meta["residual"] = list(self.timesteps), list(self.residual)
         meta["seeds"] = None if self.seeds is None else list(self.seeds)
+        if self.path == "vp":  # VP files keep the layout they always had
+            del meta["path"]
         meta.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -289,8 +301,11 @@ def _is_number(v: Any) -> bool:
 
 def _field_problem(z: Latent) -> str | None:
     """The first metadata field of ``z`` whose type or range is wrong (as a file may hold anything), or None."""
-    if not all(_is_int(t) for t in z.timesteps) or not z.timesteps:
-        return f"timesteps must be a non-empty list of integers; got {list(z.timesteps)!r}"
+    if z.path not in PATHS:
+        return f"path must be one of {', '.join(PATHS)}; got {z.path!r}"
+    if not all((_is_int if z.path == "vp" else _is_number)(t) for t in z.timesteps) or not z.timesteps:
+        kind = "integers" if z.path == "vp" else "numbers"
+        return f"timesteps must be a non-empty list of {kind}; got {list(z.timesteps)!r}"
     if z.sampler not in SAMPLERS:
         return f"sampler must be one of {', '.join(SAMPLERS)}; got {z.sampler!r}"
     if not _is_number(z.eta) or not 0 < z.eta <= 1 or (z.sampler == "ddpm" and z.eta != 1):

@@ -83,6 +83,7 @@ class Schedule:
     dynamic_thresholding_ratio: float = 0.995
     sample_max_value: float = 1.0
     config: dict[str, Any] = field(default_factory=dict)
+    path = "vp"  # the Gaussian path (a class constant; cyclediff.flow.FlowSchedule: "rectified_flow")
 
     def __post_init__(self) -> None:
         ab = self.alpha_bar

@@ -87,7 +87,12 @@ class PixelDenoiser(Optimizable):
                 continue
             if device is not None:
                 unet = unet.to(device)
-            return cls(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
+            kind = cls
+            if str(config.get("_class_name", "")).startswith("FlowMatch"):  # a rectified-flow UNet
+                from .flow import FlowPixelDenoiser
+
+                kind = FlowPixelDenoiser
+            return kind(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
         raise CycleDiffError(
             f"could not load a pixel diffusion model from {source!r}. Pass a hub id or a folder saved by diffusers "
             "(model_index.json with unet/ and scheduler/, or a UNet2DModel folder with scheduler_config.json). "
@@ -214,9 +219,19 @@ class PixelDenoiser(Optimizable):
             plan.append((len(parts), w, x.shape[0]))
         x_all = torch.cat(xs)
         kwargs = {} if labels[0] is None else {"class_labels": torch.cat(labels).to(x_all.device)}
-        timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
-        out = self.runner(x_all.to(self.dtype), timesteps, x_all.dtype, **kwargs)
-        return split_guided(out, plan)
+        out = self.runner(self.model_input(x_all, t).to(self.dtype), self.model_timesteps(t, x_all), x_all.dtype,
+                          **kwargs)
+        return split_guided(self.model_output(out, x_all, t), plan)
+
+    # the UNet's view of a step (identity for DDPM-family models; rectified-flow models scale and convert)
+    def model_timesteps(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+
+    def model_input(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return x
+
+    def model_output(self, out: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
+        return out
 
 
 def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
