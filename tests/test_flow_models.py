@@ -125,3 +125,28 @@ def test_the_cli_encodes_and_decodes_with_a_flow_model(tmp_path):
     assert res.exit_code == 0, res.output
     torch.testing.assert_close(load_image(tmp_path / "back.png"), load_image(tmp_path / "x.png"), rtol=0,
                                atol=1 / 255 + 1e-6)
+
+
+def test_the_fresh_sampler_is_diffusers_stochastic_flow_sampling():
+    """decode(sample_latent(sampler="fresh")) with one generator = diffusers' FlowMatchEulerDiscreteScheduler(
+    stochastic_sampling=True) loop on the same UNet with that generator (same draws, in the same order)."""
+    unet = tiny_unet(seed=3)
+    den = FlowPixelDenoiser(unet, CONFIG)
+    z = sample_latent(den, 2, steps=7, sampler="fresh", generator=torch.Generator().manual_seed(11))
+    ours = decode(z, den)
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0, stochastic_sampling=True)
+    sched.set_timesteps(7)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t.expand(2)).sample, t, x, generator=g).prev_sample
+    torch.testing.assert_close(ours, x, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["fresh", "ddpm"])
+def test_every_sampler_encodes_exactly_on_a_flow_model(sampler):
+    den, x = flow_model(), images(2)
+    z = encode(x, den, steps=9, strength=0.7, sampler=sampler, generator=_g(5, 6))
+    assert z.sampler == sampler and z.eta == 1.0
+    torch.testing.assert_close(decode(z, den), x, rtol=0, atol=EXACT)

@@ -16,7 +16,7 @@ from .models.base import Condition, Denoiser
 from .models.conditions import merge_condition
 from .sampler import decoder_step, progress_steps
 from .schedule import Schedule
-from .transitions import Transition, check_sampler, ddim_std, posterior_mean, transition
+from .transitions import Transition, check_sampler, draw_std, posterior_mean, transition
 
 # Images slightly outside [-1, 1] (resampling overshoot) are accepted; anything further is a scaling mistake.
 _RANGE_SLACK = 1e-3
@@ -75,7 +75,7 @@ def start_point(x0: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torc
 
 def encoder_step(
     schedule: Schedule, step: Transition, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, *,
-    last: bool, eta: float, draw: Callable[[], torch.Tensor],
+    last: bool, eta: float, draw: Callable[[], torch.Tensor], sampler: str = "ddim",
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One DPM-Encoder step: draw x_s ~ q(x_s | x_t, x0) (x0 itself after the last step) and return
     (x_s as the decoder will recompute it, the draw ε the sampler needs, whether ε is a residual)."""
@@ -83,7 +83,7 @@ def encoder_step(
         x_s = x0
     else:
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
-        post_std = ddim_std(ab_t, ab_s, eta)  # DDPM: eta is 1, the true posterior β̃
+        post_std = draw_std(ab_t, ab_s, sampler=sampler, eta=eta)  # DDPM: eta is 1, the true posterior β̃
         x_s = posterior_mean(x_t, x0, ab_t, ab_s, post_std) + post_std * draw()
     if step.deterministic:
         e = x_s - step.mean  # no draw can carry this step: keep the exact residual
@@ -130,7 +130,7 @@ class EncodingRun:
         schedule = self.denoiser.schedule
         step = transition(schedule, model_output, x_t, t, s, sampler=self.sampler, eta=self.eta)
         x_s, e, residual = encoder_step(schedule, step, x_t, self.x0, t, s, last=k == len(self.timesteps) - 1,
-                                        eta=self.eta, draw=self.noise.next)
+                                        eta=self.eta, draw=self.noise.next, sampler=self.sampler)
         self.eps.append(e)
         self.residual.append(residual)
         return x_s

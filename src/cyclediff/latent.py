@@ -19,11 +19,11 @@ import torch
 
 from ._io import atomic_write, json_object
 from .errors import LatentFileError
+from .transitions import SAMPLERS
 
 FORMAT = "cyclediff.latent"
 # 2: the metadata carries a SHA-256 of the stored tensor bytes, checked on load (version 1 files have none)
 FORMAT_VERSION = 2
-SAMPLERS = ("ddim", "ddpm")
 PATHS = ("vp", "rectified_flow")  # x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, or (1 − σ)·x0 + σ·ε
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 _MAX_SEED = 2**64 - 1
@@ -308,8 +308,8 @@ def _field_problem(z: Latent) -> str | None:
         return f"timesteps must be a non-empty list of {kind}; got {list(z.timesteps)!r}"
     if z.sampler not in SAMPLERS:
         return f"sampler must be one of {', '.join(SAMPLERS)}; got {z.sampler!r}"
-    if not _is_number(z.eta) or not 0 < z.eta <= 1 or (z.sampler == "ddpm" and z.eta != 1):
-        return f"eta must be a number in (0, 1] (1 for ddpm); got {z.eta!r}"
+    if not _is_number(z.eta) or not 0 < z.eta <= 1 or (z.sampler in ("ddpm", "fresh") and z.eta != 1):
+        return f"eta must be a number in (0, 1] (1 for ddpm and fresh); got {z.eta!r}"
     if not _is_int(z.steps) or z.steps < 1:
         return f"steps must be a positive integer; got {z.steps!r}"
     if not _is_number(z.strength) or not 0 < z.strength <= 1:

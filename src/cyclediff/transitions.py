@@ -15,7 +15,7 @@ import torch
 from .errors import ConfigError
 from .schedule import Schedule
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "fresh")  # fresh: x_s = √ᾱ_s·x̂0 + √(1 − ᾱ_s)·ω (new noise each step)
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class Transition:
 
 
 def check_sampler(sampler: str, eta: float | None) -> float:
-    """Validate a sampler / η pair; returns the η to record (1.0 for DDPM, whose step has no η)."""
+    """Validate a sampler / η pair; returns the η to record (1.0 for DDPM and fresh, whose steps have no η)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-    if sampler == "ddpm":
+    if sampler in ("ddpm", "fresh"):
         return 1.0
     if eta is None or isinstance(eta, bool) or not isinstance(eta, (int, float)):
         raise ConfigError(f"the ddim sampler needs eta, a number in (0, 1]; got {eta!r}")
@@ -128,7 +128,17 @@ def is_deterministic(schedule: Schedule, t: int, s: int, *, sampler: str, eta: f
     ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
     if sampler == "ddim":
         return ddim_std(ab_t, ab_s, eta) == 0
+    if sampler == "fresh":
+        return ab_s == 1
     return t == 0 or ddim_std(ab_t, ab_s, 1.0) == 0
+
+
+def draw_std(alpha_bar_t: float, alpha_bar_s: float, *, sampler: str, eta: float) -> float:
+    """Std of the encoder's draw of x_s given x_t and x0: the DDIM(η) posterior (DDPM: η = 1); for the fresh
+    sampler x_s ~ N(√ᾱ_s·x0, (1 − ᾱ_s)·I), which ignores x_t."""
+    if sampler == "fresh":
+        return math.sqrt(max(1 - alpha_bar_s, 0.0))
+    return ddim_std(alpha_bar_t, alpha_bar_s, eta)
 
 
 def transition(
@@ -145,7 +155,9 @@ def transition(
 
     ``sampler="ddim"``: DDIM eq. 12 with σ_t(η); x̂0 clipped as the config says, ε̂ not re-derived (diffusers'
     default). ``sampler="ddpm"``: the ancestral step with the schedule's variance type (fixed-small, fixed-large
-    or learned-range). A step that :func:`is_deterministic` calls deterministic gets std 0.
+    or learned-range). ``sampler="fresh"``: √ᾱ_s·x̂0 with std √(1 − ᾱ_s), new noise at every step (for flow models
+    diffusers' ``FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)``). A step that
+    :func:`is_deterministic` calls deterministic gets std 0.
     """
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
@@ -156,6 +168,8 @@ def transition(
     if sampler == "ddim":
         std = 0.0 if deterministic else ddim_std(ab_t, ab_s, eta)
         return Transition(mean=posterior_mean(x_t, x0, ab_t, ab_s, std, eps=eps), std=std, x0=x0)
+    if sampler == "fresh":
+        return Transition(mean=math.sqrt(ab_s) * x0, std=0.0 if deterministic else math.sqrt(1 - ab_s), x0=x0)
     beta_t = 1 - ab_t / ab_s
     small = (1 - ab_s) / (1 - ab_t) * beta_t  # β̃: the posterior variance
     mean = posterior_mean(x_t, x0, ab_t, ab_s, math.sqrt(max(small, 0.0)))  # Ho et al. eq. 7

@@ -39,7 +39,8 @@ from .options import (
 @model_options
 @compile_option
 @sampling_options(ENCODE)
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm", "fresh"]), default="ddim", show_default=True,
+              help="fresh: new noise at every step (flow models: diffusers' stochastic_sampling)")
 @click.option("--prompt", default=None, help="text models: the prompt that describes the image")
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="text models (default 1)")
 @click.option("--class-label", type=int, default=None, help="class-conditional pixel models")
@@ -148,7 +149,8 @@ def _weights(text: str | None, count: int) -> list[float] | None:
 @compile_option
 @click.option("--steps", type=click.IntRange(1), default=SAMPLE["steps"], show_default=True)
 @click.option("--eta", type=click.FloatRange(0, 1), default=SAMPLE["eta"], show_default=True)
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm", "fresh"]), default="ddim", show_default=True,
+              help="fresh: new noise at every step (flow models: diffusers' stochastic_sampling)")
 @click.option("--seeds", default="0", show_default=True, help="seed list, e.g. 0-7 or 1,5,9")
 @click.option("--prompt", default=None)
 @click.option("--guidance-scale", type=click.FloatRange(0), default=None)
