@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -107,3 +108,26 @@ def photos(batch: int, size: int = 16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(batch, 3, size // 4, size // 4, generator=g)
     return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def sd3_pipeline(tmp: Path, seed: int = 0, shift: float = 3.0) -> Any:
+    """SD3-shaped: two CLIP encoders with projections (widths 16 and 24, pooled 12 + 12), no T5 (diffusers allows
+    it: zeros in its place), an MMDiT over 8×8×4 latents (patch 2), a flow-matching scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tok, tok2 = tokenizer(tmp / "tok"), tokenizer(tmp / "tok2")
+    torch.manual_seed(seed)
+    text1 = CLIPTextModelWithProjection(text_config(len(tok), hidden=16, projection=12)).eval()
+    text2 = CLIPTextModelWithProjection(text_config(len(tok2), hidden=24, projection=12)).eval()
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=48, caption_projection_dim=16, pooled_projection_dim=24,
+        pos_embed_max_size=16,
+    ).eval()
+    autoencoder = vae(seed)
+    autoencoder.register_to_config(scaling_factor=1.5305, shift_factor=0.0609)  # SD3's VAE latent normalisation
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift), vae=autoencoder,
+        text_encoder=text1, tokenizer=tok, text_encoder_2=text2, tokenizer_2=tok2, text_encoder_3=None,
+        tokenizer_3=None,
+    )

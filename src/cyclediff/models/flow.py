@@ -18,12 +18,10 @@ from ..flow import FlowSchedule
 from .pixel import PixelDenoiser
 
 
-class FlowPixelDenoiser(PixelDenoiser):
-    """A rectified-flow UNet2DModel (velocity prediction) behind the same protocols as :class:`PixelDenoiser`."""
+class FlowCoordinates:
+    """The network's view of a step for velocity-predicting models on a :class:`FlowSchedule`."""
 
-    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, **kwargs: Any) -> None:
-        super().__init__(unet, {}, **kwargs)
-        self.schedule = FlowSchedule.from_flow_config(dict(scheduler_config))  # a config mapping
+    schedule: FlowSchedule
 
     def model_timesteps(self, t: float, x: torch.Tensor) -> torch.Tensor:
         return torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
@@ -35,4 +33,12 @@ class FlowPixelDenoiser(PixelDenoiser):
         return self.schedule.scale_at(t) * x - self.schedule.sigma_at(t) * out  # x̂0 from the velocity
 
 
-__all__ = ["FlowPixelDenoiser"]
+class FlowPixelDenoiser(FlowCoordinates, PixelDenoiser):
+    """A rectified-flow UNet2DModel (velocity prediction) behind the same protocols as :class:`PixelDenoiser`."""
+
+    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, **kwargs: Any) -> None:
+        super().__init__(unet, {}, **kwargs)
+        self.schedule = FlowSchedule.from_flow_config(dict(scheduler_config))  # a config mapping
+
+
+__all__ = ["FlowCoordinates", "FlowPixelDenoiser"]

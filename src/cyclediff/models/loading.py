@@ -15,13 +15,15 @@ from ..errors import CycleDiffError
 def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Any:
     """The denoiser for ``spec``.
 
-    - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL);
-    - a folder or hub id whose ``model_index.json`` names a text-to-image pipeline: :class:`StableDiffusion`;
-    - a folder or hub id holding a ``UNet2DModel`` (pipeline layout or a flat UNet folder): :class:`PixelDenoiser`;
+    - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
+      :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``);
+    - a folder or hub id whose ``model_index.json`` names a text-to-image pipeline: :class:`StableDiffusion`
+      (a ``StableDiffusion3Pipeline``: :class:`~cyclediff.models.sd3.StableDiffusion3`);
+    - a folder or hub id holding a ``UNet2DModel`` (pipeline layout or a flat UNet folder): :class:`PixelDenoiser`
+      (a rectified-flow one, with a FlowMatch scheduler: :class:`~cyclediff.models.flow.FlowPixelDenoiser`);
     - ``demo:digits``, ``demo:digit-3``, ``demo:digit-8``: the digits models shipped with the package.
     """
-    from .pixel import PixelDenoiser
-    from .stable_diffusion import SINGLE_FILE_SUFFIXES, StableDiffusion
+    from .stable_diffusion import SINGLE_FILE_SUFFIXES
 
     source = str(spec)
     if source.startswith("demo:"):
@@ -33,15 +35,43 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
         raise CycleDiffError(f"no such file or folder: {source}; check the path (hub ids look like org/name)")
     source = str(path) if _looks_local(source) else source
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
-        return StableDiffusion.from_pretrained(source, dtype=dtype, device=device)
-    kind = _kind(source, path)
-    if kind == "latent-diffusion":
-        return StableDiffusion.from_pretrained(source, dtype=dtype, device=device)
-    return PixelDenoiser.from_pretrained(source, dtype=dtype, device=device)
+        from .stable_diffusion import checkpoint_keys
+
+        sd3 = path.is_file() and any(".joint_blocks." in k or k.startswith("joint_blocks.")
+                                     for k in checkpoint_keys(path))
+        return _adapter("sd3" if sd3 else "latent-diffusion").from_pretrained(source, dtype=dtype, device=device)
+    return _adapter(_kind(source, path)).from_pretrained(source, dtype=dtype, device=device)
+
+
+def _adapter(kind: str) -> Any:
+    from .pixel import PixelDenoiser
+    from .sd3 import StableDiffusion3
+    from .stable_diffusion import StableDiffusion
+
+    return {"sd3": StableDiffusion3, "latent-diffusion": StableDiffusion, "pixel": PixelDenoiser}[kind]
+
+
+def from_pipe(pipe: Any, *, model_id: str | None = None) -> Any:
+    """The adapter for an already-built diffusers pipeline: SD 1.x / 2.x / XL, SD3 / SD3.5, or a pixel
+    (DDPM / DDIM) pipeline with a UNet2DModel."""
+    from diffusers import DiffusionPipeline
+
+    if not isinstance(pipe, DiffusionPipeline):
+        raise CycleDiffError(f"from_pipe takes a diffusers pipeline; got {type(pipe).__name__}")
+    name = type(pipe).__name__
+    components = pipe.components
+    if name.startswith("StableDiffusion3"):
+        return _adapter("sd3")(pipe, model_id=model_id)
+    if components.get("text_encoder") is not None and components.get("unet") is not None:
+        return _adapter("latent-diffusion").from_pipe(pipe, model_id=model_id)
+    if components.get("unet") is not None and components.get("scheduler") is not None:
+        return _adapter("pixel")(pipe.unet, pipe.scheduler.config, model_id=model_id)
+    raise CycleDiffError(f"{name} is not a pipeline cyclediff supports yet (SD 1.x / 2.x / XL, SD3, pixel "
+                         "DDPM / DDIM pipelines); FLUX is not supported yet")
 
 
 def _kind(source: str, path: Path) -> str:
-    """'latent-diffusion' or 'pixel', from model_index.json (or a flat UNet2DModel folder's config.json)."""
+    """'sd3', 'latent-diffusion' or 'pixel', from model_index.json (or a flat UNet2DModel folder's config.json)."""
     index = _read_config(source, path, "model_index.json")
     if index is None:
         config = _read_config(source, path, "config.json")
@@ -52,6 +82,8 @@ def _kind(source: str, path: Path) -> str:
             f"{source!r} is not a model this tool knows: no model_index.json in that {where}. Pass a diffusers "
             "pipeline folder, a UNet2DModel folder with scheduler_config.json, or a .safetensors / .ckpt file"
         )
+    if str(index.get("_class_name", "")).startswith("StableDiffusion3"):
+        return "sd3"
     if "text_encoder" in index or "vae" in index:
         return "latent-diffusion"
     return "pixel"

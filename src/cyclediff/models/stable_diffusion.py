@@ -248,21 +248,22 @@ class StableDiffusion(Optimizable):
         negatives = _as_list(negative_prompt, batch_size, "negative_prompt")
         w = condition_scale(guidance_scale)
         self._warn_if_truncated(prompts + (negatives or []))
-        with torch.no_grad(), _diffusers_quiet():  # its own truncation log repeats the whole cut text
-            if self.is_xl:
-                cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
-                    prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=w != 1,
-                    negative_prompt=negatives)
-            else:
-                cond, uncond = self.pipe.encode_prompt(
-                    prompts, self.device, 1, w != 1, negative_prompt=negatives)
-                pooled = uncond_pooled = None
+        cond, uncond, pooled, uncond_pooled = self._encode_prompts(prompts, negatives, w != 1)
         inputs = {"cond": cond, "uncond": uncond if w != 1 else None, "scale": w,
                   "pooled": pooled, "uncond_pooled": uncond_pooled if w != 1 else None}
         record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}
         if negatives is not None:
             record["negative_prompt"] = negatives
         return Condition(inputs=inputs, record=record)
+
+    def _encode_prompts(self, prompts: list[str], negatives: list[str] | None, guided: bool) -> tuple[Any, ...]:
+        """(prompt embeddings, negative ones or None, pooled, negative pooled) through the pipeline's encoder."""
+        with torch.no_grad(), _diffusers_quiet():  # its own truncation log repeats the whole cut text
+            if self.is_xl:
+                return tuple(self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
+                                                     do_classifier_free_guidance=guided, negative_prompt=negatives))
+            cond, uncond = self.pipe.encode_prompt(prompts, self.device, 1, guided, negative_prompt=negatives)
+        return cond, uncond, None, None
 
     def _warn_if_truncated(self, prompts: list[str]) -> None:
         """One short warning per over-long prompt (per model), however often the prompt is encoded."""
@@ -300,16 +301,30 @@ class StableDiffusion(Optimizable):
                 pooled.append(c.inputs["pooled" if part == "cond" else "uncond_pooled"])
             plan.append((len(parts), w, x.shape[0]))
         x_all = torch.cat(xs)
-        kwargs: dict[str, Any] = {"encoder_hidden_states": torch.cat(embeds).to(self.device, self.dtype)}
-        if self.is_xl:
-            kwargs["added_cond_kwargs"] = {"text_embeds": torch.cat(pooled).to(self.device, self.dtype),
-                                           "time_ids": self._time_ids(x_all)}
-        timesteps = torch.full((x_all.shape[0],), int(t), device=x_all.device, dtype=torch.long)
+        kwargs: dict[str, Any] = {"encoder_hidden_states": torch.cat(embeds).to(self.device, self.dtype),
+                                  **self._pooled_inputs(x_all, pooled)}
         if self.attention_control is not None:
             self.attention_control.route(plan, t)
-        out = self.runner(x_all.to(self.dtype), timesteps, x_all.dtype, eager=self.attention_control is not None,
-                          **kwargs)
-        return split_guided(out, plan)
+        out = self.runner(self.model_input(x_all, t).to(self.dtype), self.model_timesteps(t, x_all), x_all.dtype,
+                          eager=self.attention_control is not None, **kwargs)
+        return split_guided(self.model_output(out, x_all, t), plan)
+
+    def _pooled_inputs(self, x_all: torch.Tensor, pooled: list[Any]) -> dict[str, Any]:
+        """SDXL's added conditioning (pooled text and size ids); nothing for SD 1.x / 2.x."""
+        if not self.is_xl:
+            return {}
+        return {"added_cond_kwargs": {"text_embeds": torch.cat(pooled).to(self.device, self.dtype),
+                                      "time_ids": self._time_ids(x_all)}}
+
+    # the network's view of a step (identity for DDPM-family models; rectified-flow models scale and convert)
+    def model_timesteps(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+
+    def model_input(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return x
+
+    def model_output(self, out: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
+        return out
 
     @contextlib.contextmanager
     def attention_edit(self, edit: Any, sources: list[str], targets: list[str], timesteps: list[int], *,
@@ -347,7 +362,12 @@ def _is_xl_folder(source: str) -> bool:
 
 def _is_xl_checkpoint(path: Path) -> bool:
     """Whether a single checkpoint file is SDXL: it has a second (OpenCLIP) text encoder under
-    ``conditioner.embedders.1``. Reads only the key names (safetensors) or memory-maps the file (.ckpt)."""
+    ``conditioner.embedders.1``."""
+    return any(k.startswith("conditioner.embedders.1.") for k in checkpoint_keys(path))
+
+
+def checkpoint_keys(path: Path) -> list[str]:
+    """The tensor names of a checkpoint file: read from the safetensors header, or a memory-mapped .ckpt."""
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -359,4 +379,4 @@ def _is_xl_checkpoint(path: Path) -> bool:
             keys = list(state.get("state_dict", state))
     except Exception as err:  # noqa: BLE001 - torch and safetensors raise many kinds for a bad file
         raise CycleDiffError(f"{path} is not a readable checkpoint: {err}") from err
-    return any(k.startswith("conditioner.embedders.1.") for k in keys)
+    return keys
