@@ -131,3 +131,46 @@ def sd3_pipeline(tmp: Path, seed: int = 0, shift: float = 3.0) -> Any:
         text_encoder=text1, tokenizer=tok, text_encoder_2=text2, tokenizer_2=tok2, text_encoder_3=None,
         tokenizer_3=None,
     )
+
+
+def t5_tokenizer(folder: Path, max_length: int = 16) -> Any:
+    """A small SentencePiece-style (Unigram) T5 tokenizer built with the tokenizers library: a few whole words,
+    the letters, and T5's special tokens (pad 0, end 1, unknown 2)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("▁" + w, -1.0) for w in WORDS]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz▁"]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0,
+                           model_max_length=max_length)
+    fast.save_pretrained(folder)
+    return T5TokenizerFast.from_pretrained(folder)
+
+
+def flux_pipeline(tmp: Path, seed: int = 0, guidance_embeds: bool = True) -> Any:
+    """FLUX-shaped: CLIP (pooled, width 16) + T5 (width 32, 16 tokens), a transformer over 2×2-packed 4-channel
+    latents (one double and one single block), FLUX's dynamic-shift scheduler; 16×16 images."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tok, t5_tok = tokenizer(tmp / "tok"), t5_tokenizer(tmp / "t5")
+    torch.manual_seed(seed)
+    text = CLIPTextModel(text_config(len(tok), hidden=16)).eval()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)).eval()
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6),
+    ).eval()
+    autoencoder = vae(seed)
+    autoencoder.register_to_config(scaling_factor=0.3611, shift_factor=0.1159)  # FLUX's VAE latent normalisation
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=autoencoder, text_encoder=text, tokenizer=tok, text_encoder_2=t5,
+                        tokenizer_2=t5_tok, transformer=transformer)
+    pipe.default_sample_size = 8  # 16×16 images by default (the real models: 128 → 1024²)
+    return pipe

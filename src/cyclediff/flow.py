@@ -119,10 +119,12 @@ def image_shift(config: Any, image_seq_len: int) -> float:
                            c.get("base_shift", 0.5), c.get("max_shift", 1.15))
 
 
-def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | None = None) -> FlowGrid:
+def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | None = None,
+              flux_sigmas: bool = False) -> FlowGrid:
     """The grid diffusers' FlowMatchEulerDiscreteScheduler builds for ``steps`` (with ``mu`` when the config
     shifts dynamically), cut by ``strength`` as the SD3 / FLUX img2img pipelines cut it: the first
-    ``int(steps − steps·strength)`` steps are skipped."""
+    ``int(steps − steps·strength)`` steps are skipped. ``flux_sigmas``: the levels FLUX's pipelines pass,
+    linspace(1, 1/steps, steps), before the shift."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -132,7 +134,12 @@ def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | Non
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(config))
     if scheduler.config.use_dynamic_shifting and mu is None:
         raise ConfigError("this scheduler shifts its grid by the image size: pass mu (image_shift(config, tokens))")
-    scheduler.set_timesteps(steps, mu=mu)
+    if flux_sigmas:
+        import numpy as np
+
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    else:
+        scheduler.set_timesteps(steps, mu=mu)
     start = int(max(steps - min(steps * strength, steps), 0))  # as the img2img pipelines' get_timesteps
     if start >= steps:
         raise ConfigError(f"strength {strength} leaves no step of {steps}; raise strength or steps")
@@ -155,16 +162,17 @@ class FlowSchedule(Schedule):
     """
 
     mu: float | None = None  # FLUX-style dynamic shifting: the image-size shift
+    flux_sigmas: bool = False  # FLUX pipelines' levels, linspace(1, 1/N, N) before the shift
     path = "rectified_flow"
 
     @classmethod
-    def from_flow_config(cls, config: Any, *, mu: float | None = None) -> FlowSchedule:
+    def from_flow_config(cls, config: Any, *, mu: float | None = None, flux_sigmas: bool = False) -> FlowSchedule:
         cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
         n = int(cfg.get("num_train_timesteps", 1000))
         sigma = torch.arange(n, dtype=torch.float64) / n  # the unshifted levels (the table only sizes the model)
         alpha_bar = (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
         return cls(alpha_bar=alpha_bar, final_alpha_bar=1.0, prediction_type="sample", timestep_spacing="linspace",
-                   config=cfg, mu=mu)
+                   config=cfg, mu=mu, flux_sigmas=flux_sigmas)
 
     def sigma_at(self, t: float) -> float:
         """σ of a model timestep (t < 0: after the last step, σ = 0)."""
@@ -180,14 +188,14 @@ class FlowSchedule(Schedule):
         return a * a / (a * a + s * s)
 
     def fingerprint(self) -> str:
-        text = json.dumps(["rectified_flow", self.config, self.mu], sort_keys=True, default=str)
+        text = json.dumps(["rectified_flow", self.config, self.mu, self.flux_sigmas], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def grid(self, steps: int) -> list[float]:  # type: ignore[override]
-        return list(flow_grid(self.config, steps, 1.0, mu=self.mu).timesteps)
+        return list(flow_grid(self.config, steps, 1.0, mu=self.mu, flux_sigmas=self.flux_sigmas).timesteps)
 
     def timesteps(self, steps: int, strength: float = 1.0) -> list[float]:  # type: ignore[override]
-        return list(flow_grid(self.config, steps, strength, mu=self.mu).timesteps)
+        return list(flow_grid(self.config, steps, strength, mu=self.mu, flux_sigmas=self.flux_sigmas).timesteps)
 
 
 __all__ = ["FlowGrid", "FlowSchedule", "FlowStep", "encoder_mean", "flow_grid", "flow_step", "fresh_noise_step",

@@ -33,6 +33,7 @@ def decoder_step(step: Transition, e: torch.Tensor, residual: bool) -> torch.Ten
 def check_grid(denoiser: Denoiser, *, num_train_timesteps: int, steps: int, strength: float,
                timesteps: Any, sample: torch.Tensor) -> None:
     """Refuse a model whose timestep grid or sample shape differs from a latent's, naming the difference."""
+    denoiser.check_sample(sample)  # first: a model whose grid depends on the sample size (FLUX) sets it here
     schedule = denoiser.schedule
     if schedule.num_train_timesteps != num_train_timesteps:
         raise IncompatibleModelError(
@@ -45,7 +46,6 @@ def check_grid(denoiser: Denoiser, *, num_train_timesteps: int, steps: int, stre
             f"the model's grid for steps={steps}, strength={strength} is {_short(grid)} but the "
             f"latent's is {_short(timesteps)}; align timestep_spacing / steps_offset in the scheduler config"
         )
-    denoiser.check_sample(sample)
 
 
 def check_compatible(latent: Latent, denoiser: Denoiser) -> None:

@@ -18,7 +18,8 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
       :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``);
     - a folder or hub id whose ``model_index.json`` names a text-to-image pipeline: :class:`StableDiffusion`
-      (a ``StableDiffusion3Pipeline``: :class:`~cyclediff.models.sd3.StableDiffusion3`);
+      (a ``StableDiffusion3Pipeline``: :class:`~cyclediff.models.sd3.StableDiffusion3`; a ``FluxPipeline``:
+      :class:`~cyclediff.models.flux.Flux`);
     - a folder or hub id holding a ``UNet2DModel`` (pipeline layout or a flat UNet folder): :class:`PixelDenoiser`
       (a rectified-flow one, with a FlowMatch scheduler: :class:`~cyclediff.models.flow.FlowPixelDenoiser`);
     - ``demo:digits``, ``demo:digit-3``, ``demo:digit-8``: the digits models shipped with the package.
@@ -44,15 +45,16 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
 
 
 def _adapter(kind: str) -> Any:
+    from .flux import Flux
     from .pixel import PixelDenoiser
     from .sd3 import StableDiffusion3
     from .stable_diffusion import StableDiffusion
 
-    return {"sd3": StableDiffusion3, "latent-diffusion": StableDiffusion, "pixel": PixelDenoiser}[kind]
+    return {"sd3": StableDiffusion3, "flux": Flux, "latent-diffusion": StableDiffusion, "pixel": PixelDenoiser}[kind]
 
 
 def from_pipe(pipe: Any, *, model_id: str | None = None) -> Any:
-    """The adapter for an already-built diffusers pipeline: SD 1.x / 2.x / XL, SD3 / SD3.5, or a pixel
+    """The adapter for an already-built diffusers pipeline: SD 1.x / 2.x / XL, SD3 / SD3.5, FLUX.1, or a pixel
     (DDPM / DDIM) pipeline with a UNet2DModel."""
     from diffusers import DiffusionPipeline
 
@@ -62,12 +64,14 @@ def from_pipe(pipe: Any, *, model_id: str | None = None) -> Any:
     components = pipe.components
     if name.startswith("StableDiffusion3"):
         return _adapter("sd3")(pipe, model_id=model_id)
+    if name.startswith("Flux"):
+        return _adapter("flux")(pipe, model_id=model_id)
     if components.get("text_encoder") is not None and components.get("unet") is not None:
         return _adapter("latent-diffusion").from_pipe(pipe, model_id=model_id)
     if components.get("unet") is not None and components.get("scheduler") is not None:
         return _adapter("pixel")(pipe.unet, pipe.scheduler.config, model_id=model_id)
-    raise CycleDiffError(f"{name} is not a pipeline cyclediff supports yet (SD 1.x / 2.x / XL, SD3, pixel "
-                         "DDPM / DDIM pipelines); FLUX is not supported yet")
+    raise CycleDiffError(f"{name} is not a pipeline cyclediff supports yet (SD 1.x / 2.x / XL, SD3, FLUX, pixel "
+                         "DDPM / DDIM pipelines)")
 
 
 def _kind(source: str, path: Path) -> str:
@@ -84,6 +88,8 @@ def _kind(source: str, path: Path) -> str:
         )
     if str(index.get("_class_name", "")).startswith("StableDiffusion3"):
         return "sd3"
+    if str(index.get("_class_name", "")).startswith("Flux"):
+        return "flux"
     if "text_encoder" in index or "vae" in index:
         return "latent-diffusion"
     return "pixel"
