@@ -92,3 +92,17 @@ def test_the_cli_edits_with_an_sd3_folder(tmp_path, pipe):
                                     str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+
+
+def test_the_fast_path_compiles_the_transformer(sd3):
+    """optimize(compile=True) wraps the MMDiT like a UNet (aot_eager: the graph capture without code generation,
+    quick on a CPU); the result equals the eager one."""
+    x = photos(1)
+    eager = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=3, generator=_g(0)).images
+    sd3.optimize(compile=True, backend="aot_eager")
+    try:
+        compiled = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=3, generator=_g(0)).images
+        assert sd3.runner.settings["compiled"]
+    finally:
+        sd3.optimize(compile=False)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)

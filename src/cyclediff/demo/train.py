@@ -3,7 +3,8 @@
     cyclediff demo train --out DIR [--iters N] [--seed S]
 
 writes DIR/digits (class-conditional, labels 0–9 plus the null label 10), DIR/digit-3 and DIR/digit-8
-(unconditional), each a diffusers UNet folder with scheduler_config.json and cyclediff.json.
+(unconditional) and DIR/digits-flow (class-conditional rectified flow), each a diffusers UNet folder with
+scheduler_config.json and cyclediff.json.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from .data import NULL_LABEL, SOURCE_DIGIT, TARGET_DIGIT, split
 
 SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                  prediction_type="epsilon", clip_sample=True, variance_type="fixed_small")
-MODELS = ("digits", f"digit-{SOURCE_DIGIT}", f"digit-{TARGET_DIGIT}")
+FLOW_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0)  # rectified flow (FlowMatchEulerDiscreteScheduler)
+MODELS = ("digits", f"digit-{SOURCE_DIGIT}", f"digit-{TARGET_DIGIT}", "digits-flow")
 
 
 def make_unet(num_class_embeds: int | None = None) -> UNet2DModel:
@@ -34,9 +36,10 @@ def make_unet(num_class_embeds: int | None = None) -> UNet2DModel:
 
 def train_unet(
     x: torch.Tensor, labels: torch.Tensor | None, *, iters: int, seed: int, batch_size: int = 64,
-    lr: float = 2e-3, p_uncond: float = 0.15, ema_decay: float = 0.999, desc: str = "train",
+    lr: float = 2e-3, p_uncond: float = 0.15, ema_decay: float = 0.999, desc: str = "train", flow: bool = False,
 ) -> UNet2DModel:
-    """ε-prediction DDPM training with EMA; with labels, drops them to the null label with prob. p_uncond."""
+    """ε-prediction DDPM training with EMA; with labels, drops them to the null label with prob. p_uncond.
+    ``flow``: rectified flow instead, x_σ = (1 − σ)·x0 + σ·ε with σ ~ U(0, 1), timestep σ·1000, target v = ε − x0."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     unet = make_unet(NULL_LABEL + 1 if labels is not None else None)
@@ -50,13 +53,19 @@ def train_unet(
         idx = torch.randint(0, len(x), (batch_size,), generator=g)
         x0 = x[idx]
         noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, SCHEDULER["num_train_timesteps"], (batch_size,), generator=g)
+        if flow:
+            sigma = torch.rand(batch_size, generator=g)
+            s4 = sigma[:, None, None, None]
+            x_t, t, target = (1 - s4) * x0 + s4 * noise, sigma * FLOW_SCHEDULER["num_train_timesteps"], noise - x0
+        else:
+            t = torch.randint(0, SCHEDULER["num_train_timesteps"], (batch_size,), generator=g)
+            x_t, target = sched.add_noise(x0, noise, t), noise
         kwargs = {}
         if labels is not None:
             y = labels[idx].clone()
             y[torch.rand(batch_size, generator=g) < p_uncond] = NULL_LABEL
             kwargs["class_labels"] = y
-        loss = torch.nn.functional.mse_loss(unet(sched.add_noise(x0, noise, t), t, **kwargs).sample, noise)
+        loss = torch.nn.functional.mse_loss(unet(x_t, t, **kwargs).sample, target)
         for group in opt.param_groups:
             group["lr"] = lr_at(i)
         opt.zero_grad(set_to_none=True)
@@ -69,18 +78,21 @@ def train_unet(
     return ema.eval()
 
 
-def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, description: str) -> Path:
+def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, description: str,
+               flow: bool = False) -> Path:
     """Save as a diffusers UNet folder; weights in float16 (half the size; loaded back as float32)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     folder.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(unet).half().save_pretrained(folder, safe_serialization=True)
-    DDPMScheduler(**SCHEDULER).save_config(folder)
+    (FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER) if flow else DDPMScheduler(**SCHEDULER)).save_config(folder)
     meta = {"null_class_label": null_label, "description": description, "data_range": [-1.0, 1.0]}
     (folder / "cyclediff.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
 
 def train_all(out: Path, *, iters: int = 4000, seed: int = 0, threads: int | None = 2) -> list[Path]:
-    """Train the three demo models on the training split and save them under ``out``."""
+    """Train the four demo models on the training split and save them under ``out``."""
     if threads:
         torch.set_num_threads(threads)
     x, y, _, _ = split()
@@ -90,4 +102,7 @@ def train_all(out: Path, *, iters: int = 4000, seed: int = 0, threads: int | Non
         paths.append(save_model(
             train_unet(x[y == digit], None, iters=iters, seed=seed + digit, desc=f"digit-{digit}"),
             out / f"digit-{digit}", null_label=None, description=f"unconditional DDPM on sklearn digits {digit}"))
+    paths.append(save_model(train_unet(x, y, iters=iters, seed=seed, desc="digits-flow", flow=True),
+                            out / "digits-flow", null_label=NULL_LABEL, flow=True,
+                            description="class-conditional rectified flow on sklearn digits (0-9, null 10)"))
     return paths
