@@ -69,11 +69,18 @@ class Flux(FlowCoordinates, StableDiffusion):
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **kwargs: Any) -> Flux:
-        """A hub id or a local diffusers folder of FLUX.1 dev / schnell."""
+        """A hub id, a local diffusers folder, or a single checkpoint file (BFL's layout: diffusers fetches the
+        rest of the pipeline, or takes it from ``config=`` a local folder) of FLUX.1 dev / schnell."""
         from diffusers import FluxPipeline
 
+        from .stable_diffusion import SINGLE_FILE_SUFFIXES, _check_not_legacy_pickle
+
         try:
-            pipe = FluxPipeline.from_pretrained(str(source), **dtype_kwargs(dtype), **kwargs)
+            if Path(str(source)).is_file() or str(source).endswith(SINGLE_FILE_SUFFIXES):
+                _check_not_legacy_pickle(Path(str(source)))
+                pipe = FluxPipeline.from_single_file(str(source), **dtype_kwargs(dtype), **kwargs)
+            else:
+                pipe = FluxPipeline.from_pretrained(str(source), **dtype_kwargs(dtype), **kwargs)
         except (OSError, ValueError, KeyError) as err:
             raise CycleDiffError(f"could not load a FLUX model from {str(source)!r}: {err}. Pass a hub id or a local "
                                  "diffusers folder; offline, use a local path") from err

@@ -16,7 +16,8 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
     """The denoiser for ``spec``.
 
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
-      :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``);
+      :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``; FLUX.1 by its
+      ``double_blocks``: :class:`~cyclediff.models.flux.Flux`);
     - a folder or hub id whose ``model_index.json`` names a text-to-image pipeline: :class:`StableDiffusion`
       (a ``StableDiffusion3Pipeline``: :class:`~cyclediff.models.sd3.StableDiffusion3`; a ``FluxPipeline``:
       :class:`~cyclediff.models.flux.Flux`);
@@ -38,9 +39,13 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
         from .stable_diffusion import checkpoint_keys
 
-        sd3 = path.is_file() and any(".joint_blocks." in k or k.startswith("joint_blocks.")
-                                     for k in checkpoint_keys(path))
-        return _adapter("sd3" if sd3 else "latent-diffusion").from_pretrained(source, dtype=dtype, device=device)
+        keys = checkpoint_keys(path) if path.is_file() else []
+        kind = "latent-diffusion"
+        if any(k.startswith("double_blocks.") or ".double_blocks." in k for k in keys):  # BFL's FLUX layout
+            kind = "flux"
+        elif any(k.startswith("joint_blocks.") or ".joint_blocks." in k for k in keys):  # SD3's MMDiT
+            kind = "sd3"
+        return _adapter(kind).from_pretrained(source, dtype=dtype, device=device)
     return _adapter(_kind(source, path)).from_pretrained(source, dtype=dtype, device=device)
 
 
