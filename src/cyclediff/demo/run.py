@@ -113,27 +113,24 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
     pick = torch.cat([torch.nonzero(y_te == c).flatten()[: s.edit_per_class] for c in range(10)])
     edit_in, edit_src = _to01(x_te[pick]), y_te[pick]
     edit_tgt = (edit_src + 5) % 10
-    results["class_edit"] = {}
-    shown_edit = {"input": edit_in[:: s.edit_per_class]}
-    for method in METHODS:
-        out_imgs = translate(edit_in, digits, digits, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
-                             generator=_gens(len(edit_in), s.seed), source_condition={"class_labels": edit_src},
-                             target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale}
-                             ).images
-        reference_edit = _to01(real_all[torch.isin(labels_all, edit_tgt)])
-        results["class_edit"][method] = _scores(edit_in, out_imgs, edit_tgt.tolist(), reference_edit)
-        shown_edit[method] = out_imgs[:: s.edit_per_class]
+    reference_edit = _to01(real_all[torch.isin(labels_all, edit_tgt)])
+
+    def class_edits(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        scores, shown_edit = {}, {"input": edit_in[:: s.edit_per_class]}
+        for method in METHODS:
+            out_imgs = translate(edit_in, model, model, strength=s.strength, steps=s.steps, eta=s.eta,
+                                 method=method, generator=_gens(len(edit_in), s.seed),
+                                 source_condition={"class_labels": edit_src},
+                                 target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale}
+                                 ).images
+            scores[method] = _scores(edit_in, out_imgs, edit_tgt.tolist(), reference_edit)
+            shown_edit[method] = out_imgs[:: s.edit_per_class]
+        return scores, shown_edit
+
+    results["class_edit"], shown_edit = class_edits(digits)
     # 3b. the same edits with the rectified-flow model: its stochastic latent, SDEdit, and the plain ODE inversion
     #     (DDIB's analogue), on the same grid and settings
-    flow = load_demo("digits-flow", root=root)
-    results["class_edit_flow"] = {}
-    for method in METHODS:
-        out_imgs = translate(edit_in, flow, flow, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
-                             generator=_gens(len(edit_in), s.seed), source_condition={"class_labels": edit_src},
-                             target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale}
-                             ).images
-        reference_edit = _to01(real_all[torch.isin(labels_all, edit_tgt)])
-        results["class_edit_flow"][method] = _scores(edit_in, out_imgs, edit_tgt.tolist(), reference_edit)
+    results["class_edit_flow"] = class_edits(load_demo("digits-flow", root=root))[0]
     # 4. plug-and-play guidance: a classifier energy steers the unconditional (null-label) model to each class
     guided = guided_digits(digits, per_class=s.guide_per_class, langevin_steps=s.guide_langevin_steps,
                            seed=s.seed)

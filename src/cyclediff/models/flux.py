@@ -21,6 +21,7 @@ from ._accel import UNetRunner
 from ._compat import dtype_kwargs
 from .base import Condition, condition_scale, refuse_unknown, split_guided
 from .flow import FlowCoordinates
+from .sd3 import TransformerParts
 from .stable_diffusion import StableDiffusion, _as_list, _diffusers_quiet
 
 
@@ -43,7 +44,7 @@ class _PackedTransformer(torch.nn.Module):
         return (out.reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w),)
 
 
-class Flux(FlowCoordinates, StableDiffusion):
+class Flux(FlowCoordinates, TransformerParts, StableDiffusion):
     """A ``FluxPipeline`` over its VAE latents. Conditions: ``prompt``, ``guidance_scale`` (the embedded guidance
     of FLUX-dev; ignored by schnell), ``negative_prompt`` with ``true_cfg_scale`` (real CFG)."""
 
@@ -87,14 +88,6 @@ class Flux(FlowCoordinates, StableDiffusion):
         return cls(pipe.to(device) if device is not None else pipe, model_id=str(source))
 
     # ------------------------------------------------------------------ shapes
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)

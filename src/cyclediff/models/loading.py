@@ -37,8 +37,10 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
         raise CycleDiffError(f"no such file or folder: {source}; check the path (hub ids look like org/name)")
     source = str(path) if _looks_local(source) else source
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
-        from .stable_diffusion import checkpoint_keys
+        from .stable_diffusion import _check_not_legacy_pickle, checkpoint_keys
 
+        if path.is_file():
+            _check_not_legacy_pickle(path)  # refused before anything reads it
         keys = checkpoint_keys(path) if path.is_file() else []
         kind = "latent-diffusion"
         if any(k.startswith("double_blocks.") or ".double_blocks." in k for k in keys):  # BFL's FLUX layout

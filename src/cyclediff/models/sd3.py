@@ -32,7 +32,21 @@ class _Transformer(torch.nn.Module):
         return self.transformer(hidden_states=x, timestep=timesteps, return_dict=False, **kwargs)
 
 
-class StableDiffusion3(FlowCoordinates, StableDiffusion):
+class TransformerParts:
+    """Device and dtype of an adapter whose network is ``self.transformer`` (SD3, FLUX)."""
+
+    transformer: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+
+class StableDiffusion3(FlowCoordinates, TransformerParts, StableDiffusion):
     """A ``StableDiffusion3Pipeline`` over its (16-channel) VAE latents. Conditions as for Stable Diffusion:
     ``prompt``, ``negative_prompt``, ``guidance_scale``."""
 
@@ -76,14 +90,6 @@ class StableDiffusion3(FlowCoordinates, StableDiffusion):
 
     # ------------------------------------------------------------------ shapes
     @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    @property
     def image_multiple(self) -> int:
         """Image sides must be multiples of this (VAE downsampling × the transformer's patch size)."""
         return self.vae_scale_factor * int(self.transformer.config.patch_size)
@@ -126,4 +132,4 @@ def _absent_components(folder: Path) -> list[str]:
     return [k for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v[0] is None]
 
 
-__all__ = ["StableDiffusion3"]
+__all__ = ["StableDiffusion3", "TransformerParts"]
