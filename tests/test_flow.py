@@ -74,7 +74,7 @@ def test_the_fresh_noise_sampler_is_diffusers_stochastic_sampling():
 
 
 @pytest.mark.parametrize("config", [SD3, {**SD3, "use_karras_sigmas": True}, {**SD3, "shift_terminal": 0.1},
-                                    {**SD3, "use_exponential_sigmas": True}, FLUX])
+                                    {**SD3, "use_exponential_sigmas": True}, {**SD3, "use_beta_sigmas": True}, FLUX])
 @pytest.mark.parametrize("strength", [0.3, 0.75, 1.0])
 def test_grids_are_diffusers_own_cut_as_its_img2img_pipelines_cut_them(config, strength):
     mu = image_shift(config, 1024) if config.get("use_dynamic_shifting") else None

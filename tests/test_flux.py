@@ -149,3 +149,11 @@ def test_guidance_steers_a_flow_model_like_any_other():
     # read as 8s (10 of 12 here; unguided, about one in ten would)
     assert torch.isfinite(result.images).all() and (result.energies[-1] < 0.5 * result.energies[0]).sum() >= 9
     assert np.mean(classify(result.images * 2 - 1) == 8) >= 8 / 12
+
+
+def test_schnell_like_models_without_a_guidance_embedding_encode_exactly(tmp_path):
+    """FLUX.1-schnell has no guidance input (guidance_embeds False) and runs few steps."""
+    schnell = Flux(flux_pipeline(tmp_path, guidance_embeds=False), max_sequence_length=16)
+    x0 = to_model_space(schnell, photos(1), _g(0))
+    z = encode(x0, schnell, steps=4, eta=1.0, generator=_g(0), prompt="a cat")
+    torch.testing.assert_close(decode(z, schnell), x0, rtol=0, atol=EXACT)
