@@ -68,7 +68,7 @@ def test_seeds_are_a_first_seed_with_a_count_or_a_list():
 
 def test_bad_choices_are_one_line_errors_naming_what_is_offered(tmp_path):
     studio = Studio(workdir=tmp_path)
-    with pytest.raises(CycleDiffError, match="serves demo:digits, demo:digit-3, demo:digit-8"):
+    with pytest.raises(CycleDiffError, match="serves demo:digits, demo:digit-3, demo:digit-8, demo:digits-flow"):
         studio.model("/etc/passwd")
     with pytest.raises(CycleDiffError, match="offers classifier"):
         studio.energy("mypkg:anything")

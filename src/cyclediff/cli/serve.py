@@ -14,7 +14,7 @@ from .options import device_option, dtype_option, resolve_device
 @main.command()
 @click.option("--model", "models", multiple=True,
               help="a model to serve (hub id, folder, checkpoint, demo:…); repeat for several "
-                   "[default: demo:digits, demo:digit-3, demo:digit-8]")
+                   "[default: demo:digits, demo:digit-3, demo:digit-8, demo:digits-flow]")
 @click.option("--clip", default=None, help="a CLIP model (hub id or folder): ranks edits (best of N) and offers the "
                                            "clip energy in the Guide tab")
 @click.option("--classifier", default=None,

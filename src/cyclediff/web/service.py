@@ -28,7 +28,7 @@ from ..apps.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, ReadPolicy
 from ..defaults import ENCODE, METHODS, check_settings
 from ..errors import CycleDiffError
 
-DEMO_MODELS = ("demo:digits", "demo:digit-3", "demo:digit-8")
+DEMO_MODELS = ("demo:digits", "demo:digit-3", "demo:digit-8", "demo:digits-flow")
 DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
 MAX_SEEDS = 64  # results per request
 
