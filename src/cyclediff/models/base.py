@@ -96,3 +96,20 @@ class AttentionEditable(Protocol):
     def attention_edit(self, edit: Any, sources: list[str], targets: list[str], timesteps: list[int], *,
                        trace: bool = False) -> Any:
         """A context manager: batched source / target calls inside it edit the target's attention."""
+
+
+class DiscreteSteps:
+    """The network's view of a step for DDPM-family models: integer timesteps, the sample as it is, the output as
+    the schedule reads it (rectified-flow adapters override all three: :class:`~cyclediff.models.flow.
+    FlowCoordinates`)."""
+
+    def model_timesteps(self, t: float, x: Any) -> Any:
+        import torch
+
+        return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+
+    def model_input(self, x: Any, t: float) -> Any:
+        return x
+
+    def model_output(self, out: Any, x: Any, t: float) -> Any:
+        return out

@@ -36,9 +36,9 @@ class FlowCoordinates:
 class FlowPixelDenoiser(FlowCoordinates, PixelDenoiser):
     """A rectified-flow UNet2DModel (velocity prediction) behind the same protocols as :class:`PixelDenoiser`."""
 
-    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, **kwargs: Any) -> None:
-        super().__init__(unet, {}, **kwargs)
-        self.schedule = FlowSchedule.from_flow_config(dict(scheduler_config))  # a config mapping
+    @staticmethod
+    def schedule_from(config: Any) -> FlowSchedule:
+        return FlowSchedule.from_flow_config(dict(config))  # a FlowMatchEulerDiscreteScheduler config mapping
 
 
 __all__ = ["FlowCoordinates", "FlowPixelDenoiser"]

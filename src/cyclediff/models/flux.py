@@ -51,21 +51,15 @@ class Flux(FlowCoordinates, TransformerParts, StableDiffusion):
     condition_keys = ("prompt", "negative_prompt", "guidance_scale", "true_cfg_scale")
 
     def __init__(self, pipe: Any, *, model_id: str | None = None, max_sequence_length: int = 512) -> None:
-        for part in ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"):
-            if getattr(pipe, part, None) is None:
-                raise CycleDiffError(f"the pipeline has no {part}; Flux needs a FLUX pipeline")
-        self.pipe, self.transformer, self.vae = pipe, pipe.transformer, pipe.vae
+        self._adopt(pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
+                           "scheduler"), "Flux needs a FLUX pipeline", model_id)
+        self.transformer = pipe.transformer
         config = dict(pipe.scheduler.config)
         self.runner = UNetRunner(_PackedTransformer(self.transformer, int(config.get("num_train_timesteps", 1000))))
-        self.attention_control, self._time_ids_cache, self._vae_float32 = None, {}, None
-        for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
-            module.eval().requires_grad_(False)
-        pipe.set_progress_bar_config(disable=True)
         self.is_xl = False
         self.max_sequence_length = min(max_sequence_length, pipe.tokenizer_2.model_max_length)
         self.schedule = FlowSchedule.from_flow_config(config, flux_sigmas=True)
         self._shift_for(self.sample_shape[1:])
-        self.model_id = model_id if model_id is not None else (pipe.name_or_path or None)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,

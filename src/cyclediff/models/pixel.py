@@ -11,11 +11,11 @@ from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
-from .base import Condition, condition_scale, refuse_unknown, split_guided
+from .base import Condition, DiscreteSteps, condition_scale, refuse_unknown, split_guided
 from .codec import PixelCodec
 
 
-class PixelDenoiser(Optimizable):
+class PixelDenoiser(DiscreteSteps, Optimizable):
     """A diffusers ``UNet2DModel`` (unconditional, class-conditional, learned variance) and its schedule.
 
     >>> den = PixelDenoiser(unet, scheduler.config)              # from objects
@@ -45,9 +45,14 @@ class PixelDenoiser(Optimizable):
             set_attention_heads(unet, attention_heads)
         self.unet = unet.eval().requires_grad_(False)
         self.runner = UNetRunner(self.unet)
-        self.schedule = Schedule.from_config(scheduler_config)
+        self.schedule = self.schedule_from(scheduler_config)
         self.model_id = model_id if model_id is not None else (unet.config.get("_name_or_path") or None)
         self.null_class_label = null_class_label
+
+    @staticmethod
+    def schedule_from(config: Any) -> Schedule:
+        """The schedule of a scheduler config (rectified-flow UNets: :class:`~cyclediff.flow.FlowSchedule`)."""
+        return Schedule.from_config(config)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -222,16 +227,6 @@ class PixelDenoiser(Optimizable):
         out = self.runner(self.model_input(x_all, t).to(self.dtype), self.model_timesteps(t, x_all), x_all.dtype,
                           **kwargs)
         return split_guided(self.model_output(out, x_all, t), plan)
-
-    # the UNet's view of a step (identity for DDPM-family models; rectified-flow models scale and convert)
-    def model_timesteps(self, t: float, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-
-    def model_input(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        return x
-
-    def model_output(self, out: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
-        return out
 
 
 def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:

@@ -51,21 +51,12 @@ class StableDiffusion3(FlowCoordinates, TransformerParts, StableDiffusion):
     ``prompt``, ``negative_prompt``, ``guidance_scale``."""
 
     def __init__(self, pipe: Any, *, model_id: str | None = None) -> None:  # noqa: D107 - see the class
-        for part in ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "scheduler"):
-            if getattr(pipe, part, None) is None:
-                raise CycleDiffError(f"the pipeline has no {part}; StableDiffusion3 needs an SD3 pipeline")
-        self.pipe, self.transformer, self.vae = pipe, pipe.transformer, pipe.vae
+        self._adopt(pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "scheduler"),
+                    "StableDiffusion3 needs an SD3 pipeline", model_id)
+        self.transformer = pipe.transformer
         self.runner = UNetRunner(_Transformer(self.transformer))
-        self.attention_control = None
-        self._time_ids_cache: dict[tuple, torch.Tensor] = {}
-        self._vae_float32: Any = None
-        for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3):
-            if module is not None:
-                module.eval().requires_grad_(False)
-        pipe.set_progress_bar_config(disable=True)
         self.schedule = FlowSchedule.from_flow_config(pipe.scheduler.config)
         self.is_xl = False
-        self.model_id = model_id if model_id is not None else (pipe.name_or_path or None)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,

@@ -21,7 +21,7 @@ from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
-from .base import Condition, condition_scale, refuse_unknown, split_guided
+from .base import Condition, DiscreteSteps, condition_scale, refuse_unknown, split_guided
 from .codec import VaeCodec
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -67,7 +67,7 @@ def _check_not_legacy_pickle(path: Path) -> None:
         )
 
 
-class StableDiffusion(Optimizable):
+class StableDiffusion(DiscreteSteps, Optimizable):
     """A Stable Diffusion pipeline as a :class:`~cyclediff.models.Denoiser` over its VAE latents.
 
     >>> sd = StableDiffusion.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5", dtype=torch.float16)
@@ -81,24 +81,31 @@ class StableDiffusion(Optimizable):
     condition_keys = ("prompt", "negative_prompt", "guidance_scale")
 
     def __init__(self, pipe: Any, *, model_id: str | None = None) -> None:
-        for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-            if getattr(pipe, part, None) is None:
-                raise CycleDiffError(f"the pipeline has no {part}; StableDiffusion needs a Stable Diffusion pipeline")
-        self.pipe = pipe
-        self.unet, self.vae = pipe.unet, pipe.vae
+        self._adopt(pipe, ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+                    "StableDiffusion needs a Stable Diffusion pipeline", model_id)
+        self.unet = pipe.unet
         self.runner = UNetRunner(self.unet)
+        self.schedule = Schedule.from_config(pipe.scheduler.config)
+        self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
+
+    def _adopt(self, pipe: Any, parts: tuple[str, ...], needs: str, model_id: str | None) -> None:
+        """What every text-to-image adapter does with its pipeline: check its parts, freeze every network in eval
+        mode, silence its progress bars, start with no attention control and empty caches."""
+        for part in parts:
+            if getattr(pipe, part, None) is None:
+                raise CycleDiffError(f"the pipeline has no {part}; {needs}")
+        self.pipe, self.vae = pipe, pipe.vae
         self.attention_control: Any = None  # an AttentionControl while attention_edit(...) is active
         self._time_ids_cache: dict[tuple, torch.Tensor] = {}
         self._vae_float32: Any = None
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        for name in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+            module = getattr(pipe, name, None)  # the parts a pipeline kind has
             if module is not None:
                 module.eval().requires_grad_(False)
         from diffusers import DiffusionPipeline
 
         if isinstance(pipe, DiffusionPipeline):
             pipe.set_progress_bar_config(disable=True)
-        self.schedule = Schedule.from_config(pipe.scheduler.config)
-        self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
         self.model_id = model_id if model_id is not None else (getattr(pipe, "name_or_path", None) or None)
 
     # ------------------------------------------------------------------ loading
@@ -315,16 +322,6 @@ class StableDiffusion(Optimizable):
             return {}
         return {"added_cond_kwargs": {"text_embeds": torch.cat(pooled).to(self.device, self.dtype),
                                       "time_ids": self._time_ids(x_all)}}
-
-    # the network's view of a step (identity for DDPM-family models; rectified-flow models scale and convert)
-    def model_timesteps(self, t: float, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-
-    def model_input(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        return x
-
-    def model_output(self, out: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
-        return out
 
     @contextlib.contextmanager
     def attention_edit(self, edit: Any, sources: list[str], targets: list[str], timesteps: list[int], *,
