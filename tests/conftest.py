@@ -37,6 +37,11 @@ def tiny_unet(
     return unet.to(dtype).eval()
 
 
+def gens(*seeds: int) -> list[torch.Generator]:
+    """One CPU generator per seed (one per image of a batch)."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
 def ddim_config(**kw):
     return dict(DDIMScheduler(**kw).config)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import images, pixel
+from conftest import gens, images, pixel
 from cyclediff import cycle, decode, edit, encode, interpolate, translate
 from cyclediff._io import load_image, save_image
 from cyclediff.cli import main
@@ -19,9 +19,6 @@ from tiny_sd import photos, sd_pipeline
 
 BATCH_ULPS = 1e-5  # one batched UNet call against separate calls: float sums in another order, a few ULPs
 
-
-def _g(*seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +39,8 @@ CLASSES = {"source_condition": {"class_labels": [0, 1]}, "target_condition": {"c
 def test_outside_a_binary_mask_a_pixel_model_returns_the_input_exactly():
     den, x = pixel(num_classes=3), (images(2) + 1) / 2
     mask = _square(2, 8, 2, 6)
-    out = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=mask, **CLASSES)
-    free = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), **CLASSES).images
+    out = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=mask, **CLASSES)
+    free = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES).images
     assert torch.equal(out.images * (1 - mask), x * (1 - mask))  # exact: the source trajectory ends at x0
     assert (out.images - x).mul(mask).abs().max() > 0.05  # and inside it is the edit
     assert not torch.equal(out.images, free)
@@ -52,28 +49,28 @@ def test_outside_a_binary_mask_a_pixel_model_returns_the_input_exactly():
 
 def test_a_soft_mask_blends_and_a_full_mask_changes_nothing_of_the_edit():
     den, x = pixel(num_classes=3), (images(2) + 1) / 2
-    free = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), **CLASSES).images
-    full = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=torch.ones(2, 1, 8, 8), **CLASSES)
+    free = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES).images
+    full = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=torch.ones(2, 1, 8, 8), **CLASSES)
     assert torch.equal(full.images, free)  # mask 1 everywhere: 1·x + 0·source is x exactly
-    half = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=torch.full((2, 1, 8, 8), 0.5),
+    half = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=torch.full((2, 1, 8, 8), 0.5),
                      **CLASSES).images
     assert not torch.equal(half, free) and not torch.equal(half, x)
 
 
 def test_a_latent_model_keeps_the_latents_outside_the_mask_and_the_vae_reconstruction(sd):
     x = photos(2)
-    x0 = to_model_space(sd, x, _g(0, 1))
+    x0 = to_model_space(sd, x, gens(0, 1))
     mask = _square(2, 8, 0, 4)  # latent cells
     cond = {"source_condition": {"prompt": "a cat"}, "target_condition": {"prompt": "a dog", "guidance_scale": 3.0}}
-    out, _ = cycle(x0, sd, steps=6, strength=0.8, generator=_g(0, 1), mask=mask, **cond)
+    out, _ = cycle(x0, sd, steps=6, strength=0.8, generator=gens(0, 1), mask=mask, **cond)
     assert torch.equal(out * (1 - mask), x0 * (1 - mask)) and (out - x0).mul(mask).abs().max() > 1e-3
-    nothing = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0, 1),
+    nothing = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0, 1),
                    mask=torch.zeros(2, 1, 16, 16))
-    torch.testing.assert_close(nothing.images, to_images(sd, to_model_space(sd, x, _g(0, 1))), rtol=0, atol=0)
+    torch.testing.assert_close(nothing.images, to_images(sd, to_model_space(sd, x, gens(0, 1))), rtol=0, atol=0)
     # an image-size mask reaches the latents by max-pooling: a masked pixel frees its whole latent cell
     pixel_mask = torch.zeros(2, 1, 16, 16)
     pixel_mask[..., 5, 5] = 1
-    one = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0, 1), mask=pixel_mask)
+    one = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0, 1), mask=pixel_mask)
     assert one.mask.sum() == 2 * 4 and one.mask[0, 0, 4:6, 4:6].all()
 
 
@@ -83,16 +80,16 @@ def test_bad_masks_and_masks_with_baselines_are_one_line_errors():
                           ("everywhere", "'auto'"), (torch.ones(2, 1, 8, 8), "cyclediffusion")):
         method = "sdedit" if message == "cyclediffusion" else "cyclediffusion"
         with pytest.raises(CycleDiffError, match=message):
-            translate(x, den, den, steps=4, generator=_g(0, 1), mask=mask, method=method, **CLASSES)
+            translate(x, den, den, steps=4, generator=gens(0, 1), mask=mask, method=method, **CLASSES)
 
 
 def test_the_automatic_mask_is_where_the_conditions_disagree_and_leaves_the_draws_alone():
     den, x = pixel(num_classes=3), (images(2) + 1) / 2
-    auto = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask="auto", **CLASSES)
+    auto = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask="auto", **CLASSES)
     assert set(auto.mask.unique().tolist()) <= {0.0, 1.0} and 0 < auto.mask.mean() < 1
-    again = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask=auto.mask, **CLASSES)
+    again = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=auto.mask, **CLASSES)
     assert torch.equal(auto.images, again.images)  # the mask's draws came from copies of the generators
-    same = translate(x, den, den, steps=6, strength=0.8, generator=_g(0, 1), mask="auto",
+    same = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask="auto",
                      source_condition={"class_labels": [1, 1]}, target_condition={"class_labels": [1, 1]})
     assert same.mask.sum() == 0 and torch.equal(same.images, x)  # no disagreement: nothing may change
 
@@ -101,11 +98,11 @@ def test_the_automatic_mask_is_where_the_conditions_disagree_and_leaves_the_draw
 @pytest.mark.parametrize("method", ["cyclediffusion", "sdedit"])
 def test_many_targets_from_one_encoding_equal_separate_edits(sd, method):
     x, prompts = photos(1, seed=4), ["a dog", "a red car", "a horse"]
-    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=_g(3), method=method,
+    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=gens(3), method=method,
                 guidance_scale=2.0)
     assert many.images.shape == (3, 3, 16, 16)
     for i, prompt in enumerate(prompts):
-        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=_g(3), method=method,
+        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=gens(3), method=method,
                    guidance_scale=2.0)
         torch.testing.assert_close(many.images[i], one.images[0], rtol=0, atol=BATCH_ULPS)
     if method == "cyclediffusion":
@@ -114,15 +111,15 @@ def test_many_targets_from_one_encoding_equal_separate_edits(sd, method):
 
 def test_many_targets_with_an_automatic_mask_each_get_their_own(sd):
     many = edit(sd, photos(1, seed=4), source_prompt="a cat", prompt=["a dog", "a blue car"], steps=6,
-                generator=_g(3), mask="auto")
+                generator=gens(3), mask="auto")
     assert many.mask.shape == (2, 1, 16, 16) and many.images.shape == (2, 3, 16, 16)
 
 
 # ---------------------------------------------------------------------------------------------------- interpolation
 def test_interpolation_is_exact_at_its_ends_and_spherical_between():
     den = pixel(num_classes=3)
-    za = encode(images(2), den, steps=6, generator=_g(0, 1), class_labels=[1, 2])
-    zb = encode(images(2, seed=5), den, steps=6, generator=_g(2, 3), class_labels=[1, 2])
+    za = encode(images(2), den, steps=6, generator=gens(0, 1), class_labels=[1, 2])
+    zb = encode(images(2, seed=5), den, steps=6, generator=gens(2, 3), class_labels=[1, 2])
     assert torch.equal(interpolate(za, zb, 0).eps, za.eps) and torch.equal(interpolate(za, zb, 1).x_start, zb.x_start)
     assert torch.equal(decode(interpolate(za, zb, 1), den), decode(zb, den))
     mid = interpolate(za, zb, 0.5)
@@ -142,8 +139,8 @@ def test_interpolation_is_exact_at_its_ends_and_spherical_between():
 
 def test_interpolating_latents_of_different_grids_is_refused():
     den = pixel(num_classes=3)
-    za = encode(images(1), den, steps=6, generator=_g(0), class_labels=[1])
-    zb = encode(images(1), den, steps=8, generator=_g(0), class_labels=[1])
+    za = encode(images(1), den, steps=6, generator=gens(0), class_labels=[1])
+    zb = encode(images(1), den, steps=8, generator=gens(0), class_labels=[1])
     with pytest.raises(CycleDiffError, match="not on the same grid"):
         interpolate(za, zb, 0.5)
     with pytest.raises(CycleDiffError, match="finite"):
@@ -205,11 +202,11 @@ def test_refinement_aligns_tokens_and_new_words_keep_their_own_maps():
 
 
 def test_the_target_pass_takes_the_source_maps_for_the_steps_asked_and_only_those(sd):
-    x0 = to_model_space(sd, photos(1), _g(0))
+    x0 = to_model_space(sd, photos(1), gens(0))
     grid = sd.schedule.timesteps(8, 0.8)
     edit_ = {"mode": "replace", "cross_steps": 0.5, "self_steps": 0.25}
     with sd.attention_edit(edit_, ["a cat"], ["a dog"], grid, trace=True) as control:
-        cycle(x0, sd, steps=8, strength=0.8, generator=_g(0), **CAT_DOG)
+        cycle(x0, sd, steps=8, strength=0.8, generator=gens(0), **CAT_DOG)
     cross = {t["step"] for t in control.trace if t["cross"]}
     selfs = {t["step"] for t in control.trace if not t["cross"]}
     assert cross == set(range(round(0.5 * len(grid)))) and selfs == set(range(round(0.25 * len(grid))))
@@ -222,20 +219,20 @@ def test_the_target_pass_takes_the_source_maps_for_the_steps_asked_and_only_thos
 
 def test_an_idle_control_changes_nothing_and_a_real_one_changes_the_edit(sd):
     x = photos(1)
-    plain = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0)).images
-    idle = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0),
+    plain = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0)).images
+    idle = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0),
                 attention={"mode": "replace", "cross_steps": 0}).images
     torch.testing.assert_close(idle, plain, rtol=0, atol=BATCH_ULPS)  # explicit attention against SDPA
-    swapped = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0), attention="replace").images
+    swapped = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0), attention="replace").images
     assert (swapped - plain).abs().max() > 1e-4
 
 
 def test_reweighting_scales_the_words_attention_by_its_factor(sd):
-    x0 = to_model_space(sd, photos(1), _g(0))
+    x0 = to_model_space(sd, photos(1), gens(0))
     grid = sd.schedule.timesteps(6, 0.8)
     cond = {"source_condition": {"prompt": "a cat"}, "target_condition": {"prompt": "a red cat"}}
     with sd.attention_edit({"weights": {"red": 2.5}}, ["a cat"], ["a red cat"], grid, trace=True) as control:
-        cycle(x0, sd, steps=6, strength=0.8, generator=_g(0), **cond)
+        cycle(x0, sd, steps=6, strength=0.8, generator=gens(0), **cond)
     late = [t for t in control.trace if t["cross"] and t["step"] >= round(0.8 * len(grid))]
     assert late
     for t in late:  # after the swap steps: the target's own map, "red" (token 2) × 2.5, the rest untouched
@@ -245,19 +242,19 @@ def test_reweighting_scales_the_words_attention_by_its_factor(sd):
 
 def test_many_targets_with_attention_control_equal_separate_controlled_edits(sd):
     x, prompts = photos(1, seed=2), ["a dog", "a car"]
-    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=_g(1), attention="replace")
+    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=gens(1), attention="replace")
     for i, prompt in enumerate(prompts):
-        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=_g(1), attention="replace")
+        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=gens(1), attention="replace")
         torch.testing.assert_close(many.images[i], one.images[0], rtol=0, atol=BATCH_ULPS)
 
 
 def test_attention_control_says_when_it_leaves_the_compiled_path(sd):
     x = photos(1)
-    eager = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=_g(0), attention="refine").images
+    eager = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0), attention="refine").images
     sd.optimize(compile=True)
     try:
         with pytest.warns(UserWarning, match="runs the UNet eagerly"):
-            again = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=_g(0),
+            again = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0),
                          attention="refine").images
     finally:
         sd.optimize(compile=False)
@@ -271,7 +268,7 @@ def test_attention_mistakes_are_one_line_errors(sd):
                             ({"prompt": "a dog", "attention": "swap"}, "replace .word swap. or refine"),
                             ({"prompt": "a dog", "attention": "refine", "method": "sdedit"}, "cyclediffusion")):
         with pytest.raises(CycleDiffError, match=message):
-            edit(sd, x, source_prompt="a cat", steps=4, generator=_g(0), **kwargs)
+            edit(sd, x, source_prompt="a cat", steps=4, generator=gens(0), **kwargs)
     with pytest.raises(CycleDiffError, match="text-conditioned UNet"):
         from cyclediff.apps.edit import _attention
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from conftest import images, tiny_unet
+from conftest import gens, images, tiny_unet
 from cyclediff import Latent, decode, encode, sample_latent, translate
 from cyclediff.cli import main
 from cyclediff.flow import flow_step
@@ -20,9 +20,6 @@ from cyclediff.transitions import transition
 CONFIG = dict(FlowMatchEulerDiscreteScheduler(shift=3.0).config)
 EXACT = 1e-5  # float32 reconstruction (the bound; observed ≈ 1e-9)
 
-
-def _g(*seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 def flow_model(seed=0, **kw):
@@ -51,15 +48,15 @@ def test_the_core_step_in_vp_coordinates_is_the_general_flow_step():
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_the_encoding_of_a_flow_model_gives_the_image_back(eta, strength):
     den, x = flow_model(), images(2)
-    z = encode(x, den, steps=10, strength=strength, eta=eta, generator=_g(0, 1))
+    z = encode(x, den, steps=10, strength=strength, eta=eta, generator=gens(0, 1))
     assert z.path == "rectified_flow" and z.residual[-1] and not any(z.residual[:-1])
     torch.testing.assert_close(decode(z, den), x, rtol=0, atol=EXACT)
 
 
 def test_flow_encodings_are_batch_invariant_and_survive_a_file(tmp_path):
     den, x = flow_model(), images(3)
-    z = encode(x, den, steps=8, eta=0.5, generator=_g(0, 1, 2))
-    one = encode(x[1:2], den, steps=8, eta=0.5, generator=_g(1))
+    z = encode(x, den, steps=8, eta=0.5, generator=gens(0, 1, 2))
+    one = encode(x[1:2], den, steps=8, eta=0.5, generator=gens(1))
     # a batch of 3 against 1: the UNet sums in another order (ULPs), and late draws divide by small stds
     torch.testing.assert_close(z.eps[:, 1:2], one.eps, rtol=1e-4, atol=1e-4)
     z.save(tmp_path / "z.latent.safetensors")
@@ -67,7 +64,7 @@ def test_flow_encodings_are_batch_invariant_and_survive_a_file(tmp_path):
     assert back.path == "rectified_flow" and back.timesteps == z.timesteps
     assert isinstance(back.timesteps[0], float)
     torch.testing.assert_close(decode(back, den), x, rtol=0, atol=EXACT)
-    vp = encode(x, tiny_unet_denoiser(), steps=4, generator=_g(0, 1, 2))
+    vp = encode(x, tiny_unet_denoiser(), steps=4, generator=gens(0, 1, 2))
     vp.save(tmp_path / "vp.latent.safetensors")
     from safetensors import safe_open
 
@@ -86,7 +83,7 @@ def test_a_flow_latent_refuses_a_vp_model_and_its_metadata_is_checked(tmp_path):
     from cyclediff.errors import CycleDiffError
 
     den, x = flow_model(), images(1)
-    z = encode(x, den, steps=6, generator=_g(0))
+    z = encode(x, den, steps=6, generator=gens(0))
     with pytest.raises(CycleDiffError):
         decode(z, tiny_unet_denoiser())
     with pytest.raises(ValueError, match="path must be"):
@@ -102,11 +99,11 @@ def test_flow_models_load_from_a_folder_translate_sample_and_take_masks(tmp_path
     mask = torch.zeros(2, 1, 8, 8)
     mask[..., :4] = 1
     for method in ("cyclediffusion", "sdedit", "ddib"):
-        out = translate(x, den, other, steps=8, strength=0.8, generator=_g(0, 1), method=method).images
+        out = translate(x, den, other, steps=8, strength=0.8, generator=gens(0, 1), method=method).images
         assert out.shape == x.shape and torch.isfinite(out).all()
-    masked = translate(x, den, other, steps=8, strength=0.8, generator=_g(0, 1), mask=mask).images
+    masked = translate(x, den, other, steps=8, strength=0.8, generator=gens(0, 1), mask=mask).images
     assert torch.equal(masked * (1 - mask), x * (1 - mask))
-    z = sample_latent(den, 2, steps=6, generator=_g(3, 4))
+    z = sample_latent(den, 2, steps=6, generator=gens(3, 4))
     assert torch.isfinite(decode(z, den)).all()
 
 
@@ -147,6 +144,6 @@ def test_the_fresh_sampler_is_diffusers_stochastic_flow_sampling():
 @pytest.mark.parametrize("sampler", ["fresh", "ddpm"])
 def test_every_sampler_encodes_exactly_on_a_flow_model(sampler):
     den, x = flow_model(), images(2)
-    z = encode(x, den, steps=9, strength=0.7, sampler=sampler, generator=_g(5, 6))
+    z = encode(x, den, steps=9, strength=0.7, sampler=sampler, generator=gens(5, 6))
     assert z.sampler == sampler and z.eta == 1.0
     torch.testing.assert_close(decode(z, den), x, rtol=0, atol=EXACT)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import gens
 from cyclediff import decode, edit, encode, sample_latent
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
@@ -18,9 +19,6 @@ from tiny_sd import flux_pipeline, photos
 EXACT = 1e-5  # float32 reconstruction bound of the issue (observed ≈ 3e-8)
 BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 
-
-def _g(*seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +49,8 @@ def test_the_grid_is_the_flux_pipelines_for_the_image_size(pipe, flux):
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_a_flux_encoding_gives_its_latents_back(flux, eta, strength):
-    x0 = to_model_space(flux, photos(2), _g(0, 1))
-    z = encode(x0, flux, steps=8, strength=strength, eta=eta, generator=_g(0, 1), prompt="a cat",
+    x0 = to_model_space(flux, photos(2), gens(0, 1))
+    z = encode(x0, flux, steps=8, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat",
                guidance_scale=3.5)
     assert z.path == "rectified_flow"
     torch.testing.assert_close(decode(z, flux), x0, rtol=0, atol=EXACT)
@@ -63,20 +61,20 @@ def test_flux_edits_are_batch_invariant_with_embedded_guidance_and_true_cfg(flux
     x = photos(2)
     edit_kw = dict(steps=5, guidance_scale=4.0, source_guidance_scale=2.0)
     if true_cfg == 1.0:
-        both = edit(flux, x, source_prompt=["a cat", "a car"], prompt=["a dog", "a red car"], generator=_g(0, 1),
+        both = edit(flux, x, source_prompt=["a cat", "a car"], prompt=["a dog", "a red car"], generator=gens(0, 1),
                     **edit_kw).images
-        one = edit(flux, x[1:], source_prompt="a car", prompt="a red car", generator=_g(1), **edit_kw).images
+        one = edit(flux, x[1:], source_prompt="a car", prompt="a red car", generator=gens(1), **edit_kw).images
         torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
         return
     from cyclediff import translate
 
     target = {"prompt": ["a dog", "a horse"], "negative_prompt": "blue", "true_cfg_scale": true_cfg}
-    both = translate(x, flux, flux, steps=5, generator=_g(0, 1), source_condition={"prompt": "a cat"},
+    both = translate(x, flux, flux, steps=5, generator=gens(0, 1), source_condition={"prompt": "a cat"},
                      target_condition=target).images
-    one = translate(x[:1], flux, flux, steps=5, generator=_g(0), source_condition={"prompt": "a cat"},
+    one = translate(x[:1], flux, flux, steps=5, generator=gens(0), source_condition={"prompt": "a cat"},
                     target_condition={**target, "prompt": "a dog"}).images
     torch.testing.assert_close(both[:1], one, rtol=0, atol=BATCH_ULPS)
-    plain = translate(x[:1], flux, flux, steps=5, generator=_g(0), source_condition={"prompt": "a cat"},
+    plain = translate(x[:1], flux, flux, steps=5, generator=gens(0), source_condition={"prompt": "a cat"},
                       target_condition={"prompt": "a dog"}).images
     assert not torch.equal(one, plain)
     with pytest.raises(CycleDiffError, match="negative_prompt"):
@@ -85,15 +83,15 @@ def test_flux_edits_are_batch_invariant_with_embedded_guidance_and_true_cfg(flux
 
 def test_flux_masks_many_targets_sampling_and_clear_refusals(flux):
     x = photos(1, seed=2)
-    many = edit(flux, x, source_prompt="a cat", prompt=["a dog", "a horse"], steps=5, generator=_g(0))
-    one = edit(flux, x, source_prompt="a cat", prompt="a horse", steps=5, generator=_g(0))
+    many = edit(flux, x, source_prompt="a cat", prompt=["a dog", "a horse"], steps=5, generator=gens(0))
+    one = edit(flux, x, source_prompt="a cat", prompt="a horse", steps=5, generator=gens(0))
     torch.testing.assert_close(many.images[1:], one.images, rtol=0, atol=BATCH_ULPS)
-    auto = edit(flux, x, source_prompt="a cat", prompt="a dog", steps=5, generator=_g(0), mask="auto")
+    auto = edit(flux, x, source_prompt="a cat", prompt="a dog", steps=5, generator=gens(0), mask="auto")
     assert auto.mask.shape == (1, 1, 16, 16)
-    z = sample_latent(flux, 1, steps=4, generator=_g(3), prompt="a cat")
+    z = sample_latent(flux, 1, steps=4, generator=gens(3), prompt="a cat")
     assert torch.isfinite(decode(z, flux)).all()
     with pytest.raises(CycleDiffError, match="FLUX's joint attention"):
-        edit(flux, x, source_prompt="a cat", prompt="a dog", steps=4, generator=_g(0), attention="refine")
+        edit(flux, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0), attention="refine")
 
 
 def test_from_pipe_load_and_the_cli_take_flux(tmp_path, pipe):
@@ -144,7 +142,7 @@ def test_guidance_steers_a_flow_model_like_any_other():
 
     model = load_model("demo:digits-flow")
     result = guide(model, ClassifierEnergy(digit_classifier(), 8), weight=10.0, langevin_steps=30, step_size=0.1,
-                   steps=10, batch_size=12, generator=_g(*range(12)))
+                   steps=10, batch_size=12, generator=gens(*range(12)))
     # Langevin chains are noisy: most (not every) chain ends far below where it started (11 of 12 here), and most
     # read as 8s (10 of 12 here; unguided, about one in ten would)
     assert torch.isfinite(result.images).all() and (result.energies[-1] < 0.5 * result.energies[0]).sum() >= 9
@@ -154,6 +152,6 @@ def test_guidance_steers_a_flow_model_like_any_other():
 def test_schnell_like_models_without_a_guidance_embedding_encode_exactly(tmp_path):
     """FLUX.1-schnell has no guidance input (guidance_embeds False) and runs few steps."""
     schnell = Flux(flux_pipeline(tmp_path, guidance_embeds=False), max_sequence_length=16)
-    x0 = to_model_space(schnell, photos(1), _g(0))
-    z = encode(x0, schnell, steps=4, eta=1.0, generator=_g(0), prompt="a cat")
+    x0 = to_model_space(schnell, photos(1), gens(0))
+    z = encode(x0, schnell, steps=4, eta=1.0, generator=gens(0), prompt="a cat")
     torch.testing.assert_close(decode(z, schnell), x0, rtol=0, atol=EXACT)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import gens
 from cyclediff import decode, edit, encode, translate
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
@@ -17,9 +18,6 @@ from tiny_sd import photos, sd3_pipeline, sd_pipeline
 EXACT = 1e-5  # float32 reconstruction bound of the issue (observed ≈ 1e-10)
 BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 
-
-def _g(*seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +33,8 @@ def sd3(pipe):
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_an_sd3_encoding_gives_its_latents_back(sd3, eta, strength):
-    x0 = to_model_space(sd3, photos(2), _g(0, 1))
-    z = encode(x0, sd3, steps=8, strength=strength, eta=eta, generator=_g(0, 1), prompt="a cat",
+    x0 = to_model_space(sd3, photos(2), gens(0, 1))
+    z = encode(x0, sd3, steps=8, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat",
                guidance_scale=2.0)
     assert z.path == "rectified_flow" and z.x_start.shape[1] == 4
     torch.testing.assert_close(decode(z, sd3), x0, rtol=0, atol=EXACT)
@@ -46,30 +44,30 @@ def test_sd3_edits_are_batch_invariant_under_separate_guidance_scales(sd3):
     x = photos(2)
     kw = dict(source_prompt=["a cat", "a car"], prompt=["a dog", "a red car"], steps=6, guidance_scale=3.0,
               source_guidance_scale=1.5, negative_prompt="blue")
-    both = edit(sd3, x, generator=_g(0, 1), **kw).images
+    both = edit(sd3, x, generator=gens(0, 1), **kw).images
     for i in range(2):
-        one = edit(sd3, x[i:i + 1], generator=_g(i), **{**kw, "source_prompt": kw["source_prompt"][i],
+        one = edit(sd3, x[i:i + 1], generator=gens(i), **{**kw, "source_prompt": kw["source_prompt"][i],
                                                           "prompt": kw["prompt"][i]}).images
         torch.testing.assert_close(both[i:i + 1], one, rtol=0, atol=BATCH_ULPS)
-    assert not torch.equal(both, edit(sd3, x, generator=_g(0, 1), **{**kw, "guidance_scale": 1.0}).images)
+    assert not torch.equal(both, edit(sd3, x, generator=gens(0, 1), **{**kw, "guidance_scale": 1.0}).images)
 
 
 def test_sd3_takes_masks_many_targets_and_the_baselines(sd3):
     x = photos(1, seed=5)
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., :8, :] = 1
-    masked = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0), mask=mask)
-    free = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=_g(0), mask=torch.zeros_like(mask))
+    masked = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0), mask=mask)
+    free = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0), mask=torch.zeros_like(mask))
     assert masked.images.shape == free.images.shape == (1, 3, 16, 16)
-    many = edit(sd3, x, source_prompt="a cat", prompt=["a dog", "a horse"], steps=6, generator=_g(0))
-    one = edit(sd3, x, source_prompt="a cat", prompt="a horse", steps=6, generator=_g(0))
+    many = edit(sd3, x, source_prompt="a cat", prompt=["a dog", "a horse"], steps=6, generator=gens(0))
+    one = edit(sd3, x, source_prompt="a cat", prompt="a horse", steps=6, generator=gens(0))
     torch.testing.assert_close(many.images[1:], one.images, rtol=0, atol=BATCH_ULPS)
     for method in ("sdedit", "ddib"):
-        out = translate(x, sd3, sd3, method=method, steps=6, generator=_g(0), source_condition="a cat",
+        out = translate(x, sd3, sd3, method=method, steps=6, generator=gens(0), source_condition="a cat",
                         target_condition="a dog").images
         assert torch.isfinite(out).all()
     with pytest.raises(CycleDiffError, match="SD3's joint attention"):
-        edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=4, generator=_g(0), attention="refine")
+        edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0), attention="refine")
 
 
 def test_from_pipe_and_load_pick_the_sd3_adapter(tmp_path, pipe):
@@ -98,10 +96,10 @@ def test_the_fast_path_compiles_the_transformer(sd3):
     """optimize(compile=True) wraps the MMDiT like a UNet (aot_eager: the graph capture without code generation,
     quick on a CPU); the result equals the eager one."""
     x = photos(1)
-    eager = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=3, generator=_g(0)).images
+    eager = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=3, generator=gens(0)).images
     sd3.optimize(compile=True, backend="aot_eager")
     try:
-        compiled = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=3, generator=_g(0)).images
+        compiled = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=3, generator=gens(0)).images
         assert sd3.runner.settings["compiled"]
     finally:
         sd3.optimize(compile=False)

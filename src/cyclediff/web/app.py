@@ -11,7 +11,6 @@ import functools
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing is sent anywhere
@@ -20,7 +19,7 @@ import gradio as gr  # noqa: E402
 
 from ..defaults import EDIT, GUIDE, TRANSLATE  # noqa: E402
 from ..errors import CycleDiffError  # noqa: E402
-from .service import Studio  # noqa: E402
+from .service import Studio, seeds_of  # noqa: E402
 
 # tiny demo images (8 × 8 digits) are enlarged to the box and stay crisp
 CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain; }\n"
@@ -134,7 +133,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
                                      guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
                                      negative_prompt=negative_prompt, seeds=seeds, count=count, method=method)
-                total = len(_seed_list(seeds, count))
+                total = len(seeds_of(seeds, count))
                 yield from _show(events, total, progress, rank=studio.scorer() is not None)
 
             e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
@@ -146,7 +145,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             def encode(image, model, source, strength, steps, eta, source_guidance_scale, seeds):
                 """The latent file of an image under the source prompt (or class), at the first seed."""
                 return str(studio.encode(image, model, source, strength=strength, steps=steps, eta=eta,
-                                         guidance_scale=source_guidance_scale, seed=_seed_list(seeds, 1)[0]))
+                                         guidance_scale=source_guidance_scale, seed=seeds_of(seeds, 1)[0]))
 
             e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
                            api_name="encode", **HEAVY)
@@ -184,7 +183,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                           method=method, strength=strength, steps=steps, eta=eta,
                                           refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
                                           count=count)
-                yield from _show(events, len(_seed_list(seeds, count)), progress)
+                yield from _show(events, len(seeds_of(seeds, count)), progress)
 
             t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
                                               t_refine, t_w, t_seeds, t_count], [t_gallery, t_status],
@@ -226,7 +225,7 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
         @_errors
         def guide(model, energy, text, target, condition, weight, langevin_steps, step_size, steps, seeds, count):
             """Langevin dynamics in the latent space toward low energy; images and energies as the chains run."""
-            seed_list = _seed_list(seeds, count)
+            seed_list = seeds_of(seeds, count)
             events = studio.guide(model, energy, text=text or "", target=target, condition=condition,
                                   weight=weight, langevin_steps=langevin_steps, step_size=step_size, steps=steps,
                                   seeds=seeds, count=count)
@@ -275,15 +274,6 @@ def _latents_tab(studio: Studio, names: list[str]) -> None:
         run.click(decode, [latent, model, target, scale, negative], output, api_name="decode", **HEAVY)
 
 
-def _seed_list(seeds: Any, count: Any) -> list[int]:
-    from .service import seeds_of
-
-    try:
-        return seeds_of(seeds, count)
-    except CycleDiffError as err:
-        raise gr.Error(str(err), print_exception=False) from err
-
-
 def _u8(images01: Any) -> Any:
     """(C, H, W) in [0, 1] → an 8-bit H × W (× 3) array for the live gallery."""
     arr = (images01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
@@ -319,4 +309,4 @@ def launch(app: gr.Blocks, studio: Studio, *, host: str = "127.0.0.1", port: int
     return url
 
 
-__all__ = ["CSS", "Path", "Studio", "build_app", "launch"]
+__all__ = ["CSS", "Studio", "build_app", "launch"]
