@@ -270,13 +270,13 @@ def test_attention_mistakes_are_one_line_errors(sd):
         with pytest.raises(CycleDiffError, match=message):
             edit(sd, x, source_prompt="a cat", steps=4, generator=gens(0), **kwargs)
     with pytest.raises(CycleDiffError, match="text-conditioned UNet"):
-        from cyclediff.apps.edit import _attention
+        from cyclediff.api.edit import _attention
 
         _attention(pixel(num_classes=3), "refine", "cyclediffusion", "a", "b", 1, [1])
 
 
 def test_cli_edit_with_attention_control(tmp_path, sd):
-    from cyclediff.apps.jobfile import load_job
+    from cyclediff.jobs.file import load_job
 
     folder = tmp_path / "sd"
     sd.pipe.save_pretrained(folder)
@@ -301,7 +301,7 @@ def test_cli_edit_with_attention_control(tmp_path, sd):
 def test_the_evaluation_harness_takes_attention_control(tmp_path, sd):
     import json
 
-    from cyclediff.apps.evaluate import EditSpec, evaluate_edit
+    from cyclediff.jobs.evaluate import EditSpec, evaluate_edit
     from cyclediff.metrics import ClipScorer
     from test_guidance import tiny_clip
 

@@ -13,8 +13,8 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from conftest import ddim_config, images, tiny_unet
-from cyclediff.apps.evaluate import EditSpec, evaluate_edit, evaluate_translate
 from cyclediff.cli import main
+from cyclediff.jobs.evaluate import EditSpec, evaluate_edit, evaluate_translate
 from cyclediff.metrics import ClipScorer, clip_score, directional_clip, fid, kid, pixel_features, psnr, ssim
 from cyclediff.models import PixelDenoiser, StableDiffusion
 from test_guidance import tiny_clip

@@ -20,11 +20,11 @@ from PIL import Image
 from conftest import ddim_config, tiny_unet
 from cyclediff import Latent, encode
 from cyclediff._io import load_image, safe_id, save_image, unique_names
-from cyclediff.apps.jobs import FolderLock, load_job, run_job
-from cyclediff.apps.outputs import place, recorded
+from cyclediff.batch.outputs import place, recorded
 from cyclediff.cli import main
 from cyclediff.demo.data import split
 from cyclediff.errors import CycleDiffError
+from cyclediff.jobs.run import FolderLock, load_job, run_job
 from cyclediff.metrics import psnr, ssim
 from cyclediff.models import PixelDenoiser
 

@@ -12,10 +12,10 @@ from diffusers import DDIMInverseScheduler
 
 from conftest import ddim_config, ddpm_config, images, pixel
 from cyclediff import CycleDiffError, Latent, decode, edit, encode, translate
-from cyclediff.defaults import EDIT, GUIDE, TRANSLATE
 from cyclediff.errors import LatentFileError
 from cyclediff.guidance import guide
 from cyclediff.schedule import Schedule
+from cyclediff.settings import EDIT, GUIDE, TRANSLATE
 from cyclediff.transitions import ddim_inversion_step, is_deterministic, transition
 from test_latent_file import _rewrite as rewrite
 
@@ -109,8 +109,8 @@ def test_a_step_into_alpha_bar_one_is_a_flagged_residual(variance_type, spacing)
 def test_each_default_is_defined_once():
     from click.testing import CliRunner  # noqa: F401 - the CLI's options are read from its params
 
-    from cyclediff.apps.jobs import SETTINGS
     from cyclediff.cli import main
+    from cyclediff.settings import TASKS
 
     def api(fn, name):
         return inspect.signature(fn).parameters[name].default
@@ -119,11 +119,11 @@ def test_each_default_is_defined_once():
         return next(p.default for p in main.commands[command].params if p.name == name)
 
     for name in ("strength", "steps", "eta", "refine_steps", "method"):
-        assert api(translate, name) == SETTINGS["translate"][name] == cli("translate", name) == TRANSLATE[name]
+        assert api(translate, name) == getattr(TASKS["translate"](), name) == cli("translate", name) == getattr(TRANSLATE, name)
     for name in ("strength", "steps", "eta", "guidance_scale", "source_guidance_scale", "method"):
-        assert api(edit, name) == SETTINGS["edit"][name] == cli("edit", name) == EDIT[name]
+        assert api(edit, name) == getattr(TASKS["edit"](), name) == cli("edit", name) == getattr(EDIT, name)
     for name in ("weight", "langevin_steps", "step_size", "steps", "eta"):
-        assert api(guide, name) == SETTINGS["guide"][name] == cli("guide", name) == GUIDE[name]
+        assert api(guide, name) == getattr(TASKS["guide"](), name) == cli("guide", name) == getattr(GUIDE, name)
 
 
 # ---------------------------------------------------------------------------------------------------- item 5

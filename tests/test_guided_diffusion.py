@@ -197,7 +197,7 @@ def test_the_afhq_recipe_runs_end_to_end_on_converted_models(tmp_path):
     """examples/afhq: convert (here the fixture checkpoint stands in for the AFHQ models), then the job file with
     its settings (fewer steps, pixel features: the tiny models are 32x32), FID / KID / PSNR / SSIM recorded."""
     from cyclediff._io import save_image
-    from cyclediff.apps.jobs import load_job, run_job
+    from cyclediff.jobs.run import load_job, run_job
 
     ckpt, flags, _ = fixture("adm_afhq_like")
     for name in ("afhq-cat", "afhq-dog"):
@@ -214,8 +214,8 @@ def test_the_afhq_recipe_runs_end_to_end_on_converted_models(tmp_path):
     assert job_text.count("pixels") == 1 and "steps = 20" in job_text and "refine_steps = 2" in job_text
     (tmp_path / "cat2dog.toml").write_text(job_text)
     job = load_job(tmp_path / "cat2dog.toml")
-    assert job.settings["strength"] == 0.85 and job.settings["eta"] == 0.1
-    assert job.settings["source_model"] == str((tmp_path / "afhq-cat").resolve())
+    assert job.settings.strength == 0.85 and job.settings.eta == 0.1
+    assert job.settings.source_model == str((tmp_path / "afhq-cat").resolve())
     report = run_job(job, progress=False)
     assert report.ok == 2 and report.failed == 0
     summary = json.loads((job.out / "summary.json").read_text())

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cyclediff import CycleDiffError
 from cyclediff._io import load_image, parse_size, save_image
-from cyclediff.apps.images import as_image_batch
+from cyclediff.api.images import as_image_batch
 
 
 def _rgb(h=20, w=30, seed=0):

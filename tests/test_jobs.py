@@ -19,9 +19,9 @@ from PIL import Image
 
 from cyclediff import CycleDiffError
 from cyclediff._io import save_image
-from cyclediff.apps.jobs import finished_keys, load_job, run_job
 from cyclediff.cli import main
 from cyclediff.demo.data import split
+from cyclediff.jobs.run import finished_keys, load_job, run_job
 
 BIN = Path(sys.executable).parent
 
@@ -350,7 +350,7 @@ def test_a_method_comparison_with_fid_against_reference_images(tmp_path, digits)
 
 
 def test_a_torn_manifest_line_does_not_swallow_the_next_record(tmp_path):
-    from cyclediff.apps.evaluate import Records
+    from cyclediff.jobs.evaluate import Records
 
     path = tmp_path / "part.jsonl"
     path.write_text('{"key": "a", "status": "ok"}\n{"key": "b", "sta')  # killed in the middle of a write

@@ -11,12 +11,12 @@ import torch
 
 from conftest import images, pixel
 from cyclediff import decode, encode, sample_latent
-from cyclediff.apps.runner import Result, Unit, plan, run
+from cyclediff.batch.runner import Result, Unit, plan, run
 from cyclediff.errors import CycleDiffError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cyclediff"
 CORE = ["schedule.py", "transitions.py", "latent.py", "encoder.py", "sampler.py", "cycle.py", "baselines.py",
-        "masks.py", "interpolation.py", "defaults.py", "models", "guidance", "metrics"]
+        "masks.py", "interpolation.py", "settings.py", "checks.py", "models", "guidance", "metrics"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,7 +1,7 @@
 """cyclediff: the stochastic latent space of diffusion models (CycleDiffusion, Wu & De la Torre, ICCV 2023)."""
 
-from .apps.edit import EditResult, edit
-from .apps.translate import TranslateResult, translate
+from .api.edit import EditResult, edit
+from .api.translate import TranslateResult, translate
 from .cycle import cycle
 from .encoder import encode
 from .errors import ConfigError, CycleDiffError, IncompatibleModelError, LatentFileError

@@ -14,11 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ._noise import Generators, gaussian_like
-from .defaults import TRANSLATE
 from .encoder import prepare, start_point
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
+from .settings import TRANSLATE
 from .transitions import ddim_inversion_step, transition
 
 
@@ -28,7 +28,7 @@ def sdedit(
     target: Denoiser,
     *,
     steps: int = 100,
-    strength: float = TRANSLATE["strength"],
+    strength: float = TRANSLATE.strength,
     eta: float | None = 1.0,
     sampler: str = "ddim",
     generator: Generators = None,
@@ -75,8 +75,8 @@ def ddib(
     source: Denoiser,
     target: Denoiser | None = None,
     *,
-    steps: int = TRANSLATE["steps"],
-    strength: float = TRANSLATE["strength"],
+    steps: int = TRANSLATE.steps,
+    strength: float = TRANSLATE.strength,
     source_condition: dict[str, Any] | None = None,
     target_condition: dict[str, Any] | None = None,
     progress: bool = False,

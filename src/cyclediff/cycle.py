@@ -11,13 +11,13 @@ from typing import Any
 import torch
 
 from ._noise import Generators
-from .defaults import EDIT
 from .encoder import EncodingRun
 from .errors import CycleDiffError
 from .latent import Latent
 from .masks import blend, check_mask
 from .models.base import Denoiser
 from .sampler import check_grid, decoder_step, evaluate, progress_steps
+from .settings import EDIT
 from .transitions import transition
 
 
@@ -27,9 +27,9 @@ def cycle(
     source: Denoiser,
     target: Denoiser | None = None,
     *,
-    steps: int = EDIT["steps"],
-    strength: float = EDIT["strength"],
-    eta: float | None = EDIT["eta"],
+    steps: int = EDIT.steps,
+    strength: float = EDIT.strength,
+    eta: float | None = EDIT.eta,
     sampler: str = "ddim",
     generator: Generators = None,
     source_condition: dict[str, Any] | None = None,

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from ._noise import Generators, NoiseStream, check_generators, seeds_of
-from .defaults import ENCODE
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import Condition, Denoiser
 from .models.conditions import merge_condition
 from .sampler import decoder_step, progress_steps
 from .schedule import Schedule
+from .settings import ENCODE
 from .transitions import Transition, check_sampler, draw_std, posterior_mean, transition
 
 # Images slightly outside [-1, 1] (resampling overshoot) are accepted; anything further is a scaling mistake.
@@ -147,9 +147,9 @@ def encode(
     x0: torch.Tensor,
     denoiser: Denoiser,
     *,
-    steps: int = ENCODE["steps"],
-    strength: float = ENCODE["strength"],
-    eta: float | None = ENCODE["eta"],
+    steps: int = ENCODE.steps,
+    strength: float = ENCODE.strength,
+    eta: float | None = ENCODE.eta,
     sampler: str = "ddim",
     generator: Generators = None,
     progress: bool = False,

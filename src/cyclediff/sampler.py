@@ -9,12 +9,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ._noise import Generators, NoiseStream, batch_size_of, check_generators, gaussian_like, seeds_of
-from .defaults import SAMPLE
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import BatchedDenoiser, Denoiser, Model
 from .models.conditions import merge_condition
 from .schedule import step_pairs
+from .settings import SAMPLE
 from .transitions import Transition, check_sampler, is_deterministic, transition
 
 
@@ -150,8 +150,8 @@ def sample_latent(
     denoiser: Denoiser,
     batch_size: int | None = None,
     *,
-    steps: int = SAMPLE["steps"],
-    eta: float | None = SAMPLE["eta"],
+    steps: int = SAMPLE.steps,
+    eta: float | None = SAMPLE.eta,
     sampler: str = "ddim",
     generator: Generators = None,
     sample_shape: tuple[int, ...] | None = None,

@@ -1,35 +1,11 @@
 """The ``cyclediff`` command line: one module per command group, each only options → settings → the runner
-(:mod:`cyclediff.apps.runner`); devices, dtypes, seeds, progress and files are chosen here, the library does the
-work. Errors users can fix become one-line messages."""
+(:mod:`cyclediff.batch.runner`); devices, dtypes, seeds, progress and files are chosen here, the library does the
+work. Errors users can fix become one-line messages (:mod:`cyclediff.cli.main`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import click
-
-from .. import __version__
-from ..errors import CycleDiffError
+from . import batch, convert, demo, guide, images, latents, serve  # noqa: F401 - each registers its commands on main
+from .main import main
 from .options import parse_seeds, resolve_device
-
-
-class _Group(click.Group):
-    """Turns library errors (bad input the user can fix) into one-line messages instead of tracebacks."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CycleDiffError as err:
-            raise click.ClickException(str(err)) from err
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="cyclediff")
-def main() -> None:
-    """The stochastic latent space of diffusion models: encode real images, decode them with other prompts or
-    other models (CycleDiffusion)."""
-
-
-from . import batch, convert, demo, guide, images, latents, serve  # noqa: E402,F401 - each registers its commands on main
 
 __all__ = ["main", "parse_seeds", "resolve_device"]

@@ -1,5 +1,5 @@
 """``cyclediff run`` (job files) and ``cyclediff evaluate`` (the paper's benchmarks): thin configurations of the
-runner through :mod:`cyclediff.apps.jobs` and :mod:`cyclediff.apps.evaluate`."""
+runner through :mod:`cyclediff.jobs.run` and :mod:`cyclediff.jobs.evaluate`."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from pathlib import Path
 
 import click
 
-from ..defaults import TRANSLATE, check_setting
-from . import main
+from ..settings import RunOptions, TranslateSettings, check_setting
+from .main import main
 from .options import (
-    check_sampler,
     device_option,
     dtype_option,
     load_model,
     parse_seeds,
     quiet_option,
     sampling_options,
+    setting_option,
 )
 
 
@@ -41,10 +41,10 @@ def run_job_cmd(job_file: Path, overwrite: bool, quiet: bool, as_json: bool) -> 
     seed, output, metrics, status, error, seconds) and summary.json. Run the same command again after a crash to
     resume; failed units are retried. Exit status 1 when any unit failed.
     """
-    from ..apps.jobs import distributed, load_job, run_job
+    from ..jobs.run import distributed, load_job, run_job
 
     job = load_job(job_file)
-    rank, world, device, barrier, share = distributed(job.device)
+    rank, world, device, barrier, share = distributed(job.run.device)
     report = run_job(job, rank=rank, world=world, device=device, progress=not quiet, barrier=barrier,
                      overwrite=overwrite, share=share)
     if rank == 0:
@@ -74,7 +74,7 @@ def evaluate() -> None:
 @dtype_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-edit"), show_default=True)
 @quiet_option
-def evaluate_edit_cmd(spec, model_spec, clip_model, device, dtype, out, quiet):
+def evaluate_edit_cmd(spec, model_spec, clip_model, out, quiet, **opts):
     """Edit every (image, source text, target text) of SPEC over its settings grid and score each output
     (CLIP score, directional CLIP, PSNR, SSIM); report single-sample and best-of-N numbers per method.
 
@@ -83,13 +83,13 @@ def evaluate_edit_cmd(spec, model_spec, clip_model, device, dtype, out, quiet):
     "strengths": [0.8], "guidance_scales": [1, 2, 3], "methods": ["cyclediffusion", "sdedit", "ddib"],
     "steps": 100, "eta": 0.1}}; a bare list in the layout of the paper's data/translate-text.json works too.
     """
-    from ..apps.evaluate import EditSpec, evaluate_edit
+    from ..jobs.evaluate import EditSpec, evaluate_edit
     from ..metrics import ClipScorer
 
     plan = EditSpec.load(spec)
     if model_spec is None and plan.model is None:
         raise click.UsageError("the spec names no model; pass --model")
-    model = load_model(model_spec or plan.model, device, dtype)
+    model = load_model(model_spec or plan.model, RunOptions.from_options(opts))
     scorer = ClipScorer(clip_model or plan.clip_model, device=model.device)
     failures = []
     rows = evaluate_edit(plan, out, model=model, scorer=scorer, progress=not quiet,
@@ -108,29 +108,29 @@ def evaluate_edit_cmd(spec, model_spec, clip_model, device, dtype, out, quiet):
               help="real images of the target domain (FID / KID)")
 @click.option("--methods", default="cyclediffusion,sdedit,ddib", show_default=True)
 @click.option("--seeds", default="0", show_default=True)
-@sampling_options(TRANSLATE)
-@click.option("--refine-steps", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--features", default="inception", show_default=True,
-              help="FID / KID features: inception (needs cyclediff[fid]), pixels, or module:function")
+@sampling_options(TranslateSettings)
+@setting_option(TranslateSettings, "refine_steps")
+@setting_option(RunOptions, "features", help="FID / KID features: inception (needs cyclediff[fid]), pixels, or "
+                                             "module:function")
 @device_option
 @dtype_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-translate"), show_default=True)
 @quiet_option
-def evaluate_translate_cmd(source_model, target_model, images, reference, methods, seeds, steps, strength, eta,
-                           refine_steps, features, device, dtype, out, quiet):
+def evaluate_translate_cmd(source_model, target_model, images, reference, methods, seeds, out, quiet, **opts):
     """Translate every image in IMAGES with each method; FID / KID against REFERENCE, PSNR / SSIM against the
     inputs."""
-    from ..apps.evaluate import evaluate_translate, resolve_features
+    from ..jobs.evaluate import evaluate_translate, resolve_features
 
-    check_sampler("ddim", eta)
-    seed_list, feature_fn = parse_seeds(seeds), resolve_features(features)  # refused before any work
+    seed_list, feature_fn = parse_seeds(seeds), resolve_features(opts["features"])  # refused before any work
     for method in methods.split(","):
         check_setting("method", method)
-    source = load_model(source_model, device, dtype)
-    target = source if target_model == source_model else load_model(target_model, device, dtype)
+    run, settings = RunOptions.from_options(opts), TranslateSettings.from_options(opts)
+    source = load_model(source_model, run)
+    target = source if target_model == source_model else load_model(target_model, run)
     failed: list[dict] = []
     evaluate_translate(source, target, images, reference, out, methods=methods.split(","), seeds=seed_list,
-                       strength=strength, steps=steps, eta=eta, refine_steps=refine_steps, features=feature_fn,
+                       strength=settings.strength, steps=settings.steps, eta=settings.eta,
+                       refine_steps=settings.refine_steps, features=feature_fn,
                        progress=not quiet, on_record=lambda r: failed.append(r) if r["status"] == "failed" else None)
     click.echo((out / "summary.md").read_text())
     for r in failed:

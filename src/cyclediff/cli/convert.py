@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from .main import main
 
 
 @main.group()
@@ -31,7 +31,7 @@ def convert_guided_diffusion(checkpoint: Path, flags: str, out: Path) -> None:
           --use_scale_shift_norm True --learn_sigma True --image_size 256 --diffusion_steps 1000 \\
           --noise_schedule linear"
     """
-    from ..apps.outputs import check_out_folder
+    from ..batch.outputs import check_out_folder
     from ..models.guided_diffusion import convert as convert_checkpoint
 
     check_out_folder(out)

@@ -9,16 +9,16 @@ from typing import Any
 import click
 
 from .._io import distinct_paths, unique_names
-from ..apps.outputs import check_out_folder, file_digest, slug
-from ..apps.runner import Unit
-from ..apps.stores import FileStore
-from ..apps.tasks import EditTask, ReadPolicy, TranslateTask
-from ..defaults import EDIT, METHODS, TRANSLATE
+from ..batch.outputs import check_out_folder, slug
+from ..batch.runner import Unit
+from ..batch.stores import FileStore
+from ..batch.tasks import EditTask, TranslateTask
 from ..errors import CycleDiffError
+from ..models.attention import AttentionEdit
 from ..models.conditions import condition_for
-from . import main
+from ..settings import EditSettings, RunOptions, Settings, TranslateSettings
+from .main import main
 from .options import (
-    check_sampler,
     compile_option,
     device_option,
     dtype_option,
@@ -32,10 +32,14 @@ from .options import (
     parse_seeds,
     run_and_report,
     sampling_options,
+    seeds_of,
+    seeds_options,
+    setting_option,
+    stamp,
 )
 
 
-def image_units(images: list[Path], seeds: list[int], settings: dict[str, Any],
+def image_units(images: list[Path], seeds: list[int], settings: Settings, stamp: dict[str, Any],
                 name: Callable[[str, int], str]) -> list[Unit]:
     """One unit per (image, seed): an image given twice is one input; images whose names repeat in different
     folders get distinct output names (:func:`~cyclediff._io.unique_names`)."""
@@ -44,33 +48,19 @@ def image_units(images: list[Path], seeds: list[int], settings: dict[str, Any],
     units = []
     for path, stem in zip(paths, unique_names(paths)):
         for s in dict.fromkeys(seeds):
-            units.append(Unit(len(units), f"{stem}/seed{s}", s, name=name(stem, s), settings=settings, input=path))
+            units.append(Unit(len(units), f"{stem}/seed{s}", s, name=name(stem, s), settings=settings, input=path,
+                              stamp=stamp))
     return units
 
 
-def _masking(mask: str | None, threshold: float, method: str) -> dict[str, Any]:
-    """The mask settings (recorded with each output, so another mask never reuses a file)."""
-    if mask is None:
-        return {}
-    if method != "cyclediffusion":
-        raise click.UsageError(f"--mask works with --method cyclediffusion, not {method}")
-    return {"mask": mask, "mask_sha256": None if mask == "auto" else file_digest(Path(mask)),
-            "mask_threshold": threshold if mask == "auto" else None}
-
-
-def _attention(mode: str | None, cross: float, self_steps: float, reweight: tuple[str, ...],
-               method: str) -> dict[str, Any]:
-    """The attention-control setting, checked before any model loads."""
-    from ..models.attention import AttentionEdit
-
-    if mode is None:
-        if reweight:
+def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
+    """The attention-control setting from --attention, --attention-steps, --self-attention-steps, --reweight."""
+    if opts["attention"] is None:
+        if opts["reweight"]:
             raise click.UsageError("--reweight needs --attention replace or refine")
-        return {}
-    if method != "cyclediffusion":
-        raise click.UsageError(f"--attention works with --method cyclediffusion, not {method}")
+        return None
     weights = {}
-    for item in reweight:
+    for item in opts["reweight"]:
         word, sep, value = item.rpartition("=")
         try:
             weights[word.strip()] = float(value)
@@ -78,9 +68,16 @@ def _attention(mode: str | None, cross: float, self_steps: float, reweight: tupl
             sep = ""
         if not sep or not word.strip():
             raise click.BadParameter(f"give WORD=SCALE, e.g. red=2; got {item!r}", param_hint="--reweight")
-    edit = AttentionEdit(mode=mode, cross_steps=cross, self_steps=self_steps, weights=weights)
-    return {"attention": {"mode": edit.mode, "cross_steps": edit.cross_steps, "self_steps": edit.self_steps,
-                          "weights": edit.weights}}
+    return {"mode": opts["attention"], "cross_steps": opts["attention_steps"],
+            "self_steps": opts["self_attention_steps"], "weights": weights}
+
+
+def _settings(cls: type[Settings], opts: dict[str, Any], **extra: Any) -> Any:
+    """The command's settings, refused in one line naming the option (before any model loads)."""
+    try:
+        return cls.from_options(opts, **extra)
+    except CycleDiffError as err:
+        raise click.UsageError(str(err).replace("method ", "--method ", 1)) from err
 
 
 @main.command()
@@ -89,34 +86,29 @@ def _attention(mode: str | None, cross: float, self_steps: float, reweight: tupl
 @click.option("--prompt", required=True, help="what the edited images should show")
 @model_options
 @compile_option
-@sampling_options(EDIT)
-@click.option("--guidance-scale", type=click.FloatRange(0), default=EDIT["guidance_scale"], show_default=True)
-@click.option("--source-guidance-scale", type=click.FloatRange(0), default=EDIT["source_guidance_scale"],
-              show_default=True, help="1 (the paper's setting) needs no unconditional pass for the source")
+@sampling_options(EditSettings)
+@setting_option(EditSettings, "guidance_scale")
+@setting_option(EditSettings, "source_guidance_scale",
+                help="1 (the paper's setting) needs no unconditional pass for the source")
 @click.option("--negative-prompt", default=None)
-@click.option("--method", type=click.Choice(METHODS), default=EDIT["method"], show_default=True,
-              help="CycleDiffusion, or a baseline on the same grid")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="one seed for every image (default 0)")
-@click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
-              help="images per UNet call (same-sized images are batched)")
+@setting_option(EditSettings, "method", help="CycleDiffusion, or a baseline on the same grid")
+@seeds_options
+@setting_option(RunOptions, "batch_size", help="images per UNet call (same-sized images are batched)")
 @mask_options
 @click.option("--attention", type=click.Choice(["replace", "refine"]), default=None,
               help="Prompt-to-Prompt: the target pass reuses the source's attention maps (replace: a word swap with "
                    "as many tokens; refine: words added or changed)")
-@click.option("--attention-steps", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+@click.option("--attention-steps", type=float, default=AttentionEdit.cross_steps, show_default=True,
               help="share of the steps whose cross-attention maps are reused")
-@click.option("--self-attention-steps", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--self-attention-steps", type=float, default=AttentionEdit.self_steps, show_default=True,
               help="share of the steps whose self-attention maps are reused (keeps the layout closer)")
 @click.option("--reweight", multiple=True, metavar="WORD=SCALE",
               help="scale the target's attention to a word of --prompt, e.g. red=2 (repeatable; with --attention)")
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
 @output_options
-def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, steps, strength, eta, guidance_scale,
-         source_guidance_scale, negative_prompt, method, seed, seeds, batch_size, mask, mask_threshold, attention,
-         attention_steps, self_attention_steps, reweight, size, fit, max_pixels, out, overwrite, quiet, as_json):
-    """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (no mask, no training).
+def edit(images: tuple[Path, ...], **opts: Any) -> None:
+    """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (optionally inside a mask).
 
     \b
     Examples:
@@ -128,42 +120,37 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
     Outputs are OUT/<image>_<prompt>_s<strength>_w<scale>_seed<seed>.png, written atomically, with their settings
     recorded inside; one made with these very settings is skipped unless --overwrite.
     """
-    if seed is not None and seeds is not None:
-        raise click.UsageError("give --seed or --seeds, not both")
-    check_sampler("ddim", eta)
-    seed_list = parse_seeds(seeds) if seeds is not None else [0 if seed is None else seed]
-    check_out_folder(out)
-    model = load_model(model_spec, device, dtype, compile_)
+    seeds = seeds_of(opts)
+    settings: EditSettings = _settings(EditSettings, opts, attention=_attention(opts))
+    run = RunOptions.from_options(opts)
+    check_out_folder(opts["out"])
+    model = load_model(settings.model, run)
     if "prompt" not in model.condition_keys:
         raise CycleDiffError("edit needs a text-conditioned (Stable Diffusion) model; for pixel models use "
                              "translate with --source-class / --target-class")
-    label = f"{'' if method == 'cyclediffusion' else method + '_'}s{number(strength)}_w{number(guidance_scale)}"
-    settings = {"task": "edit", "model": model_spec, "dtype": dtype, "source_prompt": source_prompt,
-                "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps, "eta": eta,
-                "guidance_scale": guidance_scale, "source_guidance_scale": source_guidance_scale, "method": method,
-                "size": size, "fit": fit, **_masking(mask, mask_threshold, method),
-                **_attention(attention, attention_steps, self_attention_steps, reweight, method)}
-    units = image_units(images, seed_list, settings, lambda stem, s: f"{stem}_{slug(prompt)}_{label}_seed{s}.png")
-    task = EditTask(model, ReadPolicy(size, fit, max_pixels))
-    run_and_report(task, units, FileStore(lambda u: out / u.name, overwrite=overwrite), batch_size=batch_size,
-                   quiet=quiet, as_json=as_json)
+    method = "" if settings.method == "cyclediffusion" else settings.method + "_"
+    label = f"{method}s{number(settings.strength)}_w{number(settings.guidance_scale)}"
+    units = image_units(images, seeds, settings, stamp("edit", run),
+                        lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png")
+    run_and_report(EditTask(model, run), units, FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
+                   batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--source-model", required=True, help="the model of the input domain (hub id, folder, file, demo:…)")
 @click.option("--target-model", required=True, help="the model of the output domain")
-@click.option("--method", type=click.Choice(METHODS), default=TRANSLATE["method"], show_default=True)
-@sampling_options(TRANSLATE)
-@click.option("--refine-steps", type=click.IntRange(0), default=TRANSLATE["refine_steps"], show_default=True,
-              help="re-noise the output to the r-th last step and denoise it with the target at η = 1")
+@setting_option(TranslateSettings, "method")
+@sampling_options(TranslateSettings)
+@setting_option(TranslateSettings, "refine_steps",
+                help="re-noise the output to the r-th last step and denoise it with the target at η = 1")
 @click.option("--source-class", type=int, default=None, help="class label for a class-conditional source")
 @click.option("--target-class", type=int, default=None, help="class label for a class-conditional target")
 @click.option("--source-prompt", default=None, help="prompt for a text-conditioned source")
 @click.option("--target-prompt", default=None, help="prompt for a text-conditioned target")
-@click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="target guidance scale")
+@setting_option(TranslateSettings, "guidance_scale", type=float, help="target guidance scale")
 @click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
+@setting_option(RunOptions, "batch_size")
 @device_option
 @dtype_option
 @compile_option
@@ -171,9 +158,7 @@ def edit(images, source_prompt, prompt, model_spec, device, dtype, compile_, ste
 @image_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("translations"), show_default=True)
 @output_options
-def translate(images, source_model, target_model, method, steps, strength, eta, refine_steps, source_class,
-              target_class, source_prompt, target_prompt, guidance_scale, seeds, batch_size, device, dtype,
-              compile_, mask, mask_threshold, size, fit, max_pixels, out, overwrite, quiet, as_json):
+def translate(images: tuple[Path, ...], **opts: Any) -> None:
     """Translate IMAGES from the source model's domain to the target model's (unpaired, no training).
 
     \b
@@ -182,21 +167,17 @@ def translate(images, source_model, target_model, method, steps, strength, eta, 
       cyclediff translate cats/*.png --source-model ./ddpm-cat --target-model ./ddpm-dog --strength 0.85 \\
           --refine-steps 10 --method sdedit --out dogs/
     """
-    check_sampler("ddim", eta)
-    seed_list = parse_seeds(seeds)
-    check_out_folder(out)
-    source = load_model(source_model, device, dtype, compile_)
-    target = source if target_model == source_model else load_model(target_model, device, dtype, compile_)
-    condition_for(source, prompt=source_prompt, class_labels=source_class)  # refused now, not per image
-    condition_for(target, prompt=target_prompt, class_labels=target_class, guidance_scale=guidance_scale)
-    refine = f"_r{refine_steps}" if refine_steps else ""
-    settings = {"task": "translate", "source_model": source_model, "target_model": target_model, "dtype": dtype,
-                "method": method, "strength": strength, "steps": steps, "eta": eta, "refine_steps": refine_steps,
-                "source_class": source_class, "target_class": target_class, "source_prompt": source_prompt,
-                "target_prompt": target_prompt, "guidance_scale": guidance_scale, "size": size, "fit": fit,
-                **_masking(mask, mask_threshold, method)}
-    units = image_units(images, seed_list, settings,
-                        lambda stem, s: f"{stem}_{method}_s{number(strength)}{refine}_seed{s}.png")
-    task = TranslateTask(source, target, ReadPolicy(size, fit, max_pixels))
-    run_and_report(task, units, FileStore(lambda u: out / u.name, overwrite=overwrite), batch_size=batch_size,
-                   quiet=quiet, as_json=as_json)
+    settings: TranslateSettings = _settings(TranslateSettings, opts)
+    run, seeds = RunOptions.from_options(opts), parse_seeds(opts["seeds"])
+    check_out_folder(opts["out"])
+    source = load_model(settings.source_model, run)
+    target = source if settings.target_model == settings.source_model else load_model(settings.target_model, run)
+    condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class)  # refused now
+    condition_for(target, prompt=settings.target_prompt, class_labels=settings.target_class,
+                  guidance_scale=settings.guidance_scale)
+    refine = f"_r{settings.refine_steps}" if settings.refine_steps else ""
+    units = image_units(images, seeds, settings, stamp("translate", run),
+                        lambda stem, s: f"{stem}_{settings.method}_s{number(settings.strength)}{refine}_seed{s}.png")
+    run_and_report(TranslateTask(source, target, run), units,
+                   FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]), batch_size=run.batch_size,
+                   quiet=opts["quiet"], as_json=opts["as_json"])

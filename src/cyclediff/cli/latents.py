@@ -7,21 +7,21 @@ import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
 
 from .._io import distinct_paths, seed_limit, unique_names
-from ..apps.outputs import check_out_file, check_out_folder
-from ..apps.runner import Unit
-from ..apps.stores import FileStore
-from ..apps.tasks import DecodeTask, EncodeTask, ReadPolicy, SampleTask
-from ..defaults import ENCODE, SAMPLE
+from ..batch.outputs import check_out_file, check_out_folder
+from ..batch.runner import Unit
+from ..batch.stores import FileStore
+from ..batch.tasks import DecodeTask, EncodeTask, SampleTask
 from ..errors import CycleDiffError
 from ..models.conditions import condition_for
-from . import main
+from ..settings import DecodeSettings, EncodeSettings, RunOptions, SampleSettings
+from .main import main
 from .options import (
-    check_sampler,
     compile_option,
     image_options,
     load_model,
@@ -31,18 +31,26 @@ from .options import (
     parse_seeds,
     run_and_report,
     sampling_options,
+    setting_option,
+    stamp,
 )
+
+
+def _condition(model: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """The condition --prompt / --guidance-scale / --negative-prompt / --class-label give, as the model takes it."""
+    return condition_for(model, prompt=opts.get("prompt"), guidance_scale=opts.get("guidance_scale"),
+                         negative_prompt=opts.get("negative_prompt"), class_labels=opts.get("class_label"))
 
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
 @compile_option
-@sampling_options(ENCODE)
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm", "fresh"]), default="ddim", show_default=True,
-              help="fresh: new noise at every step (flow models: diffusers' stochastic_sampling)")
+@sampling_options(EncodeSettings)
+@setting_option(EncodeSettings, "sampler", help="fresh: new noise at every step (flow models: diffusers' "
+                                                "stochastic_sampling)")
 @click.option("--prompt", default=None, help="text models: the prompt that describes the image")
-@click.option("--guidance-scale", type=click.FloatRange(0), default=None, help="text models (default 1)")
+@click.option("--guidance-scale", type=float, default=None, help="text models (default 1)")
 @click.option("--class-label", type=int, default=None, help="class-conditional pixel models")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="image i uses seed + i")
 @image_options
@@ -52,8 +60,7 @@ from .options import (
 @click.option("--store-dtype", type=click.Choice(["full", "float16"]), default="full", show_default=True,
               help="float16 halves the files; decoding is then exact to about 1e-3 only")
 @output_options
-def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sampler, prompt, guidance_scale,
-           class_label, seed, size, fit, max_pixels, output, out, store_dtype, overwrite, quiet, as_json):
+def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any) -> None:
     """Encode IMAGES into latent files (decode them later with other prompts, classes or models).
 
     \b
@@ -64,21 +71,20 @@ def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sa
     """
     if output is not None and len(images) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several images")
-    check_sampler(sampler, eta)
+    run, seed = RunOptions.from_options(opts), opts["seed"]
+    EncodeSettings.from_options(opts)  # refused before any model loads
     paths, repeated = distinct_paths(list(images))
     note_repeats(repeated)
     seed_limit(seed + len(paths) - 1)
     check_out_file(output) if output is not None else check_out_folder(out)
-    model = load_model(model_spec, device, dtype, compile_)
-    condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_labels=class_label)
-    settings = {"task": "encode", "model": model_spec, "dtype": dtype, "steps": steps, "strength": strength,
-                "eta": eta, "sampler": sampler, "condition": condition, "size": size, "fit": fit,
-                "store_dtype": store_dtype}
-    units = [Unit(i, stem, seed + i, name=f"{stem}.latent.safetensors", settings=settings, input=path)
+    model = load_model(opts["model"], run)
+    settings = EncodeSettings.from_options(opts, condition=_condition(model, opts))
+    marks = {**stamp("encode", run, model=opts["model"]), "store_dtype": opts["store_dtype"]}
+    units = [Unit(i, stem, seed + i, name=f"{stem}.latent.safetensors", settings=settings, input=path, stamp=marks)
              for i, (path, stem) in enumerate(zip(paths, unique_names(paths)))]
-    store = FileStore(lambda u: output or out / u.name, overwrite=overwrite,
-                      latent_dtype=torch.float16 if store_dtype == "float16" else None)
-    run_and_report(EncodeTask(model, ReadPolicy(size, fit, max_pixels)), units, store, quiet=quiet, as_json=as_json)
+    store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"],
+                      latent_dtype=torch.float16 if opts["store_dtype"] == "float16" else None)
+    run_and_report(EncodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 @main.command()
@@ -86,7 +92,7 @@ def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sa
 @model_options
 @compile_option
 @click.option("--prompt", default=None, help="text models: decode under this prompt (default: the recorded one)")
-@click.option("--guidance-scale", type=click.FloatRange(0), default=None)
+@click.option("--guidance-scale", type=float, default=None)
 @click.option("--negative-prompt", default=None)
 @click.option("--class-label", type=int, default=None, help="decode under this class instead of the recorded one")
 @click.option("--weights", default=None,
@@ -94,8 +100,7 @@ def encode(images, model_spec, device, dtype, compile_, steps, strength, eta, sa
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True)
 @output_options
-def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale, negative_prompt, class_label,
-           weights, output, out, overwrite, quiet, as_json):
+def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, out: Path, **opts: Any) -> None:
     """Decode latent files into PNG images: with the recorded condition they give the encoded image back; with
     another prompt, class or model they edit or translate it.
 
@@ -111,21 +116,18 @@ def decode(latents, model_spec, device, dtype, compile_, prompt, guidance_scale,
     if output is not None and len(latents) != 1 and weight_list is None:
         raise click.UsageError("-o/--output names one file; use --out DIR for several latents")
     check_out_file(output) if output is not None else check_out_folder(out)
-    model = load_model(model_spec, device, dtype, compile_)
-    condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
-                              class_labels=class_label)
-    settings = {"task": "decode", "model": model_spec, "dtype": dtype, "condition": condition}
+    run = RunOptions.from_options(opts)
+    model = load_model(opts["model"], run)
+    settings, marks = DecodeSettings(condition=_condition(model, opts)), stamp("decode", run, model=opts["model"])
     stems = unique_names([p.with_name(p.name.removesuffix(".safetensors").removesuffix(".latent")) for p in paths])
-    units = [Unit(i, stem, 0, name=f"{stem}.png", settings=settings, input=path)
+    units = [Unit(i, stem, 0, name=f"{stem}.png", settings=settings, input=path, stamp=marks)
              for i, (path, stem) in enumerate(zip(paths, stems))]
     if weight_list is not None:  # one strip: the first latent towards the second
-        from ..apps.outputs import file_digest
-
-        settings = {**settings, "weights": weight_list, "other": str(paths[1]), "other_sha256": file_digest(paths[1])}
+        settings = settings.replace(weights=weight_list, other=str(paths[1]))
         units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
-                      input=paths[0])]
-    store = FileStore(lambda u: output or out / u.name, overwrite=overwrite)
-    run_and_report(DecodeTask(model), units, store, quiet=quiet, as_json=as_json)
+                      input=paths[0], stamp=marks)]
+    store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"])
+    run_and_report(DecodeTask(model), units, store, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 def _weights(text: str | None, count: int) -> list[float] | None:
@@ -147,31 +149,31 @@ def _weights(text: str | None, count: int) -> list[float] | None:
 @main.command()
 @model_options
 @compile_option
-@click.option("--steps", type=click.IntRange(1), default=SAMPLE["steps"], show_default=True)
-@click.option("--eta", type=click.FloatRange(0, 1), default=SAMPLE["eta"], show_default=True)
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm", "fresh"]), default="ddim", show_default=True,
-              help="fresh: new noise at every step (flow models: diffusers' stochastic_sampling)")
+@sampling_options(SampleSettings)
+@setting_option(SampleSettings, "sampler", help="fresh: new noise at every step (flow models: diffusers' "
+                                                "stochastic_sampling)")
 @click.option("--seeds", default="0", show_default=True, help="seed list, e.g. 0-7 or 1,5,9")
 @click.option("--prompt", default=None)
-@click.option("--guidance-scale", type=click.FloatRange(0), default=None)
+@click.option("--guidance-scale", type=float, default=None)
 @click.option("--class-label", type=int, default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
 @click.option("--save-latents", is_flag=True, help="also write each sample's latent file")
 @output_options
-def sample(model_spec, device, dtype, compile_, steps, eta, sampler, seeds, prompt, guidance_scale, class_label, out,
-           save_latents, overwrite, quiet, as_json):
+def sample(out: Path, **opts: Any) -> None:
     """Sample images from the prior latent N(0, I), one per seed (for pixel models, seed s gives the image
     diffusers' DDIM / DDPM pipeline gives for s)."""
-    check_sampler(sampler, eta)
-    seed_list = list(dict.fromkeys(parse_seeds(seeds)))
+    SampleSettings.from_options(opts)  # refused before any model loads
+    seeds = list(dict.fromkeys(parse_seeds(opts["seeds"])))
     check_out_folder(out)
-    model = load_model(model_spec, device, dtype, compile_)
-    condition = condition_for(model, prompt=prompt, guidance_scale=guidance_scale, class_labels=class_label)
-    settings = {"task": "sample", "model": model_spec, "dtype": dtype, "steps": steps, "eta": eta,
-                "sampler": sampler, "condition": condition}
-    units = [Unit(i, f"seed{s}", s, name=f"seed{s:04d}.png", settings=settings) for i, s in enumerate(seed_list)]
-    store = FileStore(lambda u: out / u.name, overwrite=overwrite)
-    run_and_report(SampleTask(model, save_latents=save_latents), units, store, quiet=quiet, as_json=as_json)
+    run = RunOptions.from_options(opts)
+    model = load_model(opts["model"], run)
+    settings = SampleSettings.from_options(opts, condition=_condition(model, opts))
+    marks = stamp("sample", run, model=opts["model"])
+    units = [Unit(i, f"seed{s}", s, name=f"seed{s:04d}.png", settings=settings, stamp=marks)
+             for i, s in enumerate(seeds)]
+    store = FileStore(lambda u: out / u.name, overwrite=opts["overwrite"])
+    run_and_report(SampleTask(model, save_latents=opts["save_latents"]), units, store, quiet=opts["quiet"],
+                   as_json=opts["as_json"])
 
 
 @main.command()

@@ -12,10 +12,10 @@ from typing import Any
 import click
 import torch
 
-from .._io import DEFAULT_MAX_PIXELS
-from ..apps.runner import Result, Store, Task, Unit, run
+from ..batch.runner import Result, Store, Task, Unit, run
 from ..errors import CycleDiffError
 from ..latent import DTYPES
+from ..settings import CHOICES, RANGES, RUN, EditSettings, RunOptions, Settings, check_setting
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
@@ -81,60 +81,70 @@ def quiet_libraries() -> None:
         lib.disable_progress_bar()
 
 
-def check_sampler(sampler: str, eta: float) -> None:
-    from ..transitions import check_sampler as check
-
-    try:
-        check(sampler, eta)
-    except CycleDiffError as err:
-        raise click.BadParameter(str(err), param_hint="--eta") from err
-
-
 def number(value: float) -> str:
     return f"{value:g}"
 
 
 # ---------------------------------------------------------------------------------------------------- options
+def setting_option(cls: type[Settings], name: str, *decls: str, **kwargs: Any) -> Callable:
+    """``--name`` for the setting ``name`` of ``cls``: its default, its choices and its check come from the
+    settings type (:mod:`cyclediff.settings`), so an option cannot disagree with the library."""
+    default = getattr(cls(), name)
+    kind, choices = RANGES.get(name, (str,))[0], CHOICES.get(name)
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return check_setting(name, value)
+        except CycleDiffError as err:
+            raise click.BadParameter(str(err)) from err
+
+    if choices == (False, True):
+        kwargs.setdefault("is_flag", True)
+    elif choices:
+        kwargs.setdefault("type", click.Choice(choices))
+    else:
+        kwargs.setdefault("type", kind)
+    return click.option(f"--{name.replace('_', '-')}", name, *decls, default=kwargs.pop("default", default),
+                        show_default=default not in (None, False), callback=check, **kwargs)
+
+
 def device_option(f: Callable) -> Callable:
-    return click.option("--device", default="auto", show_default=True, callback=_device_option,
+    return click.option("--device", default=RUN.device, show_default=True, callback=_device_option,
                         help="cpu, cuda, cuda:1, … or auto")(f)
 
 
 def dtype_option(f: Callable) -> Callable:
-    return click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
-                        help="dtype of the model weights (the sampler maths stays float32)")(f)
+    return setting_option(RunOptions, "dtype", help="dtype of the model weights (the sampler maths stays float32)")(f)
 
 
 def model_options(f: Callable) -> Callable:
     f = dtype_option(device_option(f))
-    return click.option("--model", "model_spec", required=True,
+    return click.option("--model", "model", required=True,
                         help="hub id, local diffusers folder, or .safetensors / .ckpt checkpoint")(f)
 
 
 def compile_option(f: Callable) -> Callable:
-    return click.option("--compile", "compile_", is_flag=True,
-                        help="torch.compile the UNet (on CUDA replayed as CUDA graphs): faster on long jobs; each "
-                             "new batch size compiles first (a minute or more)")(f)
+    return setting_option(RunOptions, "compile",
+                          help="torch.compile the UNet (on CUDA replayed as CUDA graphs): faster on long jobs; each "
+                               "new batch size compiles first (a minute or more)")(f)
 
 
-def sampling_options(defaults: dict[str, Any]) -> Callable:
-    """--steps, --strength, --eta with a task's defaults (cyclediff.defaults)."""
+def sampling_options(cls: type[Settings]) -> Callable:
+    """--steps, --strength, --eta with a task's defaults (its settings type)."""
 
     def wrap(f: Callable) -> Callable:
-        f = click.option("--eta", type=click.FloatRange(0, 1), default=defaults["eta"], show_default=True,
-                         help="DDIM η in (0, 1]; 1 is DDPM's variance")(f)
-        f = click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=defaults["strength"],
-                         show_default=True, help="fraction of the steps run (start part-way, as img2img)")(f)
-        return click.option("--steps", type=click.IntRange(1), default=defaults["steps"], show_default=True)(f)
+        f = setting_option(cls, "eta", help="DDIM η in (0, 1]; 1 is DDPM's variance")(f)
+        if "strength" in cls.names():
+            f = setting_option(cls, "strength", help="fraction of the steps run (start part-way, as img2img)")(f)
+        return setting_option(cls, "steps")(f)
 
     return wrap
 
 
 def image_options(f: Callable) -> Callable:
-    f = click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
-                     help="refuse larger images (decompression bombs)")(f)
-    f = click.option("--fit", type=click.Choice(["crop", "resize"]), default="crop", show_default=True,
-                     help="sides not a multiple of the model's factor: center-crop the rest, or resize")(f)
+    f = setting_option(RunOptions, "max_pixels", help="refuse larger images (decompression bombs)")(f)
+    f = setting_option(RunOptions, "fit",
+                       help="sides not a multiple of the model's factor: center-crop the rest, or resize")(f)
     return click.option("--size", default=None, callback=_size_option,
                         help="resize first: N (shorter side) or WxH; pixel models default to their own size")(f)
 
@@ -148,8 +158,8 @@ def _mask_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def mask_options(f: Callable) -> Callable:
-    f = click.option("--mask-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
-                     show_default=True, help="--mask auto: the share of the largest disagreement that is masked")(f)
+    f = setting_option(EditSettings, "mask_threshold",
+                       help="--mask auto: the share of the largest disagreement that is masked")(f)
     return click.option("--mask", default=None, callback=_mask_option,
                         help="a mask image (white = may change; resized to the image), or auto (where the two "
                              "conditions disagree; its preview is written beside each output)")(f)
@@ -166,14 +176,36 @@ def output_options(f: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="redo outputs that already exist")(f)
 
 
+def seeds_options(f: Callable) -> Callable:
+    """--seed (one for every input) or --seeds (several: one output each)."""
+    f = click.option("--seeds", default=None, help="several seeds per input, e.g. 0-7 (one output each)")(f)
+    return click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
+                        help="one seed for every input (default 0)")(f)
+
+
+def seeds_of(opts: dict[str, Any]) -> list[int]:
+    """The seeds --seed / --seeds give, distinct and in order."""
+    if opts.get("seed") is not None and opts.get("seeds") is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    if opts.get("seeds") is not None:
+        return list(dict.fromkeys(parse_seeds(opts["seeds"])))
+    return [opts.get("seed") or 0]
+
+
 # ---------------------------------------------------------------------------------------------------- models
-def load_model(spec: str, device: str, dtype: str, compile_: bool = False) -> Any:
+def load_model(spec: str, run: RunOptions) -> Any:
+    """The model ``spec`` on the run's device, in its dtype, compiled when asked."""
     from ..models import load
 
-    model = load(spec, dtype=DTYPES[dtype], device=resolve_device(device))
-    if compile_:
+    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device))
+    if run.compile:
         model.optimize(compile=True)
     return model
+
+
+def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
+    """What every output of a command records beside its settings: the task, the model specs, how it ran."""
+    return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit}
 
 
 # ---------------------------------------------------------------------------------------------------- running

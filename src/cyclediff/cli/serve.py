@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .._io import DEFAULT_MAX_PIXELS
 from ..errors import CycleDiffError
 from ..latent import DTYPES
-from . import main
-from .options import device_option, dtype_option, resolve_device
+from ..settings import RUN, RunOptions
+from .main import main
+from .options import device_option, dtype_option, resolve_device, setting_option
 
 
 @main.command()
@@ -28,8 +28,8 @@ from .options import device_option, dtype_option, resolve_device
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
 @click.option("--queue-size", type=click.IntRange(1), default=8, show_default=True,
               help="requests waiting beyond the one that runs; more are refused until the queue drains")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="images per model call")
-@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+@setting_option(RunOptions, "batch_size", help="images per model call")
+@click.option("--max-pixels", type=click.IntRange(1), default=RUN.max_pixels, show_default=True,
               help="refuse larger uploads")
 @device_option
 @dtype_option

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
-from ..apps.methods import METHODS
-from ..apps.translate import translate
+from ..api.translate import translate
 from ..metrics import distribution_scores, pair_scores, pixel_features
+from ..settings import METHODS
 from .data import SOURCE_DIGIT, TARGET_DIGIT, classify, split
 from .guidance import guided_digits
 from .models import load_demo

@@ -11,8 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from ..defaults import GUIDE
 from ..errors import CycleDiffError
+from ..settings import GUIDE
 from .augment import DiffAugment
 
 
@@ -106,8 +106,8 @@ def load_energy(spec: str) -> Energy:
     return as_energy(fn() if isinstance(fn, type) else fn)
 
 
-def energy_from_spec(spec: str, *, text: str | None = None, clip_model: Any = GUIDE["clip_model"],
-                     augment_copies: int = GUIDE["augment_copies"]) -> Energy:
+def energy_from_spec(spec: str, *, text: str | None = None, clip_model: Any = GUIDE.clip_model,
+                     augment_copies: int = GUIDE.augment_copies) -> Energy:
     """``"clip"`` (with ``text``): a :class:`ClipEnergy`; anything else: :func:`load_energy` of the spec."""
     if spec == "clip":
         if not text:
@@ -156,8 +156,8 @@ class ClipEnergy(Energy):
     (shared with the metrics). Images are resized (bicubic, differentiable) to the vision tower's size.
     """
 
-    def __init__(self, text: str | Sequence[str], model: Any = GUIDE["clip_model"], *,
-                 augment_copies: int = GUIDE["augment_copies"], augment: DiffAugment | None = None,
+    def __init__(self, text: str | Sequence[str], model: Any = GUIDE.clip_model, *,
+                 augment_copies: int = GUIDE.augment_copies, augment: DiffAugment | None = None,
                  generator: torch.Generator | None = None, device: Any = None) -> None:
         from ..metrics.clip import ClipBackbone
 

@@ -14,12 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .._noise import Generators, NoiseStream, batch_size_of, check_generators
-from ..defaults import GUIDE, check_number
 from ..errors import CycleDiffError
 from ..latent import Latent
 from ..models.codec import images_of
 from ..models.conditions import as_condition
 from ..sampler import decode, sample_latent
+from ..settings import GUIDE, check_setting
 from .energies import as_energy
 
 
@@ -37,12 +37,12 @@ def guide(
     denoiser: Any,
     energy: Callable[[torch.Tensor], torch.Tensor],
     *,
-    weight: float = GUIDE["weight"],
-    langevin_steps: int = GUIDE["langevin_steps"],
-    step_size: float = GUIDE["step_size"],
-    steps: int = GUIDE["steps"],
+    weight: float = GUIDE.weight,
+    langevin_steps: int = GUIDE.langevin_steps,
+    step_size: float = GUIDE.step_size,
+    steps: int = GUIDE.steps,
     strength: float = 1.0,
-    eta: float = GUIDE["eta"],
+    eta: float = GUIDE.eta,
     condition: Any = None,
     batch_size: int | None = None,
     latent: Latent | None = None,
@@ -64,9 +64,8 @@ def guide(
     depends on its own generator alone). ``callback(n, images01, energies)`` runs after each step.
     """
     energy = as_energy(energy)
-    check_number("weight", weight)
-    check_number("langevin_steps", langevin_steps, int, 0)
-    check_number("step_size", step_size, float, 0, low_open=True)
+    for name, value in (("weight", weight), ("langevin_steps", langevin_steps), ("step_size", step_size)):
+        check_setting(name, value, required=True)
     cond = as_condition(condition)
     if latent is None:
         batch_size = batch_size_of(generator, batch_size)

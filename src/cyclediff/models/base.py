@@ -64,9 +64,9 @@ class Model(BatchedDenoiser, Protocol):
 
 def condition_scale(guidance_scale: Any) -> float:
     """A guidance scale as a float, refused unless finite and ≥ 0."""
-    from ..defaults import check_number
+    from ..settings import check_setting
 
-    return check_number("guidance_scale", guidance_scale, float, 0.0)
+    return check_setting("guidance_scale", guidance_scale, required=True)
 
 
 def refuse_unknown(unknown: dict[str, Any], valid: tuple[str, ...], what: str) -> None:

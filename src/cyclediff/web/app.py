@@ -17,8 +17,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: noth
 
 import gradio as gr  # noqa: E402
 
-from ..defaults import EDIT, GUIDE, TRANSLATE  # noqa: E402
 from ..errors import CycleDiffError  # noqa: E402
+from ..settings import EDIT, GUIDE, TRANSLATE  # noqa: E402
 from .service import Studio, seeds_of  # noqa: E402
 
 # tiny demo images (8 × 8 digits) are enlarged to the box and stay crisp
@@ -108,11 +108,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                     e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
                     with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
                         e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
-                        e_w = gr.Slider(0, 20, value=EDIT["guidance_scale"], step=0.5, label="Target guidance scale")
-                        e_sw = gr.Slider(0, 20, value=EDIT["source_guidance_scale"], step=0.5,
+                        e_w = gr.Slider(0, 20, value=EDIT.guidance_scale, step=0.5, label="Target guidance scale")
+                        e_sw = gr.Slider(0, 20, value=EDIT.source_guidance_scale, step=0.5,
                                          label="Source guidance scale")
                         e_neg = gr.Textbox(label="Negative prompt (text models)")
-                        e_method = gr.Radio(studio.methods(), value=EDIT["method"], label="Method")
+                        e_method = gr.Radio(studio.methods(), value=EDIT.method, label="Method")
                     e_seeds, e_count = _seeds("edit")
                     with gr.Row():
                         e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
@@ -160,10 +160,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Row():
                         t_sc = gr.Textbox(label="Source condition", info="prompt or class label; empty: none")
                         t_tc = gr.Textbox(label="Target condition", info="prompt or class label; empty: none")
-                    t_method = gr.Radio(studio.methods(), value=TRANSLATE["method"], label="Method")
+                    t_method = gr.Radio(studio.methods(), value=TRANSLATE.method, label="Method")
                     with gr.Accordion("Settings", open=False):
                         t_strength, t_steps, t_eta = _sampling(TRANSLATE, "translate")
-                        t_refine = gr.Slider(0, 100, value=TRANSLATE["refine_steps"], step=1, label="Refinement steps")
+                        t_refine = gr.Slider(0, 100, value=TRANSLATE.refine_steps, step=1, label="Refinement steps")
                         t_w = gr.Slider(0, 20, value=1, step=0.5, label="Target guidance scale")
                     t_seeds, t_count = _seeds("translate")
                     with gr.Row():
@@ -209,9 +209,9 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
                 target = gr.Number(3, precision=0, label="Class (classifier energy)")
                 condition = gr.Textbox(label="Model condition", info="prompt or class label; empty: unconditional")
                 with gr.Accordion("Settings", open=False, elem_id="guide-settings"):
-                    weight = gr.Number(10.0 if studio.classifier_spec else GUIDE["weight"], label="Weight λ")
+                    weight = gr.Number(10.0 if studio.classifier_spec else GUIDE.weight, label="Weight λ")
                     langevin = gr.Slider(0, 1000, value=30, step=1, label="Langevin steps", elem_id="guide-langevin")
-                    step_size = gr.Number(GUIDE["step_size"], label="Step size")
+                    step_size = gr.Number(GUIDE.step_size, label="Step size")
                     steps = gr.Slider(1, 1000, value=10, step=1, label="Sampler steps of G(z)")
                 seeds, count = _seeds("guide")
                 with gr.Row():

@@ -1,5 +1,5 @@
 """What the web app does, without the web: each action turns a form's values into runner units and runs them with
-the tasks the CLI runs (:mod:`cyclediff.apps.tasks`), so a batch fails per item, records its settings in every file
+the tasks the CLI runs (:mod:`cyclediff.batch.tasks`), so a batch fails per item, records its settings in every file
 and skips nothing it should not, exactly as on the command line. Work runs in a background thread that reports
 each result (and each Langevin step) as it comes and stops when cancelled; :mod:`cyclediff.web.app` only lays out
 the forms and shows the events.
@@ -21,12 +21,22 @@ from typing import Any
 
 import torch
 
-from .._io import DEFAULT_MAX_PIXELS, seed_limit, seed_range
-from ..apps.runner import Result, Unit, run
-from ..apps.stores import FileStore
-from ..apps.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, ReadPolicy, TranslateTask
-from ..defaults import ENCODE, METHODS, check_settings
+from .._io import seed_limit, seed_range
+from ..batch.runner import Result, Unit, run
+from ..batch.stores import FileStore
+from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
 from ..errors import CycleDiffError
+from ..settings import (
+    ENCODE,
+    METHODS,
+    RUN,
+    DecodeSettings,
+    EditSettings,
+    EncodeSettings,
+    GuideSettings,
+    RunOptions,
+    TranslateSettings,
+)
 
 DEMO_MODELS = ("demo:digits", "demo:digit-3", "demo:digit-8", "demo:digits-flow")
 DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
@@ -82,7 +92,7 @@ class Studio:
     """The models, energies and limits a server was started with, and the actions on them."""
 
     def __init__(self, models: list[str] | dict[str, Any] | None = None, *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, clip: Any = None,
+                 dtype: torch.dtype | None = None, max_pixels: int = RUN.max_pixels, clip: Any = None,
                  classifier: str | None = None, energies: list[str] | tuple[str, ...] = (), batch_size: int = 1,
                  workdir: Path | None = None) -> None:
         specs = models or list(DEMO_MODELS)
@@ -188,18 +198,19 @@ class Studio:
              seeds: Any = "0", count: Any = 1, method: str = "cyclediffusion") -> Iterator[tuple[str, Any]]:
         """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models)."""
         m, path = self.model(model), _upload(image, "an image")
-        settings = check_settings({"strength": strength, "steps": _int(steps), "eta": eta,
-                                   "guidance_scale": guidance_scale, "source_guidance_scale": source_guidance_scale,
-                                   "method": method})
-        policy = ReadPolicy(max_pixels=self.max_pixels)
+        shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method}
+        policy = RunOptions(max_pixels=self.max_pixels)
         if "prompt" in m.condition_keys:
-            settings.update(source_prompt=str(source or ""), prompt=str(target or ""),
-                            negative_prompt=(negative_prompt or "").strip() or None)
+            settings: Any = EditSettings(source_prompt=str(source or ""), prompt=str(target or ""),
+                                         negative_prompt=(negative_prompt or "").strip() or None,
+                                         guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                                         **shared)
             task: Any = EditTask(m, policy, scorer=self.scorer())
         else:  # class-conditional: an edit is a translation between two conditions of one model
+            EditSettings(guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale, **shared)
             self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
-            settings.update(source_class=_integer(source, "the source class"),
-                            target_class=_integer(target, "the target class"), refine_steps=0)
+            settings = TranslateSettings(source_class=_integer(source, "the source class"),
+                                         target_class=_integer(target, "the target class"), **shared)
             task = TranslateTask(m, m, policy)
         return self._run(task, _units(path, seeds_of(seeds, count), settings, "edit"))
 
@@ -208,14 +219,16 @@ class Studio:
                   guidance_scale: float | None = None, seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Translate one image from the source model's domain to the target's (or between two conditions)."""
         src, dst, path = self.model(source_model), self.model(target_model), _upload(image, "an image")
-        settings = check_settings({"method": method, "strength": strength, "steps": _int(steps), "eta": eta,
-                                   "refine_steps": _int(refine_steps)})
+        TranslateSettings(method=method, strength=strength, steps=_int(steps), eta=eta,
+                          refine_steps=_int(refine_steps))  # the numbers are refused before the conditions
+        sides = {}
         for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
             cond = self.condition(m, text, guidance_scale=scale)
-            settings[f"{side}_prompt"] = cond.get("prompt")
-            settings[f"{side}_class"] = cond.get("class_labels")
-        settings["guidance_scale"] = guidance_scale if guidance_scale not in (None, 1, 1.0) else None
-        task = TranslateTask(src, dst, ReadPolicy(max_pixels=self.max_pixels))
+            sides.update({f"{side}_prompt": cond.get("prompt"), f"{side}_class": cond.get("class_labels")})
+        settings = TranslateSettings(method=method, strength=strength, steps=_int(steps), eta=eta,
+                                     refine_steps=_int(refine_steps), **sides,
+                                     guidance_scale=guidance_scale if guidance_scale not in (None, 1, 1.0) else None)
+        task = TranslateTask(src, dst, RunOptions(max_pixels=self.max_pixels))
         return self._run(task, _units(path, seeds_of(seeds, count), settings, "translate"))
 
     def guide(self, model: str, energy: str, *, text: str = "", target: Any = None, condition: Any = "",
@@ -225,11 +238,12 @@ class Studio:
         results."""
         m = self.model(model)
         fn = self.energy(energy, text=text, target=target)
-        settings = check_settings({"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
-                                   "steps": _int(steps), "eta": eta})
+        numbers = {"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
+                   "steps": _int(steps), "eta": eta}
+        GuideSettings(**numbers)  # the numbers are refused before the condition
         cond = self.condition(m, condition)
-        settings.update(prompt=cond.get("prompt"), class_label=cond.get("class_labels"), guidance_scale=None,
-                        keep_best=False, grad_steps=None, energy=energy, text=text)
+        settings = GuideSettings(**numbers, prompt=cond.get("prompt"), class_label=cond.get("class_labels"),
+                                 energy=energy, text=text)
         seed_list = seeds_of(seeds, count)
         units = [Unit(i, f"seed{s}", s, name=f"guided_seed{s}.png", settings=settings) for i, s in enumerate(seed_list)]
         folder = self.folder()
@@ -246,16 +260,17 @@ class Studio:
 
         return stream(work)
 
-    def encode(self, image: Any, model: str, source: Any, *, strength: float = ENCODE["strength"],
-               steps: int = ENCODE["steps"], eta: float = ENCODE["eta"], guidance_scale: float | None = None,
+    def encode(self, image: Any, model: str, source: Any, *, strength: float = ENCODE.strength,
+               steps: int = ENCODE.steps, eta: float = ENCODE.eta, guidance_scale: float | None = None,
                seed: int = 0) -> Path:
         """The latent file of one image (the stochastic code an edit starts from)."""
         m, path = self.model(model), _upload(image, "an image")
-        settings = check_settings({"strength": strength, "steps": _int(steps), "eta": eta})
-        settings.update(sampler="ddim", condition=self.condition(m, source, guidance_scale=guidance_scale))
+        EncodeSettings(strength=strength, steps=_int(steps), eta=eta)  # refused before the condition
+        settings = EncodeSettings(strength=strength, steps=_int(steps), eta=eta,
+                                  condition=self.condition(m, source, guidance_scale=guidance_scale))
         unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
                     input=path)
-        return _only(self._run(EncodeTask(m, ReadPolicy(max_pixels=self.max_pixels)), [unit]))
+        return _only(self._run(EncodeTask(m, RunOptions(max_pixels=self.max_pixels)), [unit]))
 
     def decode(self, latent: Any, model: str, target: Any = "", *, guidance_scale: float | None = None,
                negative_prompt: str | None = None) -> Path:
@@ -264,7 +279,7 @@ class Studio:
         new = self.condition(m, target, guidance_scale=guidance_scale, negative=negative_prompt) if str(
             target or "").strip() else {}
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
-        unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings={"condition": new}, input=path)
+        unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings=DecodeSettings(condition=new), input=path)
         return _only(self._run(DecodeTask(m), [unit]))
 
     @staticmethod
@@ -297,8 +312,8 @@ def _integer(value: Any, what: str) -> int:
     return number
 
 
-def _units(path: Path, seeds: list[int], settings: dict[str, Any], action: str) -> list[Unit]:
-    method = settings.get("method", "cyclediffusion")
+def _units(path: Path, seeds: list[int], settings: Any, action: str) -> list[Unit]:
+    method = settings.method
     middle = "" if method == "cyclediffusion" else f"_{method}"
     return [Unit(i, f"{path.stem}/seed{s}", s, name=f"{path.stem}_{action}{middle}_seed{s}.png", settings=settings,
                  input=path) for i, s in enumerate(seeds)]

@@ -1,7 +1,7 @@
 """Where the runner's outputs go and how it knows what is done.
 
 - :class:`FileStore` (the CLI): outputs under names the user reads, each file recording the settings that made it
-  (:mod:`cyclediff.apps.outputs`); a unit is done when its file holds exactly its settings.
+  (:mod:`cyclediff.batch.outputs`); a unit is done when its file holds exactly its settings.
 - :class:`RecordStore` (jobs, evaluation): images under ``images/`` and one JSON line per unit in a records file;
   a unit is done when an ok record names an existing image.
 """
@@ -18,6 +18,7 @@ import torch
 
 from .._io import save_image
 from ..latent import Latent
+from ..settings import Settings
 from .outputs import PNG_KEY, as_record, file_digest, place
 from .runner import Result, Unit
 
@@ -76,7 +77,7 @@ def read_records(paths: Iterable[Path]) -> Iterable[dict]:
 
 class FileStore:
     """Outputs at ``name(unit)``, each recording its settings (``record(unit)``: the unit's settings, its seed and
-    the SHA-256 of its input); see :func:`~cyclediff.apps.outputs.place` for names and skipping."""
+    the SHA-256 of its input); see :func:`~cyclediff.batch.outputs.place` for names and skipping."""
 
     def __init__(self, name: Callable[[Unit], Path], *, overwrite: bool = False,
                  latent_dtype: torch.dtype | None = None) -> None:
@@ -87,7 +88,12 @@ class FileStore:
         """Nothing to keep: each file records itself."""
 
     def settings_of(self, unit: Unit) -> dict[str, Any]:
-        record = {**unit.settings, "seed": unit.seed}
+        """The unit's record with its seed and the SHA-256 of its input and of every file a setting names (a mask,
+        another latent): the same name with other bytes is another output."""
+        record = {**unit.record(), "seed": unit.seed}
+        for name in unit.settings.files if isinstance(unit.settings, Settings) else ():
+            if isinstance(record.get(name), str) and Path(record[name]).is_file():
+                record[f"{name}_sha256"] = file_digest(Path(record[name]))
         if unit.input is not None:
             record.update(input=unit.input.name, input_sha256=file_digest(unit.input))
         return as_record(record)

@@ -9,15 +9,15 @@ import torch
 
 from .._noise import Generators, check_generators
 from ..baselines import sdedit
-from ..defaults import TRANSLATE
 from ..errors import IncompatibleModelError
 from ..latent import Latent
 from ..masks import blend
 from ..models.base import Model
 from ..models.codec import check_same_space, to_images, to_model_space
 from ..models.conditions import as_condition
+from ..settings import TRANSLATE, check_setting
 from .images import as_image_batch
-from .methods import check_method, resolve_mask, run_method
+from .methods import resolve_mask, run_method
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,11 @@ def translate(
     source: Model,
     target: Model,
     *,
-    strength: float = TRANSLATE["strength"],
-    steps: int = TRANSLATE["steps"],
-    eta: float = TRANSLATE["eta"],
-    refine_steps: int = TRANSLATE["refine_steps"],
-    method: str = TRANSLATE["method"],
+    strength: float = TRANSLATE.strength,
+    steps: int = TRANSLATE.steps,
+    eta: float = TRANSLATE.eta,
+    refine_steps: int = TRANSLATE.refine_steps,
+    method: str = TRANSLATE.method,
     generator: Generators = None,
     source_condition: Any = None,
     target_condition: Any = None,
@@ -58,7 +58,7 @@ def translate(
     image size, or ``"auto"``: only the masked region changes (CycleDiffusion; see :func:`cyclediff.edit`); outside
     a binary mask the output is the input (pixel models) or its VAE reconstruction (latent models).
     """
-    check_method(method)
+    check_setting("method", method, required=True)
     check_same_space(source, target)
     if not isinstance(refine_steps, int) or not 0 <= refine_steps <= steps:
         raise IncompatibleModelError(f"refine_steps must be an integer in 0..steps ({steps}); got {refine_steps!r}")

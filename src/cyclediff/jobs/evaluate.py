@@ -24,13 +24,12 @@ from typing import Any
 import torch
 
 from .._io import IMAGE_SUFFIXES, atomic_write, list_images, load_image
-from ..defaults import CLIP_MODEL, EDIT, TRANSLATE
+from ..batch.runner import Result, Unit, run
+from ..batch.stores import Records, RecordStore
+from ..batch.tasks import EditTask, TranslateTask
 from ..errors import CycleDiffError
 from ..metrics import distribution_scores, pair_scores
-from .methods import METHODS, check_method
-from .runner import Result, Unit, run
-from .stores import Records, RecordStore
-from .tasks import EditTask, ReadPolicy, TranslateTask
+from ..settings import CLIP_MODEL, EDIT, METHODS, TRANSLATE, EditSettings, RunOptions, TranslateSettings, check_setting
 
 __all__ = ["IMAGE_SUFFIXES", "EditSpec", "Records", "distribution_scores", "evaluate_edit", "evaluate_translate",
            "fid_kid", "list_images", "means", "pair_scores", "resolve_features", "summarize_edit"]
@@ -69,12 +68,12 @@ class EditSpec:
     items: list[dict]  # {"image": path, "source": text, "target": text}
     model: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
-    strengths: list[float] = field(default_factory=lambda: [EDIT["strength"]])
-    guidance_scales: list[float] = field(default_factory=lambda: [EDIT["guidance_scale"]])
-    source_guidance_scale: float = EDIT["source_guidance_scale"]
-    methods: list[str] = field(default_factory=lambda: [EDIT["method"]])
-    steps: int = EDIT["steps"]
-    eta: float = EDIT["eta"]
+    strengths: list[float] = field(default_factory=lambda: [EDIT.strength])
+    guidance_scales: list[float] = field(default_factory=lambda: [EDIT.guidance_scale])
+    source_guidance_scale: float = EDIT.source_guidance_scale
+    methods: list[str] = field(default_factory=lambda: [EDIT.method])
+    steps: int = EDIT.steps
+    eta: float = EDIT.eta
     clip_model: str = CLIP_MODEL
     size: str | None = None
     attention: Any = None  # Prompt-to-Prompt control for every CycleDiffusion edit ("refine", "replace" or a dict)
@@ -113,7 +112,7 @@ class EditSpec:
             raise CycleDiffError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
         spec = cls(items=items, **{k: v for k, v in data.items() if k in known}, **settings)
         for m in spec.methods:
-            check_method(m)
+            check_setting("method", m)
         return spec
 
 
@@ -124,22 +123,22 @@ def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progres
     units, item_of = [], {}
     for i, method, strength, w, seed in grid:
         item, key = spec.items[i], f"{i:04d}_{method}_s{strength:g}_w{w:g}_seed{seed}"
-        settings = {"source_prompt": item["source"], "prompt": item["target"], "negative_prompt": None,
-                    "strength": strength, "steps": spec.steps, "eta": spec.eta, "guidance_scale": w,
-                    "source_guidance_scale": spec.source_guidance_scale, "method": method,
-                    "attention": spec.attention if method == "cyclediffusion" else None}
+        settings = EditSettings(source_prompt=item["source"], prompt=item["target"], strength=strength,
+                                steps=spec.steps, eta=spec.eta, guidance_scale=w,
+                                source_guidance_scale=spec.source_guidance_scale, method=method,
+                                attention=spec.attention if method == "cyclediffusion" else None)
         units.append(Unit(len(units), key, seed, name=key, settings=settings, input=Path(item["image"])))
         item_of[key] = i
 
     def line(r: Result) -> dict:
         i = item_of[r.unit.key]
         item, s = spec.items[i], r.unit.settings
-        return {"key": r.unit.key, "item": i, **item, "method": s["method"], "strength": s["strength"],
-                "guidance_scale": s["guidance_scale"], "seed": r.unit.seed, "output": r.output,
+        return {"key": r.unit.key, "item": i, **item, "method": s.method, "strength": s.strength,
+                "guidance_scale": s.guidance_scale, "seed": r.unit.seed, "output": r.output,
                 "metrics": r.metrics, "status": r.status, "error": r.error, "seconds": r.seconds}
 
     store = _store(out, line, on_record)
-    run(EditTask(model, ReadPolicy(size=spec.size), score=True, scorer=scorer), units, store, progress=progress,
+    run(EditTask(model, RunOptions(size=spec.size), score=True, scorer=scorer), units, store, progress=progress,
         report_skipped=False)
     rows = summarize_edit(store.records.ok(), spec)
     _write_tables(out, rows, ["method", "selection", "items", *METRICS_EDIT])
@@ -209,29 +208,29 @@ def fid_kid(outputs: list[Path], reference: list[Path], features: Any) -> dict[s
 
 def evaluate_translate(
     source: Any, target: Any, images: Path, reference: Path, out: Path, *, methods: list[str] | None = None,
-    seeds: list[int] | None = None, strength: float = TRANSLATE["strength"], steps: int = TRANSLATE["steps"],
-    eta: float = TRANSLATE["eta"],
-    refine_steps: int = TRANSLATE["refine_steps"], features: Any = "inception", progress: bool = True,
+    seeds: list[int] | None = None, strength: float = TRANSLATE.strength, steps: int = TRANSLATE.steps,
+    eta: float = TRANSLATE.eta,
+    refine_steps: int = TRANSLATE.refine_steps, features: Any = "inception", progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Translate every image of ``images`` with each method, score PSNR / SSIM against the inputs, then FID and
     KID of each method's outputs against the ``reference`` folder."""
     methods = methods or list(METHODS)
     for m in methods:
-        check_method(m)
+        check_setting("method", m)
     units = []
     for path, method, seed in product(list_images(images), methods, seeds or [0]):
         key = f"{path.stem}_{method}_seed{seed}"
-        settings = {"strength": strength, "steps": steps, "eta": eta, "refine_steps": refine_steps, "method": method}
+        settings = TranslateSettings(strength=strength, steps=steps, eta=eta, refine_steps=refine_steps, method=method)
         units.append(Unit(len(units), key, seed, name=key, settings=settings, input=path))
 
     def line(r: Result) -> dict:
-        return {"key": r.unit.key, "input": str(r.unit.input), "method": r.unit.settings["method"],
+        return {"key": r.unit.key, "input": str(r.unit.input), "method": r.unit.settings.method,
                 "seed": r.unit.seed, "strength": strength, "output": r.output, "metrics": r.metrics,
                 "status": r.status, "error": r.error, "seconds": r.seconds}
 
     store = _store(out, line, on_record)
-    policy = ReadPolicy(size="{1}x{0}".format(*(source.codec.image_size or source.codec.default_size)))
+    policy = RunOptions(size="{1}x{0}".format(*(source.codec.image_size or source.codec.default_size)))
     run(TranslateTask(source, target, policy, score=True), units, store, progress=progress, report_skipped=False)
     reference_images, rows = list_images(reference), []
     for method in methods:

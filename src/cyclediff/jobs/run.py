@@ -1,6 +1,6 @@
 """Whole datasets as resumable jobs: ``cyclediff run JOB.toml``, on one process or many through accelerate.
 
-The job file (:mod:`cyclediff.apps.jobfile`) gives the units; the runner (:mod:`cyclediff.apps.runner`) runs them
+The job file (:mod:`cyclediff.jobs.file`) gives the units; the runner (:mod:`cyclediff.batch.runner`) runs them
 with the task the job names. Units are grouped into batches in one global order fixed by the job alone, and batch
 i goes to rank i mod world size, so every batch has the same members whatever the number of processes (and each
 unit has its own generator).
@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from .._io import FolderLock, atomic_write
+from ..batch.runner import Result, Unit, rank_batches, run
+from ..batch.stores import RecordStore, read_records
+from ..batch.tasks import EditTask, GuideTask, TranslateTask, settings_signature
 from ..errors import CycleDiffError
 from ..latent import DTYPES
 from .evaluate import means
-from .jobfile import SETTINGS, Job, load_job
-from .runner import Result, run
-from .stores import RecordStore, read_records
-from .tasks import EditTask, GuideTask, ReadPolicy, TranslateTask
+from .file import Job, load_job
 
 
 @dataclass
@@ -75,14 +75,12 @@ def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | N
                              "(then run again to resume) or give this job another out folder")
     try:
         done = set() if overwrite else finished_keys(job.out)
-        units = job.runner_units()
-        mine = {u.key for i, b in enumerate(job.batches()) if i % world == rank for u in b}
-        if any(key not in done for key in mine):  # load the models only when there is work
-            ids = {u.key: u for u in job.units()}
-            store = RecordStore(job.out, _part_path(job.out, rank),
-                                lambda r: _record(job, ids[r.unit.key], r, rank), done=done)
-            run(task_for(job, device or torch.device("cpu")), units, store, batch_size=job.batch_size, rank=rank,
-                world=world, progress=progress, report_skipped=False)
+        units = job.units()
+        mine = rank_batches(units, settings_signature, job.run.batch_size, rank, world)
+        if any(u.key not in done for b in mine for u in b):  # load the models only when there is work
+            store = RecordStore(job.out, _part_path(job.out, rank), lambda r: _record(job, r, rank), done=done)
+            run(task_for(job, device or torch.device("cpu")), units, store, batches=mine, progress=progress,
+                report_skipped=False)
         barrier()
         if rank == 0:
             _merge(job)
@@ -98,48 +96,43 @@ def task_for(job: Job, device: torch.device) -> Any:
     from ..guidance import energy_from_spec
     from ..models import load
 
-    s, dtype = job.settings, DTYPES[job.dtype]
+    s, run = job.settings, job.run
 
     def get(spec: str) -> Any:
-        model = load(spec, dtype=dtype, device=device)
-        return model.optimize(compile=True) if job.compile else model
+        model = load(spec, dtype=DTYPES[run.dtype], device=device)
+        return model.optimize(compile=True) if run.compile else model
 
-    policy = ReadPolicy(size=job.size, fit=job.fit, max_pixels=job.max_pixels)
     if job.task == "translate":
-        source = get(s["source_model"])
-        target = source if s["target_model"] == s["source_model"] else get(s["target_model"])
-        return TranslateTask(source, target, policy, score=True)
-    model = get(s["model"])
+        source = get(s.source_model)
+        target = source if s.target_model == s.source_model else get(s.target_model)
+        return TranslateTask(source, target, run, score=True)
+    model = get(s.model)
     if job.task == "edit":
         scorer = None
-        if s.get("clip_model"):
+        if s.clip_model:
             from ..metrics import ClipScorer
 
-            scorer = ClipScorer(s["clip_model"], device=device)
-        return EditTask(model, policy, score=True, scorer=scorer)
+            scorer = ClipScorer(s.clip_model, device=device)
+        return EditTask(model, run, score=True, scorer=scorer)
     energies: dict[str, Any] = {}
 
-    def energy(settings: dict) -> Any:
-        key = json.dumps([settings["energy"], settings["text"]])
+    def energy(settings: Any) -> Any:
+        key = json.dumps([settings.energy, settings.text])
         if key not in energies:
-            energies[key] = energy_from_spec(settings["energy"], text=settings["text"],
-                                             clip_model=settings["clip_model"],
-                                             augment_copies=settings["augment_copies"])
+            energies[key] = energy_from_spec(settings.energy, text=settings.text, clip_model=settings.clip_model,
+                                             augment_copies=settings.augment_copies)
         return energies[key]
 
-    return GuideTask(model, energy, policy)
+    return GuideTask(model, energy, run)
 
 
-def _record(job: Job, unit: Any, result: Result, rank: int) -> dict:
-    return {"key": unit.key, "index": unit.index, "id": unit.item.id,
-            "input": None if unit.item.input is None else str(unit.item.input), "seed": unit.seed,
-            "task": job.task, "method": unit.method, "settings": _jsonable(job.settings_for(unit)),
+def _record(job: Job, result: Result, rank: int) -> dict:
+    unit: Unit = result.unit
+    return {"key": unit.key, "index": unit.index, "id": unit.item,
+            "input": None if unit.input is None else str(unit.input), "seed": unit.seed,
+            "task": job.task, "method": unit.method, "settings": unit.settings.record(),
             "output": result.output, "metrics": result.metrics, "status": result.status, "error": result.error,
             "rank": rank, "time": time.time(), "seconds": result.seconds}
-
-
-def _jsonable(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if v is None or isinstance(v, (str, int, float, bool, list, dict))}
 
 
 def _merge(job: Job) -> None:
@@ -161,14 +154,14 @@ def _merge(job: Job) -> None:
     ok = [r for r in merged if r["status"] == "ok"]
     summary = {"task": job.task, "job": str(job.source), "units": len(order), "ok": len(ok),
                "failed": sum(r["status"] == "failed" for r in merged), "missing": len(order) - len(merged),
-               "mean_metrics": means(ok), "settings": _jsonable(job.settings)}
+               "mean_metrics": means(ok), "settings": job.settings.record()}
     if job.methods:  # a comparison: every metric per method, and FID / KID against the reference images
         summary["by_method"] = {m: {"ok": len(mine), **means(mine)}
                                 for m in job.methods for mine in [[r for r in ok if r.get("method") == m]]}
     if job.reference:  # FID / KID of each method's outputs against the job's reference images
         from .evaluate import fid_kid, resolve_features
 
-        features = resolve_features(job.features)
+        features = resolve_features(job.run.features)
         for method in job.methods or [None]:
             mine = [job.out / r["output"] for r in ok if r.get("method") == method]
             if len(mine) >= 2:
@@ -212,4 +205,4 @@ def _broadcast(state: Any) -> Callable[[Any], Any]:
     return share
 
 
-__all__ = ["SETTINGS", "FolderLock", "Job", "JobReport", "distributed", "finished_keys", "load_job", "run_job"]
+__all__ = ["FolderLock", "Job", "JobReport", "distributed", "finished_keys", "load_job", "run_job"]

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 
 from .._noise import Generators, check_generators
-from ..defaults import EDIT
 from ..errors import CycleDiffError
 from ..latent import Latent
 from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
+from ..settings import EDIT, check_setting
 from .images import as_image_batch
-from .methods import check_method, resolve_mask, run_method
+from .methods import resolve_mask, run_method
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,14 @@ def edit(
     *,
     source_prompt: str | list[str],
     prompt: str | list[str],
-    strength: float = EDIT["strength"],
-    steps: int = EDIT["steps"],
-    eta: float = EDIT["eta"],
-    guidance_scale: float = EDIT["guidance_scale"],
-    source_guidance_scale: float = EDIT["source_guidance_scale"],
+    strength: float = EDIT.strength,
+    steps: int = EDIT.steps,
+    eta: float = EDIT.eta,
+    guidance_scale: float = EDIT.guidance_scale,
+    source_guidance_scale: float = EDIT.source_guidance_scale,
     negative_prompt: str | list[str] | None = None,
     generator: Generators = None,
-    method: str = EDIT["method"],
+    method: str = EDIT.method,
     mask: Any = None,
     mask_threshold: float = 0.5,
     attention: Any = None,
@@ -67,7 +67,7 @@ def edit(
     :class:`~cyclediff.models.attention.AttentionEdit` (mode, cross_steps, self_steps, weights): the target pass
     reuses the source pass's attention maps, as Prompt-to-Prompt does (the UNet then runs eagerly).
     """
-    check_method(method)
+    check_setting("method", method, required=True)
     x = as_image_batch(images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1

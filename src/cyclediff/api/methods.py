@@ -8,15 +8,9 @@ import torch
 
 from ..baselines import ddib, sdedit
 from ..cycle import cycle
-from ..defaults import METHODS
 from ..errors import CycleDiffError
 from ..latent import Latent
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise CycleDiffError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    return method
+from ..settings import check_setting
 
 
 def run_method(
@@ -27,7 +21,7 @@ def run_method(
     """(output in the model's sample space, the CycleDiffusion latent or None for the baselines).
 
     ``mask`` (at the sample size) and ``copies`` are CycleDiffusion's (:func:`cyclediff.cycle.cycle`)."""
-    check_method(method)
+    check_setting("method", method, required=True)
     if method == "cyclediffusion":
         return cycle(x0, source, target, steps=steps, strength=strength, eta=eta, generator=generator,
                      source_condition=source_condition, target_condition=target_condition, copies=copies,

@@ -2,35 +2,27 @@
 outputs and metrics with the Python API. The CLI, job files and the evaluation harness configure the same
 tasks; settings use the API's names.
 
-Settings a unit may carry alone (one value per image inside a batch) are the task's ``batched`` ones (prompts,
-class labels); every other setting is shared by a batch (the runner batches only units whose signatures agree).
+Each unit carries its task's settings (:mod:`cyclediff.settings`); those a unit may carry alone (one value per
+image inside a batch) are the type's ``batched`` ones (prompts, class labels); every other setting is shared by a
+batch (the runner batches only units whose signatures agree).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .._io import DEFAULT_MAX_PIXELS, as_written
+from .._io import as_written
+from ..api.images import read_for
 from ..errors import CycleDiffError
 from ..models.base import Model
 from ..models.codec import to_images, to_model_space
 from ..models.conditions import condition_for
-from .images import read_for
+from ..settings import RunOptions, Settings
 from .runner import Unit
-
-
-@dataclass(frozen=True)
-class ReadPolicy:
-    """How input images are read: ``size`` ("N" or "WxH"), ``fit`` (crop / resize), ``max_pixels``."""
-
-    size: str | None = None
-    fit: str = "crop"
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def generators(units: list[Unit]) -> list[torch.Generator]:
@@ -46,23 +38,23 @@ def pair_metrics(inputs01: torch.Tensor, outputs01: torch.Tensor) -> list[dict[s
     return [{name: round(values[i], 5) for name, values in scores.items()} for i in range(len(outputs01))]
 
 
-def settings_signature(unit: Unit, batched: frozenset[str] | set[str]) -> str:
+def settings_signature(unit: Unit) -> str:
     """What a batch must share: every setting but the ``batched`` ones (prompts, labels: one per image)."""
-    return json.dumps({k: v for k, v in unit.settings.items() if k not in batched}, sort_keys=True, default=str)
+    settings: Settings = unit.settings
+    return json.dumps(settings.shared(), sort_keys=True, default=str)
 
 
 class ImageTask:
     """Shared by the tasks on input images: reading with the model's codec, batch signatures."""
 
     desc = "task"
-    batched: frozenset[str] = frozenset()
 
-    def __init__(self, model: Model, read: ReadPolicy | None = None, *, score: bool = False,
+    def __init__(self, model: Model, read: RunOptions | None = None, *, score: bool = False,
                  progress: bool = False) -> None:
-        self.model, self.policy, self.score, self.progress = model, read or ReadPolicy(), score, progress
+        self.model, self.policy, self.score, self.progress = model, read or RunOptions(), score, progress
 
     def signature(self, unit: Unit) -> Hashable:
-        return settings_signature(unit, self.batched)
+        return settings_signature(unit)
 
     def read(self, unit: Unit) -> Any:
         if unit.input is None:
@@ -77,7 +69,7 @@ class ImageTask:
         """The batch's ``mask`` setting: None, "auto", or a mask image (read at the inputs' size, one channel)."""
         from .._io import load_image
 
-        spec = units[0].settings.get("mask")
+        spec = units[0].settings.mask
         if spec is None or spec == "auto":
             return spec
         m = load_image(spec, channels=1, size=tuple(x.shape[2:]), max_pixels=self.policy.max_pixels)
@@ -85,14 +77,14 @@ class ImageTask:
 
     def _with_mask(self, units: list[Unit], out: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
         """Outputs, each with its mask preview beside it when the mask was found automatically."""
-        if units[0].settings.get("mask") != "auto" or mask is None:
+        if units[0].settings.mask != "auto" or mask is None:
             return list(out)
         return [{".png": img, "_mask.png": m} for img, m in zip(out, mask.cpu())]
 
 
 def _per_item(units: list[Unit], key: str) -> list[Any] | None:
     """One value per unit of a batched setting; None when no unit sets it."""
-    values = [u.settings.get(key) for u in units]
+    values = [getattr(u.settings, key) for u in units]
     return None if all(v is None for v in values) else values
 
 
@@ -109,7 +101,7 @@ def _labels(units: list[Unit], key: str) -> list[int] | None:
 
 
 def need(units: list[Unit], key: str) -> list[Any]:
-    values = [u.settings.get(key) for u in units]
+    values = [getattr(u.settings, key) for u in units]
     if any(v is None for v in values):
         raise CycleDiffError(f"no {key}: set it in the settings or per item")
     return values
@@ -119,24 +111,23 @@ class EditTask(ImageTask):
     """Text-guided editing (``edit``); with ``scorer`` also CLIP score and directional CLIP."""
 
     desc = "edit"
-    batched = frozenset({"prompt", "source_prompt", "negative_prompt"})
 
-    def __init__(self, model: Model, read: ReadPolicy | None = None, *, score: bool = False,
+    def __init__(self, model: Model, read: RunOptions | None = None, *, score: bool = False,
                  scorer: Any = None) -> None:
         super().__init__(model, read, score=score)
         self.scorer = scorer
 
     def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
-        from .edit import edit
+        from ..api.edit import edit
 
         x, s = self._inputs(inputs), units[0].settings
         sources, targets = need(units, "source_prompt"), need(units, "prompt")
-        result = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s["strength"], steps=s["steps"],
-                      eta=s["eta"], guidance_scale=s["guidance_scale"],
-                      source_guidance_scale=s["source_guidance_scale"],
+        result = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s.strength, steps=s.steps,
+                      eta=s.eta, guidance_scale=s.guidance_scale,
+                      source_guidance_scale=s.source_guidance_scale,
                       negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
-                      method=s["method"], mask=self._mask(units, x), mask_threshold=s.get("mask_threshold", 0.5),
-                      attention=s.get("attention"), progress=self.progress)
+                      method=s.method, mask=self._mask(units, x), mask_threshold=s.mask_threshold,
+                      attention=s.attention, progress=self.progress)
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         if self.scorer is not None:
@@ -153,26 +144,25 @@ class TranslateTask(ImageTask):
     """Translation between two models (``translate``), or between two conditions of one."""
 
     desc = "translate"
-    batched = frozenset({"source_class", "target_class", "source_prompt", "target_prompt"})
 
-    def __init__(self, source: Model, target: Model, read: ReadPolicy | None = None, *, score: bool = False):
+    def __init__(self, source: Model, target: Model, read: RunOptions | None = None, *, score: bool = False):
         super().__init__(source, read, score=score)
         self.target = target
 
     def condition(self, model: Model, units: list[Unit], side: str) -> dict[str, Any]:
-        scale = units[0].settings.get("guidance_scale") if side == "target" else None
+        scale = units[0].settings.guidance_scale if side == "target" else None
         return condition_for(model, prompt=_texts(units, f"{side}_prompt"),
                              class_labels=_labels(units, f"{side}_class"), guidance_scale=scale)
 
     def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
-        from .translate import translate
+        from ..api.translate import translate
 
         x, s = self._inputs(inputs), units[0].settings
-        result = translate(x, self.model, self.target, strength=s["strength"], steps=s["steps"], eta=s["eta"],
-                           refine_steps=s["refine_steps"], method=s["method"], generator=generators(units),
+        result = translate(x, self.model, self.target, strength=s.strength, steps=s.steps, eta=s.eta,
+                           refine_steps=s.refine_steps, method=s.method, generator=generators(units),
                            source_condition=self.condition(self.model, units, "source"),
                            target_condition=self.condition(self.target, units, "target"), mask=self._mask(units, x),
-                           mask_threshold=s.get("mask_threshold", 0.5), progress=self.progress)
+                           mask_threshold=s.mask_threshold, progress=self.progress)
         out = as_written(result.images)
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         return list(zip(self._with_mask(units, out, result.mask), metrics))
@@ -184,9 +174,8 @@ class GuideTask(ImageTask):
     energies)`` sees every step as it happens (the web app's live view; raising there stops the chains)."""
 
     desc = "guide"
-    batched = frozenset({"class_label"})
 
-    def __init__(self, model: Model, energy: Callable[[dict], Any], read: ReadPolicy | None = None, *,
+    def __init__(self, model: Model, energy: Callable[[Any], Any], read: RunOptions | None = None, *,
                  strip_every: int | None = None,
                  on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> None:
         super().__init__(model, read)
@@ -198,24 +187,24 @@ class GuideTask(ImageTask):
 
         s, gens = units[0].settings, generators(units)
         labels = _per_item(units, "class_label")
-        cond = condition_for(self.model, prompt=s.get("prompt"), guidance_scale=s.get("guidance_scale"),
+        cond = condition_for(self.model, prompt=s.prompt, guidance_scale=s.guidance_scale,
                              class_labels=labels if "class_labels" in self.model.condition_keys else None)
         latent = None
         if inputs[0] is not None:
             x0 = to_model_space(self.model, self._inputs(inputs), gens)
-            latent = encode(x0, self.model, steps=s["steps"], strength=1.0, eta=s["eta"], generator=gens, **cond)
+            latent = encode(x0, self.model, steps=s.steps, strength=1.0, eta=s.eta, generator=gens, **cond)
         frames: list[torch.Tensor] = []
 
         def keep(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
             if self.on_step is not None:
                 self.on_step(n, images, energies)
-            if self.strip_every and (n % self.strip_every == 0 or n == s["langevin_steps"]):
+            if self.strip_every and (n % self.strip_every == 0 or n == s.langevin_steps):
                 frames.append(images.cpu())
 
-        result = guide(self.model, self.energy(s), weight=s["weight"], langevin_steps=s["langevin_steps"],
-                       step_size=s["step_size"], steps=s["steps"], eta=s["eta"], condition=cond or None,
-                       batch_size=len(units), latent=latent, generator=gens, keep_best=s["keep_best"],
-                       grad_steps=s["grad_steps"], callback=keep, progress=self.progress)
+        result = guide(self.model, self.energy(s), weight=s.weight, langevin_steps=s.langevin_steps,
+                       step_size=s.step_size, steps=s.steps, eta=s.eta, condition=cond or None,
+                       batch_size=len(units), latent=latent, generator=gens, keep_best=s.keep_best,
+                       grad_steps=s.grad_steps, callback=keep, progress=self.progress)
         images = as_written(result.images)
         outputs: list[Any] = list(images)
         if frames:
@@ -239,13 +228,13 @@ class EncodeTask(ImageTask):
 
         s, gens = units[0].settings, generators(units)
         x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
-        return [(encode(x0, self.model, steps=s["steps"], strength=s["strength"], eta=s["eta"], sampler=s["sampler"],
-                        generator=gens[0], progress=self.progress, **s["condition"]), {})]
+        return [(encode(x0, self.model, steps=s.steps, strength=s.strength, eta=s.eta, sampler=s.sampler,
+                        generator=gens[0], progress=self.progress, **s.condition), {})]
 
 
 class DecodeTask(ImageTask):
-    """Latent files → images (``decode``), under the recorded condition or a new one (``settings["condition"]``);
-    with ``settings["weights"]`` a strip of the decodings of the interpolation towards ``settings["other"]``."""
+    """Latent files → images (``decode``), under the recorded condition or a new one (``settings.condition``);
+    with ``settings.weights`` a strip of the decodings of the interpolation towards ``settings.other``."""
 
     desc = "decode"
 
@@ -262,18 +251,19 @@ class DecodeTask(ImageTask):
 
         from ..sampler import decode
 
-        z, new = inputs[0], units[0].settings["condition"]
+        s = units[0].settings
+        z, new = inputs[0], s.condition
         if z.model_id and self.model.model_id and z.model_id != self.model.model_id:
             warnings.warn(f"{units[0].input} was encoded with {z.model_id}, decoding with {self.model.model_id}",
                           stacklevel=2)
         condition = {**z.condition, **new} if new else {}
-        if units[0].settings.get("weights"):
+        if units[0].settings.weights:
             from ..interpolation import interpolate
             from ..latent import Latent
 
-            other = Latent.load(units[0].settings["other"], device=self.model.device)
+            other = Latent.load(units[0].settings.other, device=self.model.device)
             frames = [to_images(self.model, decode(interpolate(z, other, w), self.model, progress=self.progress,
-                                                   **(condition or new))) for w in units[0].settings["weights"]]
+                                                   **(condition or new))) for w in units[0].settings.weights]
             x = as_written(torch.cat(frames, dim=3))  # side by side, as the weights go
         else:
             x = as_written(to_images(self.model, decode(z, self.model, progress=self.progress, **condition)))
@@ -297,7 +287,7 @@ class SampleTask(ImageTask):
         from ..sampler import decode, sample_latent
 
         s = units[0].settings
-        z = sample_latent(self.model, 1, steps=s["steps"], eta=s["eta"], sampler=s["sampler"],
-                          generator=generators(units)[0], **s["condition"])
+        z = sample_latent(self.model, 1, steps=s.steps, eta=s.eta, sampler=s.sampler,
+                          generator=generators(units)[0], **s.condition)
         image = as_written(to_images(self.model, decode(z, self.model, progress=self.progress)))[0]
         return [({".png": image, ".latent.safetensors": z} if self.save_latents else image, {})]

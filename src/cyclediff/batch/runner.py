@@ -1,8 +1,8 @@
 """One runner for all batch work: the CLI commands, ``cyclediff evaluate`` and ``cyclediff run`` job files.
 
-A *task* (edit, translate, guide, encode, decode, sample: :mod:`cyclediff.apps.tasks`) turns a batch of *units*
+A *task* (edit, translate, guide, encode, decode, sample: :mod:`cyclediff.batch.tasks`) turns a batch of *units*
 (an input × seed × settings, with a stable key) into outputs and their metrics. A *store*
-(:mod:`cyclediff.apps.stores`) says where a unit's output goes, whether it is already done, writes it atomically
+(:mod:`cyclediff.batch.stores`) says where a unit's output goes, whether it is already done, writes it atomically
 and keeps the records. The runner does the rest, the same way for every caller:
 
 1. batches: consecutive units in their fixed order, at most ``batch_size``, sharing the task's batch signature;
@@ -24,19 +24,31 @@ from typing import Any, Protocol
 
 import torch
 
+from ..checks import check_count
 from ..errors import CycleDiffError
+from ..settings import Settings
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One output: an input (or none) at one seed with its settings. ``key`` is stable across runs."""
+    """One output: an input (or none) at one seed with its settings (a :class:`~cyclediff.settings.Settings`).
+    ``key`` is stable across runs; ``stamp`` is what the run records beside the settings (task, model specs,
+    dtype, size); ``item`` and ``method`` name a job's item and, in a comparison of methods, the method."""
 
     index: int
     key: str
     seed: int
     name: str  # the output's name inside the store (without folder)
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Any = None
     input: Path | None = None
+    stamp: dict[str, Any] = field(default_factory=dict)
+    item: str | None = None
+    method: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The settings as recorded (the stamp first, then every setting)."""
+        settings = self.settings.record() if isinstance(self.settings, Settings) else dict(self.settings or {})
+        return {**self.stamp, **settings}
 
 
 @dataclass
@@ -102,15 +114,21 @@ def plan(units: list[Unit], signature: Callable[[Unit], Hashable], batch_size: i
     return batches
 
 
+def rank_batches(units: list[Unit], signature: Callable[[Unit], Hashable], batch_size: int, rank: int = 0,
+          world: int = 1) -> list[list[Unit]]:
+    """This rank's batches of the :func:`plan`: batch i goes to rank i mod world."""
+    check_count("batch_size", batch_size)
+    return [b for i, b in enumerate(plan(units, signature, batch_size)) if i % world == rank]
+
+
 def run(task: Task, units: list[Unit], store: Store, *, batch_size: int = 1, rank: int = 0, world: int = 1,
-        progress: bool = True, report_skipped: bool = True,
-        on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    """Run this rank's share of ``units``; returns their results (skipped ones too when ``report_skipped``)."""
+        progress: bool = True, report_skipped: bool = True, on_result: Callable[[Result], None] | None = None,
+        batches: list[list[Unit]] | None = None) -> list[Result]:
+    """Run this rank's share of ``units`` (or the ``batches`` given: :func:`rank_batches` computed by the caller);
+    returns their results (skipped ones too when ``report_skipped``)."""
     from tqdm.auto import tqdm
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise CycleDiffError(f"batch_size must be a positive integer; got {batch_size!r}")
-    batches = [b for i, b in enumerate(plan(units, task.signature, batch_size)) if i % world == rank]
+    batches = rank_batches(units, task.signature, batch_size, rank, world) if batches is None else batches
     done = {u.key for b in batches for u in b if store.done(u)}
     results: list[Result] = []
     bar = tqdm(total=sum(len(b) for b in batches), desc=task.desc if world == 1 else f"{task.desc} rank {rank}/{world}",

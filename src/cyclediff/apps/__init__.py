@@ -1,1 +1,0 @@
-"""Applications over the latent-space core: thin layers that handle images and conditions."""

@@ -1,0 +1,1 @@
+"""The batch machinery every front end shares: units, the one runner, stores, output files and the tasks."""

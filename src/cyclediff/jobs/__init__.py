@@ -1,0 +1,1 @@
+"""Job files (``cyclediff run``) and the evaluation harness (``cyclediff evaluate``), on the batch runner."""

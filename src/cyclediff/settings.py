@@ -1,0 +1,296 @@
+"""Settings as types: every task's settings, with its defaults and valid ranges, written here once.
+
+Each task has a frozen dataclass (:class:`EditSettings`, :class:`TranslateSettings`, :class:`GuideSettings`,
+:class:`EncodeSettings`, :class:`DecodeSettings`, :class:`SampleSettings`) and every run has
+:class:`RunOptions`. They are validated on construction (a bad value is one error naming the setting and its
+range), built from a mapping by :meth:`Settings.from_mapping` (job files, web forms: an unknown key is one error
+naming the valid ones) or from parsed command-line options by :meth:`Settings.from_options`, recorded by
+:meth:`Settings.record` (file stamps, manifests) and say in ``batched`` which fields may differ inside one batch.
+The Python API takes its defaults from the default instances (:data:`EDIT`, :data:`TRANSLATE`, …), the CLI its
+options' defaults and ranges (:func:`cyclediff.cli.options.setting_option`), so nothing can drift apart.
+
+Adding an edit setting: a field here (with its range in :data:`RANGES` if it is a number), its use (the task or
+the API), and a ``setting_option(EditSettings, "name")`` line on the command (docs/design.md has an example).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from ._io import DEFAULT_MAX_PIXELS as MAX_PIXELS
+from .checks import check_choice, check_count, check_number, check_text
+from .errors import CycleDiffError
+
+METHODS = ("cyclediffusion", "sdedit", "ddib")
+SAMPLERS = ("ddim", "ddpm", "fresh")
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+# name -> (kind, low, high, low open?, high open?) for every number a user may set; None: unbounded
+RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
+    "strength": (float, 0.0, 1.0, True, False),
+    "steps": (int, 1, None, False, False),
+    "eta": (float, 0.0, 1.0, True, False),
+    "guidance_scale": (float, 0.0, None, False, False),
+    "source_guidance_scale": (float, 0.0, None, False, False),
+    "refine_steps": (int, 0, None, False, False),
+    "weight": (float, None, None, False, False),
+    "langevin_steps": (int, 0, None, False, False),
+    "step_size": (float, 0.0, None, True, False),
+    "augment_copies": (int, 1, None, False, False),
+    "grad_steps": (int, 1, None, False, False),
+    "source_class": (int, 0, None, False, False),
+    "target_class": (int, 0, None, False, False),
+    "class_label": (int, 0, None, False, False),
+    "mask_threshold": (float, 0.0, 1.0, True, True),
+    "max_pixels": (int, 1, None, False, False),
+    "batch_size": (int, 1, None, False, False),
+}
+CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "sampler": SAMPLERS, "fit": ("crop", "resize"),
+                                       "dtype": DTYPE_NAMES, "compile": (False, True), "keep_best": (False, True)}
+COUNTS = ("max_pixels", "batch_size")  # positive integers (their RANGES entry gives the kind)
+TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
+NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device")
+
+
+def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
+    """One setting checked by its name (numbers by range, texts as strings, choices by name); None passes unless
+    ``required``."""
+    if value is None and not required:
+        return None
+    if name in COUNTS:
+        return check_count(name, value)
+    if name in RANGES:
+        kind, low, high, low_open, high_open = RANGES[name]
+        if name == "eta" and value == 0:
+            raise CycleDiffError("eta = 0 is deterministic DDIM and has no stochastic latent; use eta in (0, 1]")
+        return check_number(name, value, kind, low, high, low_open, high_open)
+    if name in CHOICES:
+        return check_choice(name, value, CHOICES[name])
+    if name in TEXTS:
+        return check_text(name, value)
+    if name in NAMES:
+        return check_text(name, value, many=False)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The shared behaviour of every settings type (see the module doc)."""
+
+    task: ClassVar[str] = ""
+    #: fields that may differ inside one batch (one value per image: prompts, class labels)
+    batched: ClassVar[frozenset[str]] = frozenset()
+    #: fields a job manifest line may set for its item
+    per_item: ClassVar[frozenset[str]] = frozenset()
+    #: fields a job file must set
+    required: ClassVar[tuple[str, ...]] = ()
+    #: fields naming files whose bytes change the result (their digests are recorded with each output)
+    files: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, check_setting(f.name, getattr(self, f.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields (a subclass's)."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], where: str = "") -> Any:
+        """The settings from a table (a job file's ``[settings]``, a web form); an unknown key is an error."""
+        if not isinstance(mapping, Mapping):
+            raise CycleDiffError(f"{where}settings must be a table; got {mapping!r}")
+        unknown = set(mapping) - set(cls.names())
+        if unknown:
+            raise CycleDiffError(f"{where}the {cls.task} task has no settings {sorted(unknown)}; it takes "
+                                 f"{sorted(cls.names())}")
+        return cls(**mapping)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], **extra: Any) -> Any:
+        """The settings from parsed command-line options (those that are not settings are left out)."""
+        given = {**options, **extra}
+        return cls(**{name: given[name] for name in cls.names() if name in given})
+
+    def record(self) -> dict[str, Any]:
+        """Every field by name, as JSON takes it (file stamps, manifests)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def shared(self) -> dict[str, Any]:
+        """What a batch must share: every field but the ``batched`` ones."""
+        return {k: v for k, v in self.record().items() if k not in self.batched}
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Masked(Settings):
+    """A mask image (white = may change), or "auto" (where the two conditions disagree, thresholded)."""
+
+    mask: str | None = None
+    mask_threshold: float = 0.5
+    files: ClassVar[tuple[str, ...]] = ("mask",)
+
+    def check(self) -> None:
+        method = getattr(self, "method", None)
+        if self.mask is not None and isinstance(method, str) and method != "cyclediffusion":
+            raise CycleDiffError(f"masks work with method cyclediffusion; not with {method}")
+
+
+@dataclass(frozen=True)
+class EditSettings(Masked):
+    """Text-guided editing (:func:`cyclediff.edit`)."""
+
+    model: str | None = None
+    source_prompt: str | list[str] | None = None
+    prompt: str | list[str] | None = None
+    negative_prompt: str | list[str] | None = None
+    strength: float = 0.8
+    steps: int = 100
+    eta: float = 0.1
+    guidance_scale: float = 3.0
+    source_guidance_scale: float = 1.0
+    method: str = "cyclediffusion"
+    attention: Any = None  # Prompt-to-Prompt: "refine", "replace" or a dict of AttentionEdit's fields
+    clip_model: str | None = None  # jobs: score each edit with this CLIP
+
+    task: ClassVar[str] = "edit"
+    batched: ClassVar[frozenset[str]] = frozenset({"prompt", "source_prompt", "negative_prompt"})
+    per_item: ClassVar[frozenset[str]] = batched
+    required: ClassVar[tuple[str, ...]] = ("model",)
+
+    def check(self) -> None:
+        super().check()
+        if self.attention is not None:
+            from .models.attention import AttentionEdit
+
+            if isinstance(self.method, str) and self.method != "cyclediffusion":
+                raise CycleDiffError(f"attention control works with method cyclediffusion; not with {self.method}")
+            control = AttentionEdit.of(self.attention)  # a bad mode or weight fails now, not in every unit
+            object.__setattr__(self, "attention", dataclasses.asdict(control))
+
+
+@dataclass(frozen=True)
+class TranslateSettings(Masked):
+    """Translation between two models, or two conditions of one (:func:`cyclediff.translate`)."""
+
+    source_model: str | None = None
+    target_model: str | None = None
+    strength: float = 0.85
+    steps: int = 100
+    eta: float = 0.1
+    refine_steps: int = 0
+    method: str = "cyclediffusion"
+    source_class: int | None = None
+    target_class: int | None = None
+    source_prompt: str | list[str] | None = None
+    target_prompt: str | list[str] | None = None
+    guidance_scale: float | None = None
+
+    task: ClassVar[str] = "translate"
+    batched: ClassVar[frozenset[str]] = frozenset({"source_class", "target_class", "source_prompt",
+                                                   "target_prompt"})
+    per_item: ClassVar[frozenset[str]] = batched
+    required: ClassVar[tuple[str, ...]] = ("source_model", "target_model")
+
+
+@dataclass(frozen=True)
+class GuideSettings(Settings):
+    """Langevin guidance in the latent space (:func:`cyclediff.guide`)."""
+
+    model: str | None = None
+    energy: str | None = None
+    text: str | None = None
+    weight: float = 500.0
+    langevin_steps: int = 200
+    step_size: float = 0.05
+    steps: int = 50
+    eta: float = 1.0
+    augment_copies: int = 8
+    clip_model: str = CLIP_MODEL
+    prompt: str | None = None
+    guidance_scale: float | None = None
+    class_label: int | None = None
+    keep_best: bool = False
+    grad_steps: int | None = None
+
+    task: ClassVar[str] = "guide"
+    batched: ClassVar[frozenset[str]] = frozenset({"class_label"})
+    per_item: ClassVar[frozenset[str]] = frozenset({"text", "class_label", "prompt"})
+    required: ClassVar[tuple[str, ...]] = ("model", "energy")
+
+
+@dataclass(frozen=True)
+class EncodeSettings(Settings):
+    """Images → latent files (:func:`cyclediff.encode`); ``condition`` as the model takes it."""
+
+    steps: int = 100
+    strength: float = 1.0
+    eta: float = 0.1
+    sampler: str = "ddim"
+    condition: dict[str, Any] = field(default_factory=dict)
+
+    task: ClassVar[str] = "encode"
+
+
+@dataclass(frozen=True)
+class SampleSettings(Settings):
+    """Samples from the prior latent (:func:`cyclediff.sample_latent`)."""
+
+    steps: int = 50
+    eta: float = 1.0
+    sampler: str = "ddim"
+    condition: dict[str, Any] = field(default_factory=dict)
+
+    task: ClassVar[str] = "sample"
+
+
+@dataclass(frozen=True)
+class DecodeSettings(Settings):
+    """Latent files → images (:func:`cyclediff.decode`): under a new ``condition`` when given, else the recorded
+    one; with ``weights`` a strip of the interpolation towards the latent file ``other``."""
+
+    condition: dict[str, Any] = field(default_factory=dict)
+    weights: list[float] | None = None
+    other: str | None = None
+
+    task: ClassVar[str] = "decode"
+    files: ClassVar[tuple[str, ...]] = ("other",)
+
+
+@dataclass(frozen=True)
+class RunOptions(Settings):
+    """How a run reads its inputs and runs its models (the CLI's options, a job file's top level)."""
+
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    size: str | None = None  # resize first: "N" (shorter side) or "WxH"
+    fit: str = "crop"
+    max_pixels: int = MAX_PIXELS
+    batch_size: int = 1
+    features: str = "inception"  # FID / KID features: inception, pixels or module:function
+
+    task: ClassVar[str] = "run"
+
+    def check(self) -> None:
+        from ._io import parse_size
+
+        if self.size is not None:
+            object.__setattr__(self, "size", str(self.size))
+            parse_size(self.size)
+
+
+TASKS: dict[str, type[Settings]] = {c.task: c for c in (EditSettings, TranslateSettings, GuideSettings,
+                                                        EncodeSettings, DecodeSettings, SampleSettings)}
+EDIT, TRANSLATE, GUIDE = EditSettings(), TranslateSettings(), GuideSettings()
+ENCODE, SAMPLE, RUN = EncodeSettings(), SampleSettings(), RunOptions()
