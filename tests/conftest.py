@@ -99,6 +99,9 @@ class GaussianDataDenoiser:
         self.mu, self.s = mu, s
         self.sample_shape = tuple(mu.shape)
 
+    def schedule_for(self, shape):
+        return self.schedule
+
     def check_sample(self, x):
         assert tuple(x.shape[1:]) == self.sample_shape
 

@@ -179,15 +179,15 @@ def test_float16_vae_with_force_upcast_runs_in_float32(tmp_path):
     pipe = sd_pipeline(tmp_path).to(torch.float16)
     sd = StableDiffusion.from_pipe(pipe)
     assert sd.vae.config.force_upcast
-    latents = sd.encode_images(photos(1) * 2 - 1, sample=False)
-    assert sd._vae().dtype == torch.float32 and sd.unet.dtype == torch.float16
+    latents = sd.codec.encode_images(photos(1) * 2 - 1, sample=False)
+    assert sd.codec.runnable_vae().dtype == torch.float32 and sd.unet.dtype == torch.float16
     assert pipe.vae.dtype == torch.float16  # the pipeline's own VAE is left as it was (others may share it)
-    assert torch.isfinite(latents).all() and torch.isfinite(sd.decode_latents(latents)).all()
+    assert torch.isfinite(latents).all() and torch.isfinite(sd.codec.decode_latents(latents)).all()
 
     pipe = sd_pipeline(tmp_path / "bf").to(torch.bfloat16)  # bfloat16 has float32's range: no upcast
     sd = StableDiffusion.from_pipe(pipe)
-    sd.encode_images(photos(1) * 2 - 1, sample=False)
-    assert sd._vae() is sd.vae and sd.vae.dtype == torch.bfloat16
+    sd.codec.encode_images(photos(1) * 2 - 1, sample=False)
+    assert sd.codec.runnable_vae() is sd.vae and sd.vae.dtype == torch.bfloat16
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -13,8 +13,7 @@ from conftest import gens, images, tiny_unet
 from cyclediff import Latent, decode, encode, sample_latent, translate
 from cyclediff.cli import main
 from cyclediff.flow import flow_step
-from cyclediff.models import load
-from cyclediff.models.flow import FlowPixelDenoiser
+from cyclediff.models import FlowPixelDenoiser, load
 from cyclediff.transitions import transition
 
 CONFIG = dict(FlowMatchEulerDiscreteScheduler(shift=3.0).config)

@@ -84,7 +84,7 @@ def test_encode_once_edit_many(sd, tmp_path):
 
     x = photos(2, seed=5)
     g = gens(0, 1)  # the VAE sample and then the encoder draw from the same generators, as edit does
-    lat = sd.encode_images(x * 2 - 1, g)
+    lat = sd.codec.encode_images(x * 2 - 1, g)
     z = encode(lat, sd, steps=10, strength=0.6, eta=0.1, prompt="a cat", generator=g)
     z = Latent.load(z.save(tmp_path / "cat.latent.safetensors"))
     assert z.condition == {"prompt": ["a cat", "a cat"], "guidance_scale": 1.0}
@@ -95,13 +95,13 @@ def test_encode_once_edit_many(sd, tmp_path):
     # the same edit in one pass (same generators, so the same VAE sample and draws)
     one_pass = edit(sd, x, source_prompt="a cat", prompt="a dog", strength=0.6, steps=10, eta=0.1,
                     guidance_scale=3.0, generator=gens(0, 1))
-    torch.testing.assert_close(one_pass.images, (sd.decode_latents(dog) / 2 + 0.5).clamp(0, 1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(one_pass.images, (sd.codec.decode_latents(dog) / 2 + 0.5).clamp(0, 1), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
 def test_other_prediction_types_reconstruct(tmp_path, prediction_type):
     sd = StableDiffusion.from_pipe(sd_pipeline(tmp_path, prediction_type=prediction_type))
-    lat = sd.encode_images(photos(1) * 2 - 1, gens(0))
+    lat = sd.codec.encode_images(photos(1) * 2 - 1, gens(0))
     z = encode(lat, sd, steps=10, strength=0.8, prompt="a photo", generator=gens(0))
     assert (decode(z, sd) - lat).abs().max() < 1e-5
 
@@ -110,7 +110,7 @@ def test_sdxl_edit_reconstruct_and_batch_invariance(tmp_path):
     sd = StableDiffusion.from_pipe(sdxl_pipeline(tmp_path))
     assert sd.is_xl
     x = photos(2, seed=2)
-    lat = sd.encode_images(x * 2 - 1, gens(0, 1))
+    lat = sd.codec.encode_images(x * 2 - 1, gens(0, 1))
     z = encode(lat, sd, steps=10, strength=0.7, prompt=["a cat", "a car"], guidance_scale=2.0, generator=gens(0, 1))
     assert (decode(z, sd) - lat).abs().max() < 1e-5
     kw = dict(source_prompt="a cat", prompt="a dog", strength=0.7, steps=8, guidance_scale=3.0)
@@ -136,7 +136,7 @@ def test_bfloat16_model_keeps_exact_replay(tmp_path, sd):
     sd.pipe.save_pretrained(tmp_path / "sd15")
     half = StableDiffusion.from_pretrained(tmp_path / "sd15", dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
-    lat = half.encode_images(photos(1) * 2 - 1, gens(0))
+    lat = half.codec.encode_images(photos(1) * 2 - 1, gens(0))
     assert lat.dtype == torch.float32
     z = encode(lat, half, steps=6, prompt="a cat", generator=gens(0))
     assert (decode(z, half) - lat).abs().max() < 1e-5
@@ -205,6 +205,6 @@ def test_latent_from_another_model_is_refused(sd, tmp_path):
     other = StableDiffusion.from_pipe(sd_pipeline(tmp_path, channels=(16, 32)))
     other.pipe.scheduler = DDIMScheduler(**{**SD_SCHEDULER, "steps_offset": 0})
     other.schedule = type(sd.schedule).from_config(other.pipe.scheduler.config)
-    z = encode(sd.encode_images(photos(1) * 2 - 1, gens(0)), sd, steps=10, prompt="a cat", generator=gens(0))
+    z = encode(sd.codec.encode_images(photos(1) * 2 - 1, gens(0)), sd, steps=10, prompt="a cat", generator=gens(0))
     with pytest.raises(IncompatibleModelError, match="steps_offset"):
         decode(z, other)

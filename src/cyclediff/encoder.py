@@ -63,7 +63,7 @@ def prepare(x0: torch.Tensor, denoiser: Denoiser, *, steps: int, strength: float
     eta = check_sampler(sampler, eta) if sampler is not None else None
     check_images(x0, denoiser.data_range)
     denoiser.check_sample(x0)
-    timesteps = list(timesteps or denoiser.schedule.timesteps(steps, strength))
+    timesteps = list(timesteps or denoiser.schedule_for(tuple(x0.shape)).timesteps(steps, strength))
     gens = check_generators(generator, x0.shape[0])
     return Prepared(eta, timesteps, gens, denoiser.prepare_condition(x0.shape[0], **(condition or {})))
 
@@ -136,7 +136,8 @@ class EncodingRun:
         return x_s
 
     def latent(self) -> Latent:
-        return Latent.from_draws(self.denoiser.schedule, self.denoiser.model_id, x_start=self.x_start,
+        schedule = self.denoiser.schedule_for(tuple(self.x0.shape))
+        return Latent.from_draws(schedule, self.denoiser.model_id, x_start=self.x_start,
                                  eps=torch.stack(self.eps), timesteps=self.timesteps, residual=self.residual,
                                  sampler=self.sampler, eta=self.eta, steps=self.steps, strength=self.strength,
                                  condition=self.condition.record, seeds=seeds_of(self.gens, self.x0.shape[0]))

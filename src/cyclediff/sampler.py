@@ -33,8 +33,8 @@ def decoder_step(step: Transition, e: torch.Tensor, residual: bool) -> torch.Ten
 def check_grid(denoiser: Denoiser, *, num_train_timesteps: int, steps: int, strength: float,
                timesteps: Any, sample: torch.Tensor) -> None:
     """Refuse a model whose timestep grid or sample shape differs from a latent's, naming the difference."""
-    denoiser.check_sample(sample)  # first: a model whose grid depends on the sample size (FLUX) sets it here
-    schedule = denoiser.schedule
+    denoiser.check_sample(sample)
+    schedule = denoiser.schedule_for(tuple(sample.shape))  # FLUX's grid depends on the sample size
     if schedule.num_train_timesteps != num_train_timesteps:
         raise IncompatibleModelError(
             f"the latent was encoded on a {num_train_timesteps}-timestep schedule but the model has "
@@ -175,7 +175,7 @@ def sample_latent(
     device = device if device is not None else (denoiser.device if is_model else "cpu")
     like = torch.empty((batch_size, *shape), dtype=dtype, device=device)
     denoiser.check_sample(like)
-    schedule = denoiser.schedule
+    schedule = denoiser.schedule_for(tuple(like.shape))
     timesteps = schedule.timesteps(steps)
     gens = check_generators(generator, batch_size)
     cond = denoiser.prepare_condition(batch_size, **merge_condition(condition, keywords))

@@ -83,11 +83,11 @@ def edit(
     x0 = to_model_space(model, x, gens)
     source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale}
     target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale}
-    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), model, model, method=method, steps=steps,
-                               strength=strength, generator=gens, source_condition=source_condition,
+    grid = model.schedule_for(tuple(x0.shape)).timesteps(steps, strength)  # the mask's and the attention's
+    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), model, model, method=method, timesteps=grid,
+                               generator=gens, source_condition=source_condition,
                                target_condition=target_condition, threshold=mask_threshold, copies=copies)
-    with _attention(model, attention, method, source_prompt, prompt, x.shape[0] * copies,
-                    model.schedule.timesteps(steps, strength)):
+    with _attention(model, attention, method, source_prompt, prompt, x.shape[0] * copies, grid):
         out, latent = run_method(method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens,
                                  progress=progress, source_condition=source_condition,
                                  target_condition=target_condition, mask=keep, copies=copies)
@@ -104,7 +104,8 @@ def _attention(model: Model, attention: Any, method: str, sources: Any, targets:
     if method != "cyclediffusion":
         raise CycleDiffError(f"attention control works with method cyclediffusion; not with {method}")
     if not isinstance(model, AttentionEditable):
-        raise CycleDiffError("attention control needs a text-conditioned UNet model (Stable Diffusion 1.x / 2.x / XL)")
+        raise CycleDiffError("attention control needs a text-conditioned UNet model (Stable Diffusion 1.x / 2.x / XL); "
+                             f"this is {model.kind}")
     targets = [targets] * rows if isinstance(targets, str) else list(targets)
     sources = [sources] * rows if isinstance(sources, str) else list(sources)
     copies = rows // max(len(sources), 1)

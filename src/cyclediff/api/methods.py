@@ -37,7 +37,7 @@ def run_method(
 
 
 def resolve_mask(mask: Any, x0: torch.Tensor, image_size: tuple[int, int], source: Any, target: Any, *,
-                 method: str, steps: int, strength: float, generator: Any, source_condition: dict[str, Any],
+                 method: str, timesteps: list[float], generator: Any, source_condition: dict[str, Any],
                  target_condition: dict[str, Any], threshold: float = 0.5,
                  copies: int = 1) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(the mask at the sample size for :func:`run_method`, the mask at image size as used) from a user's mask:
@@ -59,7 +59,7 @@ def resolve_mask(mask: Any, x0: torch.Tensor, image_size: tuple[int, int], sourc
         gens = clone_generators(generator)
         if isinstance(gens, list):
             gens = [g for g in gens for _ in range(copies)] if copies > 1 else gens
-        keep = auto_mask(xs, source, target, source.schedule.timesteps(steps, strength),
+        keep = auto_mask(xs, source, target, timesteps,
                          source_condition=source.prepare_condition(n, **_repeat(source_condition, copies)),
                          target_condition=target.prepare_condition(n, **target_condition), threshold=threshold,
                          generator=gens)

@@ -67,14 +67,15 @@ def translate(
     x0 = to_model_space(source, x, gens)
     conditions = {"source_condition": as_condition(source_condition),
                   "target_condition": as_condition(target_condition)}
-    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), source, target, method=method, steps=steps,
-                               strength=strength, generator=gens, threshold=mask_threshold, **conditions)
+    grid = source.schedule_for(tuple(x0.shape)).timesteps(steps, strength)
+    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), source, target, method=method, timesteps=grid,
+                               generator=gens, threshold=mask_threshold, **conditions)
     out, latent = run_method(method, x0, source, target, steps=steps, strength=strength, eta=eta, generator=gens,
                              progress=progress, mask=keep, **conditions)
     if refine_steps:
         if target.data_range is not None:
             out = out.clamp(*target.data_range)
         out = sdedit(out, target, eta=1.0, generator=gens, target_condition=as_condition(target_condition),
-                     timesteps=target.schedule.grid(steps)[-refine_steps:], progress=progress)
+                     timesteps=target.schedule_for(tuple(out.shape)).grid(steps)[-refine_steps:], progress=progress)
         out = blend(keep, out, x0)  # refinement changes nothing outside the mask either
     return TranslateResult(images=to_images(target, out), latent=latent, mask=shown)

@@ -35,7 +35,7 @@ def demo(ctx: click.Context, out: Path, quick: bool, models: Path | None) -> Non
 @click.option("--iters", type=click.IntRange(1), default=3000, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 def demo_train(out: Path, iters: int, seed: int) -> None:
-    """Train the three demo models (deterministic for a seed; the shipped ones: --iters 3000 --seed 0)."""
+    """Train the four demo models (deterministic for a seed; the shipped ones: --iters 3000 --seed 0)."""
     from ..demo.train import train_all
 
     for path in train_all(out, iters=iters, seed=seed):

@@ -3,14 +3,14 @@
 from .base import BatchedDenoiser, Condition, Denoiser, Model
 from .codec import Codec, PixelCodec, VaeCodec, check_same_space, images_of, to_images, to_model_space
 from .conditions import as_condition, condition_for
-from .flow import FlowPixelDenoiser
 from .flux import Flux
 from .guided_diffusion import from_guided_diffusion
-from .loading import from_pipe, load
-from .pixel import PixelDenoiser
+from .loading import demo_names, from_pipe, load
+from .pixel import FlowPixelDenoiser, PixelDenoiser
 from .sd3 import StableDiffusion3
 from .stable_diffusion import StableDiffusion
 
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",
            "PixelDenoiser", "StableDiffusion", "StableDiffusion3", "VaeCodec", "as_condition", "check_same_space",
-           "condition_for", "from_guided_diffusion", "from_pipe", "images_of", "load", "to_images", "to_model_space"]
+           "condition_for", "demo_names", "from_guided_diffusion", "from_pipe", "images_of", "load", "to_images",
+           "to_model_space"]

@@ -35,6 +35,10 @@ class Denoiser(Protocol):
     def check_sample(self, x: torch.Tensor) -> None:
         """Raise IncompatibleModelError (naming the fix) when the model cannot take samples shaped like ``x``."""
 
+    def schedule_for(self, shape: tuple[int, ...]) -> Schedule:
+        """The schedule whose grid the model samples on for samples of ``shape`` (FLUX shifts its grid by the
+        image size; most models have one grid for every shape)."""
+
     def prepare_condition(self, batch_size: int, **condition: Any) -> Condition:
         """Validate and prepare the condition once (labels, prompts); raise a clear error for bad input."""
 
@@ -57,6 +61,7 @@ class Model(BatchedDenoiser, Protocol):
     denoiser with a codec (images ↔ samples), its condition keywords, device and default sample shape."""
 
     codec: Any  # a models.codec.Codec
+    kind: str  # what the model is, in words (for messages: "SD3's joint attention (MMDiT)")
     condition_keys: tuple[str, ...]
     device: torch.device
     sample_shape: tuple[int, int, int]
@@ -98,18 +103,27 @@ class AttentionEditable(Protocol):
         """A context manager: batched source / target calls inside it edit the target's attention."""
 
 
-class DiscreteSteps:
-    """The network's view of a step for DDPM-family models: integer timesteps, the sample as it is, the output as
-    the schedule reads it (rectified-flow adapters override all three: :class:`~cyclediff.models.flow.
-    FlowCoordinates`)."""
+def stack_branches(branches: list[tuple[torch.Tensor, Condition]],
+                   rows: Any) -> tuple[torch.Tensor, dict[str, list[Any]], list[tuple[int, float, int]]]:
+    """The one branch-batching loop of every adapter: ``rows(condition)`` gives (guidance scale w, the network
+    inputs of each row group: one dict for a plain branch, (unconditional, conditional) for a guided one).
+    Returns (every branch's x_t stacked once per row group, each input name's values in the same order, the plan
+    :func:`split_guided` undoes)."""
+    xs, inputs, plan = [], {}, []
+    for x, c in branches:
+        w, groups = rows(c)
+        for group in groups:
+            xs.append(x)
+            for name, value in group.items():
+                inputs.setdefault(name, []).append(value)
+        plan.append((len(groups), w, x.shape[0]))
+    return torch.cat(xs), inputs, plan
 
-    def model_timesteps(self, t: float, x: Any) -> Any:
-        import torch
 
-        return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-
-    def model_input(self, x: Any, t: float) -> Any:
-        return x
-
-    def model_output(self, out: Any, x: Any, t: float) -> Any:
-        return out
+def guided_call(model: Any, x_all: torch.Tensor, t: float, plan: list[tuple[int, float, int]], *,
+                eager: bool = False, **kwargs: Any) -> list[torch.Tensor]:
+    """One network call over stacked branches through the model's runner (its compiled / offload path), read as
+    the schedule reads it and split back into one guided output per branch."""
+    out = model.runner(model.model_input(x_all, t).to(model.dtype), model.model_timesteps(t, x_all), x_all.dtype,
+                       eager=eager, **kwargs)
+    return split_guided(model.model_output(out, x_all, t), plan)

@@ -56,34 +56,77 @@ class PixelCodec:
 
 
 class VaeCodec:
-    """Latent diffusion: images ↔ scaled VAE latents through a model's ``encode_images`` / ``decode_latents``."""
+    """Latent diffusion: images ↔ scaled VAE latents. The codec owns the VAE and its scaling (and shift); the
+    network it serves never sees it. ``multiple``: image sides must be multiples of this (the VAE's factor × the
+    network's own downsampling); ``latent_size``: (h, w) of the latents the model makes by default."""
 
     channels = 3
     image_size = None
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self, vae: Any, *, multiple: int, latent_size: tuple[int, int]) -> None:
+        self.vae, self.multiple, self.latent_size = vae, multiple, latent_size
+        self._float32: Any = None
 
     @property
-    def multiple(self) -> int:
-        return self.model.image_multiple
-
-    @property
-    def vae(self) -> Any:
-        return self.model.vae
+    def factor(self) -> int:
+        """Pixels per latent along a side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def default_size(self) -> tuple[int, int]:
         """(H, W) of the images the model makes by default: its latent size × the VAE factor."""
-        _, h, w = self.model.sample_shape
-        f = self.model.vae_scale_factor
-        return (h * f, w * f)
+        return (self.latent_size[0] * self.factor, self.latent_size[1] * self.factor)
 
     def encode(self, images01: torch.Tensor, generator: Any = None) -> torch.Tensor:
-        return self.model.encode_images(images01 * 2 - 1, generator)
+        return self.encode_images(images01 * 2 - 1, generator)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_latents(x)
+        return self.decode_latents(x)
+
+    def encode_images(self, images: torch.Tensor, generator: Any = None, *, sample: bool = True) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] → scaled VAE latents (B, c, H/f, W/f).
+
+        ``sample=True`` draws from the VAE posterior with ``generator`` (one, or one per image), as diffusers'
+        img2img pipelines do; ``sample=False`` takes its mean.
+        """
+        from .._noise import check_generators
+
+        m = self.multiple
+        if images.ndim != 4 or images.shape[1] != self.vae.config.in_channels:
+            raise IncompatibleModelError(
+                f"images must be (B, {self.vae.config.in_channels}, H, W); got shape {tuple(images.shape)}"
+            )
+        if images.shape[2] % m or images.shape[3] % m:
+            raise IncompatibleModelError(
+                f"image sides must be multiples of {m} for this model; got {tuple(images.shape[2:])} "
+                "(resize or center-crop first; the CLI's --size does it)"
+            )
+        gens = check_generators(generator, images.shape[0])
+        with torch.no_grad():
+            vae = self.runnable_vae()
+            dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
+            latents = dist.sample(gens) if sample else dist.mode()
+        shift = self.vae.config.get("shift_factor") or 0.0
+        return ((latents - shift) * self.vae.config.scaling_factor).to(images.dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled VAE latents → images in [-1, 1] (not clamped), in the latents' dtype."""
+        shift = self.vae.config.get("shift_factor") or 0.0
+        z = latents / self.vae.config.scaling_factor + shift
+        vae = self.runnable_vae()
+        return vae.decode(z.to(vae.dtype)).sample.to(latents.dtype)
+
+    def runnable_vae(self) -> Any:
+        """The VAE to run: a float16 VAE whose config says ``force_upcast`` (SDXL's overflows to NaN in float16)
+        runs as a float32 copy, as diffusers' SDXL pipeline does, without changing the pipeline's own VAE.
+        bfloat16 has float32's range and stays."""
+        if self.vae.dtype != torch.float16 or not self.vae.config.get("force_upcast", False):
+            return self.vae
+        if self._float32 is None:
+            import copy
+
+            self._float32 = copy.deepcopy(self.vae).to(torch.float32)
+        return self._float32
 
     def same_space(self, other: Codec) -> bool:
         """The same VAE: one object, or the same config and weights."""

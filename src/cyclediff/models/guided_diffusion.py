@@ -19,6 +19,7 @@ import torch
 
 from .._io import json_object
 from ..errors import CycleDiffError
+from .pixel import PixelDenoiser, set_attention_heads
 
 NUM_CLASSES = 1000  # guided-diffusion's label embedding size (ImageNet)
 DEFAULT_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -149,20 +150,6 @@ def _head_dim(f: dict[str, Any], attn_channels: list[int]) -> int | None:
 def attention_heads(f: dict[str, Any]) -> dict[str, int]:
     """Head counts by count: the down and middle blocks' (num_heads) and the up blocks' (num_heads_upsample)."""
     return {"down": f["num_heads"], "up": f["num_heads_upsample"] if f["num_heads_upsample"] != -1 else f["num_heads"]}
-
-
-def set_attention_heads(unet: Any, heads: dict[str, int]) -> None:
-    """Give every attention layer of a UNet2DModel its head count (the width follows from its channels); the
-    setting diffusers' config cannot hold, recorded in ``cyclediff.json`` beside a converted model."""
-    from diffusers.models.attention_processor import Attention
-
-    for name, module in unet.named_modules():
-        if isinstance(module, Attention):
-            n = heads["up"] if name.startswith("up_blocks") else heads["down"]
-            channels = module.to_q.out_features
-            if channels % n:
-                raise CycleDiffError(f"{name}: {channels} channels cannot be split into {n} heads")
-            module.heads, module.scale = n, (channels // n) ** -0.5
 
 
 def scheduler_config(flags: dict[str, Any]) -> dict[str, Any]:
@@ -342,7 +329,6 @@ def from_guided_diffusion(checkpoint: str | Path, flags: dict[str, Any] | str | 
     """A :class:`PixelDenoiser` from a guided-diffusion / improved-diffusion checkpoint and its flags (a dict, a
     JSON file, or the command line from the model's README). ``use_fp16`` gives float16 weights unless ``dtype``
     says otherwise; the scheduler follows the diffusion flags (see :func:`scheduler_config`)."""
-    from .pixel import PixelDenoiser
 
     parsed = read_flags(flags)
     unet, _ = build_unet(load_checkpoint(checkpoint), parsed)

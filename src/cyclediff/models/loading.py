@@ -23,24 +23,20 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
       :class:`~cyclediff.models.flux.Flux`);
     - a folder or hub id holding a ``UNet2DModel`` (pipeline layout or a flat UNet folder): :class:`PixelDenoiser`
       (a rectified-flow one, with a FlowMatch scheduler: :class:`~cyclediff.models.flow.FlowPixelDenoiser`);
-    - ``demo:digits``, ``demo:digit-3``, ``demo:digit-8``: the digits models shipped with the package.
+    - ``demo:NAME``: a demo model shipped with the package (its weights are package data: :func:`demo_names`).
     """
-    from .stable_diffusion import SINGLE_FILE_SUFFIXES
+    from .pipelines import SINGLE_FILE_SUFFIXES, check_not_legacy_pickle, checkpoint_keys
 
     source = str(spec)
     if source.startswith("demo:"):
-        from ..demo.models import load_demo
-
-        return load_demo(source.removeprefix("demo:"), device=device)
+        return _demo(source.removeprefix("demo:"), device)
     path = Path(source).expanduser()
     if _looks_local(source) and not path.exists():
         raise CycleDiffError(f"no such file or folder: {source}; check the path (hub ids look like org/name)")
     source = str(path) if _looks_local(source) else source
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
-        from .stable_diffusion import _check_not_legacy_pickle, checkpoint_keys
-
         if path.is_file():
-            _check_not_legacy_pickle(path)  # refused before anything reads it
+            check_not_legacy_pickle(path)  # refused before anything reads it
         keys = checkpoint_keys(path) if path.is_file() else []
         kind = "latent-diffusion"
         if any(k.startswith("double_blocks.") or ".double_blocks." in k for k in keys):  # BFL's FLUX layout
@@ -51,13 +47,39 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
     return _adapter(_kind(source, path)).from_pretrained(source, dtype=dtype, device=device)
 
 
-def _adapter(kind: str) -> Any:
-    from .flux import Flux
-    from .pixel import PixelDenoiser
-    from .sd3 import StableDiffusion3
-    from .stable_diffusion import StableDiffusion
+# model families: kind -> "module:class" (loaded on first use); a new family adds its module and one line here
+FAMILIES = {"sd3": "sd3:StableDiffusion3", "flux": "flux:Flux", "latent-diffusion": "stable_diffusion:StableDiffusion",
+            "pixel": "pixel:PixelDenoiser"}
 
-    return {"sd3": StableDiffusion3, "flux": Flux, "latent-diffusion": StableDiffusion, "pixel": PixelDenoiser}[kind]
+
+def _adapter(kind: str) -> Any:
+    import importlib
+
+    module, name = FAMILIES[kind].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+def demo_names() -> list[str]:
+    """The demo models shipped as package data (``cyclediff/demo/weights/<name>/``)."""
+    from importlib.resources import files
+
+    root = files("cyclediff") / "demo" / "weights"
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and (d / "config.json").is_file())
+
+
+def _demo(name: str, device: Any) -> Any:
+    """The demo model ``name`` in float32 (its weights are stored in float16 to keep the package small)."""
+    from importlib.resources import as_file, files
+
+    from .pixel import PixelDenoiser
+
+    if name not in demo_names():
+        raise CycleDiffError(f"unknown demo model {name!r}; the demo models are "
+                             f"{', '.join('demo:' + m for m in demo_names())} (make them with `cyclediff demo train`)")
+    with as_file(files("cyclediff") / "demo" / "weights" / name) as folder:
+        model = PixelDenoiser.from_pretrained(folder, dtype=torch.float32, device=device)
+    model.model_id = f"demo:{name}"
+    return model
 
 
 def from_pipe(pipe: Any, *, model_id: str | None = None) -> Any:

@@ -8,11 +8,13 @@ from typing import Any
 import torch
 
 from ..errors import CycleDiffError, IncompatibleModelError
+from ..flow import FlowSchedule
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import dtype_kwargs
-from .base import Condition, DiscreteSteps, condition_scale, refuse_unknown, split_guided
+from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import PixelCodec
+from .steps import DiscreteSteps, FlowCoordinates
 
 
 class PixelDenoiser(DiscreteSteps, Optimizable):
@@ -27,6 +29,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
     """
 
     data_range = (-1.0, 1.0)
+    kind = "a pixel-space UNet (no text encoder)"
     condition_keys = ("class_labels", "guidance_scale")
 
     def __init__(
@@ -40,8 +43,6 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
                 f"PixelDenoiser needs a diffusers UNet2DModel; got {type(unet).__name__}"
             )
         if attention_heads is not None:  # head counts per block (converted guided-diffusion models)
-            from .guided_diffusion import set_attention_heads
-
             set_attention_heads(unet, attention_heads)
         self.unet = unet.eval().requires_grad_(False)
         self.runner = UNetRunner(self.unet)
@@ -94,8 +95,6 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
                 unet = unet.to(device)
             kind = cls
             if str(config.get("_class_name", "")).startswith("FlowMatch"):  # a rectified-flow UNet
-                from .flow import FlowPixelDenoiser
-
                 kind = FlowPixelDenoiser
             return kind(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
         raise CycleDiffError(
@@ -214,19 +213,40 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
     def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: int) -> list[torch.Tensor]:
         """Several (x_t, condition) branches in one UNet call (rows are independent); a branch with guidance
         scale w ≠ 1 adds its null-label rows."""
-        xs, labels, plan = [], [], []
-        for x, c in branches:
-            w, y = c.inputs.get("scale", 1.0), c.inputs.get("class_labels")
-            parts = [y] if w == 1 else [torch.full_like(y, self.null_class_label), y]
-            for part in parts:
-                xs.append(x)
-                labels.append(part)
-            plan.append((len(parts), w, x.shape[0]))
-        x_all = torch.cat(xs)
+        x_all, inputs, plan = stack_branches(branches, self._rows)
+        labels = inputs["class_labels"]
         kwargs = {} if labels[0] is None else {"class_labels": torch.cat(labels).to(x_all.device)}
-        out = self.runner(self.model_input(x_all, t).to(self.dtype), self.model_timesteps(t, x_all), x_all.dtype,
-                          **kwargs)
-        return split_guided(self.model_output(out, x_all, t), plan)
+        return guided_call(self, x_all, t, plan, **kwargs)
+
+    def _rows(self, c: Condition) -> tuple[float, list[dict[str, Any]]]:
+        w, y = c.inputs.get("scale", 1.0), c.inputs.get("class_labels")
+        if w == 1:
+            return w, [{"class_labels": y}]
+        return w, [{"class_labels": torch.full_like(y, self.null_class_label)}, {"class_labels": y}]
+
+
+class FlowPixelDenoiser(FlowCoordinates, PixelDenoiser):
+    """A rectified-flow UNet2DModel (velocity v = ε − x0 on x_σ = (1 − σ)·x0 + σ·ε, a FlowMatchEulerDiscreteScheduler
+    config) behind the same protocols as :class:`PixelDenoiser` (see :class:`~cyclediff.models.steps.
+    FlowCoordinates`)."""
+
+    @staticmethod
+    def schedule_from(config: Any) -> FlowSchedule:
+        return FlowSchedule.from_flow_config(dict(config))  # a FlowMatchEulerDiscreteScheduler config mapping
+
+
+def set_attention_heads(unet: Any, heads: dict[str, int]) -> None:
+    """Give every attention layer of a UNet2DModel its head count (the width follows from its channels); the
+    setting diffusers' config cannot hold, recorded in ``cyclediff.json`` beside a converted model."""
+    from diffusers.models.attention_processor import Attention
+
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            n = heads["up"] if name.startswith("up_blocks") else heads["down"]
+            channels = module.to_q.out_features
+            if channels % n:
+                raise CycleDiffError(f"{name}: {channels} channels cannot be split into {n} heads")
+            module.heads, module.scale = n, (channels // n) ** -0.5
 
 
 def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Stable Diffusion 3 / 3.5 (rectified flow, MMDiT) as a model of the core, like :class:`StableDiffusion`.
+"""Stable Diffusion 3 / 3.5 (rectified flow, MMDiT) as a model of the core, a sibling of :class:`StableDiffusion`.
 
 The pipeline's three text encoders give the prompt embeddings and pooled projections (T5 is optional, as diffusers
 allows: zeros in its place); the transformer predicts the velocity on x_σ = (1 − σ)·x0 + σ·ε, read through
-:class:`~cyclediff.models.flow.FlowCoordinates`, so encode / decode / edit / translate / masks run unchanged.
+:class:`~cyclediff.models.steps.FlowCoordinates`, so encode / decode / edit / translate / masks run unchanged.
 Source and target keep separate classifier-free guidance scales, batched into one transformer call per step.
 """
 
@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from ..errors import CycleDiffError, IncompatibleModelError
+from ..errors import IncompatibleModelError
 from ..flow import FlowSchedule
 from ._accel import UNetRunner
-from ._compat import dtype_kwargs
-from .flow import FlowCoordinates
-from .stable_diffusion import SINGLE_FILE_SUFFIXES, StableDiffusion, _check_not_legacy_pickle, _diffusers_quiet
+from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
+from .codec import VaeCodec
+from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
+from .steps import FlowCoordinates
 
 
 class _Transformer(torch.nn.Module):
@@ -32,31 +33,34 @@ class _Transformer(torch.nn.Module):
         return self.transformer(hidden_states=x, timestep=timesteps, return_dict=False, **kwargs)
 
 
-class TransformerParts:
-    """Device and dtype of an adapter whose network is ``self.transformer`` (SD3, FLUX)."""
-
-    transformer: torch.nn.Module
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
+def check_latents(x: torch.Tensor, channels: int, patch: int) -> None:
+    """(B, channels, h, w) latents with sides multiples of ``patch``, or one error naming the fix."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise IncompatibleModelError(f"this model works on {channels}-channel VAE latents (B, {channels}, h, w); "
+                                     f"got shape {tuple(x.shape)}. Encode images with model.codec first")
+    if x.shape[2] % patch or x.shape[3] % patch:
+        raise IncompatibleModelError(f"latent sides must be multiples of {patch}; got {tuple(x.shape[2:])}")
 
 
-class StableDiffusion3(FlowCoordinates, TransformerParts, StableDiffusion):
+class StableDiffusion3(FlowCoordinates, PromptModel):
     """A ``StableDiffusion3Pipeline`` over its (16-channel) VAE latents. Conditions as for Stable Diffusion:
     ``prompt``, ``negative_prompt``, ``guidance_scale``."""
+
+    kind = "SD3's joint attention (MMDiT)"
 
     def __init__(self, pipe: Any, *, model_id: str | None = None) -> None:  # noqa: D107 - see the class
         self._adopt(pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "scheduler"),
                     "StableDiffusion3 needs an SD3 pipeline", model_id)
-        self.transformer = pipe.transformer
+        self.transformer = self.network = pipe.transformer
         self.runner = UNetRunner(_Transformer(self.transformer))
         self.schedule = FlowSchedule.from_flow_config(pipe.scheduler.config)
-        self.is_xl = False
+        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        self.codec = VaeCodec(pipe.vae, multiple=factor * int(self.transformer.config.patch_size),
+                              latent_size=self.sample_shape[1:])
+
+    @classmethod
+    def from_pipe(cls, pipe: Any, *, model_id: str | None = None) -> StableDiffusion3:
+        return cls(pipe, model_id=model_id)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
@@ -65,25 +69,12 @@ class StableDiffusion3(FlowCoordinates, TransformerParts, StableDiffusion):
         go to diffusers, e.g. ``text_encoder_3=None`` to leave T5 out)."""
         from diffusers import StableDiffusion3Pipeline
 
-        source, path = str(source), Path(str(source))
-        try:
-            if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
-                _check_not_legacy_pickle(path)
-                pipe = StableDiffusion3Pipeline.from_single_file(source, **dtype_kwargs(dtype), **kwargs)
-            else:
-                for name in _absent_components(path):  # T5 left out when saved (a null entry in model_index.json)
-                    kwargs.setdefault(name, None)
-                pipe = StableDiffusion3Pipeline.from_pretrained(source, **dtype_kwargs(dtype), **kwargs)
-        except (OSError, ValueError, KeyError) as err:
-            raise CycleDiffError(f"could not load a Stable Diffusion 3 model from {source!r}: {err}. Pass a hub id, "
-                                 "a local diffusers folder or a checkpoint; offline, use a local path") from err
-        return cls(pipe.to(device) if device is not None else pipe, model_id=source)
-
-    # ------------------------------------------------------------------ shapes
-    @property
-    def image_multiple(self) -> int:
-        """Image sides must be multiples of this (VAE downsampling × the transformer's patch size)."""
-        return self.vae_scale_factor * int(self.transformer.config.patch_size)
+        source = str(source)
+        if not is_single_file(source):
+            for name in _absent_components(Path(source)):  # T5 left out when saved (null in model_index.json)
+                kwargs.setdefault(name, None)
+        pipe = load_pipeline(StableDiffusion3Pipeline, source, dtype, device, "Stable Diffusion 3", **kwargs)
+        return cls(pipe, model_id=source)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -91,25 +82,33 @@ class StableDiffusion3(FlowCoordinates, TransformerParts, StableDiffusion):
         return (int(self.transformer.config.in_channels), size, size)
 
     def check_sample(self, x: torch.Tensor) -> None:
-        channels, patch = int(self.transformer.config.in_channels), int(self.transformer.config.patch_size)
-        if x.ndim != 4 or x.shape[1] != channels:
-            raise IncompatibleModelError(f"this model works on {channels}-channel VAE latents (B, {channels}, h, w); "
-                                         f"got shape {tuple(x.shape)}. Encode images with model.encode_images first")
-        if x.shape[2] % patch or x.shape[3] % patch:
-            raise IncompatibleModelError(f"latent sides must be multiples of {patch}; got {tuple(x.shape[2:])}")
+        check_latents(x, int(self.transformer.config.in_channels), int(self.transformer.config.patch_size))
 
-    # ------------------------------------------------------------------ conditioning
-    def _encode_prompts(self, prompts: list[str], negatives: list[str] | None, guided: bool) -> tuple[Any, ...]:
-        with torch.no_grad(), _diffusers_quiet():
-            return tuple(self.pipe.encode_prompt(prompts, None, None, device=self.device, num_images_per_prompt=1,
-                                                 do_classifier_free_guidance=guided, negative_prompt=negatives))
+    def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,
+                          negative_prompt: str | list[str] | None = None, guidance_scale: float = 1.0,
+                          **unknown: Any) -> Condition:
+        refuse_unknown(unknown, self.condition_keys, "a Stable Diffusion 3 model")
+        prompts = as_list("" if prompt is None else prompt, batch_size, "prompt")
+        negatives = as_list(negative_prompt, batch_size, "negative_prompt")
+        w = condition_scale(guidance_scale)
+        self._warn_if_truncated(prompts + (negatives or []), [self.pipe.tokenizer])
+        with torch.no_grad(), diffusers_quiet():
+            cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
+                prompts, None, None, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=w != 1,
+                negative_prompt=negatives)
+        inputs = {"cond": cond, "uncond": uncond if w != 1 else None, "scale": w, "pooled": pooled,
+                  "uncond_pooled": uncond_pooled if w != 1 else None}
+        record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}
+        if negatives is not None:
+            record["negative_prompt"] = negatives
+        return Condition(inputs=inputs, record=record)
 
-    def _pooled_inputs(self, x_all: torch.Tensor, pooled: list[Any]) -> dict[str, Any]:
-        return {"pooled_projections": torch.cat(pooled).to(self.device, self.dtype)}
-
-    def attention_edit(self, *args: Any, **kwargs: Any) -> Any:
-        raise CycleDiffError("attention control works on UNet models (Stable Diffusion 1.x / 2.x / XL); SD3's joint "
-                             "attention is not supported")
+    def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: float) -> list[torch.Tensor]:
+        """Guided x̂0 for several (x_t, condition) branches with one transformer call."""
+        x_all, inputs, plan = stack_branches(branches, lambda c: guided_rows(c, "cond", "pooled"))
+        return guided_call(self, x_all, t, plan,
+                           encoder_hidden_states=torch.cat(inputs["cond"]).to(self.device, self.dtype),
+                           pooled_projections=torch.cat(inputs["pooled"]).to(self.device, self.dtype))
 
 
 def _absent_components(folder: Path) -> list[str]:
@@ -123,4 +122,4 @@ def _absent_components(folder: Path) -> list[str]:
     return [k for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v[0] is None]
 
 
-__all__ = ["StableDiffusion3", "TransformerParts"]
+__all__ = ["StableDiffusion3", "check_latents"]

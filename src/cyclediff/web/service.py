@@ -25,6 +25,7 @@ from .._io import seed_limit, seed_range
 from ..batch.runner import Result, Unit, run
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
+from ..demo.train import MODELS
 from ..errors import CycleDiffError
 from ..settings import (
     ENCODE,
@@ -38,7 +39,7 @@ from ..settings import (
     TranslateSettings,
 )
 
-DEMO_MODELS = ("demo:digits", "demo:digit-3", "demo:digit-8", "demo:digits-flow")
+DEMO_MODELS = tuple(f"demo:{name}" for name in MODELS)
 DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
 MAX_SEEDS = 64  # results per request
 

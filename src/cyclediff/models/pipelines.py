@@ -1,0 +1,193 @@
+"""What the text-to-image adapters (SD 1.x / 2.x / XL, SD3, FLUX) share, as parts they compose rather than members
+they override: a pipeline's adoption (parts checked, networks frozen), loading from a folder, hub id or single
+file, prompt lists and their truncation warning, and :class:`PromptModel`, which holds the codec (the VAE lives
+there), the runner and the grid. Each adapter adds only what is its own: its text encoding, its network's inputs
+and its sample shape."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CycleDiffError, IncompatibleModelError
+from ..schedule import Schedule
+from ._accel import Optimizable, UNetRunner
+from ._compat import dtype_kwargs
+from .base import Condition
+from .codec import VaeCodec
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+NETWORKS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def as_list(value: Any, batch_size: int, name: str) -> list[str] | None:
+    """A prompt (or None) as one string per image."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, list, tuple)):
+        raise IncompatibleModelError(f"{name} must be a string or a list of strings; got {value!r}")
+    items = [value] * batch_size if isinstance(value, str) else list(value)
+    if len(items) == 1:
+        items = items * batch_size
+    if len(items) != batch_size or not all(isinstance(p, str) for p in items):
+        raise IncompatibleModelError(f"{name} must be a string or a list of {batch_size} strings (one per image)")
+    return items
+
+
+@contextlib.contextmanager
+def diffusers_quiet() -> Iterator[None]:
+    """diffusers' logging silenced for the block (its truncation log repeats the whole cut text)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def check_not_legacy_pickle(path: Path) -> None:
+    """Pickle checkpoints load only in PyTorch's zip format with ``weights_only``; a legacy (zip-less) pickle
+    cannot be loaded safely, so it is refused with what to do instead."""
+    import zipfile
+
+    if path.suffix.lower() == ".safetensors":
+        return
+    if not zipfile.is_zipfile(path):
+        raise CycleDiffError(
+            f"{path} is a legacy pickle checkpoint (not PyTorch's zip format), which cannot be loaded without "
+            "running code from the file; convert it to .safetensors where you trust it (e.g. torch.load then "
+            "safetensors.torch.save_file) and pass that file"
+        )
+
+
+def checkpoint_keys(path: Path) -> list[str]:
+    """The tensor names of a checkpoint file: read from the safetensors header, or a memory-mapped .ckpt."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            keys = list(state.get("state_dict", state))
+    except Exception as err:  # noqa: BLE001 - torch and safetensors raise many kinds for a bad file
+        raise CycleDiffError(f"{path} is not a readable checkpoint: {err}") from err
+    return keys
+
+
+def is_single_file(source: str) -> bool:
+    return Path(source).is_file() or source.endswith(SINGLE_FILE_SUFFIXES)
+
+
+def load_pipeline(pipe_cls: Any, source: str, dtype: torch.dtype | None, device: Any, what: str,
+                  **kwargs: Any) -> Any:
+    """``pipe_cls`` from a single checkpoint file (``from_single_file``) or a folder / hub id (``from_pretrained``),
+    on ``device``; a failure is one error naming ``what`` and the fix."""
+    path = Path(source)
+    try:
+        if is_single_file(source):
+            if not path.is_file():
+                raise CycleDiffError(f"no such checkpoint file: {source}")
+            check_not_legacy_pickle(path)
+            pipe = pipe_cls.from_single_file(source, **dtype_kwargs(dtype), **kwargs)
+        else:
+            pipe = pipe_cls.from_pretrained(source, **dtype_kwargs(dtype), **kwargs)
+    except CycleDiffError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        where = "a local folder" if path.exists() else "neither a local path nor reachable on the hub"
+        raise CycleDiffError(
+            f"could not load a {what} model from {source!r} ({where}): {err}. Pass a hub id, a local diffusers "
+            "folder or a .safetensors / .ckpt checkpoint; offline, use a local path"
+        ) from err
+    return pipe.to(device) if device is not None else pipe
+
+
+class PromptModel(Optimizable):
+    """The shared parts of a text-to-image adapter over a diffusers pipeline: the pipeline's networks frozen, its
+    VAE inside a :class:`~cyclediff.models.codec.VaeCodec`, its network behind a runner, its grid.
+
+    An adapter sets ``network`` (the UNet or transformer), ``runner``, ``schedule`` and ``codec`` in its
+    ``__init__`` after :meth:`_adopt`, and implements ``sample_shape``, ``check_sample``, ``prepare_condition``
+    and ``predict_batch``."""
+
+    data_range = None  # VAE latents are unbounded
+    condition_keys: tuple[str, ...] = ("prompt", "negative_prompt", "guidance_scale")
+    network: torch.nn.Module
+    runner: UNetRunner
+    schedule: Schedule
+    codec: VaeCodec
+
+    def _adopt(self, pipe: Any, parts: tuple[str, ...], needs: str, model_id: str | None) -> None:
+        """Check the pipeline's parts, freeze every network in eval mode, silence its progress bars."""
+        for part in parts:
+            if getattr(pipe, part, None) is None:
+                raise CycleDiffError(f"the pipeline has no {part}; {needs}")
+        self.pipe = pipe
+        for name in NETWORKS:
+            module = getattr(pipe, name, None)  # the parts a pipeline kind has
+            if module is not None:
+                module.eval().requires_grad_(False)
+        from diffusers import DiffusionPipeline
+
+        if isinstance(pipe, DiffusionPipeline):
+            pipe.set_progress_bar_config(disable=True)
+        self.model_id = model_id if model_id is not None else (getattr(pipe, "name_or_path", None) or None)
+        self._warned_prompts: set[str] = set()
+
+    @property
+    def vae(self) -> Any:
+        return self.codec.vae
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.network.dtype
+
+    def schedule_for(self, shape: tuple[int, ...]) -> Schedule:
+        return self.schedule
+
+    def __call__(self, x_t: torch.Tensor, t: float, condition: Condition) -> torch.Tensor:
+        return self.predict_batch([(x_t, condition)], t)[0]
+
+    def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: float) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _warn_if_truncated(self, prompts: list[str], tokenizers: list[Any]) -> None:
+        """One short warning per over-long prompt (per model), however often the prompt is encoded."""
+        limit = min(tok.model_max_length for tok in tokenizers)
+        for p in dict.fromkeys(prompts):
+            if p in self._warned_prompts:
+                continue
+            n = max(len(tok(p, truncation=False, verbose=False).input_ids) for tok in tokenizers)
+            if n > limit:
+                self._warned_prompts.add(p)
+                shown = p if len(p) <= 40 else p[:40] + "…"
+                warnings.warn(f"prompt {shown!r} has {n} tokens; the text encoder reads the first {limit}, the "
+                              "rest is ignored", stacklevel=4)
+
+
+def guided_rows(c: Condition, *names: str) -> tuple[float, list[dict[str, Any]]]:
+    """The row groups of one branch for :func:`~cyclediff.models.base.stack_branches`: at guidance scale 1 the
+    conditional inputs alone, at 0 the unconditional ones alone, else (unconditional, conditional). ``names`` are
+    the condition's inputs to stack; ``cond`` and ``pooled`` have unconditional twins (``uncond``,
+    ``uncond_pooled``), the others are the same for both rows."""
+    w = c.inputs["scale"]
+    parts = ["cond"] if w == 1 else (["uncond"] if w == 0 else ["uncond", "cond"])
+    twin = {"cond": "uncond", "pooled": "uncond_pooled"}
+    return w, [{n: c.inputs[n if part == "cond" else twin.get(n, n)] for n in names} for part in parts]
+
+
+__all__ = ["PromptModel", "SINGLE_FILE_SUFFIXES", "as_list", "check_not_legacy_pickle", "checkpoint_keys",
+           "diffusers_quiet", "guided_rows", "load_pipeline"]
