@@ -1,5 +1,6 @@
 """cyclediff: the stochastic latent space of diffusion models (CycleDiffusion, Wu & De la Torre, ICCV 2023)."""
 
+from ._version import __version__  # noqa: F401 - the package version
 from .api.edit import EditResult, edit
 from .api.translate import TranslateResult, translate
 from .cycle import cycle
@@ -10,8 +11,6 @@ from .interpolation import interpolate
 from .latent import Latent
 from .sampler import decode, sample_latent
 from .schedule import Schedule
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

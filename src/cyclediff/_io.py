@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import parse_size  # noqa: F401 - read with the images it sizes
 from .errors import CycleDiffError
+from .settings import RUN
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -67,24 +69,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what folders of inputs hold
-
-
-def parse_size(text: str | None) -> tuple[int, int] | int | None:
-    """'512' (shorter side) or '768x512' (width × height) → 512 or (512, 768) as (H, W)."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values, default=0) < 1:
-        raise CycleDiffError(f"size must be N (shorter side) or WxH, e.g. 512 or 768x512; got {text!r}")
-    if max(values) > 65536:
-        raise CycleDiffError(f"size {text!r} is over 65536 pixels a side; give a smaller --size")
-    return values[0] if len(values) == 1 else (values[1], values[0])
 
 
 def load_image(
@@ -93,8 +78,8 @@ def load_image(
     channels: int = 3,
     size: tuple[int, int] | int | None = None,
     multiple: int = 1,
-    fit: str = "crop",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fit: str = RUN.fit,
+    max_pixels: int = RUN.max_pixels,
 ) -> torch.Tensor:
     """Read any image Pillow reads as a (1, C, H, W) float32 tensor in [0, 1].
 

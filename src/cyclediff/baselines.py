@@ -18,7 +18,7 @@ from .encoder import prepare, start_point
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
-from .settings import TRANSLATE
+from .settings import ENCODE, SAMPLE, TRANSLATE
 from .transitions import ddim_inversion_step, transition
 
 
@@ -27,10 +27,10 @@ def sdedit(
     x0: torch.Tensor,
     target: Denoiser,
     *,
-    steps: int = 100,
+    steps: int = TRANSLATE.steps,
     strength: float = TRANSLATE.strength,
-    eta: float | None = 1.0,
-    sampler: str = "ddim",
+    eta: float | None = SAMPLE.eta,
+    sampler: str = ENCODE.sampler,
     generator: Generators = None,
     target_condition: dict[str, Any] | None = None,
     timesteps: list[int] | None = None,
@@ -65,6 +65,7 @@ def ddim_generate(x_start: torch.Tensor, denoiser: Denoiser, cond: Condition, ti
     """Integrate the deterministic DDIM ODE (η = 0) down from x_start at ``timesteps[0]``."""
     x = x_start
     for _, t, s in progress_steps(timesteps, progress=progress, desc="ddim"):
+        # not a default: the deterministic ODE is DDIM at η = 0
         x = transition(denoiser.schedule, denoiser(x, t, cond), x, t, s, sampler="ddim", eta=0.0).mean
     return x
 

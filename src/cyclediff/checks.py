@@ -58,3 +58,19 @@ def check_text(name: str, value: Any, *, many: bool = True) -> Any:
     if isinstance(value, str) or (many and isinstance(value, list) and all(isinstance(v, str) for v in value)):
         return value
     raise CycleDiffError(f"{name} must be a string; got {value!r}")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | int | None:
+    """'512' (shorter side) or '768x512' (width × height) → 512 or (512, 768) as (H, W)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise CycleDiffError(f"size must be N (shorter side) or WxH, e.g. 512 or 768x512; got {text!r}")
+    if max(values) > 65536:
+        raise CycleDiffError(f"size {text!r} is over 65536 pixels a side; give a smaller --size")
+    return values[0] if len(values) == 1 else (values[1], values[0])

@@ -17,7 +17,7 @@ from .latent import Latent
 from .masks import blend, check_mask
 from .models.base import Denoiser
 from .sampler import check_grid, decoder_step, evaluate, progress_steps
-from .settings import EDIT
+from .settings import EDIT, ENCODE
 from .transitions import transition
 
 
@@ -30,7 +30,7 @@ def cycle(
     steps: int = EDIT.steps,
     strength: float = EDIT.strength,
     eta: float | None = EDIT.eta,
-    sampler: str = "ddim",
+    sampler: str = ENCODE.sampler,
     generator: Generators = None,
     source_condition: dict[str, Any] | None = None,
     target_condition: dict[str, Any] | None = None,

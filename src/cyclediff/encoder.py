@@ -75,7 +75,7 @@ def start_point(x0: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torc
 
 def encoder_step(
     schedule: Schedule, step: Transition, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, *,
-    last: bool, eta: float, draw: Callable[[], torch.Tensor], sampler: str = "ddim",
+    last: bool, eta: float, draw: Callable[[], torch.Tensor], sampler: str = ENCODE.sampler,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One DPM-Encoder step: draw x_s ~ q(x_s | x_t, x0) (x0 itself after the last step) and return
     (x_s as the decoder will recompute it, the draw ε the sampler needs, whether ε is a residual)."""
@@ -151,7 +151,7 @@ def encode(
     steps: int = ENCODE.steps,
     strength: float = ENCODE.strength,
     eta: float | None = ENCODE.eta,
-    sampler: str = "ddim",
+    sampler: str = ENCODE.sampler,
     generator: Generators = None,
     progress: bool = False,
     condition: Any = None,

@@ -14,7 +14,7 @@ from .latent import Latent
 from .models.base import BatchedDenoiser, Denoiser, Model
 from .models.conditions import merge_condition
 from .schedule import step_pairs
-from .settings import SAMPLE
+from .settings import ENCODE, SAMPLE
 from .transitions import Transition, check_sampler, is_deterministic, transition
 
 
@@ -65,6 +65,7 @@ def evaluate(branches: list[tuple[Denoiser, torch.Tensor, Any]], t: int) -> list
         groups.setdefault(id(den), []).append(i)
     for idx in groups.values():
         den = branches[idx[0]][0]
+        # a denoiser that batches branches gets them in one call; a plain one is called per branch
         if len(idx) > 1 and isinstance(den, BatchedDenoiser):
             results = den.predict_batch([(branches[i][1], branches[i][2]) for i in idx], t)
         else:
@@ -152,7 +153,7 @@ def sample_latent(
     *,
     steps: int = SAMPLE.steps,
     eta: float | None = SAMPLE.eta,
-    sampler: str = "ddim",
+    sampler: str = ENCODE.sampler,
     generator: Generators = None,
     sample_shape: tuple[int, ...] | None = None,
     dtype: torch.dtype = torch.float32,
@@ -168,6 +169,7 @@ def sample_latent(
     """
     eta = check_sampler(sampler, eta)
     batch_size = batch_size_of(generator, batch_size)
+    # a bare Denoiser has no default sample shape or device: then the caller gives them
     is_model = isinstance(denoiser, Model)
     shape = sample_shape or (denoiser.sample_shape if is_model else None)
     if shape is None:

@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from ._io import DEFAULT_MAX_PIXELS as MAX_PIXELS
-from .checks import check_choice, check_count, check_number, check_text
+from .checks import check_choice, check_count, check_number, check_text, parse_size
 from .errors import CycleDiffError
 
 METHODS = ("cyclediffusion", "sdedit", "ddib")
 SAMPLERS = ("ddim", "ddpm", "fresh")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 CLIP_MODEL = "openai/clip-vit-base-patch32"
+MAX_PIXELS = 4096 * 4096  # larger images are refused (decompression bombs)
 
 # name -> (kind, low, high, low open?, high open?) for every number a user may set; None: unbounded
 RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
@@ -130,6 +130,15 @@ class Settings:
 
     def replace(self, **changes: Any) -> Any:
         return dataclasses.replace(self, **changes)
+
+    def arguments_for(self, fn: Any, **given: Any) -> dict[str, Any]:
+        """The keyword-only arguments of ``fn`` (the Python API's function of the task) these settings hold, with
+        ``given`` (per-batch values: prompts, generators, masks) on top: a new setting that the function takes
+        reaches it with no further edit."""
+        import inspect
+
+        takes = {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        return {**{k: v for k, v in self.record().items() if k in takes}, **given}
 
 
 @dataclass(frozen=True)
@@ -283,8 +292,6 @@ class RunOptions(Settings):
     task: ClassVar[str] = "run"
 
     def check(self) -> None:
-        from ._io import parse_size
-
         if self.size is not None:
             object.__setattr__(self, "size", str(self.size))
             parse_size(self.size)

@@ -44,7 +44,7 @@ def edit(
     generator: Generators = None,
     method: str = EDIT.method,
     mask: Any = None,
-    mask_threshold: float = 0.5,
+    mask_threshold: float = EDIT.mask_threshold,
     attention: Any = None,
     progress: bool = False,
 ) -> EditResult:
@@ -72,14 +72,9 @@ def edit(
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
     if copies > 1 and method != "cyclediffusion":  # the baselines have no shared pass: one edit per target
-        from .._noise import clone_generators
-
-        runs = [edit(model, x, source_prompt=source_prompt, prompt=p, strength=strength, steps=steps, eta=eta,
-                     guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                     negative_prompt=negative_prompt[i] if isinstance(negative_prompt, list) else negative_prompt,
-                     generator=clone_generators(gens), method=method, mask=mask, progress=progress)
-                for i, p in enumerate(prompt)]
-        return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
+        return _each_target(model, x, gens, prompt, negative_prompt, source_prompt=source_prompt, strength=strength,
+                            steps=steps, eta=eta, guidance_scale=guidance_scale,
+                            source_guidance_scale=source_guidance_scale, method=method, mask=mask, progress=progress)
     x0 = to_model_space(model, x, gens)
     source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale}
     target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale}
@@ -94,6 +89,16 @@ def edit(
     return EditResult(images=to_images(model, out), latent=latent, mask=shown)
 
 
+def _each_target(model: Model, x: torch.Tensor, gens: Any, prompts: list[str], negative: Any,
+                 **settings: Any) -> EditResult:
+    """A baseline's edit under each of several target prompts, each from copies of the same generators."""
+    from .._noise import clone_generators
+
+    runs = [edit(model, x, prompt=p, negative_prompt=negative[i] if isinstance(negative, list) else negative,
+                 generator=clone_generators(gens), **settings) for i, p in enumerate(prompts)]
+    return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
+
+
 def _attention(model: Model, attention: Any, method: str, sources: Any, targets: Any, rows: int,
                timesteps: list[int]) -> Any:
     """The attention control's context for ``rows`` target rows (a no-op without one)."""
@@ -103,6 +108,7 @@ def _attention(model: Model, attention: Any, method: str, sources: Any, targets:
         return contextlib.nullcontext()
     if method != "cyclediffusion":
         raise CycleDiffError(f"attention control works with method cyclediffusion; not with {method}")
+    # attention control exists only where an adapter implements it (SD 1.x / 2.x / XL)
     if not isinstance(model, AttentionEditable):
         raise CycleDiffError("attention control needs a text-conditioned UNet model (Stable Diffusion 1.x / 2.x / XL); "
                              f"this is {model.kind}")

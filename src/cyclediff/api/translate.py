@@ -44,7 +44,7 @@ def translate(
     source_condition: Any = None,
     target_condition: Any = None,
     mask: Any = None,
-    mask_threshold: float = 0.5,
+    mask_threshold: float = TRANSLATE.mask_threshold,
     progress: bool = False,
 ) -> TranslateResult:
     """Translate images (a (B, C, H, W) tensor in [0, 1] or PIL images) from ``source``'s domain to ``target``'s.
@@ -75,7 +75,8 @@ def translate(
     if refine_steps:
         if target.data_range is not None:
             out = out.clamp(*target.data_range)
-        out = sdedit(out, target, eta=1.0, generator=gens, target_condition=as_condition(target_condition),
+        out = sdedit(out, target, eta=1.0, generator=gens,  # not a default: the paper's refinement is at η = 1
+                     target_condition=as_condition(target_condition),
                      timesteps=target.schedule_for(tuple(out.shape)).grid(steps)[-refine_steps:], progress=progress)
         out = blend(keep, out, x0)  # refinement changes nothing outside the mask either
     return TranslateResult(images=to_images(target, out), latent=latent, mask=shown)

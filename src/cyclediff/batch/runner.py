@@ -26,7 +26,7 @@ import torch
 
 from ..checks import check_count
 from ..errors import CycleDiffError
-from ..settings import Settings
+from ..settings import RUN, Settings
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def rank_batches(units: list[Unit], signature: Callable[[Unit], Hashable], batch
     return [b for i, b in enumerate(plan(units, signature, batch_size)) if i % world == rank]
 
 
-def run(task: Task, units: list[Unit], store: Store, *, batch_size: int = 1, rank: int = 0, world: int = 1,
+def run(task: Task, units: list[Unit], store: Store, *, batch_size: int = RUN.batch_size, rank: int = 0, world: int = 1,
         progress: bool = True, report_skipped: bool = True, on_result: Callable[[Result], None] | None = None,
         batches: list[list[Unit]] | None = None) -> list[Result]:
     """Run this rank's share of ``units`` (or the ``batches`` given: :func:`rank_batches` computed by the caller);

@@ -122,12 +122,9 @@ class EditTask(ImageTask):
 
         x, s = self._inputs(inputs), units[0].settings
         sources, targets = need(units, "source_prompt"), need(units, "prompt")
-        result = edit(self.model, x, source_prompt=sources, prompt=targets, strength=s.strength, steps=s.steps,
-                      eta=s.eta, guidance_scale=s.guidance_scale,
-                      source_guidance_scale=s.source_guidance_scale,
-                      negative_prompt=_texts(units, "negative_prompt"), generator=generators(units),
-                      method=s.method, mask=self._mask(units, x), mask_threshold=s.mask_threshold,
-                      attention=s.attention, progress=self.progress)
+        result = edit(self.model, x, **s.arguments_for(
+            edit, source_prompt=sources, prompt=targets, negative_prompt=_texts(units, "negative_prompt"),
+            generator=generators(units), mask=self._mask(units, x), progress=self.progress))
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         if self.scorer is not None:
@@ -158,11 +155,10 @@ class TranslateTask(ImageTask):
         from ..api.translate import translate
 
         x, s = self._inputs(inputs), units[0].settings
-        result = translate(x, self.model, self.target, strength=s.strength, steps=s.steps, eta=s.eta,
-                           refine_steps=s.refine_steps, method=s.method, generator=generators(units),
-                           source_condition=self.condition(self.model, units, "source"),
-                           target_condition=self.condition(self.target, units, "target"), mask=self._mask(units, x),
-                           mask_threshold=s.mask_threshold, progress=self.progress)
+        result = translate(x, self.model, self.target, **s.arguments_for(
+            translate, generator=generators(units), source_condition=self.condition(self.model, units, "source"),
+            target_condition=self.condition(self.target, units, "target"), mask=self._mask(units, x),
+            progress=self.progress))
         out = as_written(result.images)
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         return list(zip(self._with_mask(units, out, result.mask), metrics))
@@ -192,6 +188,7 @@ class GuideTask(ImageTask):
         latent = None
         if inputs[0] is not None:
             x0 = to_model_space(self.model, self._inputs(inputs), gens)
+            # not a default: guided editing starts from the whole encoding of the input
             latent = encode(x0, self.model, steps=s.steps, strength=1.0, eta=s.eta, generator=gens, **cond)
         frames: list[torch.Tensor] = []
 
@@ -201,10 +198,9 @@ class GuideTask(ImageTask):
             if self.strip_every and (n % self.strip_every == 0 or n == s.langevin_steps):
                 frames.append(images.cpu())
 
-        result = guide(self.model, self.energy(s), weight=s.weight, langevin_steps=s.langevin_steps,
-                       step_size=s.step_size, steps=s.steps, eta=s.eta, condition=cond or None,
-                       batch_size=len(units), latent=latent, generator=gens, keep_best=s.keep_best,
-                       grad_steps=s.grad_steps, callback=keep, progress=self.progress)
+        result = guide(self.model, self.energy(s), **s.arguments_for(
+            guide, condition=cond or None, batch_size=len(units), latent=latent, generator=gens, callback=keep,
+            progress=self.progress))
         images = as_written(result.images)
         outputs: list[Any] = list(images)
         if frames:

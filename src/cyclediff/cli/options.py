@@ -209,7 +209,7 @@ def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- running
-def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: int = 1, quiet: bool,
+def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: int = RUN.batch_size, quiet: bool,
                    as_json: bool) -> None:
     """Run the units with the one runner, show each result as it comes, then a summary; exit 1 on any failure."""
     task.progress = not quiet

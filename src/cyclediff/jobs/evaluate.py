@@ -29,7 +29,17 @@ from ..batch.stores import Records, RecordStore
 from ..batch.tasks import EditTask, TranslateTask
 from ..errors import CycleDiffError
 from ..metrics import distribution_scores, pair_scores
-from ..settings import CLIP_MODEL, EDIT, METHODS, TRANSLATE, EditSettings, RunOptions, TranslateSettings, check_setting
+from ..settings import (
+    CLIP_MODEL,
+    EDIT,
+    METHODS,
+    RUN,
+    TRANSLATE,
+    EditSettings,
+    RunOptions,
+    TranslateSettings,
+    check_setting,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "EditSpec", "Records", "distribution_scores", "evaluate_edit", "evaluate_translate",
            "fid_kid", "list_images", "means", "pair_scores", "resolve_features", "summarize_edit"]
@@ -210,7 +220,7 @@ def evaluate_translate(
     source: Any, target: Any, images: Path, reference: Path, out: Path, *, methods: list[str] | None = None,
     seeds: list[int] | None = None, strength: float = TRANSLATE.strength, steps: int = TRANSLATE.steps,
     eta: float = TRANSLATE.eta,
-    refine_steps: int = TRANSLATE.refine_steps, features: Any = "inception", progress: bool = True,
+    refine_steps: int = TRANSLATE.refine_steps, features: Any = RUN.features, progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Translate every image of ``images`` with each method, score PSNR / SSIM against the inputs, then FID and

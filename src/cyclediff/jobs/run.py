@@ -30,6 +30,7 @@ from ..batch.stores import RecordStore, read_records
 from ..batch.tasks import EditTask, GuideTask, TranslateTask, settings_signature
 from ..errors import CycleDiffError
 from ..latent import DTYPES
+from ..settings import RUN
 from .evaluate import means
 from .file import Job, load_job
 
@@ -179,7 +180,7 @@ def _report(job: Job) -> JobReport:
                      manifest=job.out / "manifest.jsonl", failures=failures)
 
 
-def distributed(device: str = "auto") -> tuple[int, int, torch.device, Callable[[], None], Callable[[Any], Any]]:
+def distributed(device: str = RUN.device) -> tuple[int, int, torch.device, Callable[[], None], Callable[[Any], Any]]:
     """(rank, world size, device, barrier, broadcast from rank 0) from accelerate: one process when not launched
     by accelerate / torchrun; under ``accelerate launch`` each rank gets its own GPU (or the CPU, over gloo)."""
     from accelerate import PartialState

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ..settings import RUN
+
 
 def _pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.shape != y.shape or x.ndim != 4:
@@ -91,7 +93,7 @@ def fid(
     x: torch.Tensor,
     reference: torch.Tensor,
     *,
-    features: Callable[[torch.Tensor], torch.Tensor] | str = "inception",
+    features: Callable[[torch.Tensor], torch.Tensor] | str = RUN.features,
 ) -> float:
     """Fréchet distance between Gaussian fits of ``features(x)`` and ``features(reference)``.
 

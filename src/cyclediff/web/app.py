@@ -74,10 +74,10 @@ def _caption(result: Any) -> str:
     return " · ".join(parts)
 
 
-def _sampling(defaults: dict[str, Any], tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
-    return (gr.Slider(0.05, 1.0, value=defaults["strength"], step=0.05, label="Strength", elem_id=f"{tab}-strength"),
-            gr.Slider(1, 1000, value=defaults["steps"], step=1, label="Steps", elem_id=f"{tab}-steps"),
-            gr.Slider(0.05, 1.0, value=defaults["eta"], step=0.05, label="η (eta)", elem_id=f"{tab}-eta"))
+def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
+    return (gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength", elem_id=f"{tab}-strength"),
+            gr.Slider(1, 1000, value=defaults.steps, step=1, label="Steps", elem_id=f"{tab}-steps"),
+            gr.Slider(0.05, 1.0, value=defaults.eta, step=0.05, label="η (eta)", elem_id=f"{tab}-eta"))
 
 
 def _picture(label: str, **kwargs: Any) -> gr.Image:
@@ -98,101 +98,107 @@ def build_app(studio: Studio) -> gr.Blocks:
     examples = _examples(studio)
     with gr.Blocks(title="cyclediff", analytics_enabled=False) as app:
         gr.Markdown("## cyclediff — edit, translate and guide with the stochastic latent space of diffusion models")
-        with gr.Tab("Edit"):
-            with gr.Row():
-                with gr.Column():
-                    e_image = _picture("Image", elem_id="edit-image")
-                    e_model = gr.Dropdown(names, value=names[0], label="Model", elem_id="edit-model")
-                    e_source = gr.Textbox(label="Source", info="what the image shows: a prompt, or a class label",
-                                          elem_id="edit-source")
-                    e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
-                    with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
-                        e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
-                        e_w = gr.Slider(0, 20, value=EDIT.guidance_scale, step=0.5, label="Target guidance scale")
-                        e_sw = gr.Slider(0, 20, value=EDIT.source_guidance_scale, step=0.5,
-                                         label="Source guidance scale")
-                        e_neg = gr.Textbox(label="Negative prompt (text models)")
-                        e_method = gr.Radio(studio.methods(), value=EDIT.method, label="Method")
-                    e_seeds, e_count = _seeds("edit")
-                    with gr.Row():
-                        e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
-                        e_stop = gr.Button("Stop")
-                        e_encode = gr.Button("Latent file of the encoding")
-                    if examples:
-                        gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
-                                    [e_image, e_model, e_source, e_target])
-                with gr.Column():
-                    e_gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
-                    e_status = gr.Markdown(label="Status", elem_id="edit-status")
-                    e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
-
-            @_errors
-            def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
-                     negative_prompt, seeds, count, method, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-                """Edit an image from a source prompt (or class) to a target one; one result per seed."""
-                events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
-                                     guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                                     negative_prompt=negative_prompt, seeds=seeds, count=count, method=method)
-                total = len(seeds_of(seeds, count))
-                yield from _show(events, total, progress, rank=studio.scorer() is not None)
-
-            e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
-                                         e_neg, e_seeds, e_count, e_method], [e_gallery, e_status], api_name="edit",
-                                  **HEAVY)
-            e_stop.click(None, cancels=[e_event])
-
-            @_errors
-            def encode(image, model, source, strength, steps, eta, source_guidance_scale, seeds):
-                """The latent file of an image under the source prompt (or class), at the first seed."""
-                return str(studio.encode(image, model, source, strength=strength, steps=steps, eta=eta,
-                                         guidance_scale=source_guidance_scale, seed=seeds_of(seeds, 1)[0]))
-
-            e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
-                           api_name="encode", **HEAVY)
-
-        with gr.Tab("Translate"):
-            with gr.Row():
-                with gr.Column():
-                    t_image = _picture("Input", elem_id="translate-image")
-                    with gr.Row():
-                        t_src = gr.Dropdown(names, value=names[min(1, len(names) - 1)], label="Source model")
-                        t_dst = gr.Dropdown(names, value=names[min(2, len(names) - 1)], label="Target model")
-                    with gr.Row():
-                        t_sc = gr.Textbox(label="Source condition", info="prompt or class label; empty: none")
-                        t_tc = gr.Textbox(label="Target condition", info="prompt or class label; empty: none")
-                    t_method = gr.Radio(studio.methods(), value=TRANSLATE.method, label="Method")
-                    with gr.Accordion("Settings", open=False):
-                        t_strength, t_steps, t_eta = _sampling(TRANSLATE, "translate")
-                        t_refine = gr.Slider(0, 100, value=TRANSLATE.refine_steps, step=1, label="Refinement steps")
-                        t_w = gr.Slider(0, 20, value=1, step=0.5, label="Target guidance scale")
-                    t_seeds, t_count = _seeds("translate")
-                    with gr.Row():
-                        t_run = gr.Button("Translate", variant="primary")
-                        t_stop = gr.Button("Stop")
-                    if examples:
-                        gr.Examples([[examples[0]]], [t_image])
-                with gr.Column():
-                    t_gallery = gr.Gallery(label="Outputs", **GALLERY)
-                    t_status = gr.Markdown(label="Status")
-
-            @_errors
-            def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
-                          refine_steps, guidance_scale, seeds, count, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-                """Translate an image from the source model's domain to the target model's."""
-                events = studio.translate(image, source_model, target_model, source=source, target=target,
-                                          method=method, strength=strength, steps=steps, eta=eta,
-                                          refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
-                                          count=count)
-                yield from _show(events, len(seeds_of(seeds, count)), progress)
-
-            t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
-                                              t_refine, t_w, t_seeds, t_count], [t_gallery, t_status],
-                                  api_name="translate", **HEAVY)
-            t_stop.click(None, cancels=[t_event])
-
+        _edit_tab(studio, names, examples)
+        _translate_tab(studio, names, examples)
         _guide_tab(studio, names)
         _latents_tab(studio, names)
     return app
+
+
+def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
+    with gr.Tab("Edit"):
+        with gr.Row():
+            with gr.Column():
+                e_image = _picture("Image", elem_id="edit-image")
+                e_model = gr.Dropdown(names, value=names[0], label="Model", elem_id="edit-model")
+                e_source = gr.Textbox(label="Source", info="what the image shows: a prompt, or a class label",
+                                      elem_id="edit-source")
+                e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
+                with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
+                    e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
+                    e_w = gr.Slider(0, 20, value=EDIT.guidance_scale, step=0.5, label="Target guidance scale")
+                    e_sw = gr.Slider(0, 20, value=EDIT.source_guidance_scale, step=0.5,
+                                     label="Source guidance scale")
+                    e_neg = gr.Textbox(label="Negative prompt (text models)")
+                    e_method = gr.Radio(studio.methods(), value=EDIT.method, label="Method")
+                e_seeds, e_count = _seeds("edit")
+                with gr.Row():
+                    e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
+                    e_stop = gr.Button("Stop")
+                    e_encode = gr.Button("Latent file of the encoding")
+                if examples:
+                    gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
+                                [e_image, e_model, e_source, e_target])
+            with gr.Column():
+                e_gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
+                e_status = gr.Markdown(label="Status", elem_id="edit-status")
+                e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
+
+        @_errors
+        def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
+                 negative_prompt, seeds, count, method, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+            """Edit an image from a source prompt (or class) to a target one; one result per seed."""
+            events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
+                                 guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                                 negative_prompt=negative_prompt, seeds=seeds, count=count, method=method)
+            total = len(seeds_of(seeds, count))
+            yield from _show(events, total, progress, rank=studio.scorer() is not None)
+
+        e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
+                                     e_neg, e_seeds, e_count, e_method], [e_gallery, e_status], api_name="edit",
+                              **HEAVY)
+        e_stop.click(None, cancels=[e_event])
+
+        @_errors
+        def encode(image, model, source, strength, steps, eta, source_guidance_scale, seeds):
+            """The latent file of an image under the source prompt (or class), at the first seed."""
+            return str(studio.encode(image, model, source, strength=strength, steps=steps, eta=eta,
+                                     guidance_scale=source_guidance_scale, seed=seeds_of(seeds, 1)[0]))
+
+        e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
+                       api_name="encode", **HEAVY)
+
+
+def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
+    with gr.Tab("Translate"):
+        with gr.Row():
+            with gr.Column():
+                t_image = _picture("Input", elem_id="translate-image")
+                with gr.Row():
+                    t_src = gr.Dropdown(names, value=names[min(1, len(names) - 1)], label="Source model")
+                    t_dst = gr.Dropdown(names, value=names[min(2, len(names) - 1)], label="Target model")
+                with gr.Row():
+                    t_sc = gr.Textbox(label="Source condition", info="prompt or class label; empty: none")
+                    t_tc = gr.Textbox(label="Target condition", info="prompt or class label; empty: none")
+                t_method = gr.Radio(studio.methods(), value=TRANSLATE.method, label="Method")
+                with gr.Accordion("Settings", open=False):
+                    t_strength, t_steps, t_eta = _sampling(TRANSLATE, "translate")
+                    t_refine = gr.Slider(0, 100, value=TRANSLATE.refine_steps, step=1, label="Refinement steps")
+                    t_w = gr.Slider(0, 20, value=1, step=0.5, label="Target guidance scale")
+                t_seeds, t_count = _seeds("translate")
+                with gr.Row():
+                    t_run = gr.Button("Translate", variant="primary")
+                    t_stop = gr.Button("Stop")
+                if examples:
+                    gr.Examples([[examples[0]]], [t_image])
+            with gr.Column():
+                t_gallery = gr.Gallery(label="Outputs", **GALLERY)
+                t_status = gr.Markdown(label="Status")
+
+        @_errors
+        def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
+                      refine_steps, guidance_scale, seeds, count, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+            """Translate an image from the source model's domain to the target model's."""
+            events = studio.translate(image, source_model, target_model, source=source, target=target,
+                                      method=method, strength=strength, steps=steps, eta=eta,
+                                      refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
+                                      count=count)
+            yield from _show(events, len(seeds_of(seeds, count)), progress)
+
+        t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
+                                          t_refine, t_w, t_seeds, t_count], [t_gallery, t_status],
+                              api_name="translate", **HEAVY)
+        t_stop.click(None, cancels=[t_event])
 
 
 def _guide_tab(studio: Studio, names: list[str]) -> None:

@@ -28,9 +28,12 @@ from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, Translate
 from ..demo.train import MODELS
 from ..errors import CycleDiffError
 from ..settings import (
+    EDIT,
     ENCODE,
+    GUIDE,
     METHODS,
     RUN,
+    TRANSLATE,
     DecodeSettings,
     EditSettings,
     EncodeSettings,
@@ -94,8 +97,8 @@ class Studio:
 
     def __init__(self, models: list[str] | dict[str, Any] | None = None, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, max_pixels: int = RUN.max_pixels, clip: Any = None,
-                 classifier: str | None = None, energies: list[str] | tuple[str, ...] = (), batch_size: int = 1,
-                 workdir: Path | None = None) -> None:
+                 classifier: str | None = None, energies: list[str] | tuple[str, ...] = (),
+                 batch_size: int = RUN.batch_size, workdir: Path | None = None) -> None:
         specs = models or list(DEMO_MODELS)
         self.models: dict[str, Any] = dict(specs) if isinstance(specs, dict) else {str(s): str(s) for s in specs}
         self.device, self.dtype, self.max_pixels, self.batch_size = device, dtype, max_pixels, batch_size
@@ -195,8 +198,9 @@ class Studio:
 
     # ------------------------------------------------------------------------------------------------ actions
     def edit(self, image: Any, model: str, source: Any, target: Any, *, strength: float, steps: int, eta: float,
-             guidance_scale: float, source_guidance_scale: float = 1.0, negative_prompt: str | None = None,
-             seeds: Any = "0", count: Any = 1, method: str = "cyclediffusion") -> Iterator[tuple[str, Any]]:
+             guidance_scale: float, source_guidance_scale: float = EDIT.source_guidance_scale,
+             negative_prompt: str | None = None, seeds: Any = "0", count: Any = 1,
+             method: str = EDIT.method) -> Iterator[tuple[str, Any]]:
         """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models)."""
         m, path = self.model(model), _upload(image, "an image")
         shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method}
@@ -216,7 +220,8 @@ class Studio:
         return self._run(task, _units(path, seeds_of(seeds, count), settings, "edit"))
 
     def translate(self, image: Any, source_model: str, target_model: str, *, source: Any = "", target: Any = "",
-                  method: str = "cyclediffusion", strength: float, steps: int, eta: float, refine_steps: int = 0,
+                  method: str = TRANSLATE.method, strength: float, steps: int, eta: float,
+                  refine_steps: int = TRANSLATE.refine_steps,
                   guidance_scale: float | None = None, seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Translate one image from the source model's domain to the target's (or between two conditions)."""
         src, dst, path = self.model(source_model), self.model(target_model), _upload(image, "an image")
@@ -233,7 +238,7 @@ class Studio:
         return self._run(task, _units(path, seeds_of(seeds, count), settings, "translate"))
 
     def guide(self, model: str, energy: str, *, text: str = "", target: Any = None, condition: Any = "",
-              weight: float, langevin_steps: int, step_size: float, steps: int, eta: float = 1.0,
+              weight: float, langevin_steps: int, step_size: float, steps: int, eta: float = GUIDE.eta,
               seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Langevin chains (one per seed, all in one batch): ("step", (n, images01, energies)) as they run, then the
         results."""

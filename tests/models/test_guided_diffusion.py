@@ -21,7 +21,7 @@ from cyclediff.models.guided_diffusion import read_flags, scheduler_config
 from cyclediff.schedule import Schedule
 from cyclediff.transitions import transition
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "guided_diffusion"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "guided_diffusion"
 KINDS = ["adm_afhq_like", "iddpm_cosine_like"]
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="the guided-diffusion fixtures are not here")
 
@@ -208,7 +208,7 @@ def test_the_afhq_recipe_runs_end_to_end_on_converted_models(tmp_path):
     for split in ("cat", "dog"):
         for i in range(2):
             save_image(torch.rand(3, 40, 40, generator=g), tmp_path / "afhq" / "val" / split / f"{split}{i}.png")
-    recipe = (Path(__file__).resolve().parents[1] / "examples" / "afhq" / "cat2dog.toml").read_text()
+    recipe = (Path(__file__).resolve().parents[2] / "examples" / "afhq" / "cat2dog.toml").read_text()
     job_text = (recipe.replace('features = "inception"', 'features = "pixels"').replace('"256x256"', '"32x32"')
                 .replace("steps = 1000", "steps = 20").replace("refine_steps = 100", "refine_steps = 2"))
     assert job_text.count("pixels") == 1 and "steps = 20" in job_text and "refine_steps = 2" in job_text

@@ -1,4 +1,4 @@
-"""Issue 15, part 2: rectified-flow pixel models in the core (FlowSchedule + FlowPixelDenoiser): the core's step in
+"""Rectified-flow pixel models in the core (FlowSchedule + FlowPixelDenoiser): the core's step in
 VP coordinates is the general step in flow coordinates, decode(encode(x)) == x, batch invariance, latent files,
 loading, and the applications on top (translate, masks, the CLI)."""
 

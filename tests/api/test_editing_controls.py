@@ -1,4 +1,4 @@
-"""Issue 18: masks (given and automatic), many targets from one encoding, interpolation between latents, and their
+"""Masks (given and automatic), many targets from one encoding, interpolation between latents, and their
 command-line options. Each test would fail if the feature were wrong."""
 
 from __future__ import annotations

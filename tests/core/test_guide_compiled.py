@@ -1,4 +1,4 @@
-"""Issue 17 (what the CPU allows): guidance through a compiled UNet — the forward and backward graphs compiled by
+"""Guidance through a compiled UNet — the forward and backward graphs compiled by
 inductor — gives eager's gradients and eager's Langevin chain."""
 
 from __future__ import annotations

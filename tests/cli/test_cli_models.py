@@ -131,7 +131,7 @@ def test_quickstart_example_runs(tmp_path):
     argv = sys.argv
     sys.argv = ["quickstart.py", str(tmp_path)]
     try:
-        ns = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "quickstart.py"))
+        ns = runpy.run_path(str(Path(__file__).parents[2] / "examples" / "quickstart.py"))
     finally:
         sys.argv = argv
     assert (ns["x"] - ns["x0"]).abs().max() < 1e-5

@@ -1,4 +1,4 @@
-"""Issue 12, the command line and jobs side: no lost or stale outputs, nothing but regular files replaced, files
+"""No lost or stale outputs, nothing but regular files replaced, files
 readable by others, bad options and job files refused up front in one line, one failing item never stopping the
 others, job folders locked, metrics recorded from the written image."""
 

@@ -84,7 +84,8 @@ def test_encode_once_decode_many(model_dir, pngs, tmp_path):
     same = np.asarray(Image.open(tmp_path / "same.png"), dtype=np.int16)
     sd = StableDiffusion.from_pretrained(model_dir)
     x = torch.from_numpy(np.asarray(Image.open(pngs[2]), dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    vae_round_trip = (sd.codec.decode_latents(sd.codec.encode_images(x * 2 - 1, torch.Generator().manual_seed(0))) / 2 + 0.5)
+    latents = sd.codec.encode_images(x * 2 - 1, torch.Generator().manual_seed(0))
+    vae_round_trip = sd.codec.decode_latents(latents) / 2 + 0.5
     expected = (vae_round_trip.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().detach().numpy()
     assert np.abs(same - expected).max() <= 1  # the latent gives back the (VAE-encoded) input
     for prompt in ("a dog", "a horse"):

@@ -1,4 +1,4 @@
-"""The web app (issue 14): the actions without the web, the served app through gradio_client (results equal the
+"""The web app: the actions without the web, the served app through gradio_client (results equal the
 Python API's for the same seed and settings), its limits, and a real browser (Debian's chromium via Playwright)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, the library side: DDIB on every prediction / variance kind, deterministic steps into ᾱ = 1 decided in
+"""DDIB on every prediction / variance kind, deterministic steps into ᾱ = 1 decided in
 one place, one default per setting, guide's batch from its generators, refusal of bad API input, latent files
 validated field by field with a checksum."""
 
@@ -119,7 +119,8 @@ def test_each_default_is_defined_once():
         return next(p.default for p in main.commands[command].params if p.name == name)
 
     for name in ("strength", "steps", "eta", "refine_steps", "method"):
-        assert api(translate, name) == getattr(TASKS["translate"](), name) == cli("translate", name) == getattr(TRANSLATE, name)
+        assert (api(translate, name) == getattr(TASKS["translate"](), name) == cli("translate", name)
+                == getattr(TRANSLATE, name))
     for name in ("strength", "steps", "eta", "guidance_scale", "source_guidance_scale", "method"):
         assert api(edit, name) == getattr(TASKS["edit"](), name) == cli("edit", name) == getattr(EDIT, name)
     for name in ("weight", "langevin_steps", "step_size", "steps", "eta"):

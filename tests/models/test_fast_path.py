@@ -1,4 +1,4 @@
-"""The fast path (issue 7), checked on CPU: compiled vs eager outputs, channels-last, noise prefetching, no host
+"""The fast path, checked on CPU: compiled vs eager outputs, channels-last, noise prefetching, no host
 synchronisation inside the step loops, the VAE's float16 upcast, and the CLI's --compile.
 
 Tolerance: a compiled (inductor) or channels-last UNet reorders float32 sums, ~1e-6 per call; through a 10-step

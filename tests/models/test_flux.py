@@ -1,4 +1,4 @@
-"""Issue 15, part 4: FLUX.1 on a tiny pipeline built offline (CLIP + a Unigram T5 tokenizer made with the tokenizers
+"""FLUX.1 on a tiny pipeline built offline (CLIP + a Unigram T5 tokenizer made with the tokenizers
 library): the pipeline's own grid, exact reconstruction, batch invariance with embedded guidance and true CFG,
 the applications, loading and the CLI."""
 

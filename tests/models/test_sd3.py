@@ -1,4 +1,4 @@
-"""Issue 15, part 3: Stable Diffusion 3 (rectified flow, MMDiT, two CLIP encoders, no T5) on a tiny pipeline
+"""Stable Diffusion 3 (rectified flow, MMDiT, two CLIP encoders, no T5) on a tiny pipeline
 built offline: exact reconstruction, batch invariance under CFG, the applications, loading and the CLI."""
 
 from __future__ import annotations

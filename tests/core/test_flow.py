@@ -1,4 +1,4 @@
-"""Issue 15, part 1: the one stochastic step for Gaussian paths and rectified-flow grids (cyclediff.flow), checked
+"""The one stochastic step for Gaussian paths and rectified-flow grids (cyclediff.flow), checked
 against the VP maths, diffusers' FlowMatchEulerDiscreteScheduler and its img2img pipelines, exact reconstruction
 and the law of the encoded draws under an exact model."""
 
