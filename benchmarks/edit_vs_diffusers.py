@@ -69,7 +69,7 @@ def main() -> None:
                                  feature_extractor=None, requires_safety_checker=False)
     ref.set_progress_bar_config(disable=True)
     sd = StableDiffusion.from_pipe(pipe)
-    size = 32 * sd.vae_scale_factor
+    size = 32 * sd.codec.factor
     g = torch.Generator().manual_seed(0)
     images = torch.rand(8, 3, size, size, generator=g).to(args.device)
     settings = dict(strength=args.strength, eta=0.1, guidance_scale=args.guidance_scale, source_guidance_scale=1.0)

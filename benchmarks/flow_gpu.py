@@ -130,7 +130,7 @@ def main() -> None:
 
     @torch.no_grad()
     def floor(batch: int) -> None:
-        c, h, w = model.sample_shape[0], size // model.vae_scale_factor, size // model.vae_scale_factor
+        c, h, w = model.sample_shape[0], size // model.codec.factor, size // model.codec.factor
         x = torch.randn(batch * rows_per_image, c, h, w, device=device)
         cond = model.prepare_condition(batch * rows_per_image, prompt="a photo of a dog")
         for t in model.schedule.timesteps(args.steps, args.strength):

@@ -191,7 +191,7 @@ def main() -> None:
     build = sd15 if args.preset == "sd15" else tiny
     pipe = build(device, dtype)
     sd = StableDiffusion.from_pipe(pipe)
-    size = sd.sample_shape[1] * sd.vae_scale_factor
+    size = sd.sample_shape[1] * sd.codec.factor
     run_steps = len(sd.schedule.timesteps(args.steps, args.strength))
     bench.emit("setup", gpu=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__,
                preset=args.preset, size=size, dtype=args.dtype, steps=args.steps, steps_run=run_steps,

@@ -85,7 +85,7 @@ def floor_seconds(sd: StableDiffusion, steps: int, batch: int, device: str, repe
         sd(x, 500, cond).float().sum().backward()
 
     def vae():
-        sd.decode_latents(x).float().sum().backward()
+        sd.codec.decode_latents(x).float().sum().backward()
 
     forward(), forward_backward(), vae()  # warm-up
     fwd, _ = timed(forward, device, repeats)

@@ -174,3 +174,17 @@ def flux_pipeline(tmp: Path, seed: int = 0, guidance_embeds: bool = True) -> Any
                         tokenizer_2=t5_tok, transformer=transformer)
     pipe.default_sample_size = 8  # 16×16 images by default (the real models: 128 → 1024²)
     return pipe
+
+
+def tiny_clip(tmp_path):
+    """A tiny random CLIP (and its tokenizer) for scores and energies."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    tok = tokenizer(tmp_path / "clip-tok")
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                          num_hidden_layers=1, max_position_embeddings=16, bos_token_id=len(tok) - 2,
+                          eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1)
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)), tok

@@ -15,7 +15,7 @@ import torch
 
 from .checks import parse_size  # noqa: F401 - read with the images it sizes
 from .errors import CycleDiffError
-from .settings import RUN
+from .settings import RUN, check_setting
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -48,6 +48,12 @@ def _umask() -> int:
     return mask
 
 
+def readable_as_umask(path: str | os.PathLike) -> None:
+    """Give a file the permissions a new file gets under the process's umask (libraries that write through
+    temporary files leave the private 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -61,7 +67,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        readable_as_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -91,9 +97,10 @@ def load_image(
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if fit not in ("crop", "resize"):
-        raise CycleDiffError(f"fit must be 'crop' or 'resize'; got {fit!r}")
+    check_setting("fit", fit, required=True)
     path = Path(path)
+    if path.is_dir():
+        raise CycleDiffError(f"{path} is a folder, not an image; give its image files (e.g. {path}/*.png)")
     if not path.is_file():
         raise CycleDiffError(f"{path}: no such file")
     try:
@@ -246,9 +253,10 @@ def save_image(x: torch.Tensor, path: str | os.PathLike, *, text: dict[str, str]
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
 
 
-def seed_range(text: str) -> list[int]:
-    """'0-3,7' → [0, 1, 2, 3, 7]."""
-    seeds: list[int] = []
+def seed_range(text: str, limit: int = RUN.max_seeds) -> list[int]:
+    """'0-3,7' → [0, 1, 2, 3, 7]. The seeds are counted before any range is expanded: more than ``limit`` is one
+    error (a typo like 0-99999999 must not fill the memory)."""
+    ranges: list[tuple[int, int]] = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
@@ -256,8 +264,16 @@ def seed_range(text: str) -> list[int]:
         lo, hi = seed_limit(int(m[1])), seed_limit(int(m[2] or m[1]))
         if hi < lo:
             raise CycleDiffError(f"range {part!r} runs backwards")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        ranges.append((lo, hi))
+    check_seed_count(sum(hi - lo + 1 for lo, hi in ranges), limit)
+    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
+
+
+def check_seed_count(count: int, limit: int = RUN.max_seeds) -> int:
+    """At most ``limit`` seeds (results) in one request, or one error saying so."""
+    if count > limit:
+        raise CycleDiffError(f"at most {limit} seeds per run; got {count} (give a shorter range)")
+    return count
 
 
 def json_object(text: str, where: str, error: type[Exception] = CycleDiffError) -> dict:

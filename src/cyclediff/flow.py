@@ -9,7 +9,9 @@ where q(x_s | x_t, x0) is the posterior of the path's Markov forward process q(x
 (s_t² − (a_t/a_s)²·s_s²)·I). η = 1 is the ancestral step, η → 0 the probability-flow ODE (for rectified flow
 exactly Euler's step x_t + (σ_s − σ_t)·v). The DPM-Encoder samples x_s from the same posterior, with mean
 a_s·x0 + √(s_s² − std²)·(x_t − a_t·x0)/s_t, and records the draw that makes the step land there. For VP paths
-this is DDIM(η) / DDPM exactly as :mod:`cyclediff.transitions` computes it (a test checks the two agree).
+this is DDIM(η) / DDPM exactly as :mod:`cyclediff.transitions` computes it; the core runs flow models in VP
+coordinates (:class:`FlowSchedule`), and the tests check that against the general step written out for each
+path (``tests/gaussian_paths.py``).
 
 The fresh-noise step x_s = a_s·x̂0 + s_s·ω is what diffusers' ``FlowMatchEulerDiscreteScheduler(stochastic_sampling=
 True)`` does. Grids come from diffusers' own scheduler (shift, dynamic shifting with FLUX's μ, shift_terminal,
@@ -31,68 +33,9 @@ from .errors import ConfigError
 from .schedule import Schedule
 
 
-# ---------------------------------------------------------------------------------------------------- paths
 def rectified_flow(sigma: float) -> tuple[float, float]:
     """(a, s) of the rectified-flow path at noise level σ ∈ [0, 1]."""
     return 1.0 - sigma, sigma
-
-
-def variance_preserving(alpha_bar: float) -> tuple[float, float]:
-    """(a, s) of the variance-preserving path at ᾱ."""
-    return math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-
-
-def posterior_std(t: tuple[float, float], s: tuple[float, float]) -> float:
-    """Std of q(x_s | x_t, x0) for the path's Markov forward process, from (a_t, s_t) and (a_s, s_s)."""
-    (a_t, s_t), (a_s, s_s) = t, s
-    if s_t == 0:
-        return 0.0
-    var_ts = max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0)
-    return math.sqrt(var_ts * s_s**2) / s_t
-
-
-def step_mean(x0: torch.Tensor, eps: torch.Tensor, s: tuple[float, float], std: float) -> torch.Tensor:
-    """a_s·x̂0 + √(s_s² − std²)·ε̂: the mean of a step to s with the given std."""
-    a_s, s_s = s
-    return a_s * x0 + math.sqrt(max(s_s**2 - std**2, 0.0)) * eps
-
-
-def encoder_mean(x_t: torch.Tensor, x0: torch.Tensor, t: tuple[float, float], s: tuple[float, float],
-                 std: float) -> torch.Tensor:
-    """Mean of the encoder's draw of x_s given x_t and the true x0 (the step's mean with ε = (x_t − a_t·x0)/s_t)."""
-    a_t, s_t = t
-    return step_mean(x0, (x_t - a_t * x0) / s_t, s, std)
-
-
-def velocity_to_x0_eps(v: torch.Tensor, x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x̂0, ε̂) from a rectified-flow model's velocity v = ε − x0 at x = (1 − σ)·x0 + σ·ε."""
-    return x - sigma * v, x + (1.0 - sigma) * v
-
-
-@dataclass(frozen=True)
-class FlowStep:
-    """One rectified-flow step σ_t → σ_s: mean, std (0 for a deterministic step) and x̂0."""
-
-    mean: torch.Tensor
-    std: float
-    x0: torch.Tensor
-
-
-def flow_step(v: torch.Tensor, x_t: torch.Tensor, sigma_t: float, sigma_s: float, eta: float) -> FlowStep:
-    """The stochastic step for a velocity prediction (η in [0, 1]; the step into σ = 0 has std 0)."""
-    if not 0 <= eta <= 1:
-        raise ConfigError(f"eta must lie in [0, 1]; got {eta}")
-    x0, eps = velocity_to_x0_eps(v, x_t, sigma_t)
-    t, s = rectified_flow(sigma_t), rectified_flow(sigma_s)
-    std = eta * posterior_std(t, s)
-    return FlowStep(mean=step_mean(x0, eps, s, std), std=std, x0=x0)
-
-
-def fresh_noise_step(v: torch.Tensor, x_t: torch.Tensor, sigma_t: float, sigma_s: float,
-                     noise: torch.Tensor) -> torch.Tensor:
-    """x_s = (1 − σ_s)·x̂0 + σ_s·ω: diffusers' stochastic flow-matching step, given its draw ω."""
-    x0 = x_t - sigma_t * v
-    return (1.0 - sigma_s) * x0 + sigma_s * noise
 
 
 # ---------------------------------------------------------------------------------------------------- grids
@@ -198,5 +141,4 @@ class FlowSchedule(Schedule):
         return list(flow_grid(self.config, steps, strength, mu=self.mu, flux_sigmas=self.flux_sigmas).timesteps)
 
 
-__all__ = ["FlowGrid", "FlowSchedule", "FlowStep", "encoder_mean", "flow_grid", "flow_step", "fresh_noise_step",
-           "image_shift", "posterior_std", "rectified_flow", "step_mean", "variance_preserving", "velocity_to_x0_eps"]
+__all__ = ["FlowGrid", "FlowSchedule", "flow_grid", "image_shift", "rectified_flow"]

@@ -49,7 +49,13 @@ def check_grid(denoiser: Denoiser, *, num_train_timesteps: int, steps: int, stre
 
 
 def check_compatible(latent: Latent, denoiser: Denoiser) -> None:
-    """Refuse a model that cannot decode ``latent`` (other grid or sample shape)."""
+    """Refuse a model that cannot decode ``latent`` (another family of path, other grid or sample shape)."""
+    family = {"vp": "variance-preserving (DDPM / DDIM)", "rectified_flow": "rectified-flow (SD3 / FLUX / flow UNets)"}
+    model_path = denoiser.schedule_for(tuple(latent.x_start.shape)).path
+    if latent.path != model_path:
+        raise IncompatibleModelError(
+            f"the latent was encoded by a {family[latent.path]} model but this is a {family[model_path]} model; "
+            "decode it with a model of its own family")
     check_grid(denoiser, num_train_timesteps=latent.num_train_timesteps, steps=latent.steps,
                strength=latent.strength, timesteps=latent.timesteps, sample=latent.x_start)
 

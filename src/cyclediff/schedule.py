@@ -68,7 +68,7 @@ class Schedule:
     """ᾱ over the training timesteps plus the step settings of a scheduler config.
 
     Build one with :meth:`from_config` (a diffusers scheduler config, a scheduler, or a path to
-    ``scheduler_config.json``) or :meth:`from_betas`.
+    ``scheduler_config.json``), or give ``alpha_bar`` itself.
     """
 
     alpha_bar: torch.Tensor  # (T,) float64
@@ -110,12 +110,6 @@ class Schedule:
             )
 
     # ----------------------------------------------------------------- construction
-    @classmethod
-    def from_betas(cls, betas: Any, **settings: Any) -> Schedule:
-        """A schedule from explicit betas (a sequence or tensor of length T)."""
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
-        return cls(alpha_bar=torch.cumprod(1 - betas, 0), **settings)
-
     @classmethod
     def from_config(cls, config: Any) -> Schedule:
         """A schedule from a diffusers scheduler config.

@@ -48,10 +48,11 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "mask_threshold": (float, 0.0, 1.0, True, True),
     "max_pixels": (int, 1, None, False, False),
     "batch_size": (int, 1, None, False, False),
+    "max_seeds": (int, 1, None, False, False),
 }
 CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "sampler": SAMPLERS, "fit": ("crop", "resize"),
                                        "dtype": DTYPE_NAMES, "compile": (False, True), "keep_best": (False, True)}
-COUNTS = ("max_pixels", "batch_size")  # positive integers (their RANGES entry gives the kind)
+COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device")
 
@@ -288,6 +289,7 @@ class RunOptions(Settings):
     max_pixels: int = MAX_PIXELS
     batch_size: int = 1
     features: str = "inception"  # FID / KID features: inception, pixels or module:function
+    max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
 
     task: ClassVar[str] = "run"
 

@@ -303,7 +303,7 @@ def test_the_evaluation_harness_takes_attention_control(tmp_path, sd):
 
     from cyclediff.jobs.evaluate import EditSpec, evaluate_edit
     from cyclediff.metrics import ClipScorer
-    from test_guidance import tiny_clip
+    from tiny_sd import tiny_clip
 
     save_image(photos(1)[0], tmp_path / "cat.png")
     scorer = ClipScorer(tiny_clip(tmp_path))
@@ -317,3 +317,8 @@ def test_the_evaluation_harness_takes_attention_control(tmp_path, sd):
         assert rows[attention][0]["items"] == 1
     a, b = (load_image(next((tmp_path / f"eval-{k}" / "images").glob("*.png"))) for k in (None, "replace"))
     assert (a - b).abs().max() > 1e-4  # the harness did run the controlled edit
+
+
+def test_a_mask_that_is_not_a_tensor_is_one_clear_error():
+    with pytest.raises(CycleDiffError, match="mask must be a .* tensor, a mask image or 'auto'; got list"):
+        translate((images(1) + 1) / 2, pixel(), pixel(), steps=2, mask=[[1.0]])

@@ -326,3 +326,54 @@ def test_job_metrics_are_computed_from_the_written_image(tmp_path, threes):
         # float64 metrics of the 8-bit file, rounded to 5 decimals as recorded
         assert rec["metrics"]["psnr"] == pytest.approx(float(psnr(written, given)), abs=6e-6)
         assert rec["metrics"]["ssim"] == pytest.approx(float(ssim(written, given)), abs=6e-6)
+
+
+def test_seed_ranges_are_counted_before_they_are_expanded(tmp_path):
+    """0-99999999 in the CLI, a job file or the web app's box is one line, not a list of 10^8 seeds: checked in a
+    process whose address space is capped at 3 GiB, so that a regression fails with a MemoryError instead of
+    exhausting the machine."""
+    script = f"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from click.testing import CliRunner
+from cyclediff import CycleDiffError
+from cyclediff.cli import main
+from cyclediff.jobs.file import parse_seed_list
+from cyclediff.web.service import seeds_of
+out = {str(tmp_path)!r}
+res = CliRunner().invoke(main, ["sample", "--model", "demo:digits", "--seeds", "0-99999999", "--out", out])
+print("cli", res.exit_code, res.output.strip().splitlines()[-1])
+for name, call in (("job", lambda: parse_seed_list("0-99999999")), ("web", lambda: seeds_of("0-99999999")),
+                   ("count", lambda: seeds_of("7", 10**12))):
+    try:
+        call()
+        print(name, "accepted")
+    except CycleDiffError as err:
+        print(name, err)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "MemoryError" not in done.stderr, done.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.strip().splitlines())
+    assert lines["cli"].startswith("2 ") and "at most 10000 seeds" in lines["cli"]
+    assert "at most 10000 seeds" in lines["job"]
+    assert "at most 64 seeds" in lines["web"] and "at most 64 seeds" in lines["count"]
+
+
+def test_convert_refuses_a_folder_that_holds_something(tmp_path):
+    model = tmp_path / "sd"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    res = CliRunner().invoke(main, ["convert", "guided-diffusion", str(tmp_path / "m.pt"), "--flags", "{}", "--out",
+                                    str(model)])
+    assert res.exit_code == 2 and "not empty" in res.output and "--overwrite" in res.output
+    assert (model / "model_index.json").read_text() == '{"_class_name": "StableDiffusionPipeline"}'
+
+
+def test_a_picture_as_model_or_a_folder_as_image_is_called_what_it_is(tmp_path):
+    save_image(torch.rand(3, 8, 8), tmp_path / "cat.png")
+    res = CliRunner().invoke(main, ["sample", "--model", str(tmp_path / "cat.png"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "not a model checkpoint" in res.output and "pickle" not in res.output
+    (tmp_path / "photos").mkdir()
+    res = CliRunner().invoke(main, ["translate", str(tmp_path / "photos"), "--source-model", "demo:digit-3",
+                                    "--target-model", "demo:digit-8", "--steps", "2", "--out", str(tmp_path / "t")])
+    assert res.exit_code == 1 and "is a folder, not an image" in res.output

@@ -9,6 +9,7 @@ import inspect
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler
+from test_latent_file import _rewrite as rewrite
 
 from conftest import ddim_config, ddpm_config, images, pixel
 from cyclediff import CycleDiffError, Latent, decode, edit, encode, translate
@@ -17,7 +18,6 @@ from cyclediff.guidance import guide
 from cyclediff.schedule import Schedule
 from cyclediff.settings import EDIT, GUIDE, TRANSLATE
 from cyclediff.transitions import ddim_inversion_step, is_deterministic, transition
-from test_latent_file import _rewrite as rewrite
 
 
 def gens(n, base=0):

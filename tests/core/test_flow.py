@@ -13,18 +13,16 @@ from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Img2ImgPi
 from diffusers.utils.torch_utils import randn_tensor
 
 from cyclediff.errors import ConfigError
-from cyclediff.flow import (
+from cyclediff.flow import flow_grid, image_shift, rectified_flow
+from cyclediff.transitions import ddim_std, posterior_mean
+from gaussian_paths import (
     encoder_mean,
-    flow_grid,
     flow_step,
     fresh_noise_step,
-    image_shift,
     posterior_std,
-    rectified_flow,
     step_mean,
     variance_preserving,
 )
-from cyclediff.transitions import ddim_std, posterior_mean
 
 SD3 = {"num_train_timesteps": 1000, "shift": 3.0}
 FLUX = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,

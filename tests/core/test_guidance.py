@@ -20,7 +20,7 @@ from cyclediff.guidance import (
     load_energy,
 )
 from cyclediff.models import PixelDenoiser, StableDiffusion
-from tiny_sd import photos, sd_pipeline, tokenizer
+from tiny_sd import photos, sd_pipeline, tiny_clip
 
 
 def gens(n, base=0):
@@ -137,19 +137,6 @@ def test_guidance_with_stable_diffusion(tmp_path):
     out = guide(sd, brightness, weight=20.0, langevin_steps=2, steps=4, condition="a cat", batch_size=1,
                 generator=gens(1))
     assert out.images.shape == (1, 3, 16, 16) and out.latent.condition["prompt"] == ["a cat"]
-
-
-def tiny_clip(tmp_path):
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
-
-    tok = tokenizer(tmp_path / "clip-tok")
-    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                          num_hidden_layers=1, max_position_embeddings=16, bos_token_id=len(tok) - 2,
-                          eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1)
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
-                              image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)), tok
 
 
 def test_clip_energy_on_a_tiny_random_clip(tmp_path):

@@ -17,8 +17,7 @@ from cyclediff.cli import main
 from cyclediff.jobs.evaluate import EditSpec, evaluate_edit, evaluate_translate
 from cyclediff.metrics import ClipScorer, clip_score, directional_clip, fid, kid, pixel_features, psnr, ssim
 from cyclediff.models import PixelDenoiser, StableDiffusion
-from test_guidance import tiny_clip
-from tiny_sd import photos, sd_pipeline
+from tiny_sd import photos, sd_pipeline, tiny_clip
 
 
 def _pairs():

@@ -264,7 +264,7 @@ def test_edit_job_on_a_saved_stable_diffusion_folder(tmp_path):
         {"input": "photos/p0.png", "source_prompt": "a cat", "prompt": "a dog"},
         {"input": "photos/p1.png", "source_prompt": "a car", "prompt": "a red car"},
         {"input": "photos/p2.png", "source_prompt": "a horse", "prompt": "a blue car", "seeds": [3]}]))
-    from test_guidance import tiny_clip
+    from tiny_sd import tiny_clip
 
     clip, tok = tiny_clip(tmp_path)
     clip.save_pretrained(tmp_path / "clip")
@@ -362,3 +362,21 @@ def test_a_torn_manifest_line_does_not_swallow_the_next_record(tmp_path):
         except json.JSONDecodeError:
             pass
     assert keys == ["a", "c"]
+
+
+def test_a_job_whose_settings_changed_computes_again(tmp_path, digits):
+    """Steps 4 → 8 on the same out folder: every unit is computed again under the new settings (its record and
+    image replaced), never reported done with the old images."""
+    job = load_job(write_job(digits.parent, "change.toml", "threes/three[0].png", str(tmp_path / "o"), steps=4))
+    assert run_job(job, progress=False).ok == 2
+    before = {r["key"]: pixels(tmp_path / "o" / r["output"]) for r in manifest(tmp_path / "o")}
+    job = load_job(write_job(digits.parent, "change.toml", "threes/three[0].png", str(tmp_path / "o"), steps=8))
+    assert finished_keys(tmp_path / "o", {u.key: {**u.settings.record(), "dtype": "float32", "size": None,
+                                                  "fit": "crop"} for u in job.units()}) == set()
+    report = run_job(job, progress=False)
+    records = manifest(tmp_path / "o")
+    assert report.ok == 2 and {r["settings"]["steps"] for r in records} == {8}
+    assert any(not np.array_equal(before[r["key"]], pixels(tmp_path / "o" / r["output"])) for r in records)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["settings"]["steps"] == 8 and summary["ok"] == 2
+    assert run_job(job, progress=False).ok == 2  # and now they are done: nothing is computed a third time

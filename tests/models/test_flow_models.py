@@ -9,12 +9,13 @@ import torch
 from click.testing import CliRunner
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from conftest import gens, images, tiny_unet
+from conftest import gens, images, pixel, tiny_unet
 from cyclediff import Latent, decode, encode, sample_latent, translate
 from cyclediff.cli import main
-from cyclediff.flow import flow_step
+from cyclediff.errors import IncompatibleModelError
 from cyclediff.models import FlowPixelDenoiser, load
 from cyclediff.transitions import transition
+from gaussian_paths import flow_step
 
 CONFIG = dict(FlowMatchEulerDiscreteScheduler(shift=3.0).config)
 EXACT = 1e-5  # float32 reconstruction (the bound; observed ≈ 1e-9)
@@ -146,3 +147,9 @@ def test_every_sampler_encodes_exactly_on_a_flow_model(sampler):
     z = encode(x, den, steps=9, strength=0.7, sampler=sampler, generator=gens(5, 6))
     assert z.sampler == sampler and z.eta == 1.0
     torch.testing.assert_close(decode(z, den), x, rtol=0, atol=EXACT)
+
+
+def test_a_flow_latent_for_a_vp_model_names_the_two_families():
+    z = encode(images(1), flow_model(), steps=4, generator=gens(0))
+    with pytest.raises(IncompatibleModelError, match="rectified-flow .* variance-preserving .* of its own family"):
+        decode(z, pixel())

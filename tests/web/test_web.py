@@ -22,8 +22,11 @@ from cyclediff._io import as_written, load_image, save_image  # noqa: E402
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.models import StableDiffusion, load  # noqa: E402
 from cyclediff.web import Studio, seeds_of  # noqa: E402
-from test_guidance import tiny_clip  # noqa: E402
-from tiny_sd import photos, sd_pipeline  # noqa: E402
+from tiny_sd import (  # noqa: E402
+    photos,
+    sd_pipeline,
+    tiny_clip,  # noqa: E402
+)
 
 ONE_LEVEL = 1 / 255 + 1e-6  # the app and the API run the same maths in the same process; the PNGs hold 8-bit levels
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -235,3 +238,16 @@ def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):
                      target_condition={"class_labels": [8], "guidance_scale": 3.0}).images
     torch.testing.assert_close(_png(tmp_path / "shown.png"), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
     assert (shots / "web-edit.png").stat().st_size > 10_000
+
+
+def test_the_page_cyclediff_serve_builds_has_its_examples(tmp_path):
+    """`cyclediff serve` loads its models before it builds the page: the examples must still be found (they were
+    looked for among model names only, which loading replaces by models)."""
+    from cyclediff.web.app import _examples, build_app
+
+    studio = Studio(["demo:digits", "demo:digit-3", "demo:digit-8"], workdir=tmp_path)
+    for name in studio.names:  # as `cyclediff serve` does before building the page
+        studio.model(name)
+    assert len(_examples(studio)) == 2
+    config = build_app(studio).get_config_file()
+    assert sum(c.get("type") == "dataset" for c in config["components"]) >= 2  # Edit's and Translate's examples

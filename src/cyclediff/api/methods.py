@@ -64,6 +64,8 @@ def resolve_mask(mask: Any, x0: torch.Tensor, image_size: tuple[int, int], sourc
                          target_condition=target.prepare_condition(n, **target_condition), threshold=threshold,
                          generator=gens)
         return keep, to_image_mask(keep, image_size)
+    if not isinstance(mask, torch.Tensor):
+        raise CycleDiffError(f"mask must be a (B, 1, H, W) tensor, a mask image or 'auto'; got {type(mask).__name__}")
     given = check_mask(mask.to(x0.device), mask.shape[0] if mask.shape[0] > 1 else x0.shape[0], image_size)
     keep = to_sample_mask(given, size)
     return keep, to_image_mask(keep, image_size) if size != image_size else given

@@ -34,9 +34,6 @@ class Records:
                 self.done[rec["key"]] = rec
         self.new: list[dict] = []
 
-    def add(self, record: dict) -> None:
-        self.add_many([record])
-
     def add_many(self, records: list[dict]) -> None:
         """Several lines in one synced write (a crash tears at most the last line, which readers skip)."""
         if not records:

@@ -20,7 +20,8 @@ def convert() -> None:
               help="the model's flags: a JSON file or text, or guided-diffusion's command line in quotes, e.g. "
                    "\"--image_size 256 --num_channels 128 --learn_sigma True ...\"")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="the diffusers folder to write")
-def convert_guided_diffusion(checkpoint: Path, flags: str, out: Path) -> None:
+@click.option("--overwrite", is_flag=True, help="replace what a non-empty --out folder holds")
+def convert_guided_diffusion(checkpoint: Path, flags: str, out: Path, overwrite: bool) -> None:
     """Convert a guided-diffusion / improved-diffusion CHECKPOINT (.pt state dict: OpenAI's ADM, ILVR's and the
     CycleDiffusion paper's AFHQ models) into a diffusers folder for --model / PixelDenoiser.from_pretrained.
 
@@ -35,4 +36,6 @@ def convert_guided_diffusion(checkpoint: Path, flags: str, out: Path) -> None:
     from ..models.guided_diffusion import convert as convert_checkpoint
 
     check_out_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise click.UsageError(f"{out} is not empty; give a new or empty folder, or --overwrite to replace it")
     click.echo(str(convert_checkpoint(checkpoint, flags, out)))

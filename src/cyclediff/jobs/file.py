@@ -93,12 +93,13 @@ def parse_seed_list(value: Any) -> list[int]:
         return [seed_limit(value)]
     if isinstance(value, list) and value and all(is_int(v) for v in value):
         return [seed_limit(v) for v in value]
+    why = ""
     if isinstance(value, str):
         try:
             return seed_range(value)
-        except CycleDiffError:
-            pass
-    raise CycleDiffError(f"seeds must be an integer, a list of integers or a range like '0-3'; got {value!r}")
+        except CycleDiffError as err:
+            why = f" ({err})"
+    raise CycleDiffError(f"seeds must be an integer, a list of integers or a range like '0-3'; got {value!r}{why}")
 
 
 def load_job(path: str | Path) -> Job:

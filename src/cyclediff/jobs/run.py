@@ -53,10 +53,22 @@ def _all_records(out: Path) -> list[dict]:
     return list(read_records([out / "manifest.jsonl"] + sorted(out.glob("manifest.rank-*.jsonl"))))
 
 
-def finished_keys(out: Path) -> set[str]:
-    """Units recorded ok whose output file exists (in the merged manifest or any rank's part)."""
-    return {r["key"] for r in _all_records(out)
-            if r.get("status") == "ok" and r.get("output") and (out / r["output"]).is_file()}
+def finished_keys(out: Path, settings: dict[str, Any] | None = None) -> set[str]:
+    """Units recorded ok whose output file exists (in the merged manifest or any rank's part); with ``settings``
+    (key → what the unit records now) only those recorded with these very settings: a unit whose settings changed
+    since (other steps, another model) is computed again, never kept under the new settings' name."""
+    keys = set()
+    for r in _all_records(out):
+        if r.get("status") == "ok" and r.get("output") and (out / r["output"]).is_file():
+            if settings is None or _same(r.get("settings"), settings.get(r["key"])):
+                keys.add(r["key"])
+            else:
+                keys.discard(r["key"])  # a later record with other settings makes an earlier one stale too
+    return keys
+
+
+def _same(recorded: Any, now: Any) -> bool:
+    return json.dumps(recorded, sort_keys=True, default=str) == json.dumps(now, sort_keys=True, default=str)
 
 
 def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
@@ -75,8 +87,8 @@ def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | N
         raise CycleDiffError(f"another cyclediff run ({holder}) is working on {job.out}; wait for it to finish "
                              "(then run again to resume) or give this job another out folder")
     try:
-        done = set() if overwrite else finished_keys(job.out)
         units = job.units()
+        done = set() if overwrite else finished_keys(job.out, {u.key: _settings_record(job, u) for u in units})
         mine = rank_batches(units, settings_signature, job.run.batch_size, rank, world)
         if any(u.key not in done for b in mine for u in b):  # load the models only when there is work
             store = RecordStore(job.out, _part_path(job.out, rank), lambda r: _record(job, r, rank), done=done)
@@ -131,22 +143,32 @@ def _record(job: Job, result: Result, rank: int) -> dict:
     unit: Unit = result.unit
     return {"key": unit.key, "index": unit.index, "id": unit.item,
             "input": None if unit.input is None else str(unit.input), "seed": unit.seed,
-            "task": job.task, "method": unit.method, "settings": unit.settings.record(),
+            "task": job.task, "method": unit.method, "settings": _settings_record(job, unit),
             "output": result.output, "metrics": result.metrics, "status": result.status, "error": result.error,
             "rank": rank, "time": time.time(), "seconds": result.seconds}
 
 
+def _settings_record(job: Job, unit: Unit) -> dict[str, Any]:
+    """What a unit's record says made it: its settings and how the job reads and runs (dtype, size, fit)."""
+    return {**unit.settings.record(), **{k: getattr(job.run, k) for k in ("dtype", "size", "fit")}}
+
+
 def _merge(job: Job) -> None:
-    """One line per unit (the latest record; ok before failed), in job order, written atomically; then the
-    rank parts go. A crash in between leaves both, which read the same."""
+    """One line per unit (the latest record; one made with the job's present settings before a stale one, ok before
+    failed), in job order, written atomically; then the rank parts go. A crash in between leaves both, which read
+    the same."""
+    units = job.units()
+    now = {u.key: _settings_record(job, u) for u in units}
+
+    def rank(rec: dict) -> tuple:
+        return (_same(rec.get("settings"), now.get(rec["key"])), rec.get("status") == "ok", rec.get("time", 0))
+
     latest: dict[str, dict] = {}
     for rec in _all_records(job.out):
         prev = latest.get(rec["key"])
-        better = prev is None or (rec.get("status") == "ok") > (prev.get("status") == "ok") or (
-            (rec.get("status") == "ok") == (prev.get("status") == "ok") and rec.get("time", 0) >= prev.get("time", 0))
-        if better:
+        if prev is None or rank(rec) >= rank(prev):
             latest[rec["key"]] = rec
-    order = {u.key: u.index for u in job.units()}
+    order = {u.key: u.index for u in units}
     merged = sorted((r for k, r in latest.items() if k in order), key=lambda r: order[r["key"]])
     text = "".join(json.dumps(r) + "\n" for r in merged)
     atomic_write(job.out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text))

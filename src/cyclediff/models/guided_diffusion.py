@@ -351,4 +351,9 @@ def convert(checkpoint: str | Path, flags: dict[str, Any] | str | Path, out: str
     pipe.save_pretrained(out)
     if heads is not None:  # what UNet2DModel's config cannot say; PixelDenoiser.from_pretrained applies it
         (out / "unet" / "cyclediff.json").write_text(json.dumps({"attention_heads": heads}, indent=1) + "\n")
+    from .._io import readable_as_umask
+
+    for path in out.rglob("*"):  # safetensors writes 0600: the model is as readable as any file the user writes
+        if path.is_file():
+            readable_as_umask(path)
     return out

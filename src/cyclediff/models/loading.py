@@ -35,6 +35,9 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
         raise CycleDiffError(f"no such file or folder: {source}; check the path (hub ids look like org/name)")
     source = str(path) if _looks_local(source) else source
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
+        if path.is_file() and not source.lower().endswith(SINGLE_FILE_SUFFIXES):
+            raise CycleDiffError(f"{source} is not a model checkpoint; pass a .safetensors / .ckpt file, a diffusers "
+                                 "folder or a hub id")
         if path.is_file():
             check_not_legacy_pickle(path)  # refused before anything reads it
         keys = checkpoint_keys(path) if path.is_file() else []

@@ -42,6 +42,8 @@ def _errors(fn):
                 yield result
         except CycleDiffError as err:
             raise gr.Error(str(err), print_exception=False) from err
+        except MemoryError as err:
+            raise gr.Error("out of memory: ask for fewer seeds or smaller images", print_exception=False) from err
 
     return wrapped
 
@@ -288,7 +290,7 @@ def _u8(images01: Any) -> Any:
 
 def _examples(studio: Studio) -> list[str]:
     """Two held-out digits (a 3 and a 5) as example inputs, when the server has a demo model."""
-    if not any(isinstance(s, str) and s.startswith("demo:") for s in studio.models.values()):
+    if not studio.serves_demo():
         return []
     from .._io import save_image
     from ..demo.data import split

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._io import seed_limit, seed_range
+from .._io import check_seed_count, seed_limit, seed_range
 from ..batch.runner import Result, Unit, run
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
@@ -52,18 +52,17 @@ class Cancelled(CycleDiffError):
 
 
 def seeds_of(text: Any, count: Any = 1) -> list[int]:
-    """'0-3' or '1,5,9' as listed; one seed s with ``count`` N > 1 gives s, s+1, …, s+N−1."""
+    """'0-3' or '1,5,9' as listed; one seed s with ``count`` N > 1 gives s, s+1, …, s+N−1 (at most MAX_SEEDS, counted
+    before anything is expanded)."""
     try:
-        seeds = seed_range(str(text).strip() or "0")
+        seeds = seed_range(str(text).strip() or "0", limit=MAX_SEEDS)
         count = int(count or 1)
-    except (CycleDiffError, ValueError) as err:
-        raise CycleDiffError(f"seeds: {err}") from err
-    if len(seeds) == 1 and count > 1:
-        seeds = [seed_limit(seeds[0] + i) for i in range(count)]
-    seeds = list(dict.fromkeys(seeds))
-    if len(seeds) > MAX_SEEDS:
-        raise CycleDiffError(f"at most {MAX_SEEDS} seeds per request; got {len(seeds)}")
-    return seeds
+        if len(seeds) == 1 and count > 1:
+            check_seed_count(count, MAX_SEEDS)
+            seeds = [seed_limit(seeds[0] + i) for i in range(count)]
+    except (CycleDiffError, ValueError, OverflowError) as err:
+        raise CycleDiffError(f"seeds: {_short(str(err))}") from err
+    return list(dict.fromkeys(seeds))
 
 
 def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any]) -> Iterator[tuple[str, Any]]:
@@ -103,7 +102,7 @@ class Studio:
         self.models: dict[str, Any] = dict(specs) if isinstance(specs, dict) else {str(s): str(s) for s in specs}
         self.device, self.dtype, self.max_pixels, self.batch_size = device, dtype, max_pixels, batch_size
         self.clip_spec, self.energies = clip, list(energies)
-        demo = any(isinstance(s, str) and s.startswith("demo:") for s in self.models.values())
+        demo = self.serves_demo()
         self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
         self._lock, self._scorer, self._classifier = threading.Lock(), None, None
@@ -112,6 +111,11 @@ class Studio:
     @property
     def names(self) -> list[str]:
         return list(self.models)
+
+    def serves_demo(self) -> bool:
+        """Whether a demo model is among the served ones (by its name, or by the id of a model loaded already)."""
+        return any(name.startswith("demo:") or str((m if isinstance(m, str) else m.model_id) or "").startswith("demo:")
+                   for name, m in self.models.items())
 
     def model(self, name: str) -> Any:
         """A served model by name (loaded once, on first use)."""
@@ -294,6 +298,11 @@ class Studio:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def _short(text: str, limit: int = 200) -> str:
+    """A message quoting a user's text, cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _upload(value: Any, what: str) -> Path:
     if value is None or value == "":
         raise CycleDiffError(f"upload {what} first")
@@ -311,8 +320,8 @@ def _int(value: Any) -> Any:
 def _integer(value: Any, what: str) -> int:
     try:
         number = int(str(value).strip())
-    except ValueError as err:
-        raise CycleDiffError(f"{what} must be a whole number; got {value!r}") from err
+    except (ValueError, OverflowError) as err:
+        raise CycleDiffError(f"{what} must be a whole number; got {_short(repr(value))}") from err
     if number < 0:
         raise CycleDiffError(f"{what} must be 0 or more; got {number}")
     return number
