@@ -71,6 +71,9 @@ def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
         return check_number(name, value, kind, low, high, low_open, high_open)
     if name in CHOICES:
         return check_choice(name, value, CHOICES[name])
+    if name == "size":  # "N" (shorter side) or "WxH"
+        parse_size(str(value))
+        return str(value)
     if name in TEXTS:
         return check_text(name, value)
     if name in NAMES:
@@ -292,11 +295,6 @@ class RunOptions(Settings):
     max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
 
     task: ClassVar[str] = "run"
-
-    def check(self) -> None:
-        if self.size is not None:
-            object.__setattr__(self, "size", str(self.size))
-            parse_size(self.size)
 
 
 TASKS: dict[str, type[Settings]] = {c.task: c for c in (EditSettings, TranslateSettings, GuideSettings,

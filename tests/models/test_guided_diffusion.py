@@ -45,6 +45,10 @@ def test_converted_models_reproduce_guided_diffusion_outputs(kind, tmp_path):
     res = CliRunner().invoke(main, ["convert", "guided-diffusion", str(ckpt), "--flags", str(flags),
                                     "--out", str(tmp_path / "conv")])
     assert res.exit_code == 0, res.output
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (tmp_path / "conv").rglob("*.safetensors"):  # as readable as any file the user writes, not 0600
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     folder = load(tmp_path / "conv")
     assert isinstance(folder, PixelDenoiser)
     assert (output(folder, expected["x"], expected["t"]) - expected["out"]).abs().max() < 1e-4

@@ -82,29 +82,18 @@ class ImageTask:
         return [{".png": img, "_mask.png": m} for img, m in zip(out, mask.cpu())]
 
 
-def _per_item(units: list[Unit], key: str) -> list[Any] | None:
-    """One value per unit of a batched setting; None when no unit sets it."""
+def per_unit(units: list[Unit], key: str, *, need: bool = False, text: bool = False) -> list[Any] | None:
+    """One value per unit of a batched setting, or None when no unit sets it. ``need``: every unit must set it;
+    ``text``: an unset one is ""; otherwise some set and some not is an error (a class label)."""
     values = [getattr(u.settings, key) for u in units]
-    return None if all(v is None for v in values) else values
-
-
-def _texts(units: list[Unit], key: str) -> list[str] | None:
-    values = _per_item(units, key)
-    return None if values is None else [v or "" for v in values]
-
-
-def _labels(units: list[Unit], key: str) -> list[int] | None:
-    values = _per_item(units, key)
-    if values is not None and any(v is None for v in values):
-        raise CycleDiffError(f"{key} is set for some items of a batch and not others")
-    return values
-
-
-def need(units: list[Unit], key: str) -> list[Any]:
-    values = [getattr(u.settings, key) for u in units]
-    if any(v is None for v in values):
+    missing = [v is None for v in values]
+    if need and any(missing):
         raise CycleDiffError(f"no {key}: set it in the settings or per item")
-    return values
+    if all(missing):
+        return None
+    if any(missing) and not text:
+        raise CycleDiffError(f"{key} is set for some items of a batch and not others")
+    return [v or "" for v in values] if text else values
 
 
 class EditTask(ImageTask):
@@ -121,9 +110,9 @@ class EditTask(ImageTask):
         from ..api.edit import edit
 
         x, s = self._inputs(inputs), units[0].settings
-        sources, targets = need(units, "source_prompt"), need(units, "prompt")
+        sources, targets = per_unit(units, "source_prompt", need=True), per_unit(units, "prompt", need=True)
         result = edit(self.model, x, **s.arguments_for(
-            edit, source_prompt=sources, prompt=targets, negative_prompt=_texts(units, "negative_prompt"),
+            edit, source_prompt=sources, prompt=targets, negative_prompt=per_unit(units, "negative_prompt", text=True),
             generator=generators(units), mask=self._mask(units, x), progress=self.progress))
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
@@ -148,8 +137,8 @@ class TranslateTask(ImageTask):
 
     def condition(self, model: Model, units: list[Unit], side: str) -> dict[str, Any]:
         scale = units[0].settings.guidance_scale if side == "target" else None
-        return condition_for(model, prompt=_texts(units, f"{side}_prompt"),
-                             class_labels=_labels(units, f"{side}_class"), guidance_scale=scale)
+        return condition_for(model, prompt=per_unit(units, f"{side}_prompt", text=True),
+                             class_labels=per_unit(units, f"{side}_class"), guidance_scale=scale)
 
     def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
         from ..api.translate import translate
@@ -182,7 +171,8 @@ class GuideTask(ImageTask):
         from ..guidance import guide
 
         s, gens = units[0].settings, generators(units)
-        labels = _per_item(units, "class_label")
+        labels = [u.settings.class_label for u in units]
+        labels = None if all(v is None for v in labels) else labels
         cond = condition_for(self.model, prompt=s.prompt, guidance_scale=s.guidance_scale,
                              class_labels=labels if "class_labels" in self.model.condition_keys else None)
         latent = None

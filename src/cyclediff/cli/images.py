@@ -72,14 +72,6 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
             "self_steps": opts["self_attention_steps"], "weights": weights}
 
 
-def _settings(cls: type[Settings], opts: dict[str, Any], **extra: Any) -> Any:
-    """The command's settings, refused in one line naming the option (before any model loads)."""
-    try:
-        return cls.from_options(opts, **extra)
-    except CycleDiffError as err:
-        raise click.UsageError(str(err).replace("method ", "--method ", 1)) from err
-
-
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--source-prompt", required=True, help="what the input images show")
@@ -121,7 +113,7 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     recorded inside; one made with these very settings is skipped unless --overwrite.
     """
     seeds = seeds_of(opts)
-    settings: EditSettings = _settings(EditSettings, opts, attention=_attention(opts))
+    settings = EditSettings.from_options(opts, attention=_attention(opts))  # refused before any model loads
     run = RunOptions.from_options(opts)
     check_out_folder(opts["out"])
     model = load_model(settings.model, run)
@@ -167,7 +159,7 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
       cyclediff translate cats/*.png --source-model ./ddpm-cat --target-model ./ddpm-dog --strength 0.85 \\
           --refine-steps 10 --method sdedit --out dogs/
     """
-    settings: TranslateSettings = _settings(TranslateSettings, opts)
+    settings = TranslateSettings.from_options(opts)
     run, seeds = RunOptions.from_options(opts), parse_seeds(opts["seeds"])
     check_out_folder(opts["out"])
     source = load_model(settings.source_model, run)

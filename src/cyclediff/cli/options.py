@@ -50,16 +50,6 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
-def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from .._io import parse_size
-
-    try:
-        parse_size(value)
-    except CycleDiffError as err:
-        raise click.BadParameter(str(err)) from err
-    return value
-
-
 def _quiet_option(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
         quiet_libraries()
@@ -145,8 +135,8 @@ def image_options(f: Callable) -> Callable:
     f = setting_option(RunOptions, "max_pixels", help="refuse larger images (decompression bombs)")(f)
     f = setting_option(RunOptions, "fit",
                        help="sides not a multiple of the model's factor: center-crop the rest, or resize")(f)
-    return click.option("--size", default=None, callback=_size_option,
-                        help="resize first: N (shorter side) or WxH; pixel models default to their own size")(f)
+    return setting_option(RunOptions, "size", help="resize first: N (shorter side) or WxH; pixel models default to "
+                                                   "their own size")(f)
 
 
 def _mask_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

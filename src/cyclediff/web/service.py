@@ -219,7 +219,8 @@ class Studio:
             EditSettings(guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale, **shared)
             self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
             settings = TranslateSettings(source_class=_integer(source, "the source class"),
-                                         target_class=_integer(target, "the target class"), **shared)
+                                         target_class=_integer(target, "the target class"),
+                                         guidance_scale=guidance_scale, **shared)
             task = TranslateTask(m, m, policy)
         return self._run(task, _units(path, seeds_of(seeds, count), settings, "edit"))
 
@@ -229,8 +230,6 @@ class Studio:
                   guidance_scale: float | None = None, seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Translate one image from the source model's domain to the target's (or between two conditions)."""
         src, dst, path = self.model(source_model), self.model(target_model), _upload(image, "an image")
-        TranslateSettings(method=method, strength=strength, steps=_int(steps), eta=eta,
-                          refine_steps=_int(refine_steps))  # the numbers are refused before the conditions
         sides = {}
         for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
             cond = self.condition(m, text, guidance_scale=scale)
@@ -250,7 +249,6 @@ class Studio:
         fn = self.energy(energy, text=text, target=target)
         numbers = {"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
                    "steps": _int(steps), "eta": eta}
-        GuideSettings(**numbers)  # the numbers are refused before the condition
         cond = self.condition(m, condition)
         settings = GuideSettings(**numbers, prompt=cond.get("prompt"), class_label=cond.get("class_labels"),
                                  energy=energy, text=text)
@@ -275,7 +273,6 @@ class Studio:
                seed: int = 0) -> Path:
         """The latent file of one image (the stochastic code an edit starts from)."""
         m, path = self.model(model), _upload(image, "an image")
-        EncodeSettings(strength=strength, steps=_int(steps), eta=eta)  # refused before the condition
         settings = EncodeSettings(strength=strength, steps=_int(steps), eta=eta,
                                   condition=self.condition(m, source, guidance_scale=guidance_scale))
         unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
