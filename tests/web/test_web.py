@@ -251,3 +251,27 @@ def test_the_page_cyclediff_serve_builds_has_its_examples(tmp_path):
     assert len(_examples(studio)) == 2
     config = build_app(studio).get_config_file()
     assert sum(c.get("type") == "dataset" for c in config["components"]) >= 2  # Edit's and Translate's examples
+
+
+def test_cancelling_through_gradio_stops_an_edit_within_one_result(served):
+    """A cancel by gradio_client (the page's Stop does the same) closes the request's generator; the served studio
+    ticks, so the close lands within a tick and the work stops after the result being computed: of 8 seeds, at
+    most the first and the one under way are written."""
+    studio, c = served["studio"], served["client"]
+
+    def outputs() -> set:
+        return {p for p in studio.workdir.rglob("*.png") if "examples" not in p.parts}
+
+    before = outputs()
+    start = time.time()
+    job = c.submit(handle_file(str(served["digit"])), "demo:digit-3", "demo:digit-8", "", "", "cyclediffusion", 1.0,
+                   150, 0.5, 0, 1, "0-7", 1, api_name="/translate")
+    while not outputs() - before and time.time() < start + 120:
+        time.sleep(0.05)
+    one = time.time() - start  # a result's time, at least (a slower machine waits longer below)
+    assert outputs() - before, "no result came"
+    job.cancel()
+    time.sleep(max(3.0, 2.5 * one))  # the result under way finishes
+    written = outputs() - before
+    time.sleep(one + 1.0)
+    assert len(written) <= 2 and outputs() - before == written  # stopped, and nothing more comes

@@ -26,6 +26,7 @@ CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain;
        ".cyclediff-input img { width: 100%; height: 100%; }")
 GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
            "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
+TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
 HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
 
 
@@ -53,6 +54,9 @@ def _show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank:
     shown: list[Any] = []
     failed: list[str] = []
     for kind, value in events:
+        if kind == "tick":  # nothing new: no update (a stopped request is closed here)
+            yield gr.skip(), gr.skip()
+            continue
         if kind == "result":
             if value.status == "failed":
                 failed.append(f"seed {value.unit.seed}: {value.error}")
@@ -240,7 +244,9 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
             rows: list[dict] = []
             last = 0.0
             for kind, value in events:
-                if kind == "step":
+                if kind == "tick":
+                    yield gr.skip(), gr.skip(), gr.skip()
+                elif kind == "step":
                     n, images, energies = value
                     rows += [{"step": n, "energy": float(e), "chain": f"seed {s}"} for s, e in zip(seed_list, energies)]
                     if time.monotonic() - last > 0.3 or n == langevin_steps:
@@ -309,6 +315,7 @@ def launch(app: gr.Blocks, studio: Studio, *, host: str = "127.0.0.1", port: int
            max_file_size: str = "25mb", block: bool = True) -> str:
     """Serve the app (never a public share link); returns its local URL."""
     app.queue(max_size=queue_size, default_concurrency_limit=1)
+    studio.tick = TICK
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,

@@ -65,9 +65,13 @@ def seeds_of(text: Any, count: Any = 1) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any]) -> Iterator[tuple[str, Any]]:
+def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any],
+           tick: float | None = None) -> Iterator[tuple[str, Any]]:
     """Run ``work(emit, stop)`` in a thread and yield its events ``(kind, value)`` as they come, then ``("done",
-    its return value)``. Its exception is raised here; closing the iterator (a cancelled request) sets ``stop``."""
+    its return value)``. Its exception is raised here; closing the iterator (a cancelled request) sets ``stop``.
+    With ``tick`` (seconds) a ``("tick", None)`` comes whenever nothing else did for that long: a server can close
+    a generator only between two of its items, so a cancelled request stops within a tick, not at the next
+    result."""
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
 
@@ -81,7 +85,10 @@ def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any]) -
     threading.Thread(target=context.run, args=(target,), daemon=True, name="cyclediff-web-work").start()
     try:
         while True:
-            kind, value = events.get()
+            try:
+                kind, value = events.get(timeout=tick)
+            except queue.Empty:
+                kind, value = "tick", None
             if kind == "error":
                 raise value
             yield kind, value
@@ -106,6 +113,7 @@ class Studio:
         self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
         self._lock, self._scorer, self._classifier = threading.Lock(), None, None
+        self.tick: float | None = None  # a served studio's heartbeat (web.app.launch sets it)
 
     # ------------------------------------------------------------------------------------------------ resources
     @property
@@ -198,7 +206,7 @@ class Studio:
             return run(task, units, FileStore(lambda u: folder / u.name), batch_size=batch_size or self.batch_size,
                        progress=False, on_result=seen)
 
-        return stream(work)
+        return stream(work, self.tick)
 
     # ------------------------------------------------------------------------------------------------ actions
     def edit(self, image: Any, model: str, source: Any, target: Any, *, strength: float, steps: int, eta: float,
@@ -266,7 +274,7 @@ class Studio:
             task.progress = True
             return run(task, units, FileStore(lambda u: folder / u.name), batch_size=len(units), progress=False)
 
-        return stream(work)
+        return stream(work, self.tick)
 
     def encode(self, image: Any, model: str, source: Any, *, strength: float = ENCODE.strength,
                steps: int = ENCODE.steps, eta: float = ENCODE.eta, guidance_scale: float | None = None,
