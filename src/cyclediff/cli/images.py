@@ -32,8 +32,6 @@ from .options import (
     parse_seeds,
     run_and_report,
     sampling_options,
-    seeds_of,
-    seeds_options,
     setting_option,
     stamp,
 )
@@ -84,7 +82,8 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
                 help="1 (the paper's setting) needs no unconditional pass for the source")
 @click.option("--negative-prompt", default=None)
 @setting_option(EditSettings, "method", help="CycleDiffusion, or a baseline on the same grid")
-@seeds_options
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="one seed for every image (default 0)")
+@click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
 @setting_option(RunOptions, "batch_size", help="images per UNet call (same-sized images are batched)")
 @mask_options
 @click.option("--attention", type=click.Choice(["replace", "refine"]), default=None,
@@ -112,7 +111,9 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     Outputs are OUT/<image>_<prompt>_s<strength>_w<scale>_seed<seed>.png, written atomically, with their settings
     recorded inside; one made with these very settings is skipped unless --overwrite.
     """
-    seeds = seeds_of(opts)
+    if opts["seed"] is not None and opts["seeds"] is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    seeds = parse_seeds(opts["seeds"]) if opts["seeds"] is not None else [opts["seed"] or 0]
     settings = EditSettings.from_options(opts, attention=_attention(opts))  # refused before any model loads
     run = RunOptions.from_options(opts)
     check_out_folder(opts["out"])

@@ -166,22 +166,6 @@ def output_options(f: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="redo outputs that already exist")(f)
 
 
-def seeds_options(f: Callable) -> Callable:
-    """--seed (one for every input) or --seeds (several: one output each)."""
-    f = click.option("--seeds", default=None, help="several seeds per input, e.g. 0-7 (one output each)")(f)
-    return click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
-                        help="one seed for every input (default 0)")(f)
-
-
-def seeds_of(opts: dict[str, Any]) -> list[int]:
-    """The seeds --seed / --seeds give, distinct and in order."""
-    if opts.get("seed") is not None and opts.get("seeds") is not None:
-        raise click.UsageError("give --seed or --seeds, not both")
-    if opts.get("seeds") is not None:
-        return list(dict.fromkeys(parse_seeds(opts["seeds"])))
-    return [opts.get("seed") or 0]
-
-
 # ---------------------------------------------------------------------------------------------------- models
 def load_model(spec: str, run: RunOptions) -> Any:
     """The model ``spec`` on the run's device, in its dtype, compiled when asked."""
