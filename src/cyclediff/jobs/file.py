@@ -160,10 +160,7 @@ def _settings(kind: type[Settings], given: Any, base: Path) -> tuple[Settings, l
     methods = list(method) if isinstance(method, list) and len(method) > 1 else None
     if isinstance(method, list):
         given["method"] = None if methods else (method[0] if method else kind().method)
-    settings = kind.from_mapping(given)
-    if methods:
-        for m in methods:
-            settings.replace(method=m)
+    settings = kind.from_mapping(given)  # each method's variant is checked with each item's (_job)
     missing = [k for k in kind.required if not getattr(settings, k)]
     if missing:
         raise CycleDiffError(f"the {kind.task} task needs settings {missing}")

@@ -57,20 +57,25 @@ class PixelCodec:
 
 class VaeCodec:
     """Latent diffusion: images ↔ scaled VAE latents. The codec owns the VAE and its scaling (and shift); the
-    network it serves never sees it. ``multiple``: image sides must be multiples of this (the VAE's factor × the
-    network's own downsampling); ``latent_size``: (h, w) of the latents the model makes by default."""
+    network it serves never sees it. ``downsampling``: the network's own factor on the latents (its UNet levels or
+    its patch size); ``latent_size``: (h, w) of the latents the model makes by default."""
 
     channels = 3
     image_size = None
 
-    def __init__(self, vae: Any, *, multiple: int, latent_size: tuple[int, int]) -> None:
-        self.vae, self.multiple, self.latent_size = vae, multiple, latent_size
+    def __init__(self, vae: Any, *, downsampling: int, latent_size: tuple[int, int]) -> None:
+        self.vae, self.downsampling, self.latent_size = vae, downsampling, latent_size
         self._float32: Any = None
 
     @property
     def factor(self) -> int:
         """Pixels per latent along a side."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's factor × the network's downsampling."""
+        return self.factor * self.downsampling
 
     @property
     def default_size(self) -> tuple[int, int]:

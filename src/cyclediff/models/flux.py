@@ -20,8 +20,7 @@ from ..flow import FlowSchedule, image_shift
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, load_pipeline
-from .sd3 import check_latents
+from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, guided_rows, load_pipeline
 from .steps import FlowCoordinates
 
 
@@ -59,12 +58,7 @@ class Flux(FlowCoordinates, PromptModel):
         self.runner = UNetRunner(_PackedTransformer(self.transformer, int(config.get("num_train_timesteps", 1000))))
         self.max_sequence_length = min(max_sequence_length, pipe.tokenizer_2.model_max_length)
         self.schedule = self._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        self.codec = VaeCodec(pipe.vae, multiple=factor * 2, latent_size=self.sample_shape[1:])  # 2×2 patches
-
-    @classmethod
-    def from_pipe(cls, pipe: Any, *, model_id: str | None = None) -> Flux:
-        return cls(pipe, model_id=model_id)
+        self.codec = VaeCodec(pipe.vae, downsampling=2, latent_size=self.sample_shape[1:])  # 2×2 patches
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,

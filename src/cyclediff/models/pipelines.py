@@ -111,6 +111,15 @@ def load_pipeline(pipe_cls: Any, source: str, dtype: torch.dtype | None, device:
     return pipe.to(device) if device is not None else pipe
 
 
+def check_latents(x: torch.Tensor, channels: int, patch: int) -> None:
+    """(B, channels, h, w) latents with sides multiples of ``patch``, or one error naming the fix."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise IncompatibleModelError(f"this model works on {channels}-channel VAE latents (B, {channels}, h, w); "
+                                     f"got shape {tuple(x.shape)}. Encode images with model.codec first")
+    if x.shape[2] % patch or x.shape[3] % patch:
+        raise IncompatibleModelError(f"latent sides must be multiples of {patch}; got {tuple(x.shape[2:])}")
+
+
 class PromptModel(Optimizable):
     """The shared parts of a text-to-image adapter over a diffusers pipeline: the pipeline's networks frozen, its
     VAE inside a :class:`~cyclediff.models.codec.VaeCodec`, its network behind a runner, its grid.
@@ -142,6 +151,11 @@ class PromptModel(Optimizable):
             pipe.set_progress_bar_config(disable=True)
         self.model_id = model_id if model_id is not None else (getattr(pipe, "name_or_path", None) or None)
         self._warned_prompts: set[str] = set()
+
+    @classmethod
+    def from_pipe(cls, pipe: Any, *, model_id: str | None = None) -> Any:
+        """Wrap an already-built diffusers pipeline of the adapter's family."""
+        return cls(pipe, model_id=model_id)
 
     @property
     def vae(self) -> Any:
@@ -189,5 +203,5 @@ def guided_rows(c: Condition, *names: str) -> tuple[float, list[dict[str, Any]]]
     return w, [{n: c.inputs[n if part == "cond" else twin.get(n, n)] for n in names} for part in parts]
 
 
-__all__ = ["PromptModel", "SINGLE_FILE_SUFFIXES", "as_list", "check_not_legacy_pickle", "checkpoint_keys",
-           "diffusers_quiet", "guided_rows", "load_pipeline"]
+__all__ = ["PromptModel", "SINGLE_FILE_SUFFIXES", "as_list", "check_latents", "check_not_legacy_pickle",
+           "checkpoint_keys", "diffusers_quiet", "guided_rows", "load_pipeline"]

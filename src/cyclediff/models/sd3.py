@@ -13,12 +13,19 @@ from typing import Any
 
 import torch
 
-from ..errors import IncompatibleModelError
 from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
+from .pipelines import (
+    PromptModel,
+    as_list,
+    check_latents,
+    diffusers_quiet,
+    guided_rows,
+    is_single_file,
+    load_pipeline,
+)
 from .steps import FlowCoordinates
 
 
@@ -33,15 +40,6 @@ class _Transformer(torch.nn.Module):
         return self.transformer(hidden_states=x, timestep=timesteps, return_dict=False, **kwargs)
 
 
-def check_latents(x: torch.Tensor, channels: int, patch: int) -> None:
-    """(B, channels, h, w) latents with sides multiples of ``patch``, or one error naming the fix."""
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise IncompatibleModelError(f"this model works on {channels}-channel VAE latents (B, {channels}, h, w); "
-                                     f"got shape {tuple(x.shape)}. Encode images with model.codec first")
-    if x.shape[2] % patch or x.shape[3] % patch:
-        raise IncompatibleModelError(f"latent sides must be multiples of {patch}; got {tuple(x.shape[2:])}")
-
-
 class StableDiffusion3(FlowCoordinates, PromptModel):
     """A ``StableDiffusion3Pipeline`` over its (16-channel) VAE latents. Conditions as for Stable Diffusion:
     ``prompt``, ``negative_prompt``, ``guidance_scale``."""
@@ -54,13 +52,8 @@ class StableDiffusion3(FlowCoordinates, PromptModel):
         self.transformer = self.network = pipe.transformer
         self.runner = UNetRunner(_Transformer(self.transformer))
         self.schedule = FlowSchedule.from_flow_config(pipe.scheduler.config)
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        self.codec = VaeCodec(pipe.vae, multiple=factor * int(self.transformer.config.patch_size),
+        self.codec = VaeCodec(pipe.vae, downsampling=int(self.transformer.config.patch_size),
                               latent_size=self.sample_shape[1:])
-
-    @classmethod
-    def from_pipe(cls, pipe: Any, *, model_id: str | None = None) -> StableDiffusion3:
-        return cls(pipe, model_id=model_id)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
@@ -122,4 +115,4 @@ def _absent_components(folder: Path) -> list[str]:
     return [k for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v[0] is None]
 
 
-__all__ = ["StableDiffusion3", "check_latents"]
+__all__ = ["StableDiffusion3"]

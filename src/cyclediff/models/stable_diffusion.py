@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from ..errors import IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
@@ -22,6 +21,7 @@ from .codec import VaeCodec
 from .pipelines import (
     PromptModel,
     as_list,
+    check_latents,
     checkpoint_keys,
     diffusers_quiet,
     guided_rows,
@@ -53,17 +53,10 @@ class StableDiffusion(DiscreteSteps, PromptModel):
         self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
         self.attention_control: Any = None  # an AttentionControl while attention_edit(...) is active
         self._time_ids_cache: dict[tuple, torch.Tensor] = {}
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        self.codec = VaeCodec(pipe.vae, multiple=factor * 2 ** (len(self.unet.config.down_block_types) - 1),
+        self.codec = VaeCodec(pipe.vae, downsampling=2 ** (len(self.unet.config.down_block_types) - 1),
                               latent_size=self.sample_shape[1:])
 
     # ------------------------------------------------------------------ loading
-    @classmethod
-    def from_pipe(cls, pipe: Any, *, model_id: str | None = None) -> StableDiffusion:
-        """Wrap an existing diffusers ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` (or any
-        pipeline with unet, vae, text_encoder, tokenizer and scheduler)."""
-        return cls(pipe, model_id=model_id)
-
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **kwargs: Any) -> StableDiffusion:
@@ -93,15 +86,7 @@ class StableDiffusion(DiscreteSteps, PromptModel):
 
     # ------------------------------------------------------------------ Denoiser
     def check_sample(self, x: torch.Tensor) -> None:
-        channels = int(self.unet.config.in_channels)
-        if x.ndim != 4 or x.shape[1] != channels:
-            raise IncompatibleModelError(
-                f"this model works on {channels}-channel VAE latents (B, {channels}, h, w); got shape "
-                f"{tuple(x.shape)}. Encode images with model.codec first"
-            )
-        factor = 2 ** (len(self.unet.config.down_block_types) - 1)
-        if x.shape[2] % factor or x.shape[3] % factor:
-            raise IncompatibleModelError(f"latent sides must be multiples of {factor}; got {tuple(x.shape[2:])}")
+        check_latents(x, int(self.unet.config.in_channels), self.codec.downsampling)
 
     def prepare_condition(
         self,
