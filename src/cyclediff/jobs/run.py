@@ -7,8 +7,9 @@ unit has its own generator).
 
 Each rank appends its records to ``manifest.rank-R.jsonl`` (one JSON line per unit: key, input, seed, settings,
 output, metrics, status, error, seconds), a batch's lines in one synced write after its images were written
-atomically. A unit is finished when an ok record names an existing output: a restarted job skips finished units
-and only they, whichever rank or world size recorded them. At the end rank 0 merges all parts into
+atomically. A unit is finished when an ok record made with the job's present settings names an existing output:
+a restarted job skips finished units and only they, whichever rank or world size recorded them (a unit whose
+settings changed is computed again). At the end rank 0 merges all parts into
 ``manifest.jsonl`` (one line per unit, in job order) and ``summary.json``; failed units are retried by the next
 run. Rank 0 holds a lock on the output folder for the whole run, so a second run of the same job refuses.
 """

@@ -224,6 +224,7 @@ class Studio:
                                          **shared)
             task: Any = EditTask(m, policy, scorer=self.scorer())
         else:  # class-conditional: an edit is a translation between two conditions of one model
+            # the form's edit settings are refused as for text models (the translation takes no source scale)
             EditSettings(guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale, **shared)
             self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
             settings = TranslateSettings(source_class=_integer(source, "the source class"),
