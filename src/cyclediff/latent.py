@@ -23,7 +23,8 @@ from .transitions import SAMPLERS
 
 FORMAT = "cyclediff.latent"
 # 2: the metadata carries a SHA-256 of the stored tensor bytes, checked on load (version 1 files have none)
-FORMAT_VERSION = 2
+# 3: that SHA-256 covers the metadata too (η, timesteps, condition …: a flipped bit there decodes another image)
+FORMAT_VERSION = 3
 PATHS = ("vp", "rectified_flow")  # x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, or (1 − σ)·x0 + σ·ε
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 _MAX_SEED = 2**64 - 1
@@ -83,6 +84,8 @@ class Latent:
         if problem:
             return problem
         x, eps = self.x_start, self.eps
+        if x.is_meta or eps.is_meta:
+            return "x_start and eps are on the meta device (shapes without values); make them on the CPU or a GPU"
         if x.ndim != 4:
             return f"x_start must be (B, C, H, W), got shape {tuple(x.shape)}"
         if eps.ndim != 5 or tuple(eps.shape[1:]) != tuple(x.shape):
@@ -198,7 +201,8 @@ class Latent:
                     f"{name} is not finite when stored as {_dtype_name(store)}"
                     + ("; store it at full precision (dtype=None)" if store != self.dtype else "")
                 )
-        meta = {"cyclediff": json.dumps({**self.metadata(), "sha256": _digest(tensors)})}
+        described = self.metadata()
+        meta = {"cyclediff": json.dumps({**described, "sha256": checksum(tensors, described)})}
         if record is not None:  # how the file was made (the CLI's settings), for its skip decision
             meta["cyclediff.record"] = json.dumps(record, default=str)
         return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -228,6 +232,8 @@ class Latent:
         version = meta.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise LatentFileError(f"{path}: the latent metadata has no format_version")
+        if version < 1:
+            raise LatentFileError(f"{path}: latent format {version} does not exist (versions start at 1)")
         if version > FORMAT_VERSION:
             raise LatentFileError(
                 f"{path} was written in latent format {version}, newer than this cyclediff reads "
@@ -255,9 +261,10 @@ class Latent:
         for name, t in tensors.items():
             if not torch.isfinite(t).all():
                 raise LatentFileError(f"{path}: {name} contains NaN or Inf values")
-        if version >= 2 and meta.get("sha256") != _digest(tensors):
+        if version >= 2 and meta.get("sha256") != checksum(tensors, meta if version >= 3 else None):
+            what = "tensor bytes and metadata" if version >= 3 else "tensor bytes"
             raise LatentFileError(
-                f"{path}: the tensor bytes do not match the checksum in the metadata (the file was corrupted or "
+                f"{path}: the {what} do not match the checksum in the metadata (the file was corrupted or "
                 "edited); encode the image again"
             )
         kwargs = {f.name: meta[f.name] for f in fields(cls) if f.name in meta and f.name not in ("x_start", "eps")}
@@ -282,12 +289,15 @@ class Latent:
 
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the stored bytes of x_start then eps (as written: CPU, contiguous, the storage dtype)."""
+def checksum(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> str:
+    """SHA-256 over the stored bytes of x_start then eps (as written: CPU, contiguous, the storage dtype), then
+    (format 3 on) over the metadata but its ``sha256`` entry, as sorted JSON."""
     h = hashlib.sha256()
     for name in ("x_start", "eps"):
         t = tensors[name].detach().to("cpu").contiguous()
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    if meta is not None:
+        h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
     return h.hexdigest()
 
 

@@ -162,6 +162,15 @@ def test_outputs_under_a_file_or_onto_a_folder_are_refused_up_front(threes, tmp_
     assert res.exit_code == 1 and "is a folder" in res.output
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc (a folder that takes no files)")
+def test_an_out_folder_that_takes_no_files_is_refused_before_any_work(threes):
+    """/proc takes no new folders even for root (permission bits would not stop root): refused in one line before
+    the model is loaded, not after every image was computed."""
+    res = cli(*TRANSLATE, "--target-class", "8", threes[0], "--out", "/proc/cyclediff-out")
+    assert res.exit_code == 1 and "cannot write to --out /proc/cyclediff-out" in res.output
+    assert res.output.count("\n") == 1 and "Traceback" not in res.output  # the one line, nothing computed
+
+
 def test_model_paths_that_do_not_exist_or_are_broken_get_clear_errors(tmp_path, flat_model, threes):
     res = cli("sample", "--model", tmp_path / "nonexistent" / "dir", "--out", tmp_path / "o")
     assert res.exit_code == 1 and "no such file or folder" in res.output

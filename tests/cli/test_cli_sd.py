@@ -114,3 +114,17 @@ def test_cli_refuses_bad_options_clearly(model_dir, pngs, tmp_path):
 def test_help_has_examples():
     res = CliRunner().invoke(main, ["edit", "--help"])
     assert res.exit_code == 0 and "Examples:" in res.output and "--source-guidance-scale" in res.output
+
+
+def test_float16_on_the_cpu_is_one_warning_of_ours(model_dir, tmp_path):
+    """diffusers says "cannot run with cpu device" three times (and transformers asks for torchvision, which cannot
+    load beside the pinned torch); the command says once what to do instead, and the model runs."""
+    cmd = [sys.executable, "-m", "cyclediff", "sample", "--model", str(model_dir), "--dtype", "float16", "--device",
+           "cpu", "--prompt", "a cat", "--steps", "2", "--out", str(tmp_path / "o")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if "it/s" not in line and line.strip()]
+    assert [line for line in lines if "float16" in line] == [
+        "warning: float16 on the CPU is slow and less exact (PyTorch computes many float16 CPU ops in float32 and "
+        "rounds); use float32 there (the default) and float16 on a GPU"]
+    assert not [line for line in lines if "Pipelines loaded" in line or "torchvision" in line or "float32:" in line]

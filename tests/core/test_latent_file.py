@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import images, pixel
 from cyclediff import Latent, LatentFileError, decode, encode
-from cyclediff.latent import FORMAT_VERSION
+from cyclediff.latent import FORMAT_VERSION, checksum
 
 
 @pytest.fixture
@@ -80,7 +80,9 @@ def _fields(latent):
     return {f: getattr(latent, f) for f in latent.__dataclass_fields__}
 
 
-def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None):
+def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None, rehash=True):
+    """The file rewritten with these changes; ``rehash``: with a matching checksum (as a deliberate writer would),
+    so that the checks behind the checksum are reached."""
     stored = load_file(path)
     from safetensors import safe_open
 
@@ -89,6 +91,8 @@ def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None):
     meta.update(meta_update or {})
     stored.update(tensors or {})
     stored = {k: v for k, v in stored.items() if v is not None}
+    if rehash and {"x_start", "eps"} <= set(stored):
+        meta["sha256"] = checksum(stored, meta)
     save_file(stored, path, metadata={"cyclediff": raw_meta if raw_meta is not None else json.dumps(meta)})
 
 
@@ -101,6 +105,8 @@ def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None):
         (lambda p: _rewrite(p, raw_meta="{broken"), "not valid JSON"),
         (lambda p: _rewrite(p, meta_update={"format": "something.else"}), "not a cyclediff latent"),
         (lambda p: _rewrite(p, meta_update={"format_version": FORMAT_VERSION + 1}), "upgrade cyclediff"),
+        (lambda p: _rewrite(p, meta_update={"format_version": 0}), "versions start at 1"),
+        (lambda p: _rewrite(p, meta_update={"eta": 0.5}, rehash=False), "tensor bytes and metadata do not match"),
         (lambda p: _rewrite(p, tensors={"eps": None}), "missing the tensor"),
         (lambda p: _rewrite(p, tensors={"eps": torch.zeros(3, 2, 3, 8, 8)}), "contradict the metadata"),
         (lambda p: _rewrite(p, meta_update={"shape": [2, 3, 8, 9]}), "contradict the metadata"),
@@ -125,6 +131,7 @@ def _drop(path, key):
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["cyclediff"])
     del meta[key]
+    meta["sha256"] = checksum(load_file(path), meta)
     _rewrite(path, raw_meta=json.dumps(meta))
 
 
@@ -146,3 +153,29 @@ def test_loading_never_unpickles(latent, tmp_path):
     with pytest.raises(LatentFileError):
         Latent.load(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_one_flipped_bit_in_the_metadata_is_caught(latent, tmp_path):
+    """η 0.4 → 0.6 is one bit ('4' = 0x34, '6' = 0x36) of the file's header: the checksum covers the metadata, so
+    the file is refused instead of decoding another image."""
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    data = bytearray(path.read_bytes())
+    at = data.index(b'eta\\": 0.4') + len(b'eta\\": 0.')
+    data[at] ^= 0x02
+    path.write_bytes(bytes(data))
+    with pytest.raises(LatentFileError, match="do not match the checksum"):
+        Latent.load(path)
+
+
+def test_a_format_2_file_still_loads(latent, tmp_path):
+    """Format 2 hashed the tensors only: such files load, checked as they were written."""
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    stored = load_file(path)
+    _rewrite(path, meta_update={"format_version": 2, "sha256": checksum(stored)}, rehash=False)
+    back = Latent.load(path)
+    assert torch.equal(back.eps, latent.eps)
+
+
+def test_a_latent_on_the_meta_device_is_refused_in_one_line(latent):
+    with pytest.raises(ValueError, match="meta device"):
+        Latent(**{**_fields(latent), "x_start": latent.x_start.to("meta"), "eps": latent.eps.to("meta")})

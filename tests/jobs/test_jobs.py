@@ -380,3 +380,18 @@ def test_a_job_whose_settings_changed_computes_again(tmp_path, digits):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["settings"]["steps"] == 8 and summary["ok"] == 2
     assert run_job(job, progress=False).ok == 2  # and now they are done: nothing is computed a third time
+
+
+def test_a_recursive_glob_over_the_job_folder_never_takes_the_jobs_outputs(tmp_path, digits):
+    """``inputs = "**/*.png"`` with ``out`` inside that folder: a second run sees the same two inputs, not the
+    first run's outputs as new items."""
+    work = tmp_path / "w"
+    work.mkdir()
+    for name in ("three0.png", "three1.png"):
+        (work / name).write_bytes((digits / name).read_bytes())
+    path = write_job(work, "glob.toml", "**/*.png", "out", steps=3)
+    assert len(load_job(path).items) == 2
+    assert run_job(load_job(path), progress=False).ok == 4
+    again = load_job(path)
+    assert sorted(it.id for it in again.items) == ["three0", "three1"]
+    assert run_job(again, progress=False).ok == 4  # the same units, already done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,21 @@ def check_out_folder(out: Path, option: str = "--out") -> Path:
     if out.exists() and not out.is_dir():
         raise CycleDiffError(f"{option} {out} is a file; name a folder (it is created when missing)")
     check_writable(out / "probe")
+    _try_writing(out, option)
     return out
+
+
+def _try_writing(out: Path, option: str) -> None:
+    """Make and remove a folder in ``out`` (or its nearest existing parent): a place that takes no files (/proc,
+    a read-only mount, another user's folder) is refused before anything is computed, not after."""
+    import tempfile
+
+    where = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=where, prefix=".cyclediff-probe-"))
+    except OSError as err:
+        raise CycleDiffError(f"cannot write to {option} {out} ({err.strerror or err}); choose a folder you can "
+                             "write") from err
 
 
 def check_out_file(path: Path, option: str = "-o/--output") -> Path:

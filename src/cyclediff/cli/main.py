@@ -10,10 +10,18 @@ from .._version import __version__
 from ..errors import CycleDiffError
 
 
+def _one_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """Python warnings as ``warning: …`` lines (not a source path and line of code)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 class _Group(click.Group):
     """Turns library errors (bad input the user can fix) into one-line messages instead of tracebacks."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
+        warnings.showwarning = _one_line
         try:
             return super().invoke(ctx)
         except CycleDiffError as err:

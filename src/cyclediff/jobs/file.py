@@ -132,7 +132,13 @@ def _job(raw: Any, path: Path) -> Job:
         if task != "translate":
             raise CycleDiffError("reference (FID / KID of the outputs) is for translate jobs")
         reference = [it.input for it in _items(raw["reference"], path.parent, task) if it.input is not None]
-    items = _items(raw.get("inputs"), path.parent, task)
+    out = Path(raw.get("out") or f"{path.stem}-out")
+    out = out if out.is_absolute() else path.parent / out
+    if out.exists() and not out.is_dir():
+        raise CycleDiffError(f"out {out} is a file; name a folder for the job's outputs")
+    items = [it for it in _items(raw.get("inputs"), path.parent, task) if not _inside(it.input, out)]
+    if not items:
+        raise CycleDiffError(f"the inputs {raw.get('inputs')!r} hold only the job's own outputs (in {out})")
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -142,10 +148,6 @@ def _job(raw: Any, path: Path) -> Job:
             raise CycleDiffError(f"item {item.id!r} has no input image; the {task} task needs one")
         for method in methods or [None]:  # an item's settings are checked now, not when its unit runs
             settings.replace(**item.overrides, **({"method": method} if method else {}))
-    out = Path(raw.get("out") or f"{path.stem}-out")
-    out = out if out.is_absolute() else path.parent / out
-    if out.exists() and not out.is_dir():
-        raise CycleDiffError(f"out {out} is a file; name a folder for the job's outputs")
     return Job(task=task, items=items, out=out, seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings,
                run=_run_options(raw), source=path, methods=methods, reference=reference)
 
@@ -203,6 +205,12 @@ def _items(inputs: Any, base: Path, task: str) -> list[Item]:
             raise CycleDiffError(f"the glob {inputs!r} matches no files (relative to {base})")
         return _dedupe_ids(files)
     raise CycleDiffError(f"inputs {inputs!r}: no such folder, and neither a glob nor a .jsonl manifest")
+
+
+def _inside(path: Path | None, folder: Path) -> bool:
+    """Whether an input lies in the job's out folder (a recursive glob over the job's folder finds its outputs:
+    they are never fed back in as inputs)."""
+    return path is not None and path.resolve().is_relative_to(folder.resolve())
 
 
 def _local_spec(base: Path, spec: str) -> str:

@@ -1,5 +1,7 @@
 """Model adapters: every diffusion model becomes a :class:`Denoiser`."""
 
+import logging
+
 from .base import BatchedDenoiser, Condition, Denoiser, Model
 from .codec import Codec, PixelCodec, VaeCodec, check_same_space, images_of, to_images, to_model_space
 from .conditions import as_condition, condition_for
@@ -9,6 +11,10 @@ from .loading import demo_names, from_pipe, load
 from .pixel import FlowPixelDenoiser, PixelDenoiser
 from .sd3 import StableDiffusion3
 from .stable_diffusion import StableDiffusion
+
+# transformers advises installing torchvision whenever diffusers imports an image processor; torchvision's wheels
+# do not load beside the pinned torch, and nothing here needs it (the PIL processors are used)
+logging.getLogger("transformers.utils.import_utils").addFilter(lambda r: "requires torchvision" not in r.getMessage())
 
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",
            "PixelDenoiser", "StableDiffusion", "StableDiffusion3", "VaeCodec", "as_condition", "check_same_space",

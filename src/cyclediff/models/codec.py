@@ -130,7 +130,10 @@ class VaeCodec:
         if self._float32 is None:
             import copy
 
-            self._float32 = copy.deepcopy(self.vae).to(torch.float32)
+            from ._compat import diffusers_quiet
+
+            with diffusers_quiet():  # its "modules to keep in float32" note: this copy is all float32
+                self._float32 = copy.deepcopy(self.vae).to(torch.float32)
         return self._float32
 
     def same_space(self, other: Codec) -> bool:

@@ -6,9 +6,7 @@ and its sample shape."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import torch
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
-from ._compat import dtype_kwargs
+from ._compat import diffusers_quiet, dtype_kwargs
 from .base import Condition
 from .codec import VaeCodec
 
@@ -37,19 +35,6 @@ def as_list(value: Any, batch_size: int, name: str) -> list[str] | None:
     if len(items) != batch_size or not all(isinstance(p, str) for p in items):
         raise IncompatibleModelError(f"{name} must be a string or a list of {batch_size} strings (one per image)")
     return items
-
-
-@contextlib.contextmanager
-def diffusers_quiet() -> Iterator[None]:
-    """diffusers' logging silenced for the block (its truncation log repeats the whole cut text)."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def check_not_legacy_pickle(path: Path) -> None:
@@ -97,9 +82,11 @@ def load_pipeline(pipe_cls: Any, source: str, dtype: torch.dtype | None, device:
             if not path.is_file():
                 raise CycleDiffError(f"no such checkpoint file: {source}")
             check_not_legacy_pickle(path)
-            pipe = pipe_cls.from_single_file(source, **dtype_kwargs(dtype), **kwargs)
+            with diffusers_quiet():
+                pipe = pipe_cls.from_single_file(source, **dtype_kwargs(dtype), **kwargs)
         else:
-            pipe = pipe_cls.from_pretrained(source, **dtype_kwargs(dtype), **kwargs)
+            with diffusers_quiet():
+                pipe = pipe_cls.from_pretrained(source, **dtype_kwargs(dtype), **kwargs)
     except CycleDiffError:
         raise
     except (OSError, ValueError, KeyError) as err:
@@ -108,7 +95,11 @@ def load_pipeline(pipe_cls: Any, source: str, dtype: torch.dtype | None, device:
             f"could not load a {what} model from {source!r} ({where}): {err}. Pass a hub id, a local diffusers "
             "folder or a .safetensors / .ckpt checkpoint; offline, use a local path"
         ) from err
-    return pipe.to(device) if device is not None else pipe
+    if dtype == torch.float16 and torch.device(device if device is not None else pipe.device).type == "cpu":
+        warnings.warn("float16 on the CPU is slow and less exact (PyTorch computes many float16 CPU ops in "
+                      "float32 and rounds); use float32 there (the default) and float16 on a GPU", stacklevel=3)
+    with diffusers_quiet():  # its three "cannot run with cpu" warnings: ours above says it once, with the fix
+        return pipe.to(device) if device is not None else pipe
 
 
 def check_latents(x: torch.Tensor, channels: int, patch: int) -> None:
