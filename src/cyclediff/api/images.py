@@ -30,11 +30,13 @@ def as_image_batch(images: Any) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels: int) -> torch.Tensor:
+def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels: int,
+             channels: int | None = None) -> torch.Tensor:
     """An image file as ``model``'s codec takes it: [0, 1], its channels; at a multiple of its factor (latent
-    diffusion) or at its own size (pixel models); ``size`` ("N" shorter side or "WxH") resizes first."""
+    diffusion) or at its own size (pixel models); ``size`` ("N" shorter side or "WxH") resizes first.
+    ``channels`` overrides the codec's (a mask drawn on the image: one channel, the image's geometry)."""
     from .._io import load_image, parse_size
 
     codec = model.codec
-    return load_image(path, channels=codec.channels, size=parse_size(size) or codec.image_size,
+    return load_image(path, channels=channels or codec.channels, size=parse_size(size) or codec.image_size,
                       multiple=codec.multiple, fit=fit, max_pixels=max_pixels)

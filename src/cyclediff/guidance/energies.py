@@ -131,6 +131,12 @@ class ClassifierEnergy(Energy):
         log_p = F.log_softmax(self.classifier(x).float(), dim=-1)
         y = self.target.to(log_p.device).expand(len(images)) if self.target.numel() == 1 else self.target.to(
             log_p.device)
+        if len(y) != len(images):
+            raise CycleDiffError(f"{len(y)} target classes for {len(images)} images; give one, or one per image")
+        if bool((y < 0).any()) or bool((y >= log_p.shape[1]).any()):
+            bad = next(int(v) for v in y.tolist() if not 0 <= v < log_p.shape[1])
+            raise CycleDiffError(f"class {bad} is not one of the classifier's {log_p.shape[1]} classes "
+                                 f"(0 to {log_p.shape[1] - 1})")
         picked = log_p.gather(1, y[:, None])[:, 0]
         return picked.exp() if self.avoid else -picked
 

@@ -20,18 +20,40 @@ import gradio as gr  # noqa: E402
 from ..errors import CycleDiffError  # noqa: E402
 from ..settings import EDIT, GUIDE, TRANSLATE  # noqa: E402
 from .service import Studio, seeds_of  # noqa: E402
+from .uploads import for_painting, public  # noqa: E402
 
 # tiny demo images (8 × 8 digits) are enlarged to the box and stay crisp
+# whole images, never under a label or a caption: the label gets its own row (padding), captions go below the
+# image, a gallery keeps four columns (one result is not one huge, cut-off thumbnail), the slider fits its box
 CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain; }\n"
-       ".cyclediff-input img { width: 100%; height: 100%; }")
+       ".cyclediff-input img { width: 100%; height: 100%; padding-top: 28px; box-sizing: border-box; }\n"
+       ".cyclediff-pixels .grid-container { padding-top: 2.5rem; --grid-cols: 4 !important; }\n"
+       ".cyclediff-pixels .thumbnail-item { aspect-ratio: auto; height: auto; }\n"
+       ".cyclediff-pixels .thumbnail-item img { display: block; width: 100%; aspect-ratio: 1; }\n"
+       ".cyclediff-pixels .caption-label { position: static; max-width: none; border: 0; }\n"
+       ".cyclediff-compare .slider-wrap { padding-top: 28px; }")
 GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
            "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
 TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
 HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
 
 
+class _Upload(gr.Image):
+    """An image box whose upload reaches the studio even when it is no image: the studio then says so in one line
+    of ours (gradio's own preprocessing error quotes the server's temp path)."""
+
+    is_template = True  # the browser draws it as a gr.Image
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - not an image Pillow reads: the studio reads it and says why
+            return None if payload is None or payload.path is None else str(payload.path)
+
+
 def _errors(fn):
-    """Errors a user can fix shown as one message on the page (and the API's error), never a traceback."""
+    """Errors a user can fix shown as one message on the page (and the API's error), never a traceback, never a
+    server path."""
 
     @functools.wraps(fn)  # gradio reads the signature (its gr.Progress parameter) through __wrapped__
     def wrapped(*args, **kwargs):
@@ -42,7 +64,7 @@ def _errors(fn):
             else:
                 yield result
         except CycleDiffError as err:
-            raise gr.Error(str(err), print_exception=False) from err
+            raise gr.Error(public(err), print_exception=False) from err
         except MemoryError as err:
             raise gr.Error("out of memory: ask for fewer seeds or smaller images", print_exception=False) from err
 
@@ -50,26 +72,42 @@ def _errors(fn):
 
 
 def _show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
-    """The runner's results as a growing gallery and a status line."""
+    """The runner's results as a growing gallery and a status line, with the input the model saw, the mask used
+    and a before / after pair: (gallery, status, input, mask, before-after)."""
     shown: list[Any] = []
     failed: list[str] = []
+    seen: dict[str, Any] = {}
     for kind, value in events:
         if kind == "tick":  # nothing new: no update (a stopped request is closed here)
-            yield gr.skip(), gr.skip()
+            yield (gr.skip(),) * 5
             continue
+        if kind == "input":
+            seen = dict(value)
         if kind == "result":
             if value.status == "failed":
-                failed.append(f"seed {value.unit.seed}: {value.error}")
+                failed.append(f"seed {value.unit.seed}: {public(value.error)}")
             else:
                 shown.append(value)
+                seen["mask"] = seen.get("mask") or _files(value)[1]  # an automatic mask, found per edit
             progress((len(shown) + len(failed), total), desc="results")
         ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
         if ranked:  # the paper's best of N: the largest directional CLIP first
             shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))
-        items = [(r.output, _caption(r)) for r in shown]
+        items = [(_files(r)[0], _caption(r)) for r in shown]
         lines = [f"{len(shown)} of {total} done" + (" · ranked by directional CLIP" if ranked else "")]
-        lines += [f"**failed** {f}" for f in failed]
-        yield items, "\n\n".join(lines)
+        lines += [seen["note"]] * ("note" in seen) + [f"**failed** {f}" for f in failed]
+        pair = (seen["image"], items[0][0]) if items and seen.get("image") else None
+        yield items, "\n\n".join(lines), seen.get("image"), _str(seen.get("mask")), pair
+
+
+def _files(result: Any) -> tuple[str, str | None]:
+    """A result's image, and the mask written beside it (an automatic mask), if any."""
+    paths = str(result.output).split(", ")
+    return paths[0], next((p for p in paths[1:] if p.endswith("_mask.png")), None)
+
+
+def _str(path: Any) -> str | None:
+    return None if path is None else str(path)
 
 
 def _caption(result: Any) -> str:
@@ -88,7 +126,7 @@ def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]
 
 def _picture(label: str, **kwargs: Any) -> gr.Image:
     """An image box (upload or result) that keeps the file's pixels and mode, enlarged crisply."""
-    return gr.Image(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
+    return _Upload(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
                     image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs)
 
 
@@ -102,7 +140,8 @@ def build_app(studio: Studio) -> gr.Blocks:
     """The page: Edit, Translate, Guide and Latents tabs over the studio's models."""
     names = studio.names
     examples = _examples(studio)
-    with gr.Blocks(title="cyclediff", analytics_enabled=False) as app:
+    # gradio's copies of uploads and results: those older than an hour deleted every ten minutes
+    with gr.Blocks(title="cyclediff", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown("## cyclediff — edit, translate and guide with the stochastic latent space of diffusion models")
         _edit_tab(studio, names, examples)
         _translate_tab(studio, names, examples)
@@ -120,6 +159,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                 e_source = gr.Textbox(label="Source", info="what the image shows: a prompt, or a class label",
                                       elem_id="edit-source")
                 e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
+                e_mask, e_mode, e_threshold = _mask_inputs()
                 with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
                     e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
                     e_w = gr.Slider(0, 20, value=EDIT.guidance_scale, step=0.5, label="Target guidance scale")
@@ -138,21 +178,31 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
             with gr.Column():
                 e_gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
                 e_status = gr.Markdown(label="Status", elem_id="edit-status")
+                with gr.Row():
+                    e_seen = _picture("The model's input", elem_id="edit-seen", interactive=False)
+                    e_used = _picture("Mask used (white: may change)", elem_id="edit-mask-used", interactive=False)
+                e_compare = gr.ImageSlider(label="Before / after (the first result)", type="filepath", format="png",
+                                           image_mode=None, max_height=224, interactive=False, elem_id="edit-compare",
+                                           elem_classes=["cyclediff-pixels", "cyclediff-compare"])
                 e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
+        e_image.change(functools.partial(_onto_editor, studio), e_image, e_mask, api_visibility="private")
 
         @_errors
         def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
-                 negative_prompt, seeds, count, method, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-            """Edit an image from a source prompt (or class) to a target one; one result per seed."""
+                 negative_prompt, seeds, count, method, mask=None, mask_mode="painted",
+                 mask_threshold=EDIT.mask_threshold, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+            """Edit an image from a source prompt (or class) to a target one; one result per seed, only where
+            the mask allows (painted; nothing painted: everywhere; or automatic)."""
             events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
                                  guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                                 negative_prompt=negative_prompt, seeds=seeds, count=count, method=method)
+                                 negative_prompt=negative_prompt, seeds=seeds, count=count, method=method,
+                                 mask=mask, mask_mode=mask_mode, mask_threshold=mask_threshold)
             total = len(seeds_of(seeds, count))
             yield from _show(events, total, progress, rank=studio.scorer() is not None)
 
         e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
-                                     e_neg, e_seeds, e_count, e_method], [e_gallery, e_status], api_name="edit",
-                              **HEAVY)
+                                     e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold],
+                              [e_gallery, e_status, e_seen, e_used, e_compare], api_name="edit", **HEAVY)
         e_stop.click(None, cancels=[e_event])
 
         @_errors
@@ -163,6 +213,26 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
 
         e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
                        api_name="encode", **HEAVY)
+
+
+def _mask_inputs() -> tuple[gr.ImageEditor, gr.Radio, gr.Slider]:
+    """Where an edit may change the image: painted with a brush on the uploaded image, or found automatically."""
+    with gr.Accordion("Local edit (mask)", open=False, elem_id="edit-mask-settings"):
+        editor = gr.ImageEditor(label="Paint where the image may change (nothing painted: all of it)",
+                                type="filepath", image_mode="RGBA", sources=[], layers=False, transforms=[],
+                                brush=gr.Brush(default_size=24, colors=["#ff2266"], color_mode="fixed"), format="png",
+                                elem_id="edit-mask", elem_classes=["cyclediff-pixels"], height=320)
+        mode = gr.Radio(["painted", "automatic"], value="painted", label="Mask", elem_id="edit-mask-mode",
+                        info="automatic: where the source and target predictions disagree (method cyclediffusion)")
+        threshold = gr.Slider(0.05, 0.95, value=EDIT.mask_threshold, step=0.05, label="Automatic mask threshold",
+                              elem_id="edit-mask-threshold")
+    return editor, mode, threshold
+
+
+def _onto_editor(studio: Studio, image: Any) -> Any:
+    """The uploaded image as the mask editor's background (paint cleared)."""
+    background = for_painting(image, studio.folder())
+    return None if background is None else {"background": str(background), "layers": [], "composite": None}
 
 
 def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
@@ -188,8 +258,9 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
                 if examples:
                     gr.Examples([[examples[0]]], [t_image])
             with gr.Column():
-                t_gallery = gr.Gallery(label="Outputs", **GALLERY)
-                t_status = gr.Markdown(label="Status")
+                t_gallery = gr.Gallery(label="Outputs", elem_id="translate-gallery", **GALLERY)
+                t_status = gr.Markdown(label="Status", elem_id="translate-status")
+                t_seen = _picture("The model's input", elem_id="translate-seen", interactive=False)
 
         @_errors
         def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
@@ -199,10 +270,11 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
                                       method=method, strength=strength, steps=steps, eta=eta,
                                       refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
                                       count=count)
-            yield from _show(events, len(seeds_of(seeds, count)), progress)
+            for update in _show(events, len(seeds_of(seeds, count)), progress):
+                yield update[:3]
 
         t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
-                                          t_refine, t_w, t_seeds, t_count], [t_gallery, t_status],
+                                          t_refine, t_w, t_seeds, t_count], [t_gallery, t_status, t_seen],
                               api_name="translate", **HEAVY)
         t_stop.click(None, cancels=[t_event])
 
@@ -218,7 +290,7 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
                 energy = gr.Dropdown(choices, value=choices[0] if choices else None, label="Energy",
                                      info="offered by the server's command line (--clip, --classifier, --energy)")
                 text = gr.Textbox(label="Text (clip energy)")
-                target = gr.Number(3, precision=0, label="Class (classifier energy)")
+                target = gr.Number(3, label="Class (classifier energy)")  # checked by the studio (NaN, 2.5)
                 condition = gr.Textbox(label="Model condition", info="prompt or class label; empty: unconditional")
                 with gr.Accordion("Settings", open=False, elem_id="guide-settings"):
                     weight = gr.Number(10.0 if studio.classifier_spec else GUIDE.weight, label="Weight λ")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextvars
 import queue
+import shutil
 import tempfile
 import threading
-import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from ..settings import (
     RunOptions,
     TranslateSettings,
 )
+from .uploads import Folders, painted_mask, prepare, public, upload
 
 DEMO_MODELS = tuple(f"demo:{name}" for name in MODELS)
 DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
@@ -61,7 +63,7 @@ def seeds_of(text: Any, count: Any = 1) -> list[int]:
             check_seed_count(count, MAX_SEEDS)
             seeds = [seed_limit(seeds[0] + i) for i in range(count)]
     except (CycleDiffError, ValueError, OverflowError) as err:
-        raise CycleDiffError(f"seeds: {_short(str(err))}") from err
+        raise CycleDiffError(f"seeds: {public(str(err), 200)}") from err
     return list(dict.fromkeys(seeds))
 
 
@@ -112,6 +114,9 @@ class Studio:
         demo = self.serves_demo()
         self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
+        if workdir is None:  # our own temp folder: gone with the server
+            weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
+        self.folders = Folders(self.workdir / "requests")
         self._lock, self._scorer, self._classifier = threading.Lock(), None, None
         self.tick: float | None = None  # a served studio's heartbeat (web.app.launch sets it)
 
@@ -186,15 +191,14 @@ class Studio:
         return condition_for(model, class_labels=label, guidance_scale=scale)
 
     def folder(self) -> Path:
-        """A new folder for one request's outputs."""
-        path = self.workdir / uuid.uuid4().hex[:12]
-        path.mkdir(parents=True)
-        return path
+        """A new folder for one request's outputs (the server keeps the newest few)."""
+        return self.folders.new()
 
-    def _run(self, task: Any, units: list[Unit], *, batch_size: int | None = None) -> Iterator[tuple[str, Any]]:
+    def _run(self, task: Any, units: list[Unit], *, batch_size: int | None = None,
+             folder: Path | None = None) -> Iterator[tuple[str, Any]]:
         """The units through the runner in a background thread: ("result", Result) per unit, then ("done",
         [Result])."""
-        folder = self.folder()
+        folder = folder or self.folder()
         task.progress = True  # the sampler's step bars (the page shows them)
 
         def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
@@ -212,10 +216,21 @@ class Studio:
     def edit(self, image: Any, model: str, source: Any, target: Any, *, strength: float, steps: int, eta: float,
              guidance_scale: float, source_guidance_scale: float = EDIT.source_guidance_scale,
              negative_prompt: str | None = None, seeds: Any = "0", count: Any = 1,
-             method: str = EDIT.method) -> Iterator[tuple[str, Any]]:
-        """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models)."""
-        m, path = self.model(model), _upload(image, "an image")
-        shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method}
+             method: str = EDIT.method, mask: Any = None, mask_mode: str = "painted",
+             mask_threshold: float = EDIT.mask_threshold) -> Iterator[tuple[str, Any]]:
+        """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models):
+        first ("input", {"image", "note", "mask"}) (what the model sees and the mask used), then the results.
+        ``mask``: the image editor's value (paint where the edit may change the image; nothing painted: all of
+        it); ``mask_mode="automatic"``: where source and target disagree, at ``mask_threshold``."""
+        m, path, folder = self.model(model), upload(image, "an image"), self.folder()
+        seed_list = seeds_of(seeds, count)
+        seen, note = prepare(m, path, folder, self.max_pixels)
+        if mask_mode not in ("painted", "automatic"):
+            raise CycleDiffError(f"mask must be painted or automatic; got {public(repr(mask_mode), 60)}")
+        drawn = painted_mask(mask, m, folder, self.max_pixels) if mask_mode == "painted" else None
+        region = "auto" if mask_mode == "automatic" else None if drawn is None else str(drawn)
+        shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method, "mask": region,
+                  "mask_threshold": mask_threshold}
         policy = RunOptions(max_pixels=self.max_pixels)
         if "prompt" in m.condition_keys:
             settings: Any = EditSettings(source_prompt=str(source or ""), prompt=str(target or ""),
@@ -231,14 +246,17 @@ class Studio:
                                          target_class=_integer(target, "the target class"),
                                          guidance_scale=guidance_scale, **shared)
             task = TranslateTask(m, m, policy)
-        return self._run(task, _units(path, seeds_of(seeds, count), settings, "edit"))
+        shown = {"image": seen, "note": note, "mask": drawn}
+        return _first(("input", shown), self._run(task, _units(path, seed_list, settings, "edit"), folder=folder))
 
     def translate(self, image: Any, source_model: str, target_model: str, *, source: Any = "", target: Any = "",
                   method: str = TRANSLATE.method, strength: float, steps: int, eta: float,
                   refine_steps: int = TRANSLATE.refine_steps,
                   guidance_scale: float | None = None, seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Translate one image from the source model's domain to the target's (or between two conditions)."""
-        src, dst, path = self.model(source_model), self.model(target_model), _upload(image, "an image")
+        src, dst, path = self.model(source_model), self.model(target_model), upload(image, "an image")
+        seed_list, folder = seeds_of(seeds, count), self.folder()
+        seen, note = prepare(src, path, folder, self.max_pixels)
         sides = {}
         for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
             cond = self.condition(m, text, guidance_scale=scale)
@@ -247,7 +265,8 @@ class Studio:
                                      refine_steps=_int(refine_steps), **sides,
                                      guidance_scale=guidance_scale if guidance_scale not in (None, 1, 1.0) else None)
         task = TranslateTask(src, dst, RunOptions(max_pixels=self.max_pixels))
-        return self._run(task, _units(path, seeds_of(seeds, count), settings, "translate"))
+        units = _units(path, seed_list, settings, "translate")
+        return _first(("input", {"image": seen, "note": note, "mask": None}), self._run(task, units, folder=folder))
 
     def guide(self, model: str, energy: str, *, text: str = "", target: Any = None, condition: Any = "",
               weight: float, langevin_steps: int, step_size: float, steps: int, eta: float = GUIDE.eta,
@@ -281,7 +300,7 @@ class Studio:
                steps: int = ENCODE.steps, eta: float = ENCODE.eta, guidance_scale: float | None = None,
                seed: int = 0) -> Path:
         """The latent file of one image (the stochastic code an edit starts from)."""
-        m, path = self.model(model), _upload(image, "an image")
+        m, path = self.model(model), upload(image, "an image")
         settings = EncodeSettings(strength=strength, steps=_int(steps), eta=eta,
                                   condition=self.condition(m, source, guidance_scale=guidance_scale))
         unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
@@ -291,7 +310,7 @@ class Studio:
     def decode(self, latent: Any, model: str, target: Any = "", *, guidance_scale: float | None = None,
                negative_prompt: str | None = None) -> Path:
         """A latent file decoded by a model: under a new condition when one is given, else the recorded one."""
-        m, path = self.model(model), _upload(latent, "a latent file")
+        m, path = self.model(model), upload(latent, "a latent file")
         new = self.condition(m, target, guidance_scale=guidance_scale, negative=negative_prompt) if str(
             target or "").strip() else {}
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
@@ -304,18 +323,10 @@ class Studio:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _short(text: str, limit: int = 200) -> str:
-    """A message quoting a user's text, cut to ``limit`` characters."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _upload(value: Any, what: str) -> Path:
-    if value is None or value == "":
-        raise CycleDiffError(f"upload {what} first")
-    path = Path(value.get("path") if isinstance(value, dict) else value)
-    if not path.is_file():
-        raise CycleDiffError(f"the upload of {what} is gone; upload it again")
-    return path
+def _first(event: tuple[str, Any], events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """``event``, then ``events`` (closing this closes them: a stopped request stops their work)."""
+    yield event
+    yield from events
 
 
 def _int(value: Any) -> Any:
@@ -325,9 +336,11 @@ def _int(value: Any) -> Any:
 
 def _integer(value: Any, what: str) -> int:
     try:
-        number = int(str(value).strip())
+        if isinstance(value, float) and not value.is_integer():  # NaN, inf, 2.5 from a number box
+            raise ValueError(value)
+        number = int(value) if isinstance(value, float) else int(str(value).strip())
     except (ValueError, OverflowError) as err:
-        raise CycleDiffError(f"{what} must be a whole number; got {_short(repr(value))}") from err
+        raise CycleDiffError(f"{what} must be a whole number; got {public(repr(value), 200)}") from err
     if number < 0:
         raise CycleDiffError(f"{what} must be 0 or more; got {number}")
     return number

@@ -1,0 +1,401 @@
+"""The Gradio app: forms, galleries and plots over :class:`~cyclediff.web.service.Studio`; nothing here computes.
+
+Every action is also a named API endpoint (``/edit``, ``/translate``, ``/guide``, ``/encode``, ``/decode``) for
+``gradio_client``. Heavy actions share one queue slot (one job at a time on the device), the queue is bounded,
+and each can be stopped from the page.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing is sent anywhere
+
+import gradio as gr  # noqa: E402
+
+from ..errors import CycleDiffError  # noqa: E402
+from ..settings import EDIT, GUIDE, TRANSLATE  # noqa: E402
+from .service import Studio, seeds_of  # noqa: E402
+from .uploads import public  # noqa: E402
+
+# tiny demo images (8 × 8 digits) are enlarged to the box and stay crisp
+# results: whole images under their captions, below the gallery's label (not cut by either)
+CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain; }\n"
+       ".cyclediff-input img { width: 100%; height: 100%; }\n"
+       ".cyclediff-pixels .grid-container { padding-top: 2.5rem; }\n"
+       ".cyclediff-pixels .thumbnail-item { display: flex; flex-direction: column; aspect-ratio: auto; }\n"
+       ".cyclediff-pixels .thumbnail-item img { flex: 1 1 auto; min-height: 0; aspect-ratio: 1; }\n"
+       ".cyclediff-pixels .caption-label { position: static; max-width: 100%; margin: 0; border: 0; }")
+GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
+           "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
+TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
+HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
+
+from gradio.events import Dependency
+
+class _Upload(gr.Image):
+    """An image box whose upload reaches the studio even when it is no image: the studio then says so in one line
+    of ours (gradio's own preprocessing error quotes the server's temp path)."""
+
+    is_template = True  # the browser draws it as a gr.Image
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - not an image Pillow reads: the studio reads it and says why
+            return None if payload is None or payload.path is None else str(payload.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _errors(fn):
+    """Errors a user can fix shown as one message on the page (and the API's error), never a traceback, never a
+    server path."""
+
+    @functools.wraps(fn)  # gradio reads the signature (its gr.Progress parameter) through __wrapped__
+    def wrapped(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+            if isinstance(result, Iterator):
+                yield from result
+            else:
+                yield result
+        except CycleDiffError as err:
+            raise gr.Error(public(err), print_exception=False) from err
+        except MemoryError as err:
+            raise gr.Error("out of memory: ask for fewer seeds or smaller images", print_exception=False) from err
+
+    return wrapped
+
+
+def _show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
+    """The runner's results as a growing gallery and a status line, with the input the model saw, the mask used
+    and a before / after pair: (gallery, status, input, mask, before-after)."""
+    shown: list[Any] = []
+    failed: list[str] = []
+    seen: dict[str, Any] = {}
+    for kind, value in events:
+        if kind == "tick":  # nothing new: no update (a stopped request is closed here)
+            yield (gr.skip(),) * 5
+            continue
+        if kind == "input":
+            seen = dict(value)
+        if kind == "result":
+            if value.status == "failed":
+                failed.append(f"seed {value.unit.seed}: {public(value.error)}")
+            else:
+                shown.append(value)
+                seen["mask"] = seen.get("mask") or _files(value)[1]  # an automatic mask, found per edit
+            progress((len(shown) + len(failed), total), desc="results")
+        ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
+        if ranked:  # the paper's best of N: the largest directional CLIP first
+            shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))
+        items = [(_files(r)[0], _caption(r)) for r in shown]
+        lines = [f"{len(shown)} of {total} done" + (" · ranked by directional CLIP" if ranked else "")]
+        lines += [seen["note"]] * ("note" in seen) + [f"**failed** {f}" for f in failed]
+        pair = (seen["image"], items[0][0]) if items and seen.get("image") else None
+        yield items, "\n\n".join(lines), seen.get("image"), _str(seen.get("mask")), pair
+
+
+def _files(result: Any) -> tuple[str, str | None]:
+    """A result's image, and the mask written beside it (an automatic mask), if any."""
+    paths = str(result.output).split(", ")
+    return paths[0], next((p for p in paths[1:] if p.endswith("_mask.png")), None)
+
+
+def _str(path: Any) -> str | None:
+    return None if path is None else str(path)
+
+
+def _caption(result: Any) -> str:
+    parts = [f"seed {result.unit.seed}"]
+    if "directional_clip" in result.metrics:
+        parts.append(f"directional CLIP {result.metrics['directional_clip']:.3f}")
+        parts.append(f"CLIP {result.metrics['clip_score']:.3f}")
+    return " · ".join(parts)
+
+
+def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
+    return (gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength", elem_id=f"{tab}-strength"),
+            gr.Slider(1, 1000, value=defaults.steps, step=1, label="Steps", elem_id=f"{tab}-steps"),
+            gr.Slider(0.05, 1.0, value=defaults.eta, step=0.05, label="η (eta)", elem_id=f"{tab}-eta"))
+
+
+def _picture(label: str, **kwargs: Any) -> gr.Image:
+    """An image box (upload or result) that keeps the file's pixels and mode, enlarged crisply."""
+    return _Upload(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
+                    image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs)
+
+
+def _seeds(tab: str) -> tuple[gr.Textbox, gr.Slider]:
+    return (gr.Textbox("0", label="Seeds", info="a first seed, or a list: 1,5,9 or 0-7", elem_id=f"{tab}-seeds"),
+            gr.Slider(1, 16, value=1, step=1, label="Results", info="with one seed: this many, from it on",
+                      elem_id=f"{tab}-count"))
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The page: Edit, Translate, Guide and Latents tabs over the studio's models."""
+    names = studio.names
+    examples = _examples(studio)
+    # gradio's copies of uploads and results: those older than an hour deleted every ten minutes
+    with gr.Blocks(title="cyclediff", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+        gr.Markdown("## cyclediff — edit, translate and guide with the stochastic latent space of diffusion models")
+        _edit_tab(studio, names, examples)
+        _translate_tab(studio, names, examples)
+        _guide_tab(studio, names)
+        _latents_tab(studio, names)
+    return app
+
+
+def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
+    with gr.Tab("Edit"):
+        with gr.Row():
+            with gr.Column():
+                e_image = _picture("Image", elem_id="edit-image")
+                e_model = gr.Dropdown(names, value=names[0], label="Model", elem_id="edit-model")
+                e_source = gr.Textbox(label="Source", info="what the image shows: a prompt, or a class label",
+                                      elem_id="edit-source")
+                e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
+                e_mask, e_mode, e_threshold = _mask_inputs()
+                with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
+                    e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
+                    e_w = gr.Slider(0, 20, value=EDIT.guidance_scale, step=0.5, label="Target guidance scale")
+                    e_sw = gr.Slider(0, 20, value=EDIT.source_guidance_scale, step=0.5,
+                                     label="Source guidance scale")
+                    e_neg = gr.Textbox(label="Negative prompt (text models)")
+                    e_method = gr.Radio(studio.methods(), value=EDIT.method, label="Method")
+                e_seeds, e_count = _seeds("edit")
+                with gr.Row():
+                    e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
+                    e_stop = gr.Button("Stop")
+                    e_encode = gr.Button("Latent file of the encoding")
+                if examples:
+                    gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
+                                [e_image, e_model, e_source, e_target])
+            with gr.Column():
+                e_gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
+                e_status = gr.Markdown(label="Status", elem_id="edit-status")
+                with gr.Row():
+                    e_seen = _picture("The model's input", elem_id="edit-seen", interactive=False)
+                    e_used = _picture("Mask used (white: may change)", elem_id="edit-mask-used", interactive=False)
+                e_compare = gr.ImageSlider(label="Before / after (the first result)", type="filepath",
+                                           elem_id="edit-compare", elem_classes=["cyclediff-pixels"], height=256)
+                e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
+        e_image.change(_onto_editor, e_image, e_mask, show_api=False)
+
+        @_errors
+        def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
+                 negative_prompt, seeds, count, method, mask=None, mask_mode="painted",
+                 mask_threshold=EDIT.mask_threshold, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+            """Edit an image from a source prompt (or class) to a target one; one result per seed, only where
+            the mask allows (painted; nothing painted: everywhere; or automatic)."""
+            events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
+                                 guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                                 negative_prompt=negative_prompt, seeds=seeds, count=count, method=method,
+                                 mask=mask, mask_mode=mask_mode, mask_threshold=mask_threshold)
+            total = len(seeds_of(seeds, count))
+            yield from _show(events, total, progress, rank=studio.scorer() is not None)
+
+        e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
+                                     e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold],
+                              [e_gallery, e_status, e_seen, e_used, e_compare], api_name="edit", **HEAVY)
+        e_stop.click(None, cancels=[e_event])
+
+        @_errors
+        def encode(image, model, source, strength, steps, eta, source_guidance_scale, seeds):
+            """The latent file of an image under the source prompt (or class), at the first seed."""
+            return str(studio.encode(image, model, source, strength=strength, steps=steps, eta=eta,
+                                     guidance_scale=source_guidance_scale, seed=seeds_of(seeds, 1)[0]))
+
+        e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
+                       api_name="encode", **HEAVY)
+
+
+def _mask_inputs() -> tuple[gr.ImageEditor, gr.Radio, gr.Slider]:
+    """Where an edit may change the image: painted with a brush on the uploaded image, or found automatically."""
+    with gr.Accordion("Local edit (mask)", open=False, elem_id="edit-mask-settings"):
+        editor = gr.ImageEditor(label="Paint where the image may change (nothing painted: all of it)",
+                                type="filepath", image_mode="RGBA", sources=[], layers=False, transforms=[],
+                                brush=gr.Brush(colors=["#ff2266"], color_mode="fixed"), format="png",
+                                elem_id="edit-mask", elem_classes=["cyclediff-pixels"], height=320)
+        mode = gr.Radio(["painted", "automatic"], value="painted", label="Mask", elem_id="edit-mask-mode",
+                        info="automatic: where the source and target predictions disagree (method cyclediffusion)")
+        threshold = gr.Slider(0.05, 0.95, value=EDIT.mask_threshold, step=0.05, label="Automatic mask threshold",
+                              elem_id="edit-mask-threshold")
+    return editor, mode, threshold
+
+
+def _onto_editor(image: Any) -> Any:
+    """The uploaded image as the mask editor's background (paint cleared)."""
+    return None if not image else {"background": image, "layers": [], "composite": image}
+
+
+def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
+    with gr.Tab("Translate"):
+        with gr.Row():
+            with gr.Column():
+                t_image = _picture("Input", elem_id="translate-image")
+                with gr.Row():
+                    t_src = gr.Dropdown(names, value=names[min(1, len(names) - 1)], label="Source model")
+                    t_dst = gr.Dropdown(names, value=names[min(2, len(names) - 1)], label="Target model")
+                with gr.Row():
+                    t_sc = gr.Textbox(label="Source condition", info="prompt or class label; empty: none")
+                    t_tc = gr.Textbox(label="Target condition", info="prompt or class label; empty: none")
+                t_method = gr.Radio(studio.methods(), value=TRANSLATE.method, label="Method")
+                with gr.Accordion("Settings", open=False):
+                    t_strength, t_steps, t_eta = _sampling(TRANSLATE, "translate")
+                    t_refine = gr.Slider(0, 100, value=TRANSLATE.refine_steps, step=1, label="Refinement steps")
+                    t_w = gr.Slider(0, 20, value=1, step=0.5, label="Target guidance scale")
+                t_seeds, t_count = _seeds("translate")
+                with gr.Row():
+                    t_run = gr.Button("Translate", variant="primary")
+                    t_stop = gr.Button("Stop")
+                if examples:
+                    gr.Examples([[examples[0]]], [t_image])
+            with gr.Column():
+                t_gallery = gr.Gallery(label="Outputs", elem_id="translate-gallery", **GALLERY)
+                t_status = gr.Markdown(label="Status", elem_id="translate-status")
+                t_seen = _picture("The model's input", elem_id="translate-seen", interactive=False)
+
+        @_errors
+        def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
+                      refine_steps, guidance_scale, seeds, count, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+            """Translate an image from the source model's domain to the target model's."""
+            events = studio.translate(image, source_model, target_model, source=source, target=target,
+                                      method=method, strength=strength, steps=steps, eta=eta,
+                                      refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
+                                      count=count)
+            for update in _show(events, len(seeds_of(seeds, count)), progress):
+                yield update[:3]
+
+        t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
+                                          t_refine, t_w, t_seeds, t_count], [t_gallery, t_status, t_seen],
+                              api_name="translate", **HEAVY)
+        t_stop.click(None, cancels=[t_event])
+
+
+def _guide_tab(studio: Studio, names: list[str]) -> None:
+    import pandas as pd
+
+    choices = studio.energy_choices()
+    with gr.Tab("Guide"):
+        with gr.Row():
+            with gr.Column():
+                model = gr.Dropdown(names, value=names[0], label="Model")
+                energy = gr.Dropdown(choices, value=choices[0] if choices else None, label="Energy",
+                                     info="offered by the server's command line (--clip, --classifier, --energy)")
+                text = gr.Textbox(label="Text (clip energy)")
+                target = gr.Number(3, label="Class (classifier energy)")  # checked by the studio (NaN, 2.5)
+                condition = gr.Textbox(label="Model condition", info="prompt or class label; empty: unconditional")
+                with gr.Accordion("Settings", open=False, elem_id="guide-settings"):
+                    weight = gr.Number(10.0 if studio.classifier_spec else GUIDE.weight, label="Weight λ")
+                    langevin = gr.Slider(0, 1000, value=30, step=1, label="Langevin steps", elem_id="guide-langevin")
+                    step_size = gr.Number(GUIDE.step_size, label="Step size")
+                    steps = gr.Slider(1, 1000, value=10, step=1, label="Sampler steps of G(z)")
+                seeds, count = _seeds("guide")
+                with gr.Row():
+                    run = gr.Button("Guide", variant="primary", elem_id="guide-run")
+                    stop = gr.Button("Stop")
+            with gr.Column():
+                gallery = gr.Gallery(label="Chains", **GALLERY)
+                plot = gr.LinePlot(x="step", y="energy", color="chain", label="Energy", height=260)
+                status = gr.Markdown(label="Status", elem_id="guide-status")
+
+        @_errors
+        def guide(model, energy, text, target, condition, weight, langevin_steps, step_size, steps, seeds, count):
+            """Langevin dynamics in the latent space toward low energy; images and energies as the chains run."""
+            seed_list = seeds_of(seeds, count)
+            events = studio.guide(model, energy, text=text or "", target=target, condition=condition,
+                                  weight=weight, langevin_steps=langevin_steps, step_size=step_size, steps=steps,
+                                  seeds=seeds, count=count)
+            rows: list[dict] = []
+            last = 0.0
+            for kind, value in events:
+                if kind == "tick":
+                    yield gr.skip(), gr.skip(), gr.skip()
+                elif kind == "step":
+                    n, images, energies = value
+                    rows += [{"step": n, "energy": float(e), "chain": f"seed {s}"} for s, e in zip(seed_list, energies)]
+                    if time.monotonic() - last > 0.3 or n == langevin_steps:
+                        last = time.monotonic()
+                        frames = [(_u8(img), f"seed {s} · step {n}") for s, img in zip(seed_list, images)]
+                        yield frames, pd.DataFrame(rows), f"step {n} of {int(langevin_steps)}"
+                elif kind == "done":
+                    ok = [r for r in value if r.status == "ok"]
+                    failed = [f"**failed** seed {r.unit.seed}: {r.error}" for r in value if r.status == "failed"]
+                    items = [(r.output, f"seed {r.unit.seed} · energy {r.metrics['energy_start']:.3f} → "
+                                        f"{r.metrics['energy_end']:.3f}") for r in ok]
+                    yield items, pd.DataFrame(rows), "\n\n".join([f"{len(ok)} of {len(value)} done", *failed])
+
+        event = run.click(guide, [model, energy, text, target, condition, weight, langevin, step_size, steps, seeds,
+                                  count], [gallery, plot, status], api_name="guide", **HEAVY)
+        stop.click(None, cancels=[event])
+
+
+def _latents_tab(studio: Studio, names: list[str]) -> None:
+    with gr.Tab("Latents"):
+        gr.Markdown("Decode a latent file (from the Edit tab or `cyclediff encode`) with another prompt, class or "
+                    "model; leave the condition empty to get the encoded image back.")
+        with gr.Row():
+            with gr.Column():
+                latent = gr.File(label="Latent file", file_types=[".safetensors"])
+                model = gr.Dropdown(names, value=names[0], label="Model")
+                target = gr.Textbox(label="Condition", info="prompt or class label; empty: the recorded one")
+                scale = gr.Slider(0, 20, value=1, step=0.5, label="Guidance scale")
+                negative = gr.Textbox(label="Negative prompt (text models)")
+                run = gr.Button("Decode", variant="primary")
+            output = _picture("Decoded", elem_id="decoded", interactive=False)
+
+        @_errors
+        def decode(latent, model, target, guidance_scale, negative_prompt):
+            """Decode a latent file, under a new condition when one is given."""
+            return str(studio.decode(latent, model, target, guidance_scale=guidance_scale,
+                                     negative_prompt=negative_prompt))
+
+        run.click(decode, [latent, model, target, scale, negative], output, api_name="decode", **HEAVY)
+
+
+def _u8(images01: Any) -> Any:
+    """(C, H, W) in [0, 1] → an 8-bit H × W (× 3) array for the live gallery."""
+    arr = (images01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[2] == 1 else arr
+
+
+def _examples(studio: Studio) -> list[str]:
+    """Two held-out digits (a 3 and a 5) as example inputs, when the server has a demo model."""
+    if not studio.serves_demo():
+        return []
+    from .._io import save_image
+    from ..demo.data import split
+
+    _, _, x, y = split()
+    paths = []
+    for digit in (3, 5):
+        path = studio.workdir / "examples" / f"digit-{digit}.png"
+        if not path.is_file():
+            save_image((x[(y == digit).nonzero()[0, 0]] + 1) / 2, path)
+        paths.append(str(path))
+    return paths
+
+
+def launch(app: gr.Blocks, studio: Studio, *, host: str = "127.0.0.1", port: int | None = 7860, queue_size: int = 8,
+           max_file_size: str = "25mb", block: bool = True) -> str:
+    """Serve the app (never a public share link); returns its local URL."""
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    studio.tick = TICK
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
+                           allowed_paths=[str(studio.workdir)], max_file_size=max_file_size, theme=theme, css=CSS,
+                           ssr_mode=False, quiet=not block, show_error=True, inbrowser=False, footer_links=["api"])
+    return url
+
+
+__all__ = ["CSS", "Studio", "build_app", "launch"]

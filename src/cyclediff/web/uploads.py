@@ -1,0 +1,140 @@
+"""What the browser sends and sees of files: uploads checked in our words, the input the model will see (and what
+was done to the upload to get it), masks painted on the image, messages without server paths, and the request
+folders a server keeps (a bounded number; the rest deleted)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import save_image
+from ..api.images import read_for
+from ..errors import CycleDiffError
+from ..settings import RunOptions
+
+# an absolute path: a "/" not inside a word, a relative path or a URL, then two or more parts
+_PATH = re.compile(r"(?<![\w.~/:-])(?:/[^\s'\"/:,;()\[\]]+){2,}")
+
+
+def public(text: str, limit: int = 300) -> str:
+    """A message for the browser: absolute paths (the server's temp folders of uploads) cut to their file names,
+    the message cut to ``limit`` characters (a long label is not quoted back in full)."""
+    text = _PATH.sub(lambda m: m.group(0).rsplit("/", 1)[-1], str(text))
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def upload(value: Any, what: str) -> Path:
+    """The file of an upload (a path, or gradio's file dict), or one error saying to upload it."""
+    if value is None or value == "":
+        raise CycleDiffError(f"upload {what} first")
+    path = Path(value.get("path") if isinstance(value, dict) else value)
+    if not path.is_file():
+        raise CycleDiffError(f"the upload of {what} is gone; upload it again")
+    return path
+
+
+def _describe(channels: int, size: tuple[int, int]) -> str:
+    return f"{size[1]} × {size[0]} " + ("grey" if channels == 1 else "colour" if channels == 3 else f"{channels}-ch")
+
+
+def prepare(model: Any, path: Path, folder: Path, max_pixels: int) -> tuple[Path, str]:
+    """The input exactly as the model will see it, written as a PNG, and a line saying what was done to the upload
+    to get it (resized, cropped, made grey or colour). A file that is not an image fails here, in one line."""
+    from PIL import Image
+
+    x = read_for(model, path, **_policy(max_pixels))
+    with Image.open(path) as img:
+        w, h = img.size
+        grey = img.mode in ("1", "L", "LA", "I", "I;16", "F") or (img.mode == "P" and _grey_palette(img))
+    seen = _describe(x.shape[1], tuple(x.shape[2:]))
+    given = _describe(1 if grey else 3, (h, w))
+    changes = [c for c, on in (("resized", (h, w) != tuple(x.shape[2:])),
+                               ("made grey", not grey and x.shape[1] == 1),
+                               ("made colour", grey and x.shape[1] == 3)) if on]
+    out = save_image(x[0], folder / "model-input.png")
+    if not changes:
+        return out, f"the model's input: {seen}, as uploaded"
+    return out, f"the model's input: {seen} (uploaded {given}: {' and '.join(changes)} for this model)"
+
+
+def _grey_palette(img: Any) -> bool:
+    rgb = img.convert("RGB")
+    r, g, b = rgb.split()
+    return r.tobytes() == g.tobytes() == b.tobytes()
+
+
+def _policy(max_pixels: int) -> dict[str, Any]:
+    run = RunOptions(max_pixels=max_pixels)
+    return {"size": run.size, "fit": run.fit, "max_pixels": run.max_pixels}
+
+
+def for_painting(image: Any, folder: Path, side: int = 256) -> Path | None:
+    """The upload as the mask editor's background: a small image (an 8 × 8 digit) enlarged by a whole factor
+    (nearest) to at least ``side`` pixels, so that a brush can paint single pixels; others as they are. The
+    painted layer is brought back to the model's input size with the image's own geometry."""
+    from PIL import Image
+
+    if not image:
+        return None
+    path = Path(image.get("path") if isinstance(image, dict) else image)
+    try:
+        with Image.open(path) as img:
+            factor = -(-side // max(img.size))
+            if factor <= 1:
+                return path
+            big = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+            out = folder / f"paint-{uuid.uuid4().hex[:8]}.png"
+            big.save(out)
+            return out
+    except OSError:  # not an image: the edit itself says so
+        return None
+
+
+def painted_mask(editor: Any, model: Any, folder: Path, max_pixels: int) -> Path | None:
+    """The region painted on the image editor (its layers' paint, any opacity) as a binary mask at the model's
+    input size and geometry (resized and cropped as the image is), or None when nothing is painted. A model-input
+    pixel at least a quarter covered by paint may change (the resize's ringing, up to about a tenth, is not
+    paint); every other pixel is kept."""
+    from PIL import Image
+
+    layers = (editor or {}).get("layers") if isinstance(editor, dict) else None
+    alpha = None
+    for layer in layers or []:
+        with Image.open(upload(layer, "the painted mask")) as img:
+            a = torch.from_numpy(_alpha(img))
+        alpha = a if alpha is None else torch.maximum(alpha, a)
+    if alpha is None or not bool((alpha > 0).any()):
+        return None
+    drawn = save_image((alpha > 0).float()[None], folder / "painted.png")
+    mask = (read_for(model, drawn, channels=1, **_policy(max_pixels)) >= 0.25).float()
+    return save_image(mask[0], folder / "mask.png")
+
+
+def _alpha(img: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(img.convert("RGBA"), dtype=np.uint8)[..., 3].copy()
+
+
+class Folders:
+    """One new folder per request under ``root``, keeping the newest ``keep`` (older ones are deleted when a new
+    one is made: a long-running server's files stay bounded)."""
+
+    def __init__(self, root: Path, keep: int = 32) -> None:
+        self.root, self.keep, self._made, self._lock = root, keep, [], threading.Lock()
+
+    def new(self) -> Path:
+        path = self.root / uuid.uuid4().hex[:12]
+        path.mkdir(parents=True)
+        with self._lock:
+            self._made.append(path)
+            old, self._made = self._made[:-self.keep], self._made[-self.keep:]
+        for folder in old:
+            shutil.rmtree(folder, ignore_errors=True)
+        return path
