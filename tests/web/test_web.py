@@ -84,14 +84,14 @@ def test_bad_choices_are_one_line_errors_naming_what_is_offered(tmp_path):
         studio.edit(str(tmp_path / "x.png"), "demo:digits", "3", "8", strength=0.8, steps=0, eta=0.1, guidance_scale=1)
 
 
-def test_an_oversized_upload_fails_alone_as_the_cli_fails_it(tmp_path):
+def test_an_oversized_upload_is_refused_in_one_line_before_any_work(tmp_path):
+    """The studio reads the upload as the model will see it before it starts: over the server's --max-pixels, the
+    request is one error (all its seeds share the one image), naming the limit."""
     studio = Studio(workdir=tmp_path / "w", max_pixels=40)  # the 8 × 8 digit has 64 pixels
     big = tmp_path / "digit.png"
     save_image(torch.rand(1, 8, 8), big)
-    events = list(studio.translate(str(big), "demo:digit-3", "demo:digit-8", strength=0.5, steps=4, eta=0.1,
-                                   seeds="0", count=2))
-    results = events[-1][1]
-    assert [r.status for r in results] == ["failed", "failed"] and "max-pixels" in results[0].error.replace("_", "-")
+    with pytest.raises(CycleDiffError, match="max-pixels"):
+        studio.translate(str(big), "demo:digit-3", "demo:digit-8", strength=0.5, steps=4, eta=0.1, seeds="0", count=2)
 
 
 def test_stopping_a_guide_stops_its_chains(tmp_path, monkeypatch):
@@ -118,8 +118,8 @@ def test_stopping_a_guide_stops_its_chains(tmp_path, monkeypatch):
 def test_api_edit_equals_the_python_api_and_ranks_by_directional_clip(served):
     c, sd, photo = served["client"], served["sd"], served["photo"]
     settings = dict(strength=0.8, steps=6, eta=0.1, guidance_scale=3.0, source_guidance_scale=1.0)
-    gallery, status = c.predict(handle_file(str(photo)), "tiny-sd", "a cat", "a dog", *settings.values(), "",
-                                "0", 3, "cyclediffusion", api_name="/edit")
+    gallery, status, *_ = c.predict(handle_file(str(photo)), "tiny-sd", "a cat", "a dog", *settings.values(), "",
+                                    "0", 3, "cyclediffusion", api_name="/edit")
     assert status.startswith("3 of 3 done") and "ranked by directional CLIP" in status
     scores = [float(item["caption"].split("directional CLIP ")[1].split(" ")[0]) for item in gallery]
     assert scores == sorted(scores, reverse=True)
@@ -133,14 +133,15 @@ def test_api_edit_equals_the_python_api_and_ranks_by_directional_clip(served):
 def test_api_translate_and_class_edit_equal_the_python_api(served):
     c, digit = served["client"], served["digit"]
     x = load_image(digit, channels=1)
-    outputs, status = c.predict(handle_file(str(digit)), "demo:digit-3", "demo:digit-8", "", "", "sdedit", 0.7, 20,
-                                0.5, 2, 1, "4", 1, api_name="/translate")
-    assert status == "1 of 1 done"
+    outputs, status, seen = c.predict(handle_file(str(digit)), "demo:digit-3", "demo:digit-8", "", "", "sdedit", 0.7,
+                                      20, 0.5, 2, 1, "4", 1, api_name="/translate")
+    assert status == "1 of 1 done\n\nthe model's input: 8 × 8 grey, as uploaded"
+    torch.testing.assert_close(_png(seen), x[0], rtol=0, atol=0)  # the digit is the model's size already
     ours = translate(x, load("demo:digit-3"), load("demo:digit-8"), strength=0.7, steps=20, eta=0.5, refine_steps=2,
                      method="sdedit", generator=_gen(4)).images
     torch.testing.assert_close(_png(outputs[0]["image"]), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
-    gallery, _ = c.predict(handle_file(str(digit)), "demo:digits", "3", "8", 0.8, 30, 0.1, 3.0, 1.0, "", "1", 1,
-                           "cyclediffusion", api_name="/edit")
+    gallery, *_ = c.predict(handle_file(str(digit)), "demo:digits", "3", "8", 0.8, 30, 0.1, 3.0, 1.0, "", "1", 1,
+                            "cyclediffusion", api_name="/edit")
     model = load("demo:digits")
     ours = translate(x, model, model, strength=0.8, steps=30, eta=0.1, generator=_gen(1),
                      source_condition={"class_labels": [3]},
@@ -260,7 +261,7 @@ def test_cancelling_through_gradio_stops_an_edit_within_one_result(served):
     studio, c = served["studio"], served["client"]
 
     def outputs() -> set:
-        return {p for p in studio.workdir.rglob("*.png") if "examples" not in p.parts}
+        return set(studio.workdir.rglob("*_seed*.png"))  # results (not the model's input, nor the examples)
 
     before = outputs()
     start = time.time()
@@ -275,3 +276,18 @@ def test_cancelling_through_gradio_stops_an_edit_within_one_result(served):
     written = outputs() - before
     time.sleep(one + 1.0)
     assert len(written) <= 2 and outputs() - before == written  # stopped, and nothing more comes
+
+
+def test_api_a_file_that_is_no_image_is_one_line_naming_no_server_path(served):
+    """Gradio's own preprocessing said "Could not preprocess input component at index 0 … cannot identify image
+    file '/tmp/gradio/…/photo.png'"; the studio reads the upload itself and says what is wrong with it."""
+    from gradio_client.exceptions import AppError
+
+    fake = served["tmp"] / "photo.png"
+    fake.write_text("not an image")
+    with pytest.raises(AppError) as err:
+        served["client"].predict(handle_file(str(fake)), "demo:digits", "3", "8", 0.8, 5, 0.1, 1.0, 1.0, "", "0", 1,
+                                 "cyclediffusion", api_name="/edit")
+    message = str(err.value)
+    assert "cannot read image photo.png" in message and "/tmp" not in message and "preprocess" not in message
+    assert "\n" not in message.strip()

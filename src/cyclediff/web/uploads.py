@@ -112,7 +112,8 @@ def painted_mask(editor: Any, model: Any, folder: Path, max_pixels: int) -> Path
     if alpha is None or not bool((alpha > 0).any()):
         return None
     drawn = save_image((alpha > 0).float()[None], folder / "painted.png")
-    mask = (read_for(model, drawn, channels=1, **_policy(max_pixels)) >= 0.25).float()
+    limit = max(max_pixels, alpha.numel())  # the editor's enlarged copy of a small upload may exceed the limit
+    mask = (read_for(model, drawn, channels=1, **_policy(limit)) >= 0.25).float()
     return save_image(mask[0], folder / "mask.png")
 
 
