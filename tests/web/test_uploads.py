@@ -91,14 +91,14 @@ def test_an_edit_under_a_painted_mask_keeps_every_pixel_outside_it(tmp_path):
 
 
 def test_an_automatic_mask_is_shown_beside_the_result(tmp_path):
-    from cyclediff.web.app import _show
+    from cyclediff.web.results import show
 
     studio = Studio(["demo:digits"], workdir=tmp_path / "w")
     digit = tmp_path / "d.png"
     save_image(torch.rand(1, 8, 8), digit)
     events = studio.edit(str(digit), "demo:digits", "3", "8", strength=0.8, steps=20, eta=0.1, guidance_scale=2.0,
                          mask_mode="automatic", mask_threshold=0.5)
-    *_, last = _show(events, 1, lambda *a, **k: None)
+    *_, last = show(events, 1, lambda *a, **k: None)
     items, status, seen, mask, pair = last
     assert status.startswith("1 of 1 done") and mask.endswith("_mask.png") and pair == (seen, items[0][0])
     with pytest.raises(CycleDiffError, match="painted or automatic"):

@@ -8,23 +8,21 @@ and each can be stopped from the page.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing is sent anywhere
+import gradio as gr
 
-import gradio as gr  # noqa: E402
+from ..errors import CycleDiffError
+from ..settings import EDIT, GUIDE, TRANSLATE
+from .results import show, u8
+from .service import Studio, seeds_of
+from .uploads import for_painting, public
 
-from ..errors import CycleDiffError  # noqa: E402
-from ..settings import EDIT, GUIDE, TRANSLATE  # noqa: E402
-from .service import Studio, seeds_of  # noqa: E402
-from .uploads import for_painting, public  # noqa: E402
-
-# tiny demo images (8 × 8 digits) are enlarged to the box and stay crisp
-# whole images, never under a label or a caption: the label gets its own row (padding), captions go below the
-# image, a gallery keeps four columns (one result is not one huge, cut-off thumbnail), the slider fits its box
+# tiny demo images (8 × 8 digits) are enlarged crisply; whole images, never under a label or a caption: the label
+# gets its own row (padding), captions go below the image, a gallery keeps four columns (one result is not one
+# huge, cut-off thumbnail), the slider fits its box
 CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain; }\n"
        ".cyclediff-input img { width: 100%; height: 100%; padding-top: 28px; box-sizing: border-box; }\n"
        ".cyclediff-pixels .grid-container { padding-top: 2.5rem; --grid-cols: 4 !important; }\n"
@@ -69,53 +67,6 @@ def _errors(fn):
             raise gr.Error("out of memory: ask for fewer seeds or smaller images", print_exception=False) from err
 
     return wrapped
-
-
-def _show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
-    """The runner's results as a growing gallery and a status line, with the input the model saw, the mask used
-    and a before / after pair: (gallery, status, input, mask, before-after)."""
-    shown: list[Any] = []
-    failed: list[str] = []
-    seen: dict[str, Any] = {}
-    for kind, value in events:
-        if kind == "tick":  # nothing new: no update (a stopped request is closed here)
-            yield (gr.skip(),) * 5
-            continue
-        if kind == "input":
-            seen = dict(value)
-        if kind == "result":
-            if value.status == "failed":
-                failed.append(f"seed {value.unit.seed}: {public(value.error)}")
-            else:
-                shown.append(value)
-                seen["mask"] = seen.get("mask") or _files(value)[1]  # an automatic mask, found per edit
-            progress((len(shown) + len(failed), total), desc="results")
-        ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
-        if ranked:  # the paper's best of N: the largest directional CLIP first
-            shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))
-        items = [(_files(r)[0], _caption(r)) for r in shown]
-        lines = [f"{len(shown)} of {total} done" + (" · ranked by directional CLIP" if ranked else "")]
-        lines += [seen["note"]] * ("note" in seen) + [f"**failed** {f}" for f in failed]
-        pair = (seen["image"], items[0][0]) if items and seen.get("image") else None
-        yield items, "\n\n".join(lines), seen.get("image"), _str(seen.get("mask")), pair
-
-
-def _files(result: Any) -> tuple[str, str | None]:
-    """A result's image, and the mask written beside it (an automatic mask), if any."""
-    paths = str(result.output).split(", ")
-    return paths[0], next((p for p in paths[1:] if p.endswith("_mask.png")), None)
-
-
-def _str(path: Any) -> str | None:
-    return None if path is None else str(path)
-
-
-def _caption(result: Any) -> str:
-    parts = [f"seed {result.unit.seed}"]
-    if "directional_clip" in result.metrics:
-        parts.append(f"directional CLIP {result.metrics['directional_clip']:.3f}")
-        parts.append(f"CLIP {result.metrics['clip_score']:.3f}")
-    return " · ".join(parts)
 
 
 def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
@@ -176,14 +127,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                     gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
                                 [e_image, e_model, e_source, e_target])
             with gr.Column():
-                e_gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
-                e_status = gr.Markdown(label="Status", elem_id="edit-status")
-                with gr.Row():
-                    e_seen = _picture("The model's input", elem_id="edit-seen", interactive=False)
-                    e_used = _picture("Mask used (white: may change)", elem_id="edit-mask-used", interactive=False)
-                e_compare = gr.ImageSlider(label="Before / after (the first result)", type="filepath", format="png",
-                                           image_mode=None, max_height=224, interactive=False, elem_id="edit-compare",
-                                           elem_classes=["cyclediff-pixels", "cyclediff-compare"])
+                shown = _edit_results()
                 e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
         e_image.change(functools.partial(_onto_editor, studio), e_image, e_mask, api_visibility="private")
 
@@ -198,11 +142,11 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                                  negative_prompt=negative_prompt, seeds=seeds, count=count, method=method,
                                  mask=mask, mask_mode=mask_mode, mask_threshold=mask_threshold)
             total = len(seeds_of(seeds, count))
-            yield from _show(events, total, progress, rank=studio.scorer() is not None)
+            yield from show(events, total, progress, rank=studio.scorer() is not None)
 
         e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
                                      e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold],
-                              [e_gallery, e_status, e_seen, e_used, e_compare], api_name="edit", **HEAVY)
+                              shown, api_name="edit", **HEAVY)
         e_stop.click(None, cancels=[e_event])
 
         @_errors
@@ -213,6 +157,19 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
 
         e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
                        api_name="encode", **HEAVY)
+
+
+def _edit_results() -> list[Any]:
+    """The results, the status line, the model's input with the mask used, and a before / after slider."""
+    gallery = gr.Gallery(label="Results", elem_id="edit-gallery", **GALLERY)
+    status = gr.Markdown(label="Status", elem_id="edit-status")
+    with gr.Row():
+        seen = _picture("The model's input", elem_id="edit-seen", interactive=False)
+        used = _picture("Mask used (white: may change)", elem_id="edit-mask-used", interactive=False)
+    compare = gr.ImageSlider(label="Before / after (the first result)", type="filepath", format="png",
+                             image_mode=None, max_height=224, interactive=False, elem_id="edit-compare",
+                             elem_classes=["cyclediff-pixels", "cyclediff-compare"])
+    return [gallery, status, seen, used, compare]
 
 
 def _mask_inputs() -> tuple[gr.ImageEditor, gr.Radio, gr.Slider]:
@@ -270,7 +227,7 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
                                       method=method, strength=strength, steps=steps, eta=eta,
                                       refine_steps=refine_steps, guidance_scale=guidance_scale, seeds=seeds,
                                       count=count)
-            for update in _show(events, len(seeds_of(seeds, count)), progress):
+            for update in show(events, len(seeds_of(seeds, count)), progress):
                 yield update[:3]
 
         t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
@@ -323,7 +280,7 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
                     rows += [{"step": n, "energy": float(e), "chain": f"seed {s}"} for s, e in zip(seed_list, energies)]
                     if time.monotonic() - last > 0.3 or n == langevin_steps:
                         last = time.monotonic()
-                        frames = [(_u8(img), f"seed {s} · step {n}") for s, img in zip(seed_list, images)]
+                        frames = [(u8(img), f"seed {s} · step {n}") for s, img in zip(seed_list, images)]
                         yield frames, pd.DataFrame(rows), f"step {n} of {int(langevin_steps)}"
                 elif kind == "done":
                     ok = [r for r in value if r.status == "ok"]
@@ -358,12 +315,6 @@ def _latents_tab(studio: Studio, names: list[str]) -> None:
                                      negative_prompt=negative_prompt))
 
         run.click(decode, [latent, model, target, scale, negative], output, api_name="decode", **HEAVY)
-
-
-def _u8(images01: Any) -> Any:
-    """(C, H, W) in [0, 1] → an 8-bit H × W (× 3) array for the live gallery."""
-    arr = (images01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    return arr[..., 0] if arr.shape[2] == 1 else arr
 
 
 def _examples(studio: Studio) -> list[str]:

@@ -35,7 +35,6 @@ GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "conta
 TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
 HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
 
-from gradio.events import Dependency
 
 class _Upload(gr.Image):
     """An image box whose upload reaches the studio even when it is no image: the studio then says so in one line

@@ -1,0 +1,64 @@
+"""How results reach the page: the runner's events as a growing gallery with captions, a status line, the input
+the model saw, the mask used and a before / after pair."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from .uploads import public
+
+
+def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
+    """The runner's results as a growing gallery and a status line, with the input the model saw, the mask used
+    and a before / after pair: (gallery, status, input, mask, before-after)."""
+    shown: list[Any] = []
+    failed: list[str] = []
+    seen: dict[str, Any] = {}
+    for kind, value in events:
+        if kind == "tick":  # nothing new: no update (a stopped request is closed here)
+            yield (gr.skip(),) * 5
+            continue
+        if kind == "input":
+            seen = dict(value)
+        if kind == "result":
+            if value.status == "failed":
+                failed.append(f"seed {value.unit.seed}: {public(value.error)}")
+            else:
+                shown.append(value)
+                seen["mask"] = seen.get("mask") or _files(value)[1]  # an automatic mask, found per edit
+            progress((len(shown) + len(failed), total), desc="results")
+        ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
+        if ranked:  # the paper's best of N: the largest directional CLIP first
+            shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))
+        items = [(_files(r)[0], _caption(r)) for r in shown]
+        lines = [f"{len(shown)} of {total} done" + (" · ranked by directional CLIP" if ranked else "")]
+        lines += [seen["note"]] * ("note" in seen) + [f"**failed** {f}" for f in failed]
+        pair = (seen["image"], items[0][0]) if items and seen.get("image") else None
+        yield items, "\n\n".join(lines), seen.get("image"), _str(seen.get("mask")), pair
+
+
+def _files(result: Any) -> tuple[str, str | None]:
+    """A result's image, and the mask written beside it (an automatic mask), if any."""
+    paths = str(result.output).split(", ")
+    return paths[0], next((p for p in paths[1:] if p.endswith("_mask.png")), None)
+
+
+def _str(path: Any) -> str | None:
+    return None if path is None else str(path)
+
+
+def _caption(result: Any) -> str:
+    parts = [f"seed {result.unit.seed}"]
+    if "directional_clip" in result.metrics:
+        parts.append(f"directional CLIP {result.metrics['directional_clip']:.3f}")
+        parts.append(f"CLIP {result.metrics['clip_score']:.3f}")
+    return " · ".join(parts)
+
+
+def u8(images01: Any) -> Any:
+    """(C, H, W) in [0, 1] → an 8-bit H × W (× 3) array for the live gallery."""
+    arr = (images01.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[2] == 1 else arr
