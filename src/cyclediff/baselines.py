@@ -4,6 +4,8 @@
   model and *fresh* noise: nothing ties the output to the input but the starting point.
 - **DDIB** (Su et al. 2023): invert x0 deterministically with the source ODE (DDIM, η = 0) to the first
   timestep, then integrate the target ODE back down.
+- **FlowEdit** (Kulikov et al. 2025): inversion-free editing of rectified-flow models, fresh noise at every step
+  (:mod:`cyclediff.flowedit`; :func:`flowedit` takes prompts as FlowEdit's own functions do).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ._noise import Generators, gaussian_like
 from .encoder import prepare, start_point
+from .flowedit import flow_edit
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
@@ -92,4 +95,21 @@ def ddib(
     return ddim_generate(x_start, target, target_cond, p.timesteps, progress=progress)
 
 
-__all__ = ["ddib", "ddim_generate", "ddim_invert", "sdedit"]
+def flowedit(x0: torch.Tensor, model: Denoiser, *, source_prompt: str | list[str], prompt: str | list[str],
+             negative_prompt: str = "", steps: int, n_max: int, n_min: int = 0, n_avg: int = 1,
+             source_guidance_scale: float, guidance_scale: float, noise: Any = None, generator: Generators = None,
+             progress: bool = False) -> torch.Tensor:
+    """FlowEdit with prompts, as ``FlowEditSD3`` / ``FlowEditFLUX`` take them: x0 in the model's sample space
+    (SD3 / FLUX: normalised, unpacked VAE latents), the target samples out. The guidance scales are the model's
+    own kind: classifier-free for SD3 (the negative prompt as its unconditional row), FLUX's embedded guidance.
+    ``noise``: an iterator of tensors shaped like x0 (FLUX: unpacked), consumed in FlowEdit's draw order."""
+    from .models.conditions import condition_for
+
+    negative = negative_prompt or None
+    source = condition_for(model, prompt=source_prompt, negative_prompt=negative, guidance_scale=source_guidance_scale)
+    target = condition_for(model, prompt=prompt, negative_prompt=negative, guidance_scale=guidance_scale)
+    return flow_edit(x0, model, steps=steps, n_max=n_max, n_min=n_min, n_avg=n_avg, source_condition=source,
+                     target_condition=target, noise=noise, generator=generator, progress=progress)
+
+
+__all__ = ["ddib", "ddim_generate", "ddim_invert", "flow_edit", "flowedit", "sdedit"]

@@ -36,6 +36,7 @@ def cycle(
     target_condition: dict[str, Any] | None = None,
     copies: int = 1,
     mask: torch.Tensor | None = None,
+    encoder: str = ENCODE.encoder,
     progress: bool = False,
 ) -> tuple[torch.Tensor, Latent]:
     """x0 (model sample space) → z ~ DPMEnc(z | x0, source) → G_target(z). Returns (output, latent).
@@ -47,12 +48,14 @@ def cycle(
     holds B·k entries, each input's k in a row; the output is (B·k, …) in that order), in the same batched
     model calls. ``mask`` (B, 1, h, w) at the sample size, in [0, 1]: after every step the output is the target
     trajectory inside it and the source trajectory outside (:func:`cyclediff.masks.blend`), which ends at x0.
+    ``encoder="edit-friendly"``: the source trajectory is the edit-friendly inversion's (independent marginals
+    q(x_t | x0)); decoding those draws with the target is the edit-friendly DDPM edit.
     """
     target = source if target is None else target
     if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
         raise CycleDiffError(f"copies must be a positive integer; got {copies!r}")
     run = EncodingRun.prepare(x0, source, steps=steps, strength=strength, eta=eta, sampler=sampler,
-                              generator=generator, condition=source_condition or {})
+                              generator=generator, condition=source_condition or {}, encoder=encoder)
     check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
                timesteps=run.timesteps, sample=x0)
     target_cond = target.prepare_condition(x0.shape[0] * copies, **(target_condition or {}))

@@ -15,7 +15,7 @@ from .models.base import Condition, Denoiser
 from .models.conditions import merge_condition
 from .sampler import decoder_step, progress_steps
 from .schedule import Schedule
-from .settings import ENCODE
+from .settings import ENCODE, check_setting
 from .transitions import Transition, check_sampler, draw_std, posterior_mean, transition
 
 # Images slightly outside [-1, 1] (resampling overshoot) are accepted; anything further is a scaling mistake.
@@ -76,12 +76,14 @@ def start_point(x0: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torc
 def encoder_step(
     schedule: Schedule, step: Transition, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, *,
     last: bool, eta: float, draw: Callable[[], torch.Tensor], sampler: str = ENCODE.sampler,
+    x_s: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """One DPM-Encoder step: draw x_s ~ q(x_s | x_t, x0) (x0 itself after the last step) and return
-    (x_s as the decoder will recompute it, the draw ε the sampler needs, whether ε is a residual)."""
+    """One encoder step: land on x_s — drawn from q(x_s | x_t, x0) (the DPM-Encoder), or given (the edit-friendly
+    encoder's independent q(x_s | x0)), x0 itself after the last step — and return (x_s as the decoder will
+    recompute it, the draw ε the sampler needs, whether ε is a residual)."""
     if last:
         x_s = x0
-    else:
+    elif x_s is None:
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
         post_std = draw_std(ab_t, ab_s, sampler=sampler, eta=eta)  # DDPM: eta is 1, the true posterior β̃
         x_s = posterior_mean(x_t, x0, ab_t, ab_s, post_std) + post_std * draw()
@@ -110,17 +112,29 @@ class EncodingRun:
     noise: NoiseStream | None = None
     eps: list[torch.Tensor] = field(default_factory=list)
     residual: list[bool] = field(default_factory=list)
+    encoder: str = ENCODE.encoder
+    marginals: list[torch.Tensor] | None = None  # edit-friendly: x_t ~ q(x_t | x0) at each grid timestep
 
     @classmethod
-    def prepare(cls, x0, denoiser, *, steps, strength, eta, sampler, generator, condition) -> EncodingRun:
+    def prepare(cls, x0, denoiser, *, steps, strength, eta, sampler, generator, condition,
+                encoder=ENCODE.encoder) -> EncodingRun:
+        check_setting("encoder", encoder, required=True)
         p = prepare(x0, denoiser, steps=steps, strength=strength, sampler=sampler, eta=eta, generator=generator,
                     condition=condition)
         # one draw for x_start and one per step but the last (which lands on x0 itself)
         noise = NoiseStream(x0, p.gens, count=len(p.timesteps))
-        return cls(x0, denoiser, sampler, p.eta, steps, float(strength), p.timesteps, p.gens, p.condition,
-                   noise=noise)
+        run = cls(x0, denoiser, sampler, p.eta, steps, float(strength), p.timesteps, p.gens, p.condition,
+                  noise=noise, encoder=encoder)
+        if encoder == "edit-friendly":  # every x_t drawn up front, least noisy first (LEDITS++'s order)
+            ab = denoiser.schedule.alpha_bar_at
+            drawn = {t: start_point(x0, ab(t), noise.next()) for t in reversed(p.timesteps)}
+            run.marginals = [drawn[t] for t in p.timesteps]
+        return run
 
     def start(self) -> torch.Tensor:
+        if self.marginals is not None:
+            self.x_start = self.marginals[0]
+            return self.x_start
         ab = self.denoiser.schedule.alpha_bar_at(self.timesteps[0])
         self.x_start = start_point(self.x0, ab, self.noise.next())
         return self.x_start
@@ -129,8 +143,10 @@ class EncodingRun:
         """Record step k's draw from the model output at x_t; returns the next x."""
         schedule = self.denoiser.schedule
         step = transition(schedule, model_output, x_t, t, s, sampler=self.sampler, eta=self.eta)
-        x_s, e, residual = encoder_step(schedule, step, x_t, self.x0, t, s, last=k == len(self.timesteps) - 1,
-                                        eta=self.eta, draw=self.noise.next, sampler=self.sampler)
+        last = k == len(self.timesteps) - 1
+        given = None if self.marginals is None or last else self.marginals[k + 1]
+        x_s, e, residual = encoder_step(schedule, step, x_t, self.x0, t, s, last=last, eta=self.eta,
+                                        draw=self.noise.next, sampler=self.sampler, x_s=given)
         self.eps.append(e)
         self.residual.append(residual)
         return x_s
@@ -140,7 +156,8 @@ class EncodingRun:
         return Latent.from_draws(schedule, self.denoiser.model_id, x_start=self.x_start,
                                  eps=torch.stack(self.eps), timesteps=self.timesteps, residual=self.residual,
                                  sampler=self.sampler, eta=self.eta, steps=self.steps, strength=self.strength,
-                                 condition=self.condition.record, seeds=seeds_of(self.gens, self.x0.shape[0]))
+                                 condition=self.condition.record, seeds=seeds_of(self.gens, self.x0.shape[0]),
+                                 encoder=self.encoder)
 
 
 @torch.no_grad()
@@ -152,6 +169,7 @@ def encode(
     strength: float = ENCODE.strength,
     eta: float | None = ENCODE.eta,
     sampler: str = ENCODE.sampler,
+    encoder: str = ENCODE.encoder,
     generator: Generators = None,
     progress: bool = False,
     condition: Any = None,
@@ -165,13 +183,18 @@ def encode(
     the sampler's own (mean, std). ``decode(latent, denoiser)`` with the same condition gives back x0 up to
     floating point.
 
+    ``encoder="edit-friendly"`` is the edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024; the
+    inversion of diffusers' LEDITS++ pipelines): every x_t is drawn independently from q(x_t | x0), least noisy
+    first, instead of from the posterior chain; the draws are recorded the same way, so the latent (which
+    records its encoder) decodes back to x0 exactly like CycleDiffusion's.
+
     ``sampler="ddim"`` uses ``eta`` in (0, 1]; ``sampler="ddpm"`` the ancestral step with the config's variance.
     ``generator`` is one torch.Generator or a list with one per sample (then sample i depends on generator i
     alone). The condition: ``condition=`` (a dict of keywords, a prompt, or class label(s)) and / or keywords
     (``class_labels=``, ``prompt=``), which go to the model (a keyword it does not take is one clear error).
     """
     run = EncodingRun.prepare(x0, denoiser, steps=steps, strength=strength, eta=eta, sampler=sampler,
-                              generator=generator, condition=merge_condition(condition, keywords))
+                              generator=generator, condition=merge_condition(condition, keywords), encoder=encoder)
     x_t = run.start()
     for k, t, s in progress_steps(run.timesteps, progress=progress, desc="encode"):
         x_t = run.step(k, t, s, denoiser(x_t, t, run.condition), x_t)

@@ -19,6 +19,7 @@ import torch
 
 from ._io import atomic_write, json_object
 from .errors import LatentFileError
+from .settings import ENCODERS
 from .transitions import SAMPLERS
 
 FORMAT = "cyclediff.latent"
@@ -59,6 +60,7 @@ class Latent:
     condition: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int | None, ...] | None = None
     path: str = "vp"  # the Gaussian path: "vp" (DDPM / DDIM grids, integer timesteps) or "rectified_flow"
+    encoder: str = "cyclediffusion"  # which encoder made it (settings.ENCODERS); decoding is the same for all
 
     def __post_init__(self) -> None:
         if self.path not in PATHS:
@@ -117,12 +119,13 @@ class Latent:
     @classmethod
     def from_draws(cls, schedule: Any, model_id: str | None, *, x_start: torch.Tensor, eps: torch.Tensor,
                    timesteps: Any, residual: Any, sampler: str, eta: float, steps: int, strength: float,
-                   condition: dict[str, Any], seeds: tuple[int, ...] | None) -> Latent:
+                   condition: dict[str, Any], seeds: tuple[int, ...] | None,
+                   encoder: str = "cyclediffusion") -> Latent:
         """The latent of one run's draws on ``schedule`` (its size, fingerprint and variance type recorded)."""
         return cls(x_start=x_start, eps=eps, timesteps=tuple(timesteps), residual=tuple(residual), sampler=sampler,
                    eta=eta, steps=steps, strength=float(strength), num_train_timesteps=schedule.num_train_timesteps,
                    schedule_fingerprint=schedule.fingerprint(), variance_type=schedule.variance_type,
-                   model_id=model_id, condition=condition, seeds=seeds, path=schedule.path)
+                   model_id=model_id, condition=condition, seeds=seeds, path=schedule.path, encoder=encoder)
 
     # ------------------------------------------------------------------ views
     @property
@@ -316,6 +319,8 @@ def _field_problem(z: Latent) -> str | None:
     if not all((_is_int if z.path == "vp" else _is_number)(t) for t in z.timesteps) or not z.timesteps:
         kind = "integers" if z.path == "vp" else "numbers"
         return f"timesteps must be a non-empty list of {kind}; got {list(z.timesteps)!r}"
+    if z.encoder not in ENCODERS:
+        return f"encoder must be one of {', '.join(ENCODERS)}; got {z.encoder!r}"
     if z.sampler not in SAMPLERS:
         return f"sampler must be one of {', '.join(SAMPLERS)}; got {z.sampler!r}"
     if not _is_number(z.eta) or not 0 < z.eta <= 1 or (z.sampler in ("ddpm", "fresh") and z.eta != 1):

@@ -23,7 +23,11 @@ from typing import Any, ClassVar
 from .checks import check_choice, check_count, check_number, check_text, parse_size
 from .errors import CycleDiffError
 
-METHODS = ("cyclediffusion", "sdedit", "ddib")
+METHODS = ("cyclediffusion", "sdedit", "ddib", "edit-friendly", "flowedit")
+# where an encoder's x_{t-1} comes from: the posterior q(x_{t-1} | x_t, x0) (CycleDiffusion's DPM-Encoder) or an
+# independent marginal q(x_{t-1} | x0) per step (the edit-friendly DDPM inversion of Huberman-Spiegelglas et al.)
+ENCODERS = ("cyclediffusion", "edit-friendly")
+MASKED_METHODS = ("cyclediffusion", "edit-friendly")  # their source trajectory ends at the input
 SAMPLERS = ("ddim", "ddpm", "fresh")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -46,11 +50,13 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "target_class": (int, 0, None, False, False),
     "class_label": (int, 0, None, False, False),
     "mask_threshold": (float, 0.0, 1.0, True, True),
+    "n_avg": (int, 1, None, False, False),
+    "n_min": (int, 0, None, False, False),
     "max_pixels": (int, 1, None, False, False),
     "batch_size": (int, 1, None, False, False),
     "max_seeds": (int, 1, None, False, False),
 }
-CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "sampler": SAMPLERS, "fit": ("crop", "resize"),
+CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS, "fit": ("crop", "resize"),
                                        "dtype": DTYPE_NAMES, "compile": (False, True), "keep_best": (False, True)}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
@@ -155,8 +161,8 @@ class Masked(Settings):
 
     def check(self) -> None:
         method = getattr(self, "method", None)
-        if self.mask is not None and isinstance(method, str) and method != "cyclediffusion":
-            raise CycleDiffError(f"masks work with method cyclediffusion; not with {method}")
+        if self.mask is not None and isinstance(method, str) and method not in MASKED_METHODS:
+            raise CycleDiffError(f"masks work with methods {' and '.join(MASKED_METHODS)}; not with {method}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class EditSettings(Masked):
     guidance_scale: float = 3.0
     source_guidance_scale: float = 1.0
     method: str = "cyclediffusion"
+    n_avg: int = 1  # flowedit: velocity differences averaged per step
+    n_min: int = 0  # flowedit: the last steps sampled plainly with the target
     attention: Any = None  # Prompt-to-Prompt: "refine", "replace" or a dict of AttentionEdit's fields
     clip_model: str | None = None  # jobs: score each edit with this CLIP
 
@@ -203,6 +211,8 @@ class TranslateSettings(Masked):
     eta: float = 0.1
     refine_steps: int = 0
     method: str = "cyclediffusion"
+    n_avg: int = 1  # flowedit: velocity differences averaged per step
+    n_min: int = 0  # flowedit: the last steps sampled plainly with the target
     source_class: int | None = None
     target_class: int | None = None
     source_prompt: str | list[str] | None = None
@@ -250,6 +260,7 @@ class EncodeSettings(Settings):
     strength: float = 1.0
     eta: float = 0.1
     sampler: str = "ddim"
+    encoder: str = "cyclediffusion"
     condition: dict[str, Any] = field(default_factory=dict)
 
     task: ClassVar[str] = "encode"

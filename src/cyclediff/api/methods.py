@@ -1,4 +1,8 @@
-"""One switch over the three ways of carrying an image from a source to a target (model, condition)."""
+"""One switch over the ways of carrying an image from a source to a target (model, condition).
+
+They differ in where each step's noise comes from: CycleDiffusion's posterior chain q(x_{t−1} | x_t, x0), the
+edit-friendly inversion's independent marginals q(x_t | x0), FlowEdit's fresh draw at every step (no inversion),
+SDEdit's fresh sampler noise after one marginal draw, DDIB's none (the deterministic ODE both ways)."""
 
 from __future__ import annotations
 
@@ -6,29 +10,36 @@ from typing import Any
 
 import torch
 
-from ..baselines import ddib, sdedit
+from ..baselines import ddib, flow_edit, sdedit
 from ..cycle import cycle
 from ..errors import CycleDiffError
 from ..latent import Latent
-from ..settings import check_setting
+from ..settings import EDIT, MASKED_METHODS, check_setting
 
 
 def run_method(
     method: str, x0: torch.Tensor, source: Any, target: Any, *, steps: int, strength: float, eta: float,
     generator: Any, source_condition: dict[str, Any], target_condition: dict[str, Any], progress: bool,
-    mask: torch.Tensor | None = None, copies: int = 1,
+    mask: torch.Tensor | None = None, copies: int = 1, n_avg: int = EDIT.n_avg, n_min: int = EDIT.n_min,
 ) -> tuple[torch.Tensor, Latent | None]:
-    """(output in the model's sample space, the CycleDiffusion latent or None for the baselines).
+    """(output in the model's sample space, the latent or None for the methods without one).
 
-    ``mask`` (at the sample size) and ``copies`` are CycleDiffusion's (:func:`cyclediff.cycle.cycle`)."""
+    ``mask`` (at the sample size) and ``copies`` are those of the encoders' methods (:func:`cyclediff.cycle.cycle`:
+    cyclediffusion, edit-friendly). FlowEdit runs the last ``int(steps · strength)`` steps of the grid (its
+    n_max), with ``n_avg`` and ``n_min``."""
     check_setting("method", method, required=True)
-    if method == "cyclediffusion":
+    if method in MASKED_METHODS:
         return cycle(x0, source, target, steps=steps, strength=strength, eta=eta, generator=generator,
                      source_condition=source_condition, target_condition=target_condition, copies=copies,
-                     mask=mask, progress=progress)
+                     mask=mask, progress=progress, encoder=method)
     if mask is not None or copies != 1:
-        raise CycleDiffError(f"masks and many targets at once work with method cyclediffusion (its source "
-                             f"trajectory ends at the input and is shared); not with {method}")
+        raise CycleDiffError(f"masks and many targets at once work with methods {' and '.join(MASKED_METHODS)} "
+                             f"(their source trajectory ends at the input and is shared); not with {method}")
+    if method == "flowedit":
+        n_max = min(int(steps * strength), steps)
+        return flow_edit(x0, source, target, steps=steps, n_max=n_max, n_min=n_min, n_avg=n_avg,
+                         generator=generator, source_condition=source_condition,
+                         target_condition=target_condition, progress=progress), None
     if method == "sdedit":
         return sdedit(x0, target, steps=steps, strength=strength, eta=eta, generator=generator,
                       target_condition=target_condition, progress=progress), None
@@ -48,8 +59,8 @@ def resolve_mask(mask: Any, x0: torch.Tensor, image_size: tuple[int, int], sourc
 
     if mask is None:
         return None, None
-    if method != "cyclediffusion":
-        raise CycleDiffError(f"masks work with method cyclediffusion; not with {method}")
+    if method not in MASKED_METHODS:
+        raise CycleDiffError(f"masks work with methods {' and '.join(MASKED_METHODS)}; not with {method}")
     size = tuple(x0.shape[2:])
     if isinstance(mask, str):
         if mask != "auto":
