@@ -56,8 +56,9 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "batch_size": (int, 1, None, False, False),
     "max_seeds": (int, 1, None, False, False),
 }
-CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS, "fit": ("crop", "resize"),
-                                       "dtype": DTYPE_NAMES, "compile": (False, True), "keep_best": (False, True)}
+CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS,
+                                       "fit": ("crop", "resize"), "dtype": DTYPE_NAMES, "compile": (False, True),
+                                       "keep_best": (False, True)}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device")

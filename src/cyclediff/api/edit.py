@@ -12,7 +12,7 @@ from ..errors import CycleDiffError
 from ..latent import Latent
 from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
-from ..settings import EDIT, check_setting
+from ..settings import EDIT, MASKED_METHODS, check_setting
 from .images import as_image_batch
 from .methods import resolve_mask, run_method
 
@@ -46,6 +46,8 @@ def edit(
     mask: Any = None,
     mask_threshold: float = EDIT.mask_threshold,
     attention: Any = None,
+    n_avg: int = EDIT.n_avg,
+    n_min: int = EDIT.n_min,
     progress: bool = False,
 ) -> EditResult:
     """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.
@@ -56,7 +58,10 @@ def edit(
     Prompts are one string or one per image; ``generator`` is one torch.Generator or one per image (then each
     result depends on its own generator alone). ``method="sdedit"`` (noise, then sample with the target prompt
     and new noise) and ``"ddib"`` (DDIM-invert with the source prompt, regenerate with the target prompt) are
-    the baselines, on the same grid and guidance.
+    the baselines, on the same grid and guidance. ``method="edit-friendly"`` encodes with the edit-friendly DDPM
+    inversion (independent marginals, as LEDITS++ inverts) and decodes like CycleDiffusion; ``"flowedit"``
+    (rectified-flow models: SD3, FLUX) is FlowEdit over the last ``int(steps · strength)`` steps, ``n_avg`` draws a
+    step and the last ``n_min`` steps sampled plainly, the negative prompt on both rows as FlowEdit has it.
 
     **Many targets**: one image with a list of k prompts is encoded once and decoded under each prompt in the
     same batched pass (the source pass is shared); result i equals ``edit`` with ``prompt[i]`` alone and the same
@@ -71,12 +76,14 @@ def edit(
     x = as_image_batch(images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
-    if copies > 1 and method != "cyclediffusion":  # the baselines have no shared pass: one edit per target
+    if copies > 1 and method not in MASKED_METHODS:  # no shared source pass: one edit per target
         return _each_target(model, x, gens, prompt, negative_prompt, source_prompt=source_prompt, strength=strength,
-                            steps=steps, eta=eta, guidance_scale=guidance_scale,
+                            steps=steps, eta=eta, guidance_scale=guidance_scale, n_avg=n_avg, n_min=n_min,
                             source_guidance_scale=source_guidance_scale, method=method, mask=mask, progress=progress)
     x0 = to_model_space(model, x, gens)
     source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale}
+    if method == "flowedit" and negative_prompt is not None:  # FlowEdit's unconditional rows are the negative's
+        source_condition["negative_prompt"] = negative_prompt
     target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale}
     grid = model.schedule_for(tuple(x0.shape)).timesteps(steps, strength)  # the mask's and the attention's
     keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), model, model, method=method, timesteps=grid,
@@ -85,7 +92,8 @@ def edit(
     with _attention(model, attention, method, source_prompt, prompt, x.shape[0] * copies, grid):
         out, latent = run_method(method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens,
                                  progress=progress, source_condition=source_condition,
-                                 target_condition=target_condition, mask=keep, copies=copies)
+                                 target_condition=target_condition, mask=keep, copies=copies, n_avg=n_avg,
+                                 n_min=n_min)
     return EditResult(images=to_images(model, out), latent=latent, mask=shown)
 
 

@@ -45,14 +45,18 @@ def translate(
     target_condition: Any = None,
     mask: Any = None,
     mask_threshold: float = TRANSLATE.mask_threshold,
+    n_avg: int = TRANSLATE.n_avg,
+    n_min: int = TRANSLATE.n_min,
     progress: bool = False,
 ) -> TranslateResult:
     """Translate images (a (B, C, H, W) tensor in [0, 1] or PIL images) from ``source``'s domain to ``target``'s.
 
     ``method="cyclediffusion"``: encode with the source, decode the same latent with the target, one source and
-    one target evaluation per step (a single batched call when both are one model). ``"sdedit"`` and ``"ddib"``
-    are the baselines on the same grid. ``refine_steps`` = r > 0 re-noises the output to the r-th last step of
-    the grid and denoises it with the target at η = 1 (the paper's final refinement). Conditions: a class label
+    one target evaluation per step (a single batched call when both are one model); ``"edit-friendly"`` the same
+    with the edit-friendly inversion's draws; ``"flowedit"`` FlowEdit between two rectified-flow models (or two
+    conditions of one), ``n_avg`` / ``n_min`` as in :func:`cyclediff.baselines.flowedit`. ``"sdedit"`` and
+    ``"ddib"`` are the baselines on the same grid. ``refine_steps`` = r > 0 re-noises the output to the r-th last
+    step of the grid and denoises it with the target at η = 1 (the paper's final refinement). Conditions: a class label
     (or one per image), a prompt, or a dict of condition keywords. Models whose timestep grids or sample shapes
     differ are refused; different β schedules on the same grid are fine. ``mask`` (B, 1, H, W) in [0, 1] at
     image size, or ``"auto"``: only the masked region changes (CycleDiffusion; see :func:`cyclediff.edit`); outside
@@ -71,7 +75,7 @@ def translate(
     keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), source, target, method=method, timesteps=grid,
                                generator=gens, threshold=mask_threshold, **conditions)
     out, latent = run_method(method, x0, source, target, steps=steps, strength=strength, eta=eta, generator=gens,
-                             progress=progress, mask=keep, **conditions)
+                             progress=progress, mask=keep, n_avg=n_avg, n_min=n_min, **conditions)
     if refine_steps:
         if target.data_range is not None:
             out = out.clamp(*target.data_range)

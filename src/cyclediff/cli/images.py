@@ -22,6 +22,7 @@ from .options import (
     compile_option,
     device_option,
     dtype_option,
+    flowedit_options,
     image_options,
     load_model,
     mask_options,
@@ -81,7 +82,9 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 @setting_option(EditSettings, "source_guidance_scale",
                 help="1 (the paper's setting) needs no unconditional pass for the source")
 @click.option("--negative-prompt", default=None)
-@setting_option(EditSettings, "method", help="CycleDiffusion, or a baseline on the same grid")
+@setting_option(EditSettings, "method", help="cyclediffusion (the posterior chain), edit-friendly (the LEDITS++ "
+                                             "inversion's independent draws), flowedit (flow models), or a baseline")
+@flowedit_options(EditSettings)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="one seed for every image (default 0)")
 @click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
 @setting_option(RunOptions, "batch_size", help="images per UNet call (same-sized images are batched)")
@@ -134,6 +137,7 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
 @click.option("--source-model", required=True, help="the model of the input domain (hub id, folder, file, demo:…)")
 @click.option("--target-model", required=True, help="the model of the output domain")
 @setting_option(TranslateSettings, "method")
+@flowedit_options(TranslateSettings)
 @sampling_options(TranslateSettings)
 @setting_option(TranslateSettings, "refine_steps",
                 help="re-noise the output to the r-th last step and denoise it with the target at η = 1")

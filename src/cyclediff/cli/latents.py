@@ -49,6 +49,8 @@ def _condition(model: Any, opts: dict[str, Any]) -> dict[str, Any]:
 @sampling_options(EncodeSettings)
 @setting_option(EncodeSettings, "sampler", help="fresh: new noise at every step (flow models: diffusers' "
                                                 "stochastic_sampling)")
+@setting_option(EncodeSettings, "encoder", help="cyclediffusion: x_{t-1} from the posterior q(x_{t-1} | x_t, x0); "
+                                                "edit-friendly: each x_t from q(x_t | x0) (the LEDITS++ inversion)")
 @click.option("--prompt", default=None, help="text models: the prompt that describes the image")
 @click.option("--guidance-scale", type=float, default=None, help="text models (default 1)")
 @click.option("--class-label", type=int, default=None, help="class-conditional pixel models")

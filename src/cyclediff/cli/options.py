@@ -155,6 +155,16 @@ def mask_options(f: Callable) -> Callable:
                              "conditions disagree; its preview is written beside each output)")(f)
 
 
+def flowedit_options(cls: type) -> Callable:
+    """FlowEdit's own knobs (method flowedit; its n_max is int(steps · strength))."""
+
+    def apply(f: Callable) -> Callable:
+        f = setting_option(cls, "n_min", help="--method flowedit: the last N steps sampled plainly with the target")(f)
+        return setting_option(cls, "n_avg", help="--method flowedit: noise draws averaged per step")(f)
+
+    return apply
+
+
 def quiet_option(f: Callable) -> Callable:
     return click.option("--quiet", "-q", is_flag=True, callback=_quiet_option,
                         help="no progress bars, per-item lines or library warnings")(f)
