@@ -66,7 +66,8 @@ def test_demo_runs_end_to_end(tmp_path):
     res = CliRunner().invoke(main, ["demo", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "demo.json").read_text())
-    assert set(results["translation"]) == set(results["class_edit"]) == {"cyclediffusion", "sdedit", "ddib"}
+    vp = {"cyclediffusion", "sdedit", "ddib", "edit-friendly"}  # FlowEdit needs a flow model
+    assert set(results["translation"]) == set(results["class_edit"]) == vp
     assert {"accuracy_guided", "accuracy_unguided"} <= set(results["guidance"])
     for task in ("translation", "class_edit"):
         for r in results[task].values():
@@ -75,8 +76,14 @@ def test_demo_runs_end_to_end(tmp_path):
         assert results[task]["cyclediffusion"]["ssim"] > results[task]["sdedit"]["ssim"] + 0.1
     assert (tmp_path / "demo.png").stat().st_size > 0 and "| method |" in (tmp_path / "demo.md").read_text()
     flow = results["class_edit_flow"]  # the rectified-flow model's row: its latent keeps the shape too
-    assert set(flow) == {"cyclediffusion", "sdedit", "ddib"}
+    assert set(flow) == vp | {"flowedit"}
     assert flow["cyclediffusion"]["ssim"] > flow["sdedit"]["ssim"] + 0.1
+    # evaluations per edit, counted at the UNet: two a step (source and target) for the encoders and FlowEdit at
+    # n_avg 1, one for SDEdit, two for DDIB (invert up, generate down); the quick demo's grid has int(steps·0.8)
+    steps = int(results["settings"]["steps"] * results["settings"]["strength"])
+    assert {m: r["evaluations_per_edit"] for m, r in flow.items()} == {
+        "cyclediffusion": 2 * steps, "edit-friendly": 2 * steps, "flowedit": 2 * steps, "sdedit": steps,
+        "ddib": 2 * steps}
     assert "(rectified flow)" in (tmp_path / "demo.md").read_text()
 
 

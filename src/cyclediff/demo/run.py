@@ -2,12 +2,14 @@
 
 1. Sampling: the class-conditional model draws digits of each class; an SVC trained on the real digits judges them.
 2. Translation: held-out real 3s → the 8s model (unconditional models trained separately), with CycleDiffusion,
-   SDEdit and DDIB.
-3. Class editing: held-out real digits of every class → class (c + 5) mod 10 with the class-conditional model.
+   SDEdit, DDIB and the edit-friendly inversion.
+3. Class editing: held-out real digits of every class → class (c + 5) mod 10 with the class-conditional model,
+   and with the rectified-flow one (there FlowEdit too): the family that differs in where each step's noise
+   comes from, at equal steps and strength.
 
 Writes OUT/demo.png (inputs and outputs side by side), OUT/demo.json and OUT/demo.md, and returns the results.
-Per method: target-class accuracy (SVC), SSIM and PSNR of output against input, KID (raw 8×8 pixel features)
-of outputs against the real target-domain digits.
+Per method: target-class accuracy (SVC), SSIM and PSNR of output against input, FID and KID (raw 8×8 pixel
+features) of outputs against the real target-domain digits, and the model evaluations one edit takes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,27 @@ def _scores(inputs01, outputs01, target_labels, reference01) -> dict[str, float]
     }
 
 
+def applicable(model: Any) -> list[str]:
+    """The methods that run on ``model``: FlowEdit needs a rectified-flow model."""
+    flow = model.schedule.path == "rectified_flow"
+    return [m for m in METHODS if flow or m != "flowedit"]
+
+
+def _counted(models: list[Any], run: Any) -> tuple[Any, int]:
+    """``run()``'s result and the rows the models' UNets evaluated (each image at each call counts once)."""
+    rows = [0]
+
+    def count(module: Any, args: Any, output: Any) -> None:
+        rows[0] += len(args[0])
+
+    handles = [m.unet.register_forward_hook(count) for m in {id(m): m for m in models}.values()]
+    try:
+        return run(), rows[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def sample_accuracy(model, settings: DemoSettings, guidance_scale: float) -> tuple[float, torch.Tensor]:
     """Accuracy of the SVC on class-conditional samples (all classes × samples_per_class)."""
     from ..sampler import decode, sample_latent
@@ -103,10 +127,13 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
     reference = _to01(real_all[labels_all == TARGET_DIGIT])
     results["translation"] = {}
     shown = {"input": inputs[:10]}
-    for method in METHODS:
-        out_imgs = translate(inputs, source, target, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
-                             generator=_gens(len(inputs), s.seed)).images
-        results["translation"][method] = _scores(inputs, out_imgs, [TARGET_DIGIT] * len(inputs), reference)
+    for method in applicable(source):
+        result, rows = _counted([source, target], partial(
+            translate, inputs, source, target, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
+            generator=_gens(len(inputs), s.seed)))
+        out_imgs = result.images
+        results["translation"][method] = {**_scores(inputs, out_imgs, [TARGET_DIGIT] * len(inputs), reference),
+                                          "evaluations_per_edit": rows / len(inputs)}
         shown[method] = out_imgs[:10]
 
     # 3. class edits with the class-conditional model: c → (c + 5) mod 10
@@ -117,13 +144,14 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
 
     def class_edits(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         scores, shown_edit = {}, {"input": edit_in[:: s.edit_per_class]}
-        for method in METHODS:
-            out_imgs = translate(edit_in, model, model, strength=s.strength, steps=s.steps, eta=s.eta,
-                                 method=method, generator=_gens(len(edit_in), s.seed),
-                                 source_condition={"class_labels": edit_src},
-                                 target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale}
-                                 ).images
-            scores[method] = _scores(edit_in, out_imgs, edit_tgt.tolist(), reference_edit)
+        for method in applicable(model):
+            result, rows = _counted([model], partial(
+                translate, edit_in, model, model, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
+                generator=_gens(len(edit_in), s.seed), source_condition={"class_labels": edit_src},
+                target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale}))
+            out_imgs = result.images
+            scores[method] = {**_scores(edit_in, out_imgs, edit_tgt.tolist(), reference_edit),
+                              "evaluations_per_edit": rows / len(edit_in)}
             shown_edit[method] = out_imgs[:: s.edit_per_class]
         return scores, shown_edit
 
@@ -163,15 +191,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"{g['unguided_class_histogram']}).",
         "",
         "| task | method | target accuracy | SSIM vs input | PSNR vs input (dB) | FID vs real target | KID vs real "
-        "target |",
-        "|---|---|---|---|---|---|---|",
+        "target | model evaluations per edit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for task, name in (("translation", f"{SOURCE_DIGIT} → {TARGET_DIGIT} (two models)"),
                        ("class_edit", "class c → c + 5 (one model)"),
                        ("class_edit_flow", "class c → c + 5 (rectified flow)")):
         for method, r in results.get(task, {}).items():
+            evaluations = f"{r['evaluations_per_edit']:g}"
             lines.append(f"| {name} | {method} | {r['target_accuracy']:.1%} | {r['ssim']:.3f} | {r['psnr']:.2f} | "
-                         f"{r['fid']:.3f} | {r['kid']:.4f} ± {r['kid_std']:.4f} |")
+                         f"{r['fid']:.3f} | {r['kid']:.4f} ± {r['kid_std']:.4f} | {evaluations} |")
     return "\n".join(lines) + "\n"
 
 
