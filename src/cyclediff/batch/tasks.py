@@ -215,7 +215,7 @@ class EncodeTask(ImageTask):
         s, gens = units[0].settings, generators(units)
         x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
         return [(encode(x0, self.model, steps=s.steps, strength=s.strength, eta=s.eta, sampler=s.sampler,
-                        generator=gens[0], progress=self.progress, **s.condition), {})]
+                        encoder=s.encoder, generator=gens[0], progress=self.progress, **s.condition), {})]
 
 
 class DecodeTask(ImageTask):
