@@ -21,7 +21,7 @@ from .flowedit import flow_edit
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
-from .settings import ENCODE, SAMPLE, TRANSLATE
+from .settings import EDIT, ENCODE, SAMPLE, TRANSLATE
 from .transitions import ddim_inversion_step, transition
 
 
@@ -96,7 +96,7 @@ def ddib(
 
 
 def flowedit(x0: torch.Tensor, model: Denoiser, *, source_prompt: str | list[str], prompt: str | list[str],
-             negative_prompt: str = "", steps: int, n_max: int, n_min: int = 0, n_avg: int = 1,
+             negative_prompt: str = "", steps: int, n_max: int, n_min: int = EDIT.n_min, n_avg: int = EDIT.n_avg,
              source_guidance_scale: float, guidance_scale: float, noise: Any = None, generator: Generators = None,
              progress: bool = False) -> torch.Tensor:
     """FlowEdit with prompts, as ``FlowEditSD3`` / ``FlowEditFLUX`` take them: x0 in the model's sample space

@@ -30,6 +30,7 @@ from .encoder import check_images
 from .errors import CycleDiffError, IncompatibleModelError
 from .models.base import Condition, Denoiser
 from .sampler import evaluate
+from .settings import EDIT
 from .transitions import model_prediction
 
 
@@ -105,7 +106,7 @@ def _check_flow(model: Denoiser, shape: tuple[int, ...], role: str) -> Any:
 
 @torch.no_grad()
 def flow_edit(x0: torch.Tensor, source: Denoiser, target: Denoiser | None = None, *, steps: int, n_max: int,
-              n_min: int = 0, n_avg: int = 1, source_condition: dict[str, Any] | None = None,
+              n_min: int = EDIT.n_min, n_avg: int = EDIT.n_avg, source_condition: dict[str, Any] | None = None,
               target_condition: dict[str, Any] | None = None, noise: Iterable[torch.Tensor] | None = None,
               generator: Generators = None, progress: bool = False) -> torch.Tensor:
     """FlowEdit of x0 (the model's sample space) from the source (model, condition) to the target's; returns the

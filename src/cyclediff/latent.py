@@ -19,7 +19,7 @@ import torch
 
 from ._io import atomic_write, json_object
 from .errors import LatentFileError
-from .settings import ENCODERS
+from .settings import ENCODE, ENCODERS
 from .transitions import SAMPLERS
 
 FORMAT = "cyclediff.latent"
@@ -120,7 +120,7 @@ class Latent:
     def from_draws(cls, schedule: Any, model_id: str | None, *, x_start: torch.Tensor, eps: torch.Tensor,
                    timesteps: Any, residual: Any, sampler: str, eta: float, steps: int, strength: float,
                    condition: dict[str, Any], seeds: tuple[int, ...] | None,
-                   encoder: str = "cyclediffusion") -> Latent:
+                   encoder: str = ENCODE.encoder) -> Latent:
         """The latent of one run's draws on ``schedule`` (its size, fingerprint and variance type recorded)."""
         return cls(x_start=x_start, eps=eps, timesteps=tuple(timesteps), residual=tuple(residual), sampler=sampler,
                    eta=eta, steps=steps, strength=float(strength), num_train_timesteps=schedule.num_train_timesteps,

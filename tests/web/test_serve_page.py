@@ -106,7 +106,8 @@ def test_a_text_file_uploaded_as_an_image_is_one_line_without_a_path(server, pag
     notes.write_text("not an image\n")
     page.goto(server, wait_until="domcontentloaded")
     _fill_edit(page, notes)
-    page.locator("#edit-run").click()
+    if name.endswith(".png"):  # the browser lets it through: the server reads it when the edit starts
+        page.locator("#edit-run").click()
     toast = page.locator(".toast-body").first
     toast.wait_for(timeout=60_000)
     lines = [line.strip() for line in toast.inner_text().splitlines() if line.strip() not in ("", "Error", "×")]

@@ -46,31 +46,25 @@ def edit(
     mask: Any = None,
     mask_threshold: float = EDIT.mask_threshold,
     attention: Any = None,
-    n_avg: int = EDIT.n_avg,
-    n_min: int = EDIT.n_min,
+    n_avg: int = EDIT.n_avg, n_min: int = EDIT.n_min,
     progress: bool = False,
 ) -> EditResult:
     """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.
 
     CycleDiffusion: the images' VAE latents are encoded with the source prompt at ``source_guidance_scale``
-    and decoded with the target prompt at ``guidance_scale``, step-interleaved, with one batched UNet call per
-    step; a scale of 1 skips the unconditional evaluation (the paper's setting: three evaluations per step).
-    Prompts are one string or one per image; ``generator`` is one torch.Generator or one per image (then each
-    result depends on its own generator alone). ``method="sdedit"`` (noise, then sample with the target prompt
-    and new noise) and ``"ddib"`` (DDIM-invert with the source prompt, regenerate with the target prompt) are
-    the baselines, on the same grid and guidance. ``method="edit-friendly"`` encodes with the edit-friendly DDPM
-    inversion (independent marginals, as LEDITS++ inverts) and decodes like CycleDiffusion; ``"flowedit"``
-    (rectified-flow models: SD3, FLUX) is FlowEdit over the last ``int(steps · strength)`` steps, ``n_avg`` draws a
-    step and the last ``n_min`` steps sampled plainly, the negative prompt on both rows as FlowEdit has it.
+    and decoded with the target prompt at ``guidance_scale``, one batched UNet call per step (a scale of 1 skips
+    the unconditional row). Prompts: one string or one per image; ``generator``: one or one per image (then each
+    result depends on its own alone). ``method``: "edit-friendly" (the LEDITS++ inversion's draws, decoded the
+    same way), "flowedit" (flow models; the last int(steps · strength) steps, ``n_avg``, ``n_min``, the negative
+    prompt on both rows as FlowEdit has it), the baselines "sdedit" and "ddib" (same grid and guidance).
 
-    **Many targets**: one image with a list of k prompts is encoded once and decoded under each prompt in the
-    same batched pass (the source pass is shared); result i equals ``edit`` with ``prompt[i]`` alone and the same
-    seed. **Masks** (CycleDiffusion): ``mask`` (B, 1, H, W) in [0, 1] at image size, 1 where the image may
-    change, or ``"auto"`` (where the two prompts' noise predictions disagree, thresholded at
-    ``mask_threshold``); outside a binary mask the result is the VAE reconstruction of the input.
+    **Many targets**: one image with k prompts is encoded once and decoded under each in one batched pass;
+    result i equals ``edit`` with ``prompt[i]`` alone and the same seed. **Masks** (the encoders' methods): ``mask``
+    (B, 1, H, W) in [0, 1] at image size, 1 where the image may change, or ``"auto"`` (where the prompts' noise
+    predictions disagree, at ``mask_threshold``); outside a binary mask: the VAE reconstruction of the input.
     **Attention control** (CycleDiffusion): ``attention="refine"`` / ``"replace"`` or an
-    :class:`~cyclediff.models.attention.AttentionEdit` (mode, cross_steps, self_steps, weights): the target pass
-    reuses the source pass's attention maps, as Prompt-to-Prompt does (the UNet then runs eagerly).
+    :class:`~cyclediff.models.attention.AttentionEdit`: the target pass reuses the source pass's attention maps,
+    as Prompt-to-Prompt does (the UNet then runs eagerly).
     """
     check_setting("method", method, required=True)
     x = as_image_batch(images).to(model.device)
