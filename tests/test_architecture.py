@@ -12,8 +12,8 @@ from cyclediff import settings as settings_module
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cyclediff"
 # layers, lowest first: a module may import its own layer and those below it, never one above
-LAYERS = {"core": 0, "api": 1, "batch": 2, "jobs": 3, "demo": 3, "cli": 4, "web": 4, "facade": 5}
-OUTER = ("api", "batch", "jobs", "cli", "web")
+LAYERS = {"core": 0, "api": 1, "batch": 2, "jobs": 3, "bench": 3, "demo": 3, "cli": 4, "web": 4, "facade": 5}
+OUTER = ("api", "batch", "jobs", "bench", "cli", "web")
 PROTOCOLS = {"Denoiser", "BatchedDenoiser", "Model", "AttentionEditable", "Codec"}
 # (name, literal) pairs that are mathematics, not a setting's default: strength 1 is the whole grid
 NOT_DEFAULTS = {("strength", 1.0)}

@@ -4,7 +4,7 @@ work. Errors users can fix become one-line messages (:mod:`cyclediff.cli.main`).
 
 from __future__ import annotations
 
-from . import batch, convert, demo, guide, images, latents, serve  # noqa: F401 - each registers its commands on main
+from . import batch, bench, convert, demo, guide, images, latents, serve  # noqa: F401 - each registers its commands on main
 from .main import main
 from .options import parse_seeds, resolve_device
 

@@ -1,0 +1,226 @@
+"""``cyclediff bench pie-bench``: every PIE-Bench image edited by each method on the job runner (resume, sharding
+over processes, per-item failures), the outputs laid out as PIE-Bench's own folders, then scored officially.
+
+OUT holds ``items.jsonl`` and ``job.toml`` (the edit job: ``cyclediff run OUT/job.toml`` or ``accelerate launch -m
+cyclediff run OUT/job.toml`` runs the same units), ``edits/`` (the job's images and manifest),
+``<method>/annotation_images/<image_path>`` (the layout the official ``evaluate.py`` reads), ``results.csv`` (one
+row per image × method, every metric), ``summary.md`` (the paper-style table) and ``summary.json`` (all it takes
+to reproduce the run).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write
+from ..errors import CycleDiffError
+from ..settings import EDIT, check_setting
+from .pie_bench import DEFAULT_METRICS, REPORT_SCALE, PieItem, decode_mask, load_pie, read_pie_image
+from .score import Scorers, score
+
+
+@dataclass
+class PieBenchRun:
+    """What one benchmark run does (the command line's options)."""
+
+    data: Path
+    out: Path
+    model: str
+    methods: list[str]
+    steps: int = 50
+    strength: float = EDIT.strength
+    eta: float = EDIT.eta
+    guidance_scale: float = 7.5
+    source_guidance_scale: float = EDIT.source_guidance_scale
+    n_avg: int = EDIT.n_avg
+    n_min: int = EDIT.n_min
+    seeds: str = "0"
+    best_of: bool = False  # keep, per image and method, the seed with the largest directional CLIP
+    rank_clip: str | None = None  # the CLIP that ranks best-of-N (the paper's protocol)
+    types: Any = None
+    split: str = "700"
+    limit: int | None = None
+    run: dict[str, Any] = field(default_factory=dict)  # device, dtype, batch_size, size
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    def check(self) -> None:
+        for method in self.methods:
+            check_setting("method", method, required=True)
+        if self.best_of and not self.rank_clip:
+            raise CycleDiffError("best-of-N ranks the seeds by directional CLIP: give the CLIP to rank with "
+                                 "(--rank-clip)")
+
+
+def prepare(bench: PieBenchRun) -> tuple[list[PieItem], list[dict], Path]:
+    """Read the data, write OUT/items.jsonl and OUT/job.toml; returns (items, failures, job file). An item whose
+    image is missing or not 512 × 512 is left out and reported (the others go on)."""
+    bench.check()
+    items, ok, failures = load_pie(bench.data, types=bench.types, split=bench.split, limit=bench.limit), [], []
+    for item in items:
+        try:
+            read_pie_image(item.image, f"item {item.key}")
+            ok.append(item)
+        except CycleDiffError as err:
+            failures.append({"key": item.key, "method": None, "error": str(err)})
+    if not ok:
+        raise CycleDiffError(f"no PIE-Bench item to edit in {bench.data} ({len(failures)} refused)")
+    bench.out.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps({"id": i.key, "input": str(i.image), "source_prompt": i.source_prompt,
+                                "prompt": i.target_prompt}) + "\n" for i in ok)
+    atomic_write(bench.out / "items.jsonl", lambda tmp: Path(tmp).write_text(lines))
+    settings = {"model": bench.model, "method": bench.methods, "steps": bench.steps, "strength": bench.strength,
+                "eta": bench.eta, "guidance_scale": bench.guidance_scale,
+                "source_guidance_scale": bench.source_guidance_scale, "n_avg": bench.n_avg, "n_min": bench.n_min,
+                **({"clip_model": bench.rank_clip} if bench.best_of else {})}
+    top = {"task": "edit", "inputs": "items.jsonl", "out": "edits", "seeds": bench.seeds, **bench.run}
+    job = bench.out / "job.toml"
+    atomic_write(job, lambda tmp: Path(tmp).write_text(_toml(top) + "\n[settings]\n" + _toml(settings)))
+    return ok, failures, job
+
+
+def _toml(table: dict[str, Any]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if v is not None)
+
+
+def export(bench: PieBenchRun, items: list[PieItem]) -> list[dict]:
+    """Each (image, method)'s output copied into ``OUT/<method>/annotation_images/<image_path>``: the first seed,
+    or with best-of-N the seed of the largest directional CLIP. Returns the chosen records. The files keep the
+    benchmark's names (``….jpg``, which the official script looks for) with the lossless PNG bytes the edit wrote:
+    what is scored is the edit itself (the official run scripts save JPEG by that extension)."""
+    by_key = {i.key: i for i in items}
+    records = [json.loads(line) for line in (bench.out / "edits" / "manifest.jsonl").read_text().splitlines()]
+    chosen: dict[tuple[str, str], dict] = {}
+    for rec in records:
+        if rec.get("status") != "ok" or rec.get("id") not in by_key:
+            continue
+        slot = (rec["id"], rec["method"])
+        best = chosen.get(slot)
+        if best is None or (bench.best_of and _direction(rec) > _direction(best)):
+            chosen[slot] = rec
+    for (key, method), rec in chosen.items():
+        target = bench.out / method / "annotation_images" / by_key[key].image_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda tmp, src=bench.out / "edits" / rec["output"]: shutil.copyfile(src, tmp))
+        rec["exported"] = str(target)
+    failed = [{"key": r["id"], "method": r["method"], "error": r.get("error")} for r in records
+              if r.get("status") == "failed"]
+    return list(chosen.values()) + [{"failed": f} for f in failed]
+
+
+def _direction(rec: dict) -> float:
+    value = (rec.get("metrics") or {}).get("directional_clip")
+    return -math.inf if value is None else float(value)
+
+
+def score_all(bench: PieBenchRun, items: list[PieItem], chosen: list[dict], scorers: Scorers) -> list[dict]:
+    """One row per scored (image, method): its metrics in the official names (failures as rows with an error)."""
+    by_key = {i.key: i for i in items}
+    rows = []
+    for rec in chosen:
+        if "failed" in rec:
+            rows.append({**rec["failed"], "type": by_key.get(rec["failed"]["key"], None) and
+                         by_key[rec["failed"]["key"]].type_id})
+            continue
+        item = by_key[rec["id"]]
+        base = {"key": item.key, "type": item.type_id, "method": rec["method"], "seed": rec["seed"],
+                "seconds": rec.get("seconds")}
+        try:
+            src = read_pie_image(item.image, f"item {item.key}")
+            tgt = read_pie_image(Path(rec["exported"]), f"item {item.key} ({rec['method']})")
+            values = score(src, tgt, decode_mask(item.mask), item.source_prompt, item.target_prompt,
+                           metrics=bench.metrics, models=scorers)
+            rows.append({**base, **values})
+        except CycleDiffError as err:
+            rows.append({**base, "error": str(err)})
+    return rows
+
+
+def write_results(bench: PieBenchRun, rows: list[dict], failures: list[dict], model_id: str | None) -> dict:
+    """results.csv, summary.md and summary.json."""
+    columns = ["key", "type", "method", "seed", "seconds", *bench.metrics, "error"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in [*failures, *rows]:
+        writer.writerow(row)
+    atomic_write(bench.out / "results.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue()))
+    summary = {"benchmark": "PIE-Bench", "data": str(bench.data), "split": bench.split, "types": bench.types,
+               "model": bench.model, "model_id": model_id, "settings": _settings(bench),
+               "seeds": bench.seeds, "best_of": bench.best_of, "rank_clip": bench.rank_clip,
+               "device": _device_name(bench.run.get("device")), "python": platform.python_version(),
+               "torch": torch.__version__, "units": {k: "×" + f"{v:g}" for k, v in REPORT_SCALE.items()},
+               "failures": [r for r in [*failures, *rows] if r.get("error")], "by_method": {}}
+    for method in bench.methods:
+        mine = [r for r in rows if r.get("method") == method and not r.get("error")]
+        means = {m: _mean(mine, m) for m in bench.metrics}
+        seconds = [r["seconds"] for r in mine if isinstance(r.get("seconds"), (int, float))]
+        summary["by_method"][method] = {"images": len(mine), **means,
+                                        "evaluations_per_edit": evaluations(bench, method),
+                                        "seconds_per_edit": statistics.median(seconds) if seconds else None}
+    atomic_write(bench.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(bench.out / "summary.md", lambda tmp: Path(tmp).write_text(markdown(bench, summary)))
+    return summary
+
+
+def _mean(rows: list[dict], metric: str) -> float | None:
+    """The mean over the rows where the metric is a number (the official "nan" strings left out)."""
+    values = [float(r[metric]) for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
+    return statistics.fmean(values) if values else None
+
+
+def _settings(bench: PieBenchRun) -> dict[str, Any]:
+    return {k: getattr(bench, k) for k in ("steps", "strength", "eta", "guidance_scale", "source_guidance_scale",
+                                           "n_avg", "n_min")} | {"run": bench.run}
+
+
+def _device_name(device: Any) -> str:
+    if torch.cuda.is_available() and device in (None, "auto", "cuda"):
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def evaluations(bench: PieBenchRun, method: str) -> int:
+    """Network rows one edit evaluates (each image at each call), from the method and its guidance: a branch
+    with a guidance scale other than 1 takes two rows (conditional and unconditional)."""
+    run = min(int(bench.steps * bench.strength), bench.steps)
+    src = 1 + (bench.source_guidance_scale != 1)
+    tgt = 1 + (bench.guidance_scale != 1)
+    if method == "flowedit":
+        plain = min(bench.n_min, run)
+        return (run - plain) * bench.n_avg * (src + tgt) + plain * tgt
+    if method == "sdedit":
+        return run * tgt
+    return run * (src + tgt)
+
+
+def markdown(bench: PieBenchRun, summary: dict) -> str:
+    """The paper-style table: one row per method, each metric's mean in the official units."""
+    def unit(metric: str) -> float:
+        return next((v for k, v in REPORT_SCALE.items() if metric.startswith(k)), 1.0)
+
+    names = {m: m + (f" ×10^{int(math.log10(unit(m)))}" if unit(m) != 1 else "") for m in bench.metrics}
+    head = ["method", "images", *names.values(), "model evaluations per edit", "seconds per edit"]
+    lines = [f"PIE-Bench ({summary['split']} images{', types ' + str(bench.types) if bench.types else ''}), "
+             f"model {bench.model}, {bench.steps} steps at strength {bench.strength}, seeds {bench.seeds}"
+             + (" (best of the seeds by directional CLIP)" if bench.best_of else "") + ".", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, r in summary["by_method"].items():
+        cells = ["–" if r[m] is None else f"{r[m] * unit(m):.2f}" for m in bench.metrics]
+        seconds = "–" if r["seconds_per_edit"] is None else f"{r['seconds_per_edit']:.2f}"
+        lines.append(f"| {method} | {r['images']} | " + " | ".join(cells) + f" | {r['evaluations_per_edit']} | "
+                     f"{seconds} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["PieBenchRun", "evaluations", "export", "markdown", "prepare", "score_all", "write_results"]

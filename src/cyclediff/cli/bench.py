@@ -1,0 +1,95 @@
+"""``cyclediff bench``: the benchmarks the field reports (:mod:`cyclediff.bench`), edited on the job runner and
+scored as their official code scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..settings import EditSettings
+from .main import main
+from .options import device_option, dtype_option, quiet_option, setting_option
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: edit a downloaded benchmark with each method, score it as the official code does."""
+
+
+@bench.command("pie-bench")
+@click.argument("data", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--model", required=True, help="the model to edit with (hub id, folder, checkpoint, demo:…)")
+@click.option("--method", "methods", default="cyclediffusion", show_default=True,
+              help="methods, comma-separated: cyclediffusion, edit-friendly, flowedit, sdedit, ddib")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("pie-bench"), show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
+@setting_option(EditSettings, "strength")
+@setting_option(EditSettings, "eta")
+@click.option("--guidance-scale", type=float, default=7.5, show_default=True, help="target guidance scale")
+@setting_option(EditSettings, "source_guidance_scale")
+@setting_option(EditSettings, "n_avg", help="flowedit: noise draws averaged per step")
+@setting_option(EditSettings, "n_min", help="flowedit: the last N steps sampled plainly")
+@click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
+@click.option("--best-of", is_flag=True, help="keep each image's seed of largest directional CLIP (needs "
+                                              "--rank-clip): the paper's best of N")
+@click.option("--rank-clip", default=None, help="the CLIP that ranks seeds for --best-of (hub id or folder)")
+@click.option("--types", default=None, help="edit types to run, e.g. 0,1,2 (default: all ten)")
+@click.option("--split", type=click.Choice(["700", "620"]), default="700", show_default=True,
+              help="620 leaves out the style edits (type 9)")
+@click.option("--limit", type=click.IntRange(1), default=None, help="the first N images only")
+@click.option("--dino", default="facebook/dino-vitb8", show_default=True, help="the structure distance's DINO")
+@click.option("--clip", default="openai/clip-vit-large-patch14", show_default=True, help="CLIP similarity's CLIP")
+@click.option("--lpips-weights", default=None,
+              help="squeezenet1_1 weights for LPIPS (a state dict file or URL) [default: torchvision's download]")
+@click.option("--score-only", is_flag=True, help="score the outputs already in --out, edit nothing")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
+@device_option
+@dtype_option
+@quiet_option
+def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpips_weights, **opts):
+    """Edit PIE-Bench (a folder you downloaded: mapping_file.json and annotation_images/) with each method and
+    score it with the official metrics; writes OUT/results.csv, OUT/summary.md and OUT/summary.json.
+
+    \b
+    Examples:
+      cyclediff bench pie-bench PIE-Bench_v1 --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+          --method cyclediffusion,edit-friendly,sdedit,ddib --steps 50 --strength 0.8 --out pie-sd15
+      accelerate launch --multi_gpu --num_processes 8 -m cyclediff bench pie-bench PIE-Bench_v1 --model M
+      cyclediff bench pie-bench PIE-Bench_v1 --model M --split 620 --types 0,1 --limit 20
+    """
+    from ..bench.run import PieBenchRun, export, prepare, score_all, write_results
+    from ..bench.score import Scorers
+    from ..jobs.run import distributed, load_job, run_job
+    from ..metrics.lpips import SQUEEZENET_URL
+
+    run = {"device": opts["device"], "dtype": opts["dtype"], "batch_size": opts["batch_size"]}
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    run_settings = PieBenchRun(data=data, out=out, model=model, methods=names, steps=opts["steps"],
+                               strength=opts["strength"], eta=opts["eta"], guidance_scale=opts["guidance_scale"],
+                               source_guidance_scale=opts["source_guidance_scale"], n_avg=opts["n_avg"],
+                               n_min=opts["n_min"], seeds=opts["seeds"], best_of=opts["best_of"],
+                               rank_clip=opts["rank_clip"], types=opts["types"], split=opts["split"],
+                               limit=opts["limit"], run=run)
+    items, failures, job_file = prepare(run_settings)
+    job = load_job(job_file)
+    rank, world, device, barrier, share = distributed(job.run.device)
+    if not score_only:
+        report = run_job(job, rank=rank, world=world, device=device, progress=not quiet, barrier=barrier,
+                         share=share)
+        if rank == 0:
+            click.echo(f"edited {report.ok} of {report.total}, {report.failed} failed -> {job.out}", err=True)
+    if rank != 0:
+        return
+    scorers = Scorers(dino=dino, clip=clip, lpips=lpips_weights or SQUEEZENET_URL, device=device)
+    rows = score_all(run_settings, items, export(run_settings, items), scorers)
+    write_results(run_settings, rows, failures, model)
+    click.echo((out / "summary.md").read_text())
+    failed = [row for row in [*failures, *rows] if row.get("error")]
+    for row in failed:
+        click.echo(f"  failed {row['key']} {row.get('method') or ''}: {row['error']}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+__all__ = ["bench", "pie_bench_cmd"]

@@ -1,0 +1,108 @@
+"""Tiny scoring models (random weights, saved as their libraries save them) and a tiny PIE-Bench-format folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tiny_sd import tokenizer
+
+
+def tiny_dino(tmp: Path) -> Path:
+    """A 12-layer ViT of width 16, patch 8 (the official metric reads layer 11), saved as a folder."""
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp / "dino"
+    if not folder.is_dir():
+        torch.manual_seed(0)
+        config = ViTConfig(hidden_size=16, num_hidden_layers=12, num_attention_heads=2, intermediate_size=32,
+                           image_size=224, patch_size=8, qkv_bias=True)
+        ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def tiny_clip_folder(tmp: Path) -> Path:
+    """A tiny random CLIP with its processor (tokenizer + 32-pixel image processor), saved as a folder."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPVisionConfig,
+    )
+
+    folder = tmp / "clip"
+    if folder.is_dir():
+        return folder
+    tok = tokenizer(tmp / "clip-tok")
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                          num_hidden_layers=1, max_position_embeddings=16, bos_token_id=len(tok) - 2,
+                          eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1)
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(2)  # a draw whose image and text features point the same way (CLIPScore floors at 0)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)).save_pretrained(
+        folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tok)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def tiny_squeezenet_weights(tmp: Path) -> Path:
+    """Random squeezenet1_1 features weights under torchvision's names (``features.N…``), as a .pth state dict."""
+    from cyclediff.metrics.lpips import squeezenet1_1_features
+
+    path = tmp / "squeezenet1_1.pth"
+    if not path.is_file():
+        torch.manual_seed(1)
+        state = {f"features.{k}": v for k, v in squeezenet1_1_features().state_dict().items()}
+        torch.save(state, path)
+    return path
+
+
+def rle(mask: np.ndarray) -> list[int]:
+    """PIE-Bench's run-length code of a binary (H, W) mask: (start, length) pairs over the flattened image."""
+    flat = mask.flatten().astype(int)
+    runs, i = [], 0
+    while i < len(flat):
+        if flat[i]:
+            j = i
+            while j < len(flat) and flat[j]:
+                j += 1
+            runs += [i, j - i]
+            i = j
+        else:
+            i += 1
+    return runs
+
+
+def pie_folder(tmp: Path, *, count: int = 3, missing: bool = False) -> Path:
+    """A PIE-Bench-format folder: ``count`` 512×512 images (smooth noise) in two category folders, each with
+    bracketed prompts and a hand-made mask; the last of type 9 (style); ``missing``: one more item without its
+    image."""
+    root = tmp / "PIE-Bench"
+    rng = np.random.default_rng(0)
+    table = {}
+    for i in range(count):
+        type_id = "9" if i == count - 1 else str(i % 3)
+        rel = f"{type_id}_category/{i:03d}.jpg"
+        low = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        img = Image.fromarray(low).resize((512, 512), Image.Resampling.BICUBIC)
+        (root / "annotation_images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        img.save(root / "annotation_images" / rel, quality=95)
+        mask = np.zeros((512, 512))
+        mask[128:384, 100 + 20 * i:400] = 1
+        table[f"{i:012d}"] = {"image_path": rel, "original_prompt": "a [cat] sitting on a mat",
+                              "editing_prompt": "a [dog] sitting on a mat", "editing_instruction": "make it a dog",
+                              "editing_type_id": type_id, "blended_word": "cat dog", "mask": rle(mask)}
+    if missing:
+        table["999999999999"] = {**table[f"{0:012d}"], "image_path": "0_category/gone.jpg"}
+    (root / "mapping_file.json").write_text(json.dumps(table))
+    return root
