@@ -140,8 +140,10 @@ def score(source_image: Any, edited_image: Any, mask: Any, source_prompt: str, t
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise CycleDiffError(f"unknown PIE-Bench metrics {unknown}; they are {', '.join(METRICS)}")
-    src, tgt = np.asarray(source_image.convert("RGB") if hasattr(source_image, "convert") else source_image), \
-        np.asarray(edited_image.convert("RGB") if hasattr(edited_image, "convert") else edited_image)
+    from PIL import Image
+
+    src, tgt = (np.asarray(v.convert("RGB")) if isinstance(v, Image.Image) else np.asarray(v)
+                for v in (source_image, edited_image))
     if src.shape != tgt.shape or src.ndim != 3 or src.shape[2] != 3:
         raise CycleDiffError(f"the source and edited images must be two RGB images of one size; got {src.shape} "
                              f"and {tgt.shape}")

@@ -47,13 +47,10 @@ def official_input(pixels255: torch.Tensor) -> torch.Tensor:
 
 
 def projections(model: Any, layer: int) -> tuple[Any, Any, Any]:
-    """The (query, key, value) projections of a ViT block: transformers 5 names them ``layers[i].attention.q_proj``
-    …, earlier releases ``encoder.layer[i].attention.attention.query`` … (one model, two layouts)."""
-    if hasattr(model, "layers"):
-        att = model.layers[layer].attention
-        return att.q_proj, att.k_proj, att.v_proj
-    att = model.encoder.layer[layer].attention.attention
-    return att.query, att.key, att.value
+    """The (query, key, value) projections of a ViT block (transformers 5's names; it maps the hub checkpoints'
+    ``encoder.layer.N.attention.attention.key`` onto them when it loads)."""
+    att = model.layers[layer].attention
+    return att.q_proj, att.k_proj, att.v_proj
 
 
 def key_self_similarity(model: Any, x: torch.Tensor, layer: int = 11) -> torch.Tensor:
