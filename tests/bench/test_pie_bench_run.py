@@ -99,3 +99,17 @@ def test_the_evaluations_per_edit_are_those_a_counted_edit_makes(setup, method):
     bench = PieBenchRun(data=setup["data"], out=setup["tmp"], model="m", methods=[method], steps=6, strength=0.5,
                         guidance_scale=2.0, source_guidance_scale=1.0)
     assert rows[0] == evaluations(bench, method)
+
+
+def test_best_of_n_keeps_the_seed_of_the_largest_directional_clip(setup):
+    out = setup["tmp"] / "best"
+    res = _bench(setup, out, "--limit", "1", "--seeds", "0-1", "--best-of", "--rank-clip", str(setup["clip"]))
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in (out / "edits" / "manifest.jsonl").read_text().splitlines()]
+    for method in ("cyclediffusion", "sdedit"):
+        mine = [r for r in records if r["method"] == method]
+        assert len(mine) == 2
+        best = max(mine, key=lambda r: r["metrics"]["directional_clip"])
+        exported = out / method / "annotation_images" / "0_category" / "000.jpg"
+        assert exported.read_bytes() == (out / "edits" / best["output"]).read_bytes()
+    assert "(best of the seeds by directional CLIP)" in (out / "summary.md").read_text()
