@@ -176,7 +176,7 @@ def flux_pipeline(tmp: Path, seed: int = 0, guidance_embeds: bool = True) -> Any
     return pipe
 
 
-def tiny_clip(tmp_path):
+def tiny_clip(tmp_path, seed: int = 0):
     """A tiny random CLIP (and its tokenizer) for scores and energies."""
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
@@ -186,5 +186,5 @@ def tiny_clip(tmp_path):
                           eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1)
     vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
                               image_size=32, patch_size=8)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)), tok

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tiny_sd import tokenizer
+from tiny_sd import tiny_clip
 
 
 def tiny_dino(tmp: Path) -> Path:
@@ -26,28 +26,14 @@ def tiny_dino(tmp: Path) -> Path:
 
 
 def tiny_clip_folder(tmp: Path) -> Path:
-    """A tiny random CLIP with its processor (tokenizer + 32-pixel image processor), saved as a folder."""
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTextConfig,
-        CLIPVisionConfig,
-    )
+    """tiny_sd's tiny random CLIP with its processor (tokenizer + 32-pixel image processor), saved as a folder."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
 
     folder = tmp / "clip"
     if folder.is_dir():
         return folder
-    tok = tokenizer(tmp / "clip-tok")
-    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                          num_hidden_layers=1, max_position_embeddings=16, bos_token_id=len(tok) - 2,
-                          eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1)
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
-                              image_size=32, patch_size=8)
-    torch.manual_seed(2)  # a draw whose image and text features point the same way (CLIPScore floors at 0)
-    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)).save_pretrained(
-        folder)
+    model, tok = tiny_clip(tmp, seed=2)  # a draw whose image and text features agree (CLIPScore floors at 0)
+    model.save_pretrained(folder)
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
                                                                  crop_size={"height": 32, "width": 32}),
                               tokenizer=tok)
@@ -65,6 +51,27 @@ def tiny_squeezenet_weights(tmp: Path) -> Path:
         state = {f"features.{k}": v for k, v in squeezenet1_1_features().state_dict().items()}
         torch.save(state, path)
     return path
+
+
+def pie_sd(tmp: Path) -> Path:
+    """tiny_sd's Stable Diffusion with a VAE that downsamples 8× (as SD's does), saved as a folder: PIE-Bench's
+    512 × 512 images become 64 × 64 latents, so the UNet's full-resolution attention stays small."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    from tiny_sd import sd_pipeline
+
+    folder = tmp / "pie-sd"
+    if folder.is_dir():
+        return folder
+    base = sd_pipeline(tmp / "pie-sd-parts")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        norm_num_groups=4, layers_per_block=1, sample_size=512)
+    StableDiffusionPipeline(vae=vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
+                            scheduler=base.scheduler, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return folder
 
 
 def rle(mask: np.ndarray) -> list[int]:

@@ -15,16 +15,14 @@ from cyclediff.bench import load_pie
 from cyclediff.bench.run import PieBenchRun, evaluations
 from cyclediff.cli import main
 from cyclediff.models import StableDiffusion
-from pie_fixtures import pie_folder, tiny_clip_folder, tiny_dino, tiny_squeezenet_weights
+from pie_fixtures import pie_folder, pie_sd, tiny_clip_folder, tiny_dino, tiny_squeezenet_weights
 from tiny_sd import photos, sd_pipeline
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pie")
-    model = tmp / "tiny-sd"
-    sd_pipeline(tmp / "parts").save_pretrained(model)
-    return {"tmp": tmp, "data": pie_folder(tmp, count=3, missing=True), "model": model, "dino": tiny_dino(tmp),
+    return {"tmp": tmp, "data": pie_folder(tmp, count=3, missing=True), "model": pie_sd(tmp), "dino": tiny_dino(tmp),
             "clip": tiny_clip_folder(tmp), "lpips": tiny_squeezenet_weights(tmp)}
 
 

@@ -36,17 +36,20 @@ TICK = 0.25  # seconds: a stopped request ends within this and the result being 
 HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
 
 
-class _Upload(gr.Image):
+def _tolerant(box: gr.Image) -> gr.Image:
     """An image box whose upload reaches the studio even when it is no image: the studio then says so in one line
-    of ours (gradio's own preprocessing error quotes the server's temp path)."""
+    of ours (gradio's own preprocessing error quotes the server's temp path). Set on the instance: a subclass of a
+    gradio component makes gradio write a .pyi stub beside this module."""
+    original = box.preprocess
 
-    is_template = True  # the browser draws it as a gr.Image
-
-    def preprocess(self, payload: Any) -> Any:
+    def preprocess(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return original(payload)
         except Exception:  # noqa: BLE001 - not an image Pillow reads: the studio reads it and says why
             return None if payload is None or payload.path is None else str(payload.path)
+
+    box.preprocess = preprocess
+    return box
 
 
 def _errors(fn):
@@ -77,8 +80,8 @@ def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]
 
 def _picture(label: str, **kwargs: Any) -> gr.Image:
     """An image box (upload or result) that keeps the file's pixels and mode, enlarged crisply."""
-    return _Upload(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
-                    image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs)
+    return _tolerant(gr.Image(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
+                    image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs))
 
 
 def _seeds(tab: str) -> tuple[gr.Textbox, gr.Slider]:
