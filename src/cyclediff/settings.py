@@ -305,8 +305,14 @@ class RunOptions(Settings):
     batch_size: int = 1
     features: str = "inception"  # FID / KID features: inception, pixels or module:function
     max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
+    lora: tuple[str, ...] = ()  # LoRA adapters on the model: "PATH[:scale]" each
 
     task: ClassVar[str] = "run"
+
+    def check(self) -> None:
+        if isinstance(self.lora, str) or not all(isinstance(v, str) for v in self.lora or ()):
+            raise CycleDiffError(f"lora is a list of 'PATH[:scale]' strings; got {self.lora!r}")
+        object.__setattr__(self, "lora", tuple(self.lora or ()))
 
 
 TASKS: dict[str, type[Settings]] = {c.task: c for c in (EditSettings, TranslateSettings, GuideSettings,

@@ -109,6 +109,9 @@ def dtype_option(f: Callable) -> Callable:
 
 def model_options(f: Callable) -> Callable:
     f = dtype_option(device_option(f))
+    f = click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
+                     help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1); "
+                          "repeat to stack")(f)
     return click.option("--model", "model", required=True,
                         help="hub id, local diffusers folder, or .safetensors / .ckpt checkpoint")(f)
 
@@ -181,7 +184,7 @@ def load_model(spec: str, run: RunOptions) -> Any:
     """The model ``spec`` on the run's device, in its dtype, compiled when asked."""
     from ..models import load
 
-    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device))
+    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device), lora=run.lora)
     if run.compile:
         model.optimize(compile=True)
     return model
@@ -189,7 +192,8 @@ def load_model(spec: str, run: RunOptions) -> Any:
 
 def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
     """What every output of a command records beside its settings: the task, the model specs, how it ran."""
-    return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit}
+    return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit,
+            **({"lora": list(run.lora)} if run.lora else {})}
 
 
 # ---------------------------------------------------------------------------------------------------- running

@@ -28,12 +28,14 @@ from .options import device_option, dtype_option, resolve_device, setting_option
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
 @click.option("--queue-size", type=click.IntRange(1), default=8, show_default=True,
               help="requests waiting beyond the one that runs; more are refused until the queue drains")
+@click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
+              help="a LoRA adapter on every served text-to-image model (repeat to stack)")
 @setting_option(RunOptions, "batch_size", help="images per model call")
 @click.option("--max-pixels", type=click.IntRange(1), default=RUN.max_pixels, show_default=True,
               help="refuse larger uploads")
 @device_option
 @dtype_option
-def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype):
+def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype, lora):
     """Serve the web app: edit, translate, guide and decode latents in the browser (and by API).
 
     \b
@@ -52,7 +54,7 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
     for spec in energies:
         load_energy(spec)  # a bad spec is refused now, not when a browser picks it
     studio = Studio(list(models) or None, device=resolve_device(device), dtype=DTYPES[dtype], max_pixels=max_pixels,
-                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size)
+                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size, lora=lora)
     for name in studio.names:
         click.echo(f"loading {name}", err=True)
         studio.model(name)

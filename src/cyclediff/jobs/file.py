@@ -18,7 +18,7 @@ from ..errors import CycleDiffError
 from ..settings import RUN, TASKS, RunOptions, Settings
 
 JOB_TASKS = ("edit", "translate", "guide")
-RUN_KEYS = ("device", "dtype", "compile", "size", "fit", "max_pixels", "batch_size", "features")
+RUN_KEYS = ("device", "dtype", "compile", "size", "fit", "max_pixels", "batch_size", "features", "lora")
 TOP_LEVEL = {"task", "inputs", "out", "seeds", "settings", "reference", *RUN_KEYS}
 DEVICES = ("auto", "cpu", "cuda")  # each rank of a job takes its own GPU
 SPECS = ("model", "source_model", "target_model", "energy", "clip_model", "mask")  # relative to the job file
@@ -127,6 +127,8 @@ def _job(raw: Any, path: Path) -> Job:
     if task not in JOB_TASKS:
         raise CycleDiffError(f"task must be one of {', '.join(JOB_TASKS)}; got {task!r}")
     settings, methods = _settings(TASKS[task], raw.get("settings") or {}, path.parent)
+    if isinstance(raw.get("lora"), list):  # adapter files beside the job file are found from anywhere
+        raw = {**raw, "lora": [_local_lora(path.parent, v) if isinstance(v, str) else v for v in raw["lora"]]}
     reference = None
     if raw.get("reference") is not None:
         if task != "translate":
@@ -211,6 +213,14 @@ def _inside(path: Path | None, folder: Path) -> bool:
     """Whether an input lies in the job's out folder (a recursive glob over the job's folder finds its outputs:
     they are never fed back in as inputs)."""
     return path is not None and path.resolve().is_relative_to(folder.resolve())
+
+
+def _local_lora(base: Path, spec: str) -> str:
+    from ..models.lora import parse_lora
+
+    file, scale = parse_lora(spec)
+    where = Path(file) if Path(file).is_absolute() else base / file
+    return f"{where}:{scale:g}" if where.exists() else spec
 
 
 def _local_spec(base: Path, spec: str) -> str:

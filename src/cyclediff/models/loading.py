@@ -12,8 +12,10 @@ from .._io import json_object
 from ..errors import CycleDiffError
 
 
-def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Any:
-    """The denoiser for ``spec``.
+def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+         lora: Any = ()) -> Any:
+    """The denoiser for ``spec``, with the LoRA adapters ``lora`` (``PATH[:scale]`` strings or (path, scale)
+    pairs; text-to-image models).
 
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
       :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``; FLUX.1 by its
@@ -25,6 +27,19 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
       (a rectified-flow one, with a FlowMatch scheduler: :class:`~cyclediff.models.flow.FlowPixelDenoiser`);
     - ``demo:NAME``: a demo model shipped with the package (its weights are package data: :func:`demo_names`).
     """
+    model = _load(spec, dtype, device)
+    for item in lora or ():
+        from .lora import parse_lora
+
+        path, scale = parse_lora(item) if isinstance(item, str) else item
+        if not hasattr(model, "load_lora"):  # only text-to-image pipelines carry adapters
+            raise CycleDiffError(f"a LoRA needs a text-to-image model (Stable Diffusion, SD3, FLUX); {spec} is "
+                                 f"{model.kind}")
+        model.load_lora(path, scale)
+    return model
+
+
+def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None) -> Any:
     from .pipelines import SINGLE_FILE_SUFFIXES, check_not_legacy_pickle, checkpoint_keys
 
     source = str(spec)

@@ -152,6 +152,25 @@ class PromptModel(Optimizable):
     def vae(self) -> Any:
         return self.codec.vae
 
+    def load_lora(self, source: str | Path, scale: float = 1.0, *, name: str | None = None) -> Any:
+        """A LoRA adapter on the pipeline through diffusers' ``load_lora_weights`` (its diffusers, kohya and peft
+        layouts, a file or a folder), active at ``scale``; several stack (``set_adapters``). A file of another
+        model family, or a legacy pickle, is refused in one line before it is applied."""
+        from .lora import check_lora_file
+
+        loras = self.__dict__.setdefault("_loras", {})
+        name = name or f"lora{len(loras)}"
+        check_lora_file(Path(source), self)
+        try:
+            with diffusers_quiet():
+                self.pipe.load_lora_weights(str(source), adapter_name=name)
+                self.pipe.set_adapters([*loras, name], [*loras.values(), float(scale)])
+        except (ValueError, KeyError, OSError, RuntimeError) as err:
+            raise CycleDiffError(f"the LoRA {source} does not load into {self.kind}: {str(err).splitlines()[0]}"
+                                 ) from err
+        loras[name] = float(scale)
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.network.device

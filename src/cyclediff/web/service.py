@@ -106,11 +106,11 @@ class Studio:
     def __init__(self, models: list[str] | dict[str, Any] | None = None, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, max_pixels: int = RUN.max_pixels, clip: Any = None,
                  classifier: str | None = None, energies: list[str] | tuple[str, ...] = (),
-                 batch_size: int = RUN.batch_size, workdir: Path | None = None) -> None:
+                 batch_size: int = RUN.batch_size, workdir: Path | None = None, lora: Any = ()) -> None:
         specs = models or list(DEMO_MODELS)
         self.models: dict[str, Any] = dict(specs) if isinstance(specs, dict) else {str(s): str(s) for s in specs}
         self.device, self.dtype, self.max_pixels, self.batch_size = device, dtype, max_pixels, batch_size
-        self.clip_spec, self.energies = clip, list(energies)
+        self.clip_spec, self.energies, self.lora = clip, list(energies), tuple(lora)
         demo = self.serves_demo()
         self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
@@ -138,7 +138,7 @@ class Studio:
             if isinstance(self.models[name], str):
                 from ..models import load
 
-                self.models[name] = load(self.models[name], dtype=self.dtype, device=self.device)
+                self.models[name] = load(self.models[name], dtype=self.dtype, device=self.device, lora=self.lora)
             return self.models[name]
 
     def scorer(self) -> Any:
