@@ -28,20 +28,6 @@ def parse_lora(spec: str) -> tuple[str, float]:
     return str(spec), 1.0
 
 
-def lora_keys(path: Path) -> list[str]:
-    """The tensor names of a LoRA file (safetensors read lazily; a pickle in PyTorch's zip format with
-    ``weights_only``); a legacy pickle is refused, never unpickled."""
-    from .pipelines import check_not_legacy_pickle, checkpoint_keys
-
-    if not path.exists():
-        raise CycleDiffError(f"no such LoRA: {path}")
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not files:
-        raise CycleDiffError(f"{path} holds no .safetensors LoRA file")
-    check_not_legacy_pickle(files[0])
-    return checkpoint_keys(files[0])
-
-
 def lora_family(keys: list[str]) -> str | None:
     """The model family a LoRA's keys are for, or None when they say nothing clear."""
     for family, fragments in FAMILY_KEYS:
@@ -50,13 +36,23 @@ def lora_family(keys: list[str]) -> str | None:
     return None
 
 
-def check_lora_file(path: Path, model: Any) -> None:
+def lora_file(path: Path) -> Path:
+    """The file of a LoRA (itself, or a folder's first .safetensors)."""
+    if not path.exists():
+        raise CycleDiffError(f"no such LoRA: {path}")
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise CycleDiffError(f"{path} holds no .safetensors LoRA file")
+    return files[0]
+
+
+def check_lora_family(path: Path, keys: list[str], model: Any) -> None:
     """Refuse a LoRA made for another family than ``model``'s, naming the family it seems to be for."""
-    family = lora_family(lora_keys(path))
+    family = lora_family(keys)
     fits = ADAPTER_FAMILY.get(model.kind, ())
     if family is not None and fits and family not in fits:
         raise CycleDiffError(f"{path.name} looks like a LoRA for {family}; this model is {model.kind} "
                              f"({' / '.join(fits)}): give a LoRA of its family")
 
 
-__all__ = ["check_lora_file", "lora_family", "lora_keys", "parse_lora"]
+__all__ = ["check_lora_family", "lora_family", "lora_file", "parse_lora"]

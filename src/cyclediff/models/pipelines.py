@@ -156,11 +156,13 @@ class PromptModel(Optimizable):
         """A LoRA adapter on the pipeline through diffusers' ``load_lora_weights`` (its diffusers, kohya and peft
         layouts, a file or a folder), active at ``scale``; several stack (``set_adapters``). A file of another
         model family, or a legacy pickle, is refused in one line before it is applied."""
-        from .lora import check_lora_file
+        from .lora import check_lora_family, lora_file
 
         loras = self.__dict__.setdefault("_loras", {})
         name = name or f"lora{len(loras)}"
-        check_lora_file(Path(source), self)
+        file = lora_file(Path(source))
+        check_not_legacy_pickle(file)  # refused before anything reads it
+        check_lora_family(Path(source), checkpoint_keys(file), self)
         try:
             with diffusers_quiet():
                 self.pipe.load_lora_weights(str(source), adapter_name=name)
