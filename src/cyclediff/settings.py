@@ -58,7 +58,8 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
 }
 CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS,
                                        "fit": ("crop", "resize"), "dtype": DTYPE_NAMES, "compile": (False, True),
-                                       "keep_best": (False, True)}
+                                       "keep_best": (False, True),
+                                       "quantize": ("int8", "int4", "fp8")}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device")
@@ -306,6 +307,7 @@ class RunOptions(Settings):
     features: str = "inception"  # FID / KID features: inception, pixels or module:function
     max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
     lora: tuple[str, ...] = ()  # LoRA adapters on the model: "PATH[:scale]" each
+    quantize: str | None = None  # the network's weights: int8, int4 or fp8 (optimum-quanto)
 
     task: ClassVar[str] = "run"
 

@@ -109,6 +109,8 @@ def dtype_option(f: Callable) -> Callable:
 
 def model_options(f: Callable) -> Callable:
     f = dtype_option(device_option(f))
+    f = setting_option(RunOptions, "quantize", help="store the network's weights as int8, int4 or fp8 "
+                                                    "(optimum-quanto; text-to-image models)")(f)
     f = click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
                      help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1); "
                           "repeat to stack")(f)
@@ -184,7 +186,8 @@ def load_model(spec: str, run: RunOptions) -> Any:
     """The model ``spec`` on the run's device, in its dtype, compiled when asked."""
     from ..models import load
 
-    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device), lora=run.lora)
+    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device), lora=run.lora,
+                 quantize=run.quantize)
     if run.compile:
         model.optimize(compile=True)
     return model
@@ -193,7 +196,7 @@ def load_model(spec: str, run: RunOptions) -> Any:
 def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
     """What every output of a command records beside its settings: the task, the model specs, how it ran."""
     return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit,
-            **({"lora": list(run.lora)} if run.lora else {})}
+            **({"lora": list(run.lora)} if run.lora else {}), **({"quantize": run.quantize} if run.quantize else {})}
 
 
 # ---------------------------------------------------------------------------------------------------- running

@@ -30,12 +30,14 @@ from .options import device_option, dtype_option, resolve_device, setting_option
               help="requests waiting beyond the one that runs; more are refused until the queue drains")
 @click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
               help="a LoRA adapter on every served text-to-image model (repeat to stack)")
+@setting_option(RunOptions, "quantize", help="the served text-to-image models' network weights: int8, int4, fp8")
 @setting_option(RunOptions, "batch_size", help="images per model call")
 @click.option("--max-pixels", type=click.IntRange(1), default=RUN.max_pixels, show_default=True,
               help="refuse larger uploads")
 @device_option
 @dtype_option
-def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype, lora):
+def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype, lora,
+          quantize):
     """Serve the web app: edit, translate, guide and decode latents in the browser (and by API).
 
     \b
@@ -54,7 +56,8 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
     for spec in energies:
         load_energy(spec)  # a bad spec is refused now, not when a browser picks it
     studio = Studio(list(models) or None, device=resolve_device(device), dtype=DTYPES[dtype], max_pixels=max_pixels,
-                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size, lora=lora)
+                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size, lora=lora,
+                    quantize=quantize)
     for name in studio.names:
         click.echo(f"loading {name}", err=True)
         studio.model(name)

@@ -13,9 +13,10 @@ from ..errors import CycleDiffError
 
 
 def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-         lora: Any = ()) -> Any:
+         lora: Any = (), quantize: str | None = None) -> Any:
     """The denoiser for ``spec``, with the LoRA adapters ``lora`` (``PATH[:scale]`` strings or (path, scale)
-    pairs; text-to-image models).
+    pairs) and its network's weights quantized (``quantize``: int8, int4 or fp8, through optimum-quanto), for
+    text-to-image models.
 
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
       :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``; FLUX.1 by its
@@ -27,7 +28,7 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
       (a rectified-flow one, with a FlowMatch scheduler: :class:`~cyclediff.models.flow.FlowPixelDenoiser`);
     - ``demo:NAME``: a demo model shipped with the package (its weights are package data: :func:`demo_names`).
     """
-    model = _load(spec, dtype, device)
+    model = _load(spec, dtype, device, quantize)
     for item in lora or ():
         from .lora import parse_lora
 
@@ -39,11 +40,14 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
     return model
 
 
-def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None) -> Any:
+def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None,
+          quantize: str | None = None) -> Any:
     from .pipelines import SINGLE_FILE_SUFFIXES, check_not_legacy_pickle, checkpoint_keys
+    from .quantize import quantization_kwargs
 
     source = str(spec)
     if source.startswith("demo:"):
+        quantization_kwargs(quantize, "pixel")  # refused: a demo model is a pixel model
         return _demo(source.removeprefix("demo:"), device)
     path = Path(source).expanduser()
     if _looks_local(source) and not path.exists():
@@ -61,8 +65,10 @@ def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.devic
             kind = "flux"
         elif any(k.startswith("joint_blocks.") or ".joint_blocks." in k for k in keys):  # SD3's MMDiT
             kind = "sd3"
-        return _adapter(kind).from_pretrained(source, dtype=dtype, device=device)
-    return _adapter(_kind(source, path)).from_pretrained(source, dtype=dtype, device=device)
+        return _adapter(kind).from_pretrained(source, dtype=dtype, device=device,
+                                              **quantization_kwargs(quantize, kind))
+    kind = _kind(source, path)
+    return _adapter(kind).from_pretrained(source, dtype=dtype, device=device, **quantization_kwargs(quantize, kind))
 
 
 # model families: kind -> "module:class" (loaded on first use); a new family adds its module and one line here

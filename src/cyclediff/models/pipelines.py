@@ -140,7 +140,8 @@ class PromptModel(Optimizable):
 
         if isinstance(pipe, DiffusionPipeline):
             pipe.set_progress_bar_config(disable=True)
-        self.model_id = model_id if model_id is not None else (getattr(pipe, "name_or_path", None) or None)
+        named = getattr(pipe, "name_or_path", None)  # a Path when the pipeline was loaded from one
+        self.model_id = model_id if model_id is not None else (str(named) if named else None)
         self._warned_prompts: set[str] = set()
 
     @classmethod
