@@ -59,7 +59,7 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
 CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS,
                                        "fit": ("crop", "resize"), "dtype": DTYPE_NAMES, "compile": (False, True),
                                        "keep_best": (False, True),
-                                       "quantize": ("int8", "int4", "fp8")}
+                                       "quantize": ("int8", "int4", "fp8"), "vae_tiling": (False, True)}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device")
@@ -308,6 +308,7 @@ class RunOptions(Settings):
     max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
     lora: tuple[str, ...] = ()  # LoRA adapters on the model: "PATH[:scale]" each
     quantize: str | None = None  # the network's weights: int8, int4 or fp8 (optimum-quanto)
+    vae_tiling: bool = False  # the VAE in overlapping tiles, one image at a time (large images, less memory)
 
     task: ClassVar[str] = "run"
 

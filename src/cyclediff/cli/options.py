@@ -111,6 +111,8 @@ def model_options(f: Callable) -> Callable:
     f = dtype_option(device_option(f))
     f = setting_option(RunOptions, "quantize", help="store the network's weights as int8, int4 or fp8 "
                                                     "(optimum-quanto; text-to-image models)")(f)
+    f = setting_option(RunOptions, "vae_tiling", help="run the VAE in overlapping tiles, one image at a time "
+                                                      "(large images on small GPUs)")(f)
     f = click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
                      help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1); "
                           "repeat to stack")(f)
@@ -187,7 +189,7 @@ def load_model(spec: str, run: RunOptions) -> Any:
     from ..models import load
 
     model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device), lora=run.lora,
-                 quantize=run.quantize)
+                 quantize=run.quantize, vae_tiling=run.vae_tiling)
     if run.compile:
         model.optimize(compile=True)
     return model
@@ -196,7 +198,14 @@ def load_model(spec: str, run: RunOptions) -> Any:
 def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
     """What every output of a command records beside its settings: the task, the model specs, how it ran."""
     return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit,
-            **({"lora": list(run.lora)} if run.lora else {}), **({"quantize": run.quantize} if run.quantize else {})}
+            **model_record(run)}
+
+
+def model_record(run: RunOptions) -> dict[str, Any]:
+    """How the model was changed at loading (LoRA, quantization, VAE tiling): recorded only when set, so that
+    outputs made without them keep their records."""
+    return {k: v for k, v in (("lora", list(run.lora)), ("quantize", run.quantize),
+                              ("vae_tiling", run.vae_tiling)) if v}
 
 
 # ---------------------------------------------------------------------------------------------------- running

@@ -19,7 +19,7 @@ from ..settings import RUN, TASKS, RunOptions, Settings
 
 JOB_TASKS = ("edit", "translate", "guide")
 RUN_KEYS = ("device", "dtype", "compile", "size", "fit", "max_pixels", "batch_size", "features", "lora",
-            "quantize")
+            "quantize", "vae_tiling")
 TOP_LEVEL = {"task", "inputs", "out", "seeds", "settings", "reference", *RUN_KEYS}
 DEVICES = ("auto", "cpu", "cuda")  # each rank of a job takes its own GPU
 SPECS = ("model", "source_model", "target_model", "energy", "clip_model", "mask")  # relative to the job file

@@ -113,7 +113,8 @@ def task_for(job: Job, device: torch.device) -> Any:
     s, run = job.settings, job.run
 
     def get(spec: str) -> Any:
-        model = load(spec, dtype=DTYPES[run.dtype], device=device, lora=run.lora, quantize=run.quantize)
+        model = load(spec, dtype=DTYPES[run.dtype], device=device, lora=run.lora, quantize=run.quantize,
+                     vae_tiling=run.vae_tiling)
         return model.optimize(compile=True) if run.compile else model
 
     if job.task == "translate":
@@ -152,8 +153,8 @@ def _record(job: Job, result: Result, rank: int) -> dict:
 def _settings_record(job: Job, unit: Unit) -> dict[str, Any]:
     """What a unit's record says made it: its settings and how the job reads and runs (dtype, size, fit)."""
     return {**unit.settings.record(), **{k: getattr(job.run, k) for k in ("dtype", "size", "fit")},
-            **({"lora": list(job.run.lora)} if job.run.lora else {}),
-            **({"quantize": job.run.quantize} if job.run.quantize else {})}
+            **{k: v for k, v in (("lora", list(job.run.lora)), ("quantize", job.run.quantize),
+                                 ("vae_tiling", job.run.vae_tiling)) if v}}
 
 
 def _merge(job: Job) -> None:

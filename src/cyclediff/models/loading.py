@@ -13,10 +13,11 @@ from ..errors import CycleDiffError
 
 
 def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-         lora: Any = (), quantize: str | None = None) -> Any:
+         lora: Any = (), quantize: str | None = None, vae_tiling: bool = False) -> Any:
     """The denoiser for ``spec``, with the LoRA adapters ``lora`` (``PATH[:scale]`` strings or (path, scale)
     pairs) and its network's weights quantized (``quantize``: int8, int4 or fp8, through optimum-quanto), for
-    text-to-image models.
+    text-to-image models; ``vae_tiling``: the VAE encodes and decodes large images in overlapping tiles, one image
+    at a time (diffusers' tiling and slicing: less memory, seams blended).
 
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
       :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``; FLUX.1 by its
@@ -37,6 +38,13 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
             raise CycleDiffError(f"a LoRA needs a text-to-image model (Stable Diffusion, SD3, FLUX); {spec} is "
                                  f"{model.kind}")
         model.load_lora(path, scale)
+    if vae_tiling:
+        from .codec import VaeCodec
+
+        if not isinstance(model.codec, VaeCodec):
+            raise CycleDiffError(f"VAE tiling is for latent models; {spec} is {model.kind} (no VAE)")
+        model.codec.vae.enable_tiling()
+        model.codec.vae.enable_slicing()
     return model
 
 
