@@ -82,14 +82,11 @@ class _Draws:
 def _velocities(branches: list[tuple[Denoiser, torch.Tensor, Condition]], t: float) -> list[torch.Tensor]:
     """v̂ = ε̂ − x̂0 of each (model, flow sample z, condition) at model timestep t, in one batched call per model
     (the core sees flow models in VP coordinates: z / c)."""
-    inputs = []
-    for den, z, cond in branches:
-        schedule = den.schedule_for(tuple(z.shape))
-        inputs.append((den, z / schedule.scale_at(t), cond))
-    outputs = evaluate(inputs, t)
+    schedules = [den.schedule_for(tuple(z.shape)) for den, z, _ in branches]
+    inputs = [(den, z / schedule.scale_at(t), cond) for (den, z, cond), schedule in zip(branches, schedules)]
     velocities = []
-    for (den, x, _), out in zip(inputs, outputs):
-        x0, eps, _ = model_prediction(den.schedule_for(tuple(x.shape)), out, x, den.schedule.alpha_bar_at(t))
+    for (_, x, _), schedule, out in zip(inputs, schedules, evaluate(inputs, t)):
+        x0, eps, _ = model_prediction(schedule, out, x, schedule.alpha_bar_at(t))
         velocities.append(eps - x0)
     return velocities
 

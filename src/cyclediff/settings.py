@@ -312,6 +312,12 @@ class RunOptions(Settings):
 
     task: ClassVar[str] = "run"
 
+    def model_record(self) -> dict[str, Any]:
+        """How the model was changed at loading (LoRA, quantization, VAE tiling), for the records of its outputs:
+        only what is set, so that outputs made without them keep their records."""
+        return {k: v for k, v in (("lora", list(self.lora)), ("quantize", self.quantize),
+                                  ("vae_tiling", self.vae_tiling)) if v}
+
     def check(self) -> None:
         if isinstance(self.lora, str) or not all(isinstance(v, str) for v in self.lora or ()):
             raise CycleDiffError(f"lora is a list of 'PATH[:scale]' strings; got {self.lora!r}")

@@ -129,8 +129,8 @@ def score_all(bench: PieBenchRun, items: list[PieItem], chosen: list[dict], scor
     rows = []
     for rec in chosen:
         if "failed" in rec:
-            rows.append({**rec["failed"], "type": by_key.get(rec["failed"]["key"], None) and
-                         by_key[rec["failed"]["key"]].type_id})
+            item = by_key.get(rec["failed"]["key"])
+            rows.append({**rec["failed"], "type": item.type_id if item else None})
             continue
         item = by_key[rec["id"]]
         base = {"key": item.key, "type": item.type_id, "method": rec["method"], "seed": rec["seed"],

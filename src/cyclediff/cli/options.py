@@ -198,14 +198,7 @@ def load_model(spec: str, run: RunOptions) -> Any:
 def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
     """What every output of a command records beside its settings: the task, the model specs, how it ran."""
     return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit,
-            **model_record(run)}
-
-
-def model_record(run: RunOptions) -> dict[str, Any]:
-    """How the model was changed at loading (LoRA, quantization, VAE tiling): recorded only when set, so that
-    outputs made without them keep their records."""
-    return {k: v for k, v in (("lora", list(run.lora)), ("quantize", run.quantize),
-                              ("vae_tiling", run.vae_tiling)) if v}
+            **run.model_record()}
 
 
 # ---------------------------------------------------------------------------------------------------- running
