@@ -56,13 +56,18 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "batch_size": (int, 1, None, False, False),
     "max_seeds": (int, 1, None, False, False),
 }
+# --quantize: optimum-quanto's int8 / int4 / fp8, torchao's, bitsandbytes' (CUDA) (cyclediff.models.quantize)
+QUANTIZE = ("int8", "int4", "fp8", "torchao-int8", "torchao-fp8", "nf4", "bnb-int8")
 CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS,
                                        "fit": ("crop", "resize"), "dtype": DTYPE_NAMES, "compile": (False, True),
                                        "keep_best": (False, True),
-                                       "quantize": ("int8", "int4", "fp8"), "vae_tiling": (False, True)}
+                                       "quantize": QUANTIZE, "vae_tiling": (False, True),
+                                       "offload": ("model", "sequential", "group"),
+                                       "text_encoders_on_cpu": (False, True)}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
-NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device")
+NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device",
+         "base")
 
 
 def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
@@ -307,16 +312,24 @@ class RunOptions(Settings):
     features: str = "inception"  # FID / KID features: inception, pixels or module:function
     max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
     lora: tuple[str, ...] = ()  # LoRA adapters on the model: "PATH[:scale]" each
-    quantize: str | None = None  # the network's weights: int8, int4 or fp8 (optimum-quanto)
+    quantize: str | None = None  # the network's weights quantized: one of QUANTIZE
     vae_tiling: bool = False  # the VAE in overlapping tiles, one image at a time (large images, less memory)
+    offload: str | None = None  # weights on the CPU between uses: model, sequential or group (GPU runs)
+    text_encoders_on_cpu: bool = False  # the text encoders stay on the CPU and run there, once per prompt
+    base: str | None = None  # where a single file's other parts come from (a GGUF network's pipeline)
 
     task: ClassVar[str] = "run"
 
+    def loading(self) -> dict[str, Any]:
+        """The keywords of :func:`cyclediff.models.load` that change a model at loading (the front ends pass
+        these; dtype and device are theirs to resolve)."""
+        return {"lora": self.lora, "quantize": self.quantize, "vae_tiling": self.vae_tiling, "offload": self.offload,
+                "text_encoders_on_cpu": self.text_encoders_on_cpu, "base": self.base}
+
     def model_record(self) -> dict[str, Any]:
-        """How the model was changed at loading (LoRA, quantization, VAE tiling), for the records of its outputs:
-        only what is set, so that outputs made without them keep their records."""
-        return {k: v for k, v in (("lora", list(self.lora)), ("quantize", self.quantize),
-                                  ("vae_tiling", self.vae_tiling)) if v}
+        """How the model was changed at loading (LoRA, quantization, VAE tiling, offloading, base), for the records
+        of its outputs: only what is set, so that outputs made without them keep their records."""
+        return {k: list(v) if k == "lora" else v for k, v in self.loading().items() if v}
 
     def check(self) -> None:
         if isinstance(self.lora, str) or not all(isinstance(v, str) for v in self.lora or ()):

@@ -1,6 +1,7 @@
-"""Quantized network weights (``load(..., quantize=)``, ``--quantize``): a tiny SD loaded with optimum-quanto int8
-through diffusers' own quantization config; its latent space is exact (the quantized network is a fixed network);
-the edit's distance to the unquantized model's is small and reported; bad choices are one line."""
+"""Quantized network weights (``load(..., quantize=)``, ``--quantize``): a tiny SD loaded with optimum-quanto and
+torchao (the backends that run on a CPU) through diffusers' own quantization configs; its latent space is exact
+(the quantized network is a fixed network); the edit's distance to the unquantized model's is small and reported;
+bad choices (bitsandbytes without a CUDA GPU, a backend not installed) are one line."""
 
 from __future__ import annotations
 
@@ -23,12 +24,20 @@ def folder(tmp_path_factory):
     return tmp / "sd"
 
 
-@pytest.mark.parametrize("choice", ["int8", "fp8"])
-def test_a_quantized_model_encodes_exactly_and_edits_close_to_the_full_one(folder, choice):
+def quantized_layers(unet) -> int:
+    """Linear layers whose weights a backend replaced (quanto's QLinear, torchao's tensor subclasses)."""
     from optimum.quanto.nn import QLinear
 
+    return sum(isinstance(m, QLinear) or (isinstance(m, torch.nn.Linear) and type(m.weight).__name__ not in (
+        "Parameter", "Tensor")) for m in unet.modules())
+
+
+@pytest.mark.parametrize("choice", ["int8", "fp8", "torchao-int8", "torchao-fp8"])
+def test_a_quantized_model_encodes_exactly_and_edits_close_to_the_full_one(folder, choice):
+    if choice.startswith("torchao"):
+        pytest.importorskip("torchao")
     quantized = load(folder, quantize=choice)
-    assert any(isinstance(m, QLinear) for m in quantized.unet.modules())
+    assert quantized_layers(quantized.unet) > 10 and quantized.dtype == torch.float32
     x0 = to_model_space(quantized, photos(2), [torch.Generator().manual_seed(s) for s in (0, 1)])
     z = encode(x0, quantized, steps=6, strength=0.8, prompt="a cat", generator=[torch.Generator().manual_seed(1),
                                                                                 torch.Generator().manual_seed(2)])
@@ -51,8 +60,33 @@ def test_the_cli_takes_quantize_and_refuses_it_on_pixel_models(folder, tmp_path)
     assert res.exit_code == 0, res.output
     with pytest.raises(CycleDiffError, match="quantized weights are for text-to-image pipelines"):
         load("demo:digits", quantize="int8")
-    res = CliRunner().invoke(main, ["sample", "--model", str(folder), "--quantize", "nf4", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "nf4" in res.output
+    res = CliRunner().invoke(main, ["sample", "--model", str(folder), "--quantize", "q3", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "q3" in res.output
+
+
+def test_bitsandbytes_is_refused_in_one_line_without_a_cuda_gpu(folder, monkeypatch):
+    """diffusers' bitsandbytes quantizer needs CUDA: on the CPU nf4 is one line naming what runs here instead."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for choice in ("nf4", "bnb-int8"):
+        with pytest.raises(CycleDiffError, match=r"runs on a CUDA GPU only; here use int8, int4 or fp8") as err:
+            load(folder, quantize=choice, device="cpu")
+        assert "\n" not in str(err.value)
+
+
+def test_a_backend_that_is_not_installed_names_its_extra(folder, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    with pytest.raises(CycleDiffError, match=r"needs torchao: pip install 'cyclediff\[quantize\]'"):
+        load(folder, quantize="torchao-int8")
+
+
+def test_the_settings_list_every_backend_choice():
+    from cyclediff.models.quantize import CHOICES
+    from cyclediff.settings import QUANTIZE
+
+    assert set(QUANTIZE) == set(CHOICES)
 
 
 def test_vae_tiling_tiles_large_images_and_keeps_the_latent_space_exact(folder):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..settings import EditSettings
+from ..settings import EditSettings, RunOptions
 from .main import main
-from .options import device_option, dtype_option, quiet_option, setting_option
+from .options import device_option, dtype_option, loading_options, quiet_option, setting_option
 
 
 @main.group()
@@ -44,6 +44,7 @@ def bench() -> None:
               help="squeezenet1_1 weights for LPIPS (a state dict file or URL) [default: torchvision's download]")
 @click.option("--score-only", is_flag=True, help="score the outputs already in --out, edit nothing")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
+@loading_options
 @device_option
 @dtype_option
 @quiet_option
@@ -63,7 +64,8 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
     from ..jobs.run import distributed, load_job, run_job
     from ..metrics.lpips import SQUEEZENET_URL
 
-    run = {"device": opts["device"], "dtype": opts["dtype"], "batch_size": opts["batch_size"]}
+    run = {"device": opts["device"], "dtype": opts["dtype"], "batch_size": opts["batch_size"],
+           **_absolute(RunOptions.from_options(opts).loading())}
     names = [m.strip() for m in methods.split(",") if m.strip()]
     run_settings = PieBenchRun(data=data, out=out, model=model, methods=names, steps=opts["steps"],
                                strength=opts["strength"], eta=opts["eta"], guidance_scale=opts["guidance_scale"],
@@ -90,6 +92,21 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
         click.echo(f"  failed {row['key']} {row.get('method') or ''}: {row['error']}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _absolute(loading: dict) -> dict:
+    """The loading options that are set, local paths made absolute (the job file is written in --out)."""
+    from ..models.lora import parse_lora
+
+    def local(spec: str) -> str:
+        return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+    out = {k: v for k, v in loading.items() if v}
+    if out.get("lora"):
+        out["lora"] = [f"{local(p)}:{s:g}" for p, s in map(parse_lora, out["lora"])]
+    if out.get("base"):
+        out["base"] = local(out["base"])
+    return out
 
 
 __all__ = ["bench", "pie_bench_cmd"]

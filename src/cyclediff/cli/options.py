@@ -107,17 +107,28 @@ def dtype_option(f: Callable) -> Callable:
     return setting_option(RunOptions, "dtype", help="dtype of the model weights (the sampler maths stays float32)")(f)
 
 
-def model_options(f: Callable) -> Callable:
-    f = dtype_option(device_option(f))
-    f = setting_option(RunOptions, "quantize", help="store the network's weights as int8, int4 or fp8 "
-                                                    "(optimum-quanto; text-to-image models)")(f)
+def loading_options(f: Callable) -> Callable:
+    """How text-to-image models are changed at loading (RunOptions.loading): --quantize, --offload, --lora, …"""
+    f = setting_option(RunOptions, "quantize", help="store the network's weights quantized: int8 / int4 / fp8 "
+                                                    "(optimum-quanto), torchao-int8 / torchao-fp8, nf4 / bnb-int8 "
+                                                    "(bitsandbytes, CUDA)")(f)
+    f = setting_option(RunOptions, "offload", help="keep weights on the CPU between uses: model (whole networks), "
+                                                   "sequential (layer by layer), group (blocks, streamed)")(f)
+    f = setting_option(RunOptions, "text_encoders_on_cpu", help="keep the text encoders on the CPU and run them "
+                                                                "there, once per prompt (frees their GPU memory)")(f)
     f = setting_option(RunOptions, "vae_tiling", help="run the VAE in overlapping tiles, one image at a time "
                                                       "(large images on small GPUs)")(f)
-    f = click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
-                     help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1); "
-                          "repeat to stack")(f)
+    f = setting_option(RunOptions, "base", help="the pipeline a single file's other parts come from (a .gguf "
+                                                "network's text encoders, VAE, scheduler): hub id or folder")(f)
+    return click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
+                        help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1); "
+                             "repeat to stack")(f)
+
+
+def model_options(f: Callable) -> Callable:
+    f = loading_options(dtype_option(device_option(f)))
     return click.option("--model", "model", required=True,
-                        help="hub id, local diffusers folder, or .safetensors / .ckpt checkpoint")(f)
+                        help="hub id, local diffusers folder, .safetensors / .ckpt checkpoint or .gguf network")(f)
 
 
 def compile_option(f: Callable) -> Callable:
@@ -188,8 +199,7 @@ def load_model(spec: str, run: RunOptions) -> Any:
     """The model ``spec`` on the run's device, in its dtype, compiled when asked."""
     from ..models import load
 
-    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device), lora=run.lora,
-                 quantize=run.quantize, vae_tiling=run.vae_tiling)
+    model = load(spec, dtype=DTYPES[run.dtype], device=resolve_device(run.device), **run.loading())
     if run.compile:
         model.optimize(compile=True)
     return model

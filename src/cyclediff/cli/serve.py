@@ -8,7 +8,7 @@ from ..errors import CycleDiffError
 from ..latent import DTYPES
 from ..settings import RUN, RunOptions
 from .main import main
-from .options import device_option, dtype_option, resolve_device, setting_option
+from .options import device_option, dtype_option, loading_options, resolve_device, setting_option
 
 
 @main.command()
@@ -28,16 +28,14 @@ from .options import device_option, dtype_option, resolve_device, setting_option
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
 @click.option("--queue-size", type=click.IntRange(1), default=8, show_default=True,
               help="requests waiting beyond the one that runs; more are refused until the queue drains")
-@click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
-              help="a LoRA adapter on every served text-to-image model (repeat to stack)")
-@setting_option(RunOptions, "quantize", help="the served text-to-image models' network weights: int8, int4, fp8")
+@loading_options
 @setting_option(RunOptions, "batch_size", help="images per model call")
 @click.option("--max-pixels", type=click.IntRange(1), default=RUN.max_pixels, show_default=True,
               help="refuse larger uploads")
 @device_option
 @dtype_option
-def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype, lora,
-          quantize):
+def serve(models, clip, classifier, energies, host, port, queue_size, batch_size, max_pixels, device, dtype,
+          **loading):
     """Serve the web app: edit, translate, guide and decode latents in the browser (and by API).
 
     \b
@@ -45,6 +43,8 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
       cyclediff serve                                  # the digits demo models, offline
       cyclediff serve --model stable-diffusion-v1-5/stable-diffusion-v1-5 --dtype float16 \\
           --clip openai/clip-vit-base-patch32
+      cyclediff serve --model black-forest-labs/FLUX.1-dev --dtype bfloat16 --quantize torchao-fp8 \\
+          --offload model --lora style.safetensors:0.8
     """
     try:
         from ..web.app import build_app, launch
@@ -56,8 +56,8 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
     for spec in energies:
         load_energy(spec)  # a bad spec is refused now, not when a browser picks it
     studio = Studio(list(models) or None, device=resolve_device(device), dtype=DTYPES[dtype], max_pixels=max_pixels,
-                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size, lora=lora,
-                    quantize=quantize)
+                    clip=clip, classifier=classifier, energies=energies, batch_size=batch_size,
+                    loading=RunOptions.from_options(loading).loading())
     for name in studio.names:
         click.echo(f"loading {name}", err=True)
         studio.model(name)

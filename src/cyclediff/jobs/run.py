@@ -113,8 +113,7 @@ def task_for(job: Job, device: torch.device) -> Any:
     s, run = job.settings, job.run
 
     def get(spec: str) -> Any:
-        model = load(spec, dtype=DTYPES[run.dtype], device=device, lora=run.lora, quantize=run.quantize,
-                     vae_tiling=run.vae_tiling)
+        model = load(spec, dtype=DTYPES[run.dtype], device=device, **run.loading())
         return model.optimize(compile=True) if run.compile else model
 
     if job.task == "translate":

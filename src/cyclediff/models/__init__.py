@@ -16,6 +16,14 @@ from .stable_diffusion import StableDiffusion
 # do not load beside the pinned torch, and nothing here needs it (the PIL processors are used)
 logging.getLogger("transformers.utils.import_utils").addFilter(lambda r: "requires torchvision" not in r.getMessage())
 
+# the optional quantization backends log at import time about kernels this machine does not need (torchao's CUDA
+# builds for other GPUs, bitsandbytes' optional CPU kernels, torch's note on their enums); diffusers imports them
+# whenever they are installed, so every command would print them. Their real errors still raise.
+for _name, _text in (("torchao", "Failed to load"), ("torch.utils._pytree", "is an Enum subclass"),
+                     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU"),
+                     ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor")):
+    logging.getLogger(_name).addFilter(lambda r, _text=_text: _text not in r.getMessage())
+
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",
            "PixelDenoiser", "StableDiffusion", "StableDiffusion3", "VaeCodec", "as_condition", "check_same_space",
            "condition_for", "demo_names", "from_guided_diffusion", "from_pipe", "images_of", "load", "to_images",

@@ -62,6 +62,7 @@ class VaeCodec:
 
     channels = 3
     image_size = None
+    execution_device: Any = None  # where the VAE runs when offloading stores it elsewhere (its hooks move it)
 
     def __init__(self, vae: Any, *, downsampling: int, latent_size: tuple[int, int]) -> None:
         self.vae, self.downsampling, self.latent_size = vae, downsampling, latent_size
@@ -109,7 +110,7 @@ class VaeCodec:
         gens = check_generators(generator, images.shape[0])
         with torch.no_grad():
             vae = self.runnable_vae()
-            dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
+            dist = vae.encode(images.to(self.execution_device or vae.device, vae.dtype)).latent_dist
             latents = dist.sample(gens) if sample else dist.mode()
         shift = self.vae.config.get("shift_factor") or 0.0
         return ((latents - shift) * self.vae.config.scaling_factor).to(images.dtype)
@@ -119,7 +120,7 @@ class VaeCodec:
         shift = self.vae.config.get("shift_factor") or 0.0
         z = latents / self.vae.config.scaling_factor + shift
         vae = self.runnable_vae()
-        return vae.decode(z.to(vae.dtype)).sample.to(latents.dtype)
+        return vae.decode(z.to(self.execution_device or vae.device, vae.dtype)).sample.to(latents.dtype)
 
     def runnable_vae(self) -> Any:
         """The VAE to run: a float16 VAE whose config says ``force_upcast`` (SDXL's overflows to NaN in float16)

@@ -108,7 +108,7 @@ class Flux(FlowCoordinates, PromptModel):
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad(), diffusers_quiet():
-            embeds, pooled, _ = self.pipe.encode_prompt(prompts, None, device=self.device, num_images_per_prompt=1,
+            embeds, pooled, _ = self.pipe.encode_prompt(prompts, None, device=self.text_device, num_images_per_prompt=1,
                                                         max_sequence_length=self.max_sequence_length)
         return embeds, pooled
 

@@ -13,15 +13,26 @@ from ..errors import CycleDiffError
 
 
 def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-         lora: Any = (), quantize: str | None = None, vae_tiling: bool = False) -> Any:
-    """The denoiser for ``spec``, with the LoRA adapters ``lora`` (``PATH[:scale]`` strings or (path, scale)
-    pairs) and its network's weights quantized (``quantize``: int8, int4 or fp8, through optimum-quanto), for
-    text-to-image models; ``vae_tiling``: the VAE encodes and decodes large images in overlapping tiles, one image
-    at a time (diffusers' tiling and slicing: less memory, seams blended).
+         lora: Any = (), quantize: str | None = None, vae_tiling: bool = False, offload: str | None = None,
+         text_encoders_on_cpu: bool = False, base: str | None = None) -> Any:
+    """The denoiser for ``spec``, changed at loading as asked (text-to-image models; the maths stays the same):
+
+    - ``lora``: LoRA adapters (``PATH[:scale]`` strings or (path, scale) pairs), stacked;
+    - ``quantize``: the network's weights quantized (:data:`cyclediff.models.quantize.CHOICES`: int8, int4, fp8
+      through optimum-quanto, torchao-int8 / torchao-fp8, nf4 / bnb-int8 through bitsandbytes on a CUDA GPU);
+    - ``vae_tiling``: the VAE encodes and decodes large images in overlapping tiles, one image at a time
+      (diffusers' tiling and slicing: less memory, seams blended);
+    - ``offload``: ``model``, ``sequential`` or ``group`` offloading to the CPU (:mod:`cyclediff.models.offload`;
+      on a CPU-only run a note and nothing else); ``text_encoders_on_cpu``: the text encoders stay on the CPU;
+    - ``base``: where a single file's other parts come from (a GGUF network's text encoders, VAE, scheduler; a
+      checkpoint's configs offline): a hub id or a diffusers folder.
+
+    ``spec`` is one of:
 
     - a ``.safetensors`` / ``.ckpt`` file: a Stable Diffusion checkpoint (SD 1.x / 2.x / XL, or SD3 / SD3.5:
       :class:`~cyclediff.models.sd3.StableDiffusion3`, told by its MMDiT's ``joint_blocks``; FLUX.1 by its
       ``double_blocks``: :class:`~cyclediff.models.flux.Flux`);
+    - a ``.gguf`` file: a quantized FLUX.1, SD3 / SD3.5 or SD UNet network (:mod:`cyclediff.models.gguf`);
     - a folder or hub id whose ``model_index.json`` names a text-to-image pipeline: :class:`StableDiffusion`
       (a ``StableDiffusion3Pipeline``: :class:`~cyclediff.models.sd3.StableDiffusion3`; a ``FluxPipeline``:
       :class:`~cyclediff.models.flux.Flux`);
@@ -29,7 +40,13 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
       (a rectified-flow one, with a FlowMatch scheduler: :class:`~cyclediff.models.flow.FlowPixelDenoiser`);
     - ``demo:NAME``: a demo model shipped with the package (its weights are package data: :func:`demo_names`).
     """
-    model = _load(spec, dtype, device, quantize)
+    from .offload import check_offload, offload_or_note, text_encoders_to_cpu
+
+    check_offload(offload)
+    if offload is not None and text_encoders_on_cpu:
+        raise CycleDiffError("text encoders on the CPU is for runs without --offload (offloading already takes "
+                             "them off the device between uses)")
+    model = _load(spec, dtype, device, quantize, base)
     for item in lora or ():
         from .lora import parse_lora
 
@@ -45,15 +62,19 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
             raise CycleDiffError(f"VAE tiling is for latent models; {spec} is {model.kind} (no VAE)")
         model.codec.vae.enable_tiling()
         model.codec.vae.enable_slicing()
-    return model
+    if text_encoders_on_cpu:
+        text_encoders_to_cpu(model)
+    return offload_or_note(model, offload, device)
 
 
 def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None,
-          quantize: str | None = None) -> Any:
+          quantize: str | None = None, base: str | None = None) -> Any:
     from .pipelines import SINGLE_FILE_SUFFIXES, check_not_legacy_pickle, checkpoint_keys
     from .quantize import quantization_kwargs
 
     source = str(spec)
+    if quantize is not None:
+        dtype = dtype or torch.float32  # torchao would otherwise pick bfloat16 for the whole network
     if source.startswith("demo:"):
         quantization_kwargs(quantize, "pixel")  # refused: a demo model is a pixel model
         return _demo(source.removeprefix("demo:"), device)
@@ -61,10 +82,16 @@ def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.devic
     if _looks_local(source) and not path.exists():
         raise CycleDiffError(f"no such file or folder: {source}; check the path (hub ids look like org/name)")
     source = str(path) if _looks_local(source) else source
+    if source.lower().endswith(".gguf"):
+        if quantize is not None:
+            raise CycleDiffError(f"{path.name} is quantized already (GGUF); drop --quantize")
+        from .gguf import load_gguf
+
+        return load_gguf(path, base, dtype, device, _adapter, lambda b: _kind(b, Path(b)))
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
         if path.is_file() and not source.lower().endswith(SINGLE_FILE_SUFFIXES):
-            raise CycleDiffError(f"{source} is not a model checkpoint; pass a .safetensors / .ckpt file, a diffusers "
-                                 "folder or a hub id")
+            raise CycleDiffError(f"{source} is not a model checkpoint; pass a .safetensors / .ckpt / .gguf file, a "
+                                 "diffusers folder or a hub id")
         if path.is_file():
             check_not_legacy_pickle(path)  # refused before anything reads it
         keys = checkpoint_keys(path) if path.is_file() else []
@@ -73,10 +100,14 @@ def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.devic
             kind = "flux"
         elif any(k.startswith("joint_blocks.") or ".joint_blocks." in k for k in keys):  # SD3's MMDiT
             kind = "sd3"
-        return _adapter(kind).from_pretrained(source, dtype=dtype, device=device,
-                                              **quantization_kwargs(quantize, kind))
+        extra = {"config": base} if base is not None else {}
+        return _adapter(kind).from_pretrained(source, dtype=dtype, device=device, **extra,
+                                              **quantization_kwargs(quantize, kind, device, dtype))
+    if base is not None:
+        raise CycleDiffError(f"--base is for single files (.gguf, .safetensors); {source} is a whole pipeline")
     kind = _kind(source, path)
-    return _adapter(kind).from_pretrained(source, dtype=dtype, device=device, **quantization_kwargs(quantize, kind))
+    return _adapter(kind).from_pretrained(source, dtype=dtype, device=device,
+                                          **quantization_kwargs(quantize, kind, device, dtype))
 
 
 # model families: kind -> "module:class" (loaded on first use); a new family adds its module and one line here

@@ -125,6 +125,8 @@ class PromptModel(Optimizable):
     runner: UNetRunner
     schedule: Schedule
     codec: VaeCodec
+    execution_device: torch.device | None = None  # where the networks run when offloading keeps them elsewhere
+    text_encoders_device: torch.device | None = None  # the text encoders' own device (the CPU), when not ``device``
 
     def _adopt(self, pipe: Any, parts: tuple[str, ...], needs: str, model_id: str | None) -> None:
         """Check the pipeline's parts, freeze every network in eval mode, silence its progress bars."""
@@ -176,7 +178,13 @@ class PromptModel(Optimizable):
 
     @property
     def device(self) -> torch.device:
-        return self.network.device
+        """Where the network runs and its inputs are made (under offloading not where its weights are stored)."""
+        return self.execution_device or self.network.device
+
+    @property
+    def text_device(self) -> torch.device:
+        """Where the text encoders run (the prompts' embeddings are made there and moved to ``device``)."""
+        return self.text_encoders_device or self.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -1,40 +1,101 @@
-"""Quantized weights for the denoising network of a text-to-image pipeline, as diffusers loads them
-(``PipelineQuantizationConfig`` with optimum-quanto, which runs on CPUs and GPUs alike). The sampler maths stays
-in float32: only the network's weights are stored in the smaller type, and the latent space is the quantized
-network's own (``decode(encode(x)) == x`` holds for it exactly, as for any fixed network)."""
+"""Quantized weights for the denoising network of a text-to-image pipeline, as diffusers loads them: a
+``PipelineQuantizationConfig`` over one of diffusers' quantizers. The sampler maths stays in float32: only the
+network's weights are stored in the smaller type, and the latent space is the quantized network's own
+(``decode(encode(x)) == x`` holds for it exactly, as for any fixed network).
+
+Backends, by ``--quantize`` choice:
+
+- ``int8``, ``int4``, ``fp8``: optimum-quanto (CPUs and GPUs);
+- ``torchao-int8``, ``torchao-fp8``: torchao's weight-only configs (CPUs and GPUs);
+- ``nf4``, ``bnb-int8``: bitsandbytes (diffusers' bitsandbytes quantizer needs a CUDA GPU).
+
+GGUF files (already quantized) are loaded as ``--model FILE.gguf`` (:mod:`cyclediff.models.gguf`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from ..errors import CycleDiffError
 
-# --quantize choice -> optimum-quanto's weights dtype
-QUANTO = {"int8": "int8", "int4": "int4", "fp8": "float8"}
 NETWORK = {"latent-diffusion": "unet", "sd3": "transformer", "flux": "transformer"}
 
 
-def quantization_kwargs(choice: str | None, kind: str) -> dict[str, Any]:
-    """The ``from_pretrained`` keywords that load the ``kind`` pipeline's network quantized to ``choice``."""
-    if choice is None:
-        return {}
-    if choice not in QUANTO:
-        raise CycleDiffError(f"quantize must be one of {', '.join(QUANTO)}; got {choice!r}")
-    if kind not in NETWORK:
-        raise CycleDiffError("quantized weights are for text-to-image pipelines (Stable Diffusion, SD3, FLUX); "
-                             "pixel models are small enough as they are")
-    try:
-        import optimum.quanto  # noqa: F401 - the backend diffusers' QuantoConfig needs
-    except ImportError as err:
-        raise CycleDiffError(f"--quantize {choice} needs optimum-quanto: pip install 'cyclediff[quantize]'") from err
-    from diffusers import QuantoConfig
-    from diffusers.quantizers import PipelineQuantizationConfig
+@dataclass(frozen=True)
+class Backend:
+    package: str  # the module the backend imports (its pip name in ``extra``)
+    extra: str  # the cyclediff extra that installs it
+    cuda_only: bool = False
 
+
+BACKENDS = {"quanto": Backend("optimum.quanto", "quantize"), "torchao": Backend("torchao", "quantize"),
+            "bitsandbytes": Backend("bitsandbytes", "nf4", cuda_only=True)}
+# --quantize choice -> (backend, its own name for the type)
+CHOICES = {"int8": ("quanto", "int8"), "int4": ("quanto", "int4"), "fp8": ("quanto", "float8"),
+           "torchao-int8": ("torchao", "int8"), "torchao-fp8": ("torchao", "float8"),
+           "nf4": ("bitsandbytes", "nf4"), "bnb-int8": ("bitsandbytes", "int8")}
+
+
+def check_quantize(choice: str, device: Any = None) -> Backend:
+    """The backend of ``choice``, or one line saying why it cannot run here (not installed, needs a CUDA GPU)."""
+    if choice not in CHOICES:
+        raise CycleDiffError(f"quantize must be one of {', '.join(CHOICES)}; got {choice!r}")
+    name, _ = CHOICES[choice]
+    backend = BACKENDS[name]
+    if backend.cuda_only:
+        where = torch.device(device) if device is not None else None
+        if not torch.cuda.is_available() or (where is not None and where.type != "cuda"):
+            raise CycleDiffError(f"--quantize {choice} ({name}) runs on a CUDA GPU only; here use int8, int4 or fp8 "
+                                 "(optimum-quanto) or torchao-int8")
+    import importlib.util
+
+    if importlib.util.find_spec(backend.package.split(".")[0]) is None or (
+            "." in backend.package and importlib.util.find_spec(backend.package) is None):
+        raise CycleDiffError(f"--quantize {choice} needs {name}: pip install 'cyclediff[{backend.extra}]'")
+    return backend
+
+
+def network_config(choice: str, dtype: torch.dtype | None = None) -> Any:
+    """diffusers' quantization config of ``choice`` for one network (compute in ``dtype``, float32 by default)."""
+    name, kind = CHOICES[choice]
+    compute = dtype or torch.float32
     from ._compat import diffusers_quiet
 
     with diffusers_quiet():
-        config = QuantoConfig(weights_dtype=QUANTO[choice])
-    return {"quantization_config": PipelineQuantizationConfig(quant_mapping={NETWORK[kind]: config})}
+        if name == "quanto":
+            from diffusers import QuantoConfig
+
+            return QuantoConfig(weights_dtype=kind)
+        if name == "torchao":
+            from diffusers import TorchAoConfig
+            from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+
+            return TorchAoConfig(Int8WeightOnlyConfig() if kind == "int8" else Float8WeightOnlyConfig())
+        from diffusers import BitsAndBytesConfig
+
+        if kind == "nf4":
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+        return BitsAndBytesConfig(load_in_8bit=True)
 
 
-__all__ = ["QUANTO", "quantization_kwargs"]
+def quantization_kwargs(choice: str | None, kind: str, device: Any = None,
+                        dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """The ``from_pretrained`` keywords that load the ``kind`` pipeline's network quantized to ``choice``."""
+    if choice is None:
+        return {}
+    if choice not in CHOICES:
+        raise CycleDiffError(f"quantize must be one of {', '.join(CHOICES)}; got {choice!r}")
+    if kind not in NETWORK:
+        raise CycleDiffError("quantized weights are for text-to-image pipelines (Stable Diffusion, SD3, FLUX); "
+                             "pixel models are small enough as they are")
+    check_quantize(choice, device)
+    from diffusers.quantizers import PipelineQuantizationConfig
+
+    return {"quantization_config": PipelineQuantizationConfig(quant_mapping={NETWORK[kind]: network_config(
+        choice, dtype)})}
+
+
+__all__ = ["BACKENDS", "CHOICES", "NETWORK", "check_quantize", "network_config", "quantization_kwargs"]

@@ -87,8 +87,8 @@ class StableDiffusion3(FlowCoordinates, PromptModel):
         self._warn_if_truncated(prompts + (negatives or []), [self.pipe.tokenizer])
         with torch.no_grad(), diffusers_quiet():
             cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
-                prompts, None, None, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=w != 1,
-                negative_prompt=negatives)
+                prompts, None, None, device=self.text_device, num_images_per_prompt=1,
+                do_classifier_free_guidance=w != 1, negative_prompt=negatives)
         inputs = {"cond": cond, "uncond": uncond if w != 1 else None, "scale": w, "pooled": pooled,
                   "uncond_pooled": uncond_pooled if w != 1 else None}
         record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}

@@ -113,9 +113,9 @@ class StableDiffusion(DiscreteSteps, PromptModel):
         """(prompt embeddings, negative ones or None, pooled, negative pooled) through the pipeline's encoder."""
         with torch.no_grad(), diffusers_quiet():  # its own truncation log repeats the whole cut text
             if self.is_xl:
-                return tuple(self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
+                return tuple(self.pipe.encode_prompt(prompts, device=self.text_device, num_images_per_prompt=1,
                                                      do_classifier_free_guidance=guided, negative_prompt=negatives))
-            cond, uncond = self.pipe.encode_prompt(prompts, self.device, 1, guided, negative_prompt=negatives)
+            cond, uncond = self.pipe.encode_prompt(prompts, self.text_device, 1, guided, negative_prompt=negatives)
         return cond, uncond, None, None
 
     def _tokenizers(self) -> list[Any]:

@@ -106,12 +106,13 @@ class Studio:
     def __init__(self, models: list[str] | dict[str, Any] | None = None, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, max_pixels: int = RUN.max_pixels, clip: Any = None,
                  classifier: str | None = None, energies: list[str] | tuple[str, ...] = (),
-                 batch_size: int = RUN.batch_size, workdir: Path | None = None, lora: Any = (),
-                 quantize: str | None = None) -> None:
+                 batch_size: int = RUN.batch_size, workdir: Path | None = None,
+                 loading: dict[str, Any] | None = None) -> None:
         specs = models or list(DEMO_MODELS)
         self.models: dict[str, Any] = dict(specs) if isinstance(specs, dict) else {str(s): str(s) for s in specs}
         self.device, self.dtype, self.max_pixels, self.batch_size = device, dtype, max_pixels, batch_size
-        self.clip_spec, self.energies, self.lora, self.quantize = clip, list(energies), tuple(lora), quantize
+        self.clip_spec, self.energies = clip, list(energies)
+        self.loading = dict(loading or {})  # load()'s keywords for the served models (RunOptions.loading)
         demo = self.serves_demo()
         self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
@@ -139,8 +140,7 @@ class Studio:
             if isinstance(self.models[name], str):
                 from ..models import load
 
-                self.models[name] = load(self.models[name], dtype=self.dtype, device=self.device, lora=self.lora,
-                                         quantize=self.quantize)
+                self.models[name] = load(self.models[name], dtype=self.dtype, device=self.device, **self.loading)
             return self.models[name]
 
     def scorer(self) -> Any:

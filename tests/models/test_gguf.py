@@ -1,0 +1,101 @@
+"""GGUF networks (``--model FILE.gguf --base PIPELINE``): files written here with the ``gguf`` package (Q8_0 where a
+row fits its 32-value blocks, F32 elsewhere, as the community's converters do), loaded back through diffusers'
+GGUF quantizer; the latent space is exact under the quantized network, the edit close to the full model's; a
+GGUF of something else, a base of another architecture or ``--quantize`` on a GGUF are one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cyclediff import CycleDiffError, decode, edit, encode
+from cyclediff._io import save_image
+from cyclediff.cli import main
+from cyclediff.models import load, to_model_space
+from tiny_sd import flux_pipeline, photos, sd_pipeline
+
+gguf = pytest.importorskip("gguf")
+
+
+def write_gguf(state: dict[str, torch.Tensor], path: Path, arch: str) -> int:
+    """``state`` as a GGUF file; returns how many tensors were stored as Q8_0."""
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    quantized = 0
+    for name, tensor in state.items():
+        array = tensor.float().numpy()
+        if array.ndim == 2 and array.shape[-1] % 32 == 0:
+            writer.add_tensor(name, gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0),
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            quantized += 1
+        else:
+            writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return quantized
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gguf")
+    flux_pipeline(tmp / "fparts").save_pretrained(tmp / "flux")
+    sd_pipeline(tmp / "sparts").save_pretrained(tmp / "sd")
+    out = {"flux": tmp / "flux", "sd": tmp / "sd"}
+    for name, net in (("flux", "transformer"), ("sd", "unet")):
+        full = load(out[name])
+        assert write_gguf(getattr(full.pipe, net).state_dict(), tmp / f"{name}-Q8_0.gguf", name) > 5
+        out[f"{name}.gguf"] = tmp / f"{name}-Q8_0.gguf"
+    return out
+
+
+@pytest.mark.parametrize("name", ["flux", "sd"])
+def test_a_gguf_network_encodes_exactly_and_edits_close_to_the_full_model(files, name):
+    from diffusers.quantizers.gguf.utils import GGUFLinear
+
+    model = load(files[f"{name}.gguf"], base=str(files[name]))
+    assert sum(isinstance(m, GGUFLinear) for m in model.network.modules()) > 5
+    assert model.model_id == str(files[f"{name}.gguf"])
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    x0 = to_model_space(model, photos(2), gens)
+    z = encode(x0, model, steps=5, strength=0.8, prompt="a cat", generator=torch.Generator().manual_seed(4))
+    assert (decode(z, model) - x0).abs().max() < 1e-5  # exact under the quantized network itself
+    kw = dict(source_prompt="a cat", prompt="a dog", steps=5)
+    ours = edit(model, photos(1), generator=torch.Generator().manual_seed(0), **kw).images
+    full = edit(load(files[name]), photos(1), generator=torch.Generator().manual_seed(0), **kw).images
+    distance = float((ours - full).abs().max())
+    print(f"gguf Q8_0 {name}: max |edit(gguf) - edit(full)| = {distance:.2e}")  # the number the README reports
+    assert 0 < distance < 0.05
+
+
+def test_the_cli_edits_with_a_gguf_file_and_its_base(files, tmp_path):
+    save_image(photos(1)[0], tmp_path / "cat.png")
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(files["flux.gguf"]), "--base",
+                                    str(files["flux"]), "--source-prompt", "a cat", "--prompt", "a dog", "--steps",
+                                    "3", "--quiet", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert list((tmp_path / "o").glob("*.png"))
+
+
+def test_bad_gguf_input_is_one_line(files, tmp_path):
+    llama = tmp_path / "llama-Q8_0.gguf"
+    write_gguf({"token_embd.weight": torch.randn(8, 32), "blk.0.attn_q.weight": torch.randn(32, 32)}, llama, "llama")
+    cases = [
+        (dict(spec=llama), r"llama-Q8_0.gguf holds a llama model, not a diffusion network cyclediff loads"),
+        (dict(spec=files["flux.gguf"], base=str(files["sd"])),
+         r"is a FLUX.1 network but the base .* is a Stable Diffusion \(UNet\) pipeline: pass --base"),
+        (dict(spec=files["sd.gguf"]), r"a GGUF Stable Diffusion UNet needs the pipeline it belongs to: pass --base"),
+        (dict(spec=files["flux.gguf"], base=str(files["flux"]), quantize="int8"), r"quantized already \(GGUF\)"),
+        (dict(spec=files["flux"], base=str(files["flux"])), r"--base is for single files"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(CycleDiffError, match=message) as err:
+            load(kwargs.pop("spec"), **kwargs)
+        assert "\n" not in str(err.value)
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 40)
+    with pytest.raises(CycleDiffError, match="broken.gguf is not a readable GGUF file"):
+        load(broken, base=str(files["flux"]))
