@@ -312,6 +312,7 @@ class RunOptions(Settings):
     features: str = "inception"  # FID / KID features: inception, pixels or module:function
     max_seeds: int = 10_000  # seeds (outputs per input) one command or job may ask for
     lora: tuple[str, ...] = ()  # LoRA adapters on the model: "PATH[:scale]" each
+    target_lora: tuple[str, ...] = ()  # translation: LoRA adapters on the target only (one load for one model)
     quantize: str | None = None  # the network's weights quantized: one of QUANTIZE
     vae_tiling: bool = False  # the VAE in overlapping tiles, one image at a time (large images, less memory)
     offload: str | None = None  # weights on the CPU between uses: model, sequential or group (GPU runs)
@@ -329,12 +330,15 @@ class RunOptions(Settings):
     def model_record(self) -> dict[str, Any]:
         """How the model was changed at loading (LoRA, quantization, VAE tiling, offloading, base), for the records
         of its outputs: only what is set, so that outputs made without them keep their records."""
-        return {k: list(v) if k == "lora" else v for k, v in self.loading().items() if v}
+        record = {**self.loading(), "target_lora": self.target_lora}
+        return {k: list(v) if k.endswith("lora") else v for k, v in record.items() if v}
 
     def check(self) -> None:
-        if isinstance(self.lora, str) or not all(isinstance(v, str) for v in self.lora or ()):
-            raise CycleDiffError(f"lora is a list of 'PATH[:scale]' strings; got {self.lora!r}")
-        object.__setattr__(self, "lora", tuple(self.lora or ()))
+        for name in ("lora", "target_lora"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
+                raise CycleDiffError(f"{name} is a list of 'PATH[:scale]' strings; got {value!r}")
+            object.__setattr__(self, name, tuple(value or ()))
 
 
 TASKS: dict[str, type[Settings]] = {c.task: c for c in (EditSettings, TranslateSettings, GuideSettings,

@@ -15,10 +15,13 @@ from .options import (
     device_option,
     dtype_option,
     load_model,
+    load_models,
+    loading_options,
     parse_seeds,
     quiet_option,
     sampling_options,
     setting_option,
+    target_lora_option,
 )
 
 
@@ -112,6 +115,8 @@ def evaluate_edit_cmd(spec, model_spec, clip_model, out, quiet, **opts):
 @setting_option(TranslateSettings, "refine_steps")
 @setting_option(RunOptions, "features", help="FID / KID features: inception (needs cyclediff[fid]), pixels, or "
                                              "module:function")
+@loading_options
+@target_lora_option
 @device_option
 @dtype_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("eval-translate"), show_default=True)
@@ -125,8 +130,7 @@ def evaluate_translate_cmd(source_model, target_model, images, reference, method
     for method in methods.split(","):
         check_setting("method", method)
     run, settings = RunOptions.from_options(opts), TranslateSettings.from_options(opts)
-    source = load_model(source_model, run)
-    target = source if target_model == source_model else load_model(target_model, run)
+    source, target = load_models(source_model, target_model, run)
     failed: list[dict] = []
     evaluate_translate(source, target, images, reference, out, methods=methods.split(","), seeds=seed_list,
                        strength=settings.strength, steps=settings.steps, eta=settings.eta,

@@ -25,6 +25,8 @@ from .options import (
     flowedit_options,
     image_options,
     load_model,
+    load_models,
+    loading_options,
     mask_options,
     model_options,
     note_repeats,
@@ -35,6 +37,7 @@ from .options import (
     sampling_options,
     setting_option,
     stamp,
+    target_lora_option,
 )
 
 
@@ -148,6 +151,8 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
 @setting_option(TranslateSettings, "guidance_scale", type=float, help="target guidance scale")
 @click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
 @setting_option(RunOptions, "batch_size")
+@loading_options
+@target_lora_option
 @device_option
 @dtype_option
 @compile_option
@@ -163,12 +168,13 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
       cyclediff translate three.png --source-model demo:digit-3 --target-model demo:digit-8 --seeds 0-3
       cyclediff translate cats/*.png --source-model ./ddpm-cat --target-model ./ddpm-dog --strength 0.85 \\
           --refine-steps 10 --method sdedit --out dogs/
+      cyclediff translate photo.png --source-model M --target-model M --target-lora watercolor.safetensors:0.9 \\
+          --source-prompt "a photo" --target-prompt "a watercolor painting"   # one load: M → its own style
     """
     settings = TranslateSettings.from_options(opts)
     run, seeds = RunOptions.from_options(opts), parse_seeds(opts["seeds"])
     check_out_folder(opts["out"])
-    source = load_model(settings.source_model, run)
-    target = source if settings.target_model == settings.source_model else load_model(settings.target_model, run)
+    source, target = load_models(settings.source_model, settings.target_model, run)
     condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class)  # refused now
     condition_for(target, prompt=settings.target_prompt, class_labels=settings.target_class,
                   guidance_scale=settings.guidance_scale)

@@ -205,6 +205,24 @@ def load_model(spec: str, run: RunOptions) -> Any:
     return model
 
 
+def load_models(source: str, target: str, run: RunOptions) -> tuple[Any, Any]:
+    """A translation's source and target (one load for one spec; --target-lora makes the target its variant)."""
+    from ..models import load_pair
+
+    pair = load_pair(source, target, dtype=DTYPES[run.dtype], device=resolve_device(run.device),
+                     target_lora=run.target_lora, **run.loading())
+    if run.compile:
+        for model in dict.fromkeys(pair):
+            model.optimize(compile=True)
+    return pair
+
+
+def target_lora_option(f: Callable) -> Callable:
+    return click.option("--target-lora", multiple=True, metavar="PATH[:SCALE]",
+                        help="a LoRA adapter on the target model only; with the source model as target, the base "
+                             "weights load once (a model → its own style)")(f)
+
+
 def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
     """What every output of a command records beside its settings: the task, the model specs, how it ran."""
     return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit,

@@ -19,7 +19,7 @@ from ..settings import RUN, TASKS, RunOptions, Settings
 
 JOB_TASKS = ("edit", "translate", "guide")
 RUN_KEYS = ("device", "dtype", "compile", "size", "fit", "max_pixels", "batch_size", "features", "lora",
-            "quantize", "vae_tiling", "offload", "text_encoders_on_cpu", "base")
+            "quantize", "vae_tiling", "offload", "text_encoders_on_cpu", "base", "target_lora")
 TOP_LEVEL = {"task", "inputs", "out", "seeds", "settings", "reference", *RUN_KEYS}
 DEVICES = ("auto", "cpu", "cuda")  # each rank of a job takes its own GPU
 SPECS = ("model", "source_model", "target_model", "energy", "clip_model", "mask")  # relative to the job file
@@ -128,8 +128,9 @@ def _job(raw: Any, path: Path) -> Job:
     if task not in JOB_TASKS:
         raise CycleDiffError(f"task must be one of {', '.join(JOB_TASKS)}; got {task!r}")
     settings, methods = _settings(TASKS[task], raw.get("settings") or {}, path.parent)
-    if isinstance(raw.get("lora"), list):  # adapter files beside the job file are found from anywhere
-        raw = {**raw, "lora": [_local_lora(path.parent, v) if isinstance(v, str) else v for v in raw["lora"]]}
+    for key in ("lora", "target_lora"):  # adapter files beside the job file are found from anywhere
+        if isinstance(raw.get(key), list):
+            raw = {**raw, key: [_local_lora(path.parent, v) if isinstance(v, str) else v for v in raw[key]]}
     if isinstance(raw.get("base"), str):  # a GGUF network's pipeline folder beside the job file
         raw = {**raw, "base": _local_spec(path.parent, raw["base"])}
     reference = None

@@ -117,8 +117,11 @@ def task_for(job: Job, device: torch.device) -> Any:
         return model.optimize(compile=True) if run.compile else model
 
     if job.task == "translate":
-        source = get(s.source_model)
-        target = source if s.target_model == s.source_model else get(s.target_model)
+        from ..models import load_pair
+
+        pair = load_pair(s.source_model, s.target_model, dtype=DTYPES[run.dtype], device=device,
+                         target_lora=run.target_lora, **run.loading())
+        source, target = (m.optimize(compile=True) if run.compile else m for m in pair)
         return TranslateTask(source, target, run, score=True)
     model = get(s.model)
     if job.task == "edit":

@@ -7,7 +7,7 @@ from .codec import Codec, PixelCodec, VaeCodec, check_same_space, images_of, to_
 from .conditions import as_condition, condition_for
 from .flux import Flux
 from .guided_diffusion import from_guided_diffusion
-from .loading import demo_names, from_pipe, load
+from .loading import demo_names, from_pipe, load, load_pair
 from .pixel import FlowPixelDenoiser, PixelDenoiser
 from .sd3 import StableDiffusion3
 from .stable_diffusion import StableDiffusion
@@ -26,5 +26,5 @@ for _name, _text in (("torchao", "Failed to load"), ("torch.utils._pytree", "is 
 
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",
            "PixelDenoiser", "StableDiffusion", "StableDiffusion3", "VaeCodec", "as_condition", "check_same_space",
-           "condition_for", "demo_names", "from_guided_diffusion", "from_pipe", "images_of", "load", "to_images",
-           "to_model_space"]
+           "condition_for", "demo_names", "from_guided_diffusion", "from_pipe", "images_of", "load", "load_pair",
+           "to_images", "to_model_space"]

@@ -107,6 +107,7 @@ class Flux(FlowCoordinates, PromptModel):
         return Condition(inputs=inputs, record=record)
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        self.use_adapters()  # a LoRA variant's text encoders carry its adapters
         with torch.no_grad(), diffusers_quiet():
             embeds, pooled, _ = self.pipe.encode_prompt(prompts, None, device=self.text_device, num_images_per_prompt=1,
                                                         max_sequence_length=self.max_sequence_length)
@@ -120,6 +121,7 @@ class Flux(FlowCoordinates, PromptModel):
             self.device, self.dtype), "txt_ids": torch.zeros(text.shape[1], 3, device=self.device, dtype=self.dtype)}
         if self.transformer.config.guidance_embeds:
             kwargs["guidance"] = torch.cat(inputs["guidance"]).to(self.device)
+        self.use_adapters()
         return guided_call(self, x_all, t, plan, **kwargs)
 
 

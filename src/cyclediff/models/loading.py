@@ -67,6 +67,26 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
     return offload_or_note(model, offload, device)
 
 
+def load_pair(source: str, target: str, *, dtype: torch.dtype | None = None, device: Any = None,
+              target_lora: Any = (), **loading: Any) -> tuple[Any, Any]:
+    """The source and target models of a translation. One spec: loaded once, the target the source itself or,
+    with ``target_lora``, its LoRA variant (:meth:`~cyclediff.models.pipelines.PromptModel.with_lora`: the base
+    weights shared, the adapters on for the target's calls only). Two specs: two loads, the target with the
+    loading's LoRAs and ``target_lora``."""
+    from .pipelines import PromptModel
+
+    first = load(source, dtype=dtype, device=device, **loading)
+    if target != source:
+        lora = [*loading.pop("lora", ()), *target_lora]
+        return first, load(target, dtype=dtype, device=device, lora=lora, **loading)
+    if not target_lora:
+        return first, first
+    if not isinstance(first, PromptModel):
+        raise CycleDiffError(f"a LoRA needs a text-to-image model (Stable Diffusion, SD3, FLUX); {source} is "
+                             f"{first.kind}")
+    return first, first.with_lora(list(target_lora))
+
+
 def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None,
           quantize: str | None = None, base: str | None = None) -> Any:
     from .pipelines import SINGLE_FILE_SUFFIXES, check_not_legacy_pickle, checkpoint_keys

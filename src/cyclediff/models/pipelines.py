@@ -162,7 +162,8 @@ class PromptModel(Optimizable):
         from .lora import check_lora_family, lora_file
 
         loras = self.__dict__.setdefault("_loras", {})
-        name = name or f"lora{len(loras)}"
+        taken = self.pipe.__dict__.setdefault("_cyclediff_names", set())  # adapter names in the shared pipeline
+        name = name or f"lora{len(taken)}"
         file = lora_file(Path(source))
         check_not_legacy_pickle(file)  # refused before anything reads it
         check_lora_family(Path(source), checkpoint_keys(file), self)
@@ -174,7 +175,43 @@ class PromptModel(Optimizable):
             raise CycleDiffError(f"the LoRA {source} does not load into {self.kind}: {str(err).splitlines()[0]}"
                                  ) from err
         loras[name] = float(scale)
+        taken.add(name)
+        self.pipe._cyclediff_active = tuple(loras.items())
         return self
+
+    def with_lora(self, lora: Any, scale: float = 1.0) -> Any:
+        """This model with LoRA adapters on (``lora``: one path at ``scale``, or a list of ``PATH[:scale]``
+        strings / (path, scale) pairs), as a second model that shares every weight with this one: one pipeline in
+        memory, the adapters switched on for the variant's calls (its prompts and its network) and off for this
+        model's. Translation between a
+        model and its own style (``translate(x, model, model.with_lora("style.safetensors"))``) loads the base
+        weights once and equals translating between two separately loaded models."""
+        import copy
+
+        from .lora import parse_lora
+
+        pairs = [(str(lora), float(scale))] if isinstance(lora, (str, Path)) else [
+            parse_lora(item) if isinstance(item, str) else item for item in lora]
+        twin = copy.copy(self)
+        twin._loras = dict(self.__dict__.get("_loras", {}))
+        for path, weight in pairs:
+            twin.load_lora(path, weight)
+        self.use_adapters()  # back to this model's own adapters until the variant runs
+        return twin
+
+    def use_adapters(self) -> None:
+        """The pipeline's active adapters set to this model's (a LoRA variant shares the pipeline with its base):
+        called before each prompt encoding and network call; nothing to do when they are active already."""
+        wanted = tuple(self.__dict__.get("_loras", {}).items())
+        if self.pipe.__dict__.get("_cyclediff_active", ()) == wanted:
+            return
+        with diffusers_quiet():
+            if wanted:
+                self.pipe.enable_lora()
+                self.pipe.set_adapters([n for n, _ in wanted], [w for _, w in wanted])
+            else:
+                self.pipe.disable_lora()
+        self.pipe._cyclediff_active = wanted
 
     @property
     def device(self) -> torch.device:

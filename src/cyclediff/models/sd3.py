@@ -85,6 +85,7 @@ class StableDiffusion3(FlowCoordinates, PromptModel):
         negatives = as_list(negative_prompt, batch_size, "negative_prompt")
         w = condition_scale(guidance_scale)
         self._warn_if_truncated(prompts + (negatives or []), [self.pipe.tokenizer])
+        self.use_adapters()  # a LoRA variant's text encoders carry its adapters
         with torch.no_grad(), diffusers_quiet():
             cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
                 prompts, None, None, device=self.text_device, num_images_per_prompt=1,
@@ -99,6 +100,7 @@ class StableDiffusion3(FlowCoordinates, PromptModel):
     def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: float) -> list[torch.Tensor]:
         """Guided x̂0 for several (x_t, condition) branches with one transformer call."""
         x_all, inputs, plan = stack_branches(branches, lambda c: guided_rows(c, "cond", "pooled"))
+        self.use_adapters()
         return guided_call(self, x_all, t, plan,
                            encoder_hidden_states=torch.cat(inputs["cond"]).to(self.device, self.dtype),
                            pooled_projections=torch.cat(inputs["pooled"]).to(self.device, self.dtype))

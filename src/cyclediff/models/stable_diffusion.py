@@ -111,6 +111,7 @@ class StableDiffusion(DiscreteSteps, PromptModel):
 
     def _encode_prompts(self, prompts: list[str], negatives: list[str] | None, guided: bool) -> tuple[Any, ...]:
         """(prompt embeddings, negative ones or None, pooled, negative pooled) through the pipeline's encoder."""
+        self.use_adapters()  # a LoRA variant's text encoders carry its adapters
         with torch.no_grad(), diffusers_quiet():  # its own truncation log repeats the whole cut text
             if self.is_xl:
                 return tuple(self.pipe.encode_prompt(prompts, device=self.text_device, num_images_per_prompt=1,
@@ -132,6 +133,7 @@ class StableDiffusion(DiscreteSteps, PromptModel):
                                   **self._pooled_inputs(x_all, inputs["pooled"])}
         if self.attention_control is not None:
             self.attention_control.route(plan, t)
+        self.use_adapters()
         return guided_call(self, x_all, t, plan, eager=self.attention_control is not None, **kwargs)
 
     def _pooled_inputs(self, x_all: torch.Tensor, pooled: list[Any]) -> dict[str, Any]:
