@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in a test may reach a model hub
 
+import cyclediff.models  # noqa: E402, F401, I001 - first: its log filters quiet the optional backends' import notes
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel  # noqa: E402
