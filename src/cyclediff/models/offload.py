@@ -101,8 +101,17 @@ def device_bytes(model: Any, device: str | torch.device) -> int:
         if isinstance(module, torch.nn.Module):
             for tensor in [*module.parameters(), *module.buffers()]:
                 if tensor.device.type == where.type:
-                    total += tensor.numel() * tensor.element_size()
+                    total += tensor_bytes(tensor)
     return total
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """The bytes a tensor stores: a quantized tensor subclass (quanto's, torchao's) by its inner tensors."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None:
+        return tensor.numel() * tensor.element_size()
+    names, _ = flatten()
+    return sum(tensor_bytes(getattr(tensor, n)) for n in names)
 
 
 __all__ = ["MODES", "check_offload", "device_bytes", "offload", "offload_or_note", "text_encoders_to_cpu"]

@@ -1,0 +1,50 @@
+"""benchmarks/memory.py: its presets are the published architectures (parameter counts built on the meta device,
+against the counts the model cards state) and its CPU smoke run measures every column."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
+
+
+@pytest.fixture(scope="module")
+def memory():
+    spec = importlib.util.spec_from_file_location("memory_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# billions of parameters of the network and of the largest text encoder, from the model cards (SD 1.5: 0.86 B
+# UNet; SDXL: 2.6 B UNet, CLIP-G 0.69 B; SD3.5 medium 2.5 B, large 8.1 B MMDiT; FLUX.1 dev 12 B; T5-XXL's encoder
+# 4.7 B), within 4 % (the cards round)
+CARDS = {"sd15": (0.86, 0.123), "sdxl": (2.57, 0.695), "sd35-medium": (2.5, 4.76), "sd35-large": (8.1, 4.76),
+         "flux-dev": (11.9, 4.76)}
+
+
+@pytest.mark.parametrize("name", list(CARDS))
+def test_the_presets_have_the_published_sizes(memory, name, tmp_path):
+    with torch.device("meta"):
+        pipe = memory.build(memory.PRESETS[name], tmp_path)
+    network = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    texts = [getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")
+             if getattr(pipe, n, None) is not None]
+    # SD3's position embedding table is a buffer (384² × 1536 values in the medium): counted as the cards count it
+    billions = sum(p.numel() for p in [*network.parameters(), *network.buffers()]) / 1e9
+    largest = max(sum(p.numel() for p in t.parameters()) for t in texts) / 1e9
+    net_card, text_card = CARDS[name]
+    assert abs(billions / net_card - 1) < 0.04, billions
+    assert abs(largest / text_card - 1) < 0.04, largest
+
+
+def test_the_cpu_smoke_run_measures_memory_and_time(memory, capsys):
+    rows = memory.main(["--presets", "cpu-sd", "--quantize", "none,int8", "--offload", "none,model", "--steps", "2"])
+    assert [(r["quantize"], r["offload"]) for r in rows] == [("none", "none"), ("int8", "none")]  # no GPU: no offload
+    assert all(r["seconds_per_edit"] > 0 for r in rows)
+    assert rows[1]["peak_mib"] < rows[0]["peak_mib"]  # int8 weights take less room
+    assert "| cpu-sd | 16² | int8 | none |" in capsys.readouterr().out
