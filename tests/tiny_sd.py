@@ -188,3 +188,26 @@ def tiny_clip(tmp_path, seed: int = 0):
                               image_size=32, patch_size=8)
     torch.manual_seed(seed)
     return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)), tok
+
+
+def make_lora(pipe, folder, seed: int, text: bool = False, gain: float = 1.0):
+    """A random rank-4 LoRA on the pipeline's network attention (and its first text encoder), its up-projections
+    times ``gain``, saved as diffusers saves one; returns the file."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    config = dict(r=4, lora_alpha=4, init_lora_weights=False)
+    net_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    net = getattr(pipe, net_name)
+    net.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v"], **config))
+    state = get_peft_model_state_dict(net)
+    layers = {f"{net_name}_lora_layers": convert_state_dict_to_diffusers(
+        {k: v * gain if "lora_B" in k else v for k, v in state.items()})}
+    if text:
+        inject_adapter_in_model(LoraConfig(target_modules=["q_proj", "v_proj"], **config), pipe.text_encoder)
+        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(pipe.text_encoder))
+    type(pipe).save_lora_weights(folder, **layers)
+    return folder / "pytorch_lora_weights.safetensors"

@@ -13,32 +13,9 @@ from cyclediff._io import save_image
 from cyclediff.cli import main
 from cyclediff.models import from_pipe, load, load_pair, to_model_space
 from cyclediff.models.offload import device_bytes
-from tiny_sd import flux_pipeline, photos, sd3_pipeline, sd_pipeline
+from tiny_sd import flux_pipeline, make_lora, photos, sd3_pipeline, sd_pipeline
 
 pytest.importorskip("peft")
-
-
-def make_lora(pipe, folder, seed: int, text: bool = False, gain: float = 1.0):
-    """A random rank-4 LoRA on the pipeline's network attention (and its first text encoder), its up-projections
-    times ``gain``, saved as diffusers saves one; returns the file."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, inject_adapter_in_model
-    from peft.utils import get_peft_model_state_dict
-
-    torch.manual_seed(seed)
-    config = dict(r=4, lora_alpha=4, init_lora_weights=False)
-    net_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
-    net = getattr(pipe, net_name)
-    net.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v"], **config))
-    state = get_peft_model_state_dict(net)
-    layers = {f"{net_name}_lora_layers": convert_state_dict_to_diffusers(
-        {k: v * gain if "lora_B" in k else v for k, v in state.items()})}
-    if text:
-        inject_adapter_in_model(LoraConfig(target_modules=["q_proj", "v_proj"], **config), pipe.text_encoder)
-        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
-            get_peft_model_state_dict(pipe.text_encoder))
-    type(pipe).save_lora_weights(folder, **layers)
-    return folder / "pytorch_lora_weights.safetensors"
 
 
 @pytest.fixture(scope="module")
