@@ -50,6 +50,29 @@ def test_a_quantized_model_encodes_exactly_and_edits_close_to_the_full_one(folde
     assert 0 < distance < 0.05
 
 
+def test_a_pipeline_the_user_quantized_works_with_from_pipe(folder):
+    """A pipeline built with diffusers' own ``PipelineQuantizationConfig`` (torchao int8 here), wrapped as it is."""
+    pytest.importorskip("torchao")
+    from diffusers import StableDiffusionPipeline, TorchAoConfig
+    from diffusers.quantizers import PipelineQuantizationConfig
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    from cyclediff.models import from_pipe
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, quantization_config=(
+        PipelineQuantizationConfig(quant_mapping={"unet": TorchAoConfig(Int8WeightOnlyConfig())})))
+    model = from_pipe(pipe)
+    assert quantized_layers(model.unet) > 10
+    x0 = to_model_space(model, photos(1), [torch.Generator().manual_seed(0)])
+    z = encode(x0, model, steps=5, prompt="a cat", generator=torch.Generator().manual_seed(1))
+    assert (decode(z, model) - x0).abs().max() < 1e-5
+    ours = edit(load(folder, quantize="torchao-int8"), photos(1), source_prompt="a cat", prompt="a dog", steps=4,
+                generator=torch.Generator().manual_seed(0)).images
+    theirs = edit(model, photos(1), source_prompt="a cat", prompt="a dog", steps=4,
+                  generator=torch.Generator().manual_seed(0)).images
+    assert (ours - theirs).abs().max() < 1e-6  # load(quantize=) builds that very pipeline
+
+
 def test_the_cli_takes_quantize_and_refuses_it_on_pixel_models(folder, tmp_path):
     from cyclediff._io import save_image
 
