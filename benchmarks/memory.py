@@ -60,11 +60,19 @@ PRESETS = {
 
 def build(preset: dict, tmp: Path) -> object:
     """The preset's pipeline with random weights (built in the default dtype, on the default device)."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline,
-                           FluxTransformer2DModel, SD3Transformer2DModel, StableDiffusion3Pipeline,
-                           StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config,
-                              T5EncoderModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from tiny_sd import SD_SCHEDULER, flux_pipeline, sd_pipeline, t5_tokenizer, tokenizer
 
