@@ -111,3 +111,17 @@ def test_best_of_n_keeps_the_seed_of_the_largest_directional_clip(setup):
         exported = out / method / "annotation_images" / "0_category" / "000.jpg"
         assert exported.read_bytes() == (out / "edits" / best["output"]).read_bytes()
     assert "(best of the seeds by directional CLIP)" in (out / "summary.md").read_text()
+
+
+def test_the_loading_options_reach_the_job_with_absolute_paths(tmp_path, monkeypatch):
+    """--lora / --base / --quantize are written into OUT/job.toml (paths made absolute: the job lives in OUT);
+    what is not set is left out, so a plain run's job file stays as it was."""
+    from cyclediff.cli.bench import _absolute
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "style.safetensors").write_bytes(b"")
+    (tmp_path / "base").mkdir()
+    out = _absolute({"lora": ("style.safetensors:0.5", "org/hub-lora"), "quantize": "int8", "offload": None,
+                     "vae_tiling": False, "base": "base", "text_encoders_on_cpu": False})
+    assert out == {"lora": [f"{tmp_path / 'style.safetensors'}:0.5", "org/hub-lora:1"], "quantize": "int8",
+                   "base": str(tmp_path / "base")}

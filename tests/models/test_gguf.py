@@ -88,6 +88,7 @@ def test_bad_gguf_input_is_one_line(files, tmp_path):
         (dict(spec=files["flux.gguf"], base=str(files["sd"])),
          r"is a FLUX.1 network but the base .* is a Stable Diffusion \(UNet\) pipeline: pass --base"),
         (dict(spec=files["sd.gguf"]), r"a GGUF Stable Diffusion UNet needs the pipeline it belongs to: pass --base"),
+        (dict(spec=files["flux.gguf"]), r"defaults to black-forest-labs/FLUX.1-dev, which is not reachable here: pass"),
         (dict(spec=files["flux.gguf"], base=str(files["flux"]), quantize="int8"), r"quantized already \(GGUF\)"),
         (dict(spec=files["flux"], base=str(files["flux"])), r"--base is for single files"),
     ]

@@ -75,8 +75,16 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
     import diffusers
 
     kind = gguf_kind(path)
+    given = base
     base = base or default_base(kind, read_gguf(path)[1])
-    found = base_kind(base)
+    try:
+        found = base_kind(base)
+    except CycleDiffError as err:
+        if given is not None:
+            raise
+        raise CycleDiffError(f"{path.name} holds only the {NAMES[kind]} network; its pipeline (text encoders, VAE, "
+                             f"scheduler) defaults to {base}, which is not reachable here: pass --base a local "
+                             "diffusers folder of that model") from err
     if found != kind:
         raise CycleDiffError(f"{path.name} is a {NAMES[kind]} network but the base {base} is a "
                              f"{NAMES.get(found, found)} pipeline: pass --base of the file's architecture")
