@@ -123,5 +123,5 @@ def test_the_loading_options_reach_the_job_with_absolute_paths(tmp_path, monkeyp
     (tmp_path / "base").mkdir()
     out = _absolute({"lora": ("style.safetensors:0.5", "org/hub-lora"), "quantize": "int8", "offload": None,
                      "vae_tiling": False, "base": "base", "text_encoders_on_cpu": False})
-    assert out == {"lora": [f"{tmp_path / 'style.safetensors'}:0.5", "org/hub-lora:1"], "quantize": "int8",
+    assert out == {"lora": [f"{tmp_path / 'style.safetensors'}:0.5", "org/hub-lora"], "quantize": "int8",
                    "base": str(tmp_path / "base")}

@@ -95,17 +95,15 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
 
 
 def _absolute(loading: dict) -> dict:
-    """The loading options that are set, local paths made absolute (the job file is written in --out)."""
-    from ..models.lora import parse_lora
-
-    def local(spec: str) -> str:
-        return str(Path(spec).resolve()) if Path(spec).exists() else spec
+    """The loading options that are set, local paths made absolute as a job file's are (the job file is written
+    in --out, the paths were given from here)."""
+    from ..jobs.file import local_lora, local_spec
 
     out = {k: v for k, v in loading.items() if v}
     if out.get("lora"):
-        out["lora"] = [f"{local(p)}:{s:g}" for p, s in map(parse_lora, out["lora"])]
+        out["lora"] = [local_lora(Path.cwd(), spec) for spec in out["lora"]]
     if out.get("base"):
-        out["base"] = local(out["base"])
+        out["base"] = local_spec(Path.cwd(), out["base"])
     return out
 
 

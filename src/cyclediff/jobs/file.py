@@ -130,9 +130,9 @@ def _job(raw: Any, path: Path) -> Job:
     settings, methods = _settings(TASKS[task], raw.get("settings") or {}, path.parent)
     for key in ("lora", "target_lora"):  # adapter files beside the job file are found from anywhere
         if isinstance(raw.get(key), list):
-            raw = {**raw, key: [_local_lora(path.parent, v) if isinstance(v, str) else v for v in raw[key]]}
+            raw = {**raw, key: [local_lora(path.parent, v) if isinstance(v, str) else v for v in raw[key]]}
     if isinstance(raw.get("base"), str):  # a GGUF network's pipeline folder beside the job file
-        raw = {**raw, "base": _local_spec(path.parent, raw["base"])}
+        raw = {**raw, "base": local_spec(path.parent, raw["base"])}
     reference = None
     if raw.get("reference") is not None:
         if task != "translate":
@@ -163,7 +163,7 @@ def _settings(kind: type[Settings], given: Any, base: Path) -> tuple[Settings, l
     methods to compare."""
     if not isinstance(given, dict):
         raise CycleDiffError("settings must be a table")
-    given = {k: _local_spec(base, v) if k in SPECS and isinstance(v, str) else v for k, v in given.items()}
+    given = {k: local_spec(base, v) if k in SPECS and isinstance(v, str) else v for k, v in given.items()}
     method = given.get("method")
     methods = list(method) if isinstance(method, list) and len(method) > 1 else None
     if isinstance(method, list):
@@ -219,7 +219,7 @@ def _inside(path: Path | None, folder: Path) -> bool:
     return path is not None and path.resolve().is_relative_to(folder.resolve())
 
 
-def _local_lora(base: Path, spec: str) -> str:
+def local_lora(base: Path, spec: str) -> str:
     from ..models.lora import parse_lora
 
     file, scale = parse_lora(spec)
@@ -227,7 +227,7 @@ def _local_lora(base: Path, spec: str) -> str:
     return f"{where}:{scale:g}" if where.exists() else spec
 
 
-def _local_spec(base: Path, spec: str) -> str:
+def local_spec(base: Path, spec: str) -> str:
     """A model folder / checkpoint or an energy ``file.py:function`` beside the job file becomes absolute; hub
     ids, ``demo:…`` and ``module:function`` specs stay as written."""
     if spec.startswith("demo:") or Path(spec).is_absolute():

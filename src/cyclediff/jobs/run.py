@@ -121,8 +121,9 @@ def task_for(job: Job, device: torch.device) -> Any:
 
         pair = load_pair(s.source_model, s.target_model, dtype=DTYPES[run.dtype], device=device,
                          target_lora=run.target_lora, **run.loading())
-        source, target = (m.optimize(compile=True) if run.compile else m for m in pair)
-        return TranslateTask(source, target, run, score=True)
+        for model in (dict.fromkeys(pair) if run.compile else ()):  # a model that is both source and target: once
+            model.optimize(compile=True)
+        return TranslateTask(*pair, run, score=True)
     model = get(s.model)
     if job.task == "edit":
         scorer = None

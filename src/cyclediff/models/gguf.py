@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from ..errors import CycleDiffError
+from .quantize import NETWORK
 
-# kind -> (diffusers network class, the pipeline folder it lives in)
-NETWORKS = {"flux": ("FluxTransformer2DModel", "transformer"), "sd3": ("SD3Transformer2DModel", "transformer"),
-            "latent-diffusion": ("UNet2DConditionModel", "unet")}
+# kind -> the diffusers class of its network (the pipeline folder it lives in: quantize.NETWORK)
+NETWORKS = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel",
+            "latent-diffusion": "UNet2DConditionModel"}
 NAMES = {"flux": "FLUX.1", "sd3": "SD3 / SD3.5", "latent-diffusion": "Stable Diffusion (UNet)"}
 
 
@@ -37,9 +38,9 @@ def read_gguf(path: Path) -> tuple[str | None, list[str]]:
     return arch, [t.name for t in reader.tensors]
 
 
-def gguf_kind(path: Path) -> str:
-    """The model family of a GGUF file's network, from its tensor names; anything else is refused in one line."""
-    arch, keys = read_gguf(path)
+def gguf_kind(path: Path, arch: str | None, keys: list[str]) -> str:
+    """The model family of the GGUF file ``path``'s network, from its tensor names (:func:`read_gguf`); anything
+    else is refused in one line."""
 
     def has(*fragments: str) -> bool:
         return any(f in k for k in keys for f in fragments)
@@ -74,9 +75,10 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
     ``base_kind(spec)`` is the family of ``base``, which must be the file's."""
     import diffusers
 
-    kind = gguf_kind(path)
+    arch, keys = read_gguf(path)
+    kind = gguf_kind(path, arch, keys)
     given = base
-    base = base or default_base(kind, read_gguf(path)[1])
+    base = base or default_base(kind, keys)
     try:
         found = base_kind(base)
     except CycleDiffError as err:
@@ -88,7 +90,7 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
     if found != kind:
         raise CycleDiffError(f"{path.name} is a {NAMES[kind]} network but the base {base} is a "
                              f"{NAMES.get(found, found)} pipeline: pass --base of the file's architecture")
-    name, folder = NETWORKS[kind]
+    name, folder = NETWORKS[kind], NETWORK[kind]
     from ._compat import diffusers_quiet, dtype_kwargs
 
     compute = dtype or torch.float32

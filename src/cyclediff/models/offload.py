@@ -24,14 +24,14 @@ from typing import Any
 import torch
 
 from ..errors import CycleDiffError
+from ..settings import CHOICES, check_setting
 
-MODES = ("model", "sequential", "group")
+MODES = CHOICES["offload"]  # model, sequential, group
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def check_offload(mode: str | None) -> None:
-    if mode is not None and mode not in MODES:
-        raise CycleDiffError(f"offload must be one of {', '.join(MODES)}; got {mode!r}")
+    check_setting("offload", mode)
 
 
 def offload(model: Any, mode: str, device: str | torch.device) -> Any:

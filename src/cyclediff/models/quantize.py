@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import CycleDiffError
+from ..settings import check_setting
 
 NETWORK = {"latent-diffusion": "unet", "sd3": "transformer", "flux": "transformer"}
 
@@ -41,8 +42,7 @@ CHOICES = {"int8": ("quanto", "int8"), "int4": ("quanto", "int4"), "fp8": ("quan
 
 def check_quantize(choice: str, device: Any = None) -> Backend:
     """The backend of ``choice``, or one line saying why it cannot run here (not installed, needs a CUDA GPU)."""
-    if choice not in CHOICES:
-        raise CycleDiffError(f"quantize must be one of {', '.join(CHOICES)}; got {choice!r}")
+    check_setting("quantize", choice, required=True)
     name, _ = CHOICES[choice]
     backend = BACKENDS[name]
     if backend.cuda_only:
@@ -52,8 +52,11 @@ def check_quantize(choice: str, device: Any = None) -> Backend:
                                  "(optimum-quanto) or torchao-int8")
     import importlib.util
 
-    if importlib.util.find_spec(backend.package.split(".")[0]) is None or (
-            "." in backend.package and importlib.util.find_spec(backend.package) is None):
+    try:
+        found = importlib.util.find_spec(backend.package) is not None
+    except ModuleNotFoundError:  # the parent package of a dotted name (optimum of optimum.quanto) is missing
+        found = False
+    if not found:
         raise CycleDiffError(f"--quantize {choice} needs {name}: pip install 'cyclediff[{backend.extra}]'")
     return backend
 
@@ -86,8 +89,7 @@ def quantization_kwargs(choice: str | None, kind: str, device: Any = None,
     """The ``from_pretrained`` keywords that load the ``kind`` pipeline's network quantized to ``choice``."""
     if choice is None:
         return {}
-    if choice not in CHOICES:
-        raise CycleDiffError(f"quantize must be one of {', '.join(CHOICES)}; got {choice!r}")
+    check_setting("quantize", choice)
     if kind not in NETWORK:
         raise CycleDiffError("quantized weights are for text-to-image pipelines (Stable Diffusion, SD3, FLUX); "
                              "pixel models are small enough as they are")
