@@ -51,9 +51,7 @@ def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | to
         from .lora import parse_lora
 
         path, scale = parse_lora(item) if isinstance(item, str) else item
-        if not hasattr(model, "load_lora"):  # only text-to-image pipelines carry adapters
-            raise CycleDiffError(f"a LoRA needs a text-to-image model (Stable Diffusion, SD3, FLUX); {spec} is "
-                                 f"{model.kind}")
+        _check_lora_target(model, spec)
         model.load_lora(path, scale)
     if vae_tiling:
         from .codec import VaeCodec
@@ -73,18 +71,23 @@ def load_pair(source: str, target: str, *, dtype: torch.dtype | None = None, dev
     with ``target_lora``, its LoRA variant (:meth:`~cyclediff.models.pipelines.PromptModel.with_lora`: the base
     weights shared, the adapters on for the target's calls only). Two specs: two loads, the target with the
     loading's LoRAs and ``target_lora``."""
-    from .pipelines import PromptModel
-
     first = load(source, dtype=dtype, device=device, **loading)
     if target != source:
         lora = [*loading.pop("lora", ()), *target_lora]
         return first, load(target, dtype=dtype, device=device, lora=lora, **loading)
     if not target_lora:
         return first, first
-    if not isinstance(first, PromptModel):
-        raise CycleDiffError(f"a LoRA needs a text-to-image model (Stable Diffusion, SD3, FLUX); {source} is "
-                             f"{first.kind}")
+    _check_lora_target(first, source)
     return first, first.with_lora(list(target_lora))
+
+
+def _check_lora_target(model: Any, spec: Any) -> None:
+    """Only text-to-image pipelines carry adapters."""
+    from .pipelines import PromptModel
+
+    if not isinstance(model, PromptModel):
+        raise CycleDiffError(f"a LoRA needs a text-to-image model (Stable Diffusion, SD3, FLUX); {spec} is "
+                             f"{model.kind}")
 
 
 def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None,
