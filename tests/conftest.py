@@ -116,3 +116,25 @@ class GaussianDataDenoiser:
         mu = self.mu.to(x_t)
         gain = self.s**2 * ab**0.5 / (ab * self.s**2 + 1 - ab)
         return mu + gain * (x_t - ab**0.5 * mu)
+
+
+def assert_same_draws(a, b, denoiser, *, rtol: float = 1e-5) -> None:
+    """Two latents hold the same draws when the samples they make agree: the decoder lands on
+    x_s = mean + std_k·ε_k, so ε_a and ε_b are the same code when std_k·(ε_a − ε_b) is within float32 rounding of
+    the samples (``rtol`` of their magnitude). Comparing ε itself with a fixed tolerance is machine-dependent: two
+    computations of one draw (a batched against a single network call, another CPU) differ by ULPs of x_s − mean,
+    which ε divides by std_k — large where std_k is small. A residual step's ε is x_s − mean already."""
+    from cyclediff.schedule import step_pairs
+    from cyclediff.transitions import transition
+
+    assert a.timesteps == b.timesteps and a.eps.shape == b.eps.shape, "the latents are on different grids"
+    scale = max(1.0, float(a.x_start.abs().max()), float(b.x_start.abs().max()))
+    torch.testing.assert_close(a.x_start, b.x_start, rtol=0, atol=rtol * scale)
+    schedule = denoiser.schedule_for(tuple(a.x_start.shape))
+    zero = torch.zeros_like(a.x_start)
+    for k, (t, s) in enumerate(step_pairs(list(a.timesteps))):
+        std = transition(schedule, zero, zero, t, s, sampler=a.sampler, eta=a.eta).std
+        assert not isinstance(std, torch.Tensor), "a learned variance: compare the decoded samples instead"
+        weight = 1.0 if a.residual[k] else std
+        worst = float((weight * (a.eps[k] - b.eps[k])).abs().max())
+        assert worst <= rtol * scale, f"step {k} (t={t} → {s}): std·|Δε| = {worst:.3g} > {rtol * scale:.3g}"
