@@ -13,7 +13,7 @@ from ..latent import Latent
 from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
 from ..settings import EDIT, MASKED_METHODS, check_setting
-from .images import as_image_batch
+from .images import for_model
 from .methods import resolve_mask, run_method
 
 
@@ -67,7 +67,7 @@ def edit(
     as Prompt-to-Prompt does (the UNet then runs eagerly).
     """
     check_setting("method", method, required=True)
-    x = as_image_batch(images).to(model.device)
+    x = for_model(model, images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
     if copies > 1 and method not in MASKED_METHODS:  # no shared source pass: one edit per target

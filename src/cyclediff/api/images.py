@@ -12,8 +12,9 @@ from ..errors import IncompatibleModelError
 from ..models.base import Model
 
 
-def as_image_batch(images: Any) -> torch.Tensor:
-    """A (B, C, H, W) float tensor in [0, 1] from such a tensor, a PIL image, or a list of same-sized PIL images."""
+def as_image_batch(images: Any, *, channels: int = 3) -> torch.Tensor:
+    """A (B, C, H, W) float tensor in [0, 1] from such a tensor, a PIL image, or a list of same-sized PIL images
+    (converted to ``channels``: 1 grayscale, 3 RGB)."""
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
         check_images(x, (0.0, 1.0), name="images", fix="divide by 255")
@@ -26,8 +27,37 @@ def as_image_batch(images: Any) -> torch.Tensor:
     sizes = {i.size for i in items}
     if len(sizes) != 1:
         raise IncompatibleModelError(f"PIL images in one batch must share a size; got {sorted(sizes)}")
-    arrays = [np.asarray(i.convert("RGB"), dtype=np.float32) / 255.0 for i in items]
+    mode = "L" if channels == 1 else "RGB"
+    arrays = [np.asarray(i.convert(mode), dtype=np.float32).reshape(i.size[1], i.size[0], -1) / 255.0 for i in items]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def for_model(model: Model, images: Any) -> torch.Tensor:
+    """``images`` as :func:`as_image_batch` reads them, with ``model``'s channels and polarity
+    (:func:`match_polarity`)."""
+    return match_polarity(model, as_image_batch(images, channels=model.codec.channels))
+
+
+def match_polarity(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] with the polarity ``model`` was trained on. A model whose codec says its training images
+    were light strokes on a dark ground (``foreground="light"``: the demo digits) fed an image whose border is
+    light (dark strokes on white paper) would make meaningless output: such images are inverted, with a warning
+    that says so. Models that declare no polarity take images as they are."""
+    foreground = getattr(model.codec, "foreground", None)
+    if foreground not in ("light", "dark") or x.shape[-1] < 3 or x.shape[-2] < 3:
+        return x
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)
+    ground = border.flatten(1).mean(1)  # per image
+    wrong = ground > 0.5 if foreground == "light" else ground < 0.5
+    if not bool(wrong.any()):
+        return x
+    import warnings
+
+    which = ", ".join(str(i) for i in wrong.nonzero().flatten().tolist())
+    ink = {"light": "light strokes on a dark ground", "dark": "dark strokes on a light ground"}[foreground]
+    warnings.warn(f"the model draws {ink}; image(s) {which} are the other way round, so they were inverted for it "
+                  "(the output keeps the model's polarity)", stacklevel=2)
+    return torch.where(wrong.view(-1, *[1] * (x.ndim - 1)), 1 - x, x)
 
 
 def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels: int,
@@ -38,5 +68,6 @@ def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels:
     from .._io import load_image, parse_size
 
     codec = model.codec
-    return load_image(path, channels=channels or codec.channels, size=parse_size(size) or codec.image_size,
-                      multiple=codec.multiple, fit=fit, max_pixels=max_pixels)
+    x = load_image(path, channels=channels or codec.channels, size=parse_size(size) or codec.image_size,
+                   multiple=codec.multiple, fit=fit, max_pixels=max_pixels)
+    return x if channels is not None else match_polarity(model, x)

@@ -16,7 +16,7 @@ from ..models.base import Model
 from ..models.codec import check_same_space, to_images, to_model_space
 from ..models.conditions import as_condition
 from ..settings import TRANSLATE, check_setting
-from .images import as_image_batch
+from .images import for_model
 from .methods import resolve_mask, run_method
 
 
@@ -66,7 +66,7 @@ def translate(
     check_same_space(source, target)
     if not isinstance(refine_steps, int) or not 0 <= refine_steps <= steps:
         raise IncompatibleModelError(f"refine_steps must be an integer in 0..steps ({steps}); got {refine_steps!r}")
-    x = as_image_batch(images).to(source.device)
+    x = for_model(source, images).to(source.device)
     gens = check_generators(generator, x.shape[0])
     x0 = to_model_space(source, x, gens)
     conditions = {"source_condition": as_condition(source_condition),

@@ -38,8 +38,9 @@ class PixelCodec:
 
     multiple = 1
 
-    def __init__(self, channels: int, image_size: tuple[int, int]) -> None:
+    def __init__(self, channels: int, image_size: tuple[int, int], *, foreground: str | None = None) -> None:
         self.channels, self.image_size = channels, image_size
+        self.foreground = foreground  # "light" / "dark": the training images' strokes against their ground
 
     @property
     def default_size(self) -> tuple[int, int]:

@@ -35,6 +35,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
     def __init__(
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
         null_class_label: int | None = None, attention_heads: dict[str, int] | None = None,
+        foreground: str | None = None,
     ) -> None:
         from diffusers import UNet2DModel
 
@@ -49,6 +50,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
         self.schedule = self.schedule_from(scheduler_config)
         self.model_id = model_id if model_id is not None else (unet.config.get("_name_or_path") or None)
         self.null_class_label = null_class_label
+        self.foreground = foreground  # "light": trained on light strokes on a dark ground (the demo digits)
 
     @staticmethod
     def schedule_from(config: Any) -> Schedule:
@@ -70,7 +72,8 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
         Two layouts work: a pipeline folder (``unet/`` and ``scheduler/`` subfolders, as ``DDPMPipeline``
         saves) and a UNet folder with ``scheduler_config.json`` beside its ``config.json``
         (as ``google/ddpm-cat-256`` is published). A ``cyclediff.json`` beside the UNet's config may name the
-        null class label (``{"null_class_label": 10}``). Extra keyword arguments go to
+        null class label (``{"null_class_label": 10}``) and the polarity of the training images
+        (``"foreground": "light"``: light strokes on a dark ground). Extra keyword arguments go to
         ``UNet2DModel.from_pretrained``.
         """
         from diffusers import DDPMScheduler, UNet2DModel
@@ -119,7 +122,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
     def codec(self) -> PixelCodec:
         """Images are the samples (in [−1, 1]), at the UNet's training size."""
         c, h, w = self.sample_shape
-        return PixelCodec(c, (h, w))
+        return PixelCodec(c, (h, w), foreground=self.foreground)
 
     @property
     def num_classes(self) -> int | None:
@@ -257,4 +260,5 @@ def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
     if not path.is_file():
         return {}
     meta = json.loads(path.read_text())
-    return {"null_class_label": meta.get("null_class_label"), "attention_heads": meta.get("attention_heads")}
+    return {"null_class_label": meta.get("null_class_label"), "attention_heads": meta.get("attention_heads"),
+            "foreground": meta.get("foreground")}
