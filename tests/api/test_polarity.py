@@ -83,9 +83,8 @@ def test_a_grayscale_pil_image_reaches_a_grayscale_model(three):
 
 
 def test_edit_takes_pil_images_of_its_own_channels(tmp_path):
-    from tiny_sd import photos, sd_pipeline
-
     from cyclediff.models import StableDiffusion
+    from tiny_sd import photos, sd_pipeline
 
     sd = StableDiffusion.from_pipe(sd_pipeline(tmp_path))
     pil = Image.fromarray((photos(1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
