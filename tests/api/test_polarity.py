@@ -90,3 +90,22 @@ def test_edit_takes_pil_images_of_its_own_channels(tmp_path):
     pil = Image.fromarray((photos(1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     out = edit(sd, pil.convert("L"), source_prompt="a", prompt="b", steps=3, generator=torch.Generator().manual_seed(0))
     assert out.images.shape[1] == 3  # a grayscale picture given to an RGB model is read as RGB
+
+
+def test_a_tensor_with_other_channels_is_one_error_even_with_an_automatic_mask(three):
+    from cyclediff import IncompatibleModelError
+
+    model = load_demo("digits")
+    with pytest.raises(IncompatibleModelError, match="1-channel images; got 3 channels"):
+        translate(three.expand(-1, 3, -1, -1), model, model, steps=6, source_condition=3, target_condition=8,
+                  mask="auto")
+
+
+def test_results_come_as_pil_images_too(three):
+    model = load_demo("digits")
+    out = translate(_pil(three), model, model, steps=6, source_condition=3, target_condition=8,
+                    generator=torch.Generator().manual_seed(0))
+    pil = out.pil()
+    assert len(pil) == 1 and pil[0].mode == "L" and pil[0].size == (8, 8)
+    back = torch.from_numpy(np.asarray(pil[0], dtype=np.float32) / 255)
+    torch.testing.assert_close(back, out.images[0, 0], rtol=0, atol=0.5 / 255 + 1e-6)

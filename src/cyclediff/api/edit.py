@@ -13,12 +13,12 @@ from ..latent import Latent
 from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
 from ..settings import EDIT, MASKED_METHODS, check_setting
-from .images import for_model
+from .images import PilImages, for_model
 from .methods import resolve_mask, run_method
 
 
 @dataclass(frozen=True)
-class EditResult:
+class EditResult(PilImages):
     """``images``: (B, 3, H, W) in [0, 1] (B·k with k target prompts for one image); ``latent``: the source
     encoding (decode it again to edit again; None for the baselines); ``mask``: the mask used, (·, 1, H, W) at
     image size (None without one)."""

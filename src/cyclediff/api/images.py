@@ -32,10 +32,33 @@ def as_image_batch(images: Any, *, channels: int = 3) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def to_pil(images: torch.Tensor) -> list:
+    """(B, C, H, W) images in [0, 1] as PIL images (8-bit; "L" for one channel, "RGB" for three)."""
+    from PIL import Image
+
+    arrays = (images.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    return [Image.fromarray(a[..., 0], "L") if a.shape[-1] == 1 else Image.fromarray(a, "RGB") for a in arrays]
+
+
+class PilImages:
+    """``result.pil()``: the result's images as PIL images, as diffusers' pipelines return them."""
+
+    images: torch.Tensor
+
+    def pil(self) -> list:
+        return to_pil(self.images)
+
+
 def for_model(model: Model, images: Any) -> torch.Tensor:
     """``images`` as :func:`as_image_batch` reads them, with ``model``'s channels and polarity
-    (:func:`match_polarity`)."""
-    return match_polarity(model, as_image_batch(images, channels=model.codec.channels))
+    (:func:`match_polarity`); a tensor with other channels than the model's is one error naming the fix."""
+    channels = model.codec.channels
+    x = as_image_batch(images, channels=channels)
+    if x.shape[1] != channels:
+        fix = "x.mean(1, keepdim=True) for grayscale" if channels == 1 else "x.expand(-1, 3, -1, -1) for RGB"
+        raise IncompatibleModelError(f"the model takes {channels}-channel images; got {x.shape[1]} channels "
+                                     f"(use {fix}, or pass PIL images, which are converted)")
+    return match_polarity(model, x)
 
 
 def match_polarity(model: Model, x: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,12 @@ from ..models.base import Model
 from ..models.codec import check_same_space, to_images, to_model_space
 from ..models.conditions import as_condition
 from ..settings import TRANSLATE, check_setting
-from .images import for_model
+from .images import PilImages, for_model
 from .methods import resolve_mask, run_method
 
 
 @dataclass(frozen=True)
-class TranslateResult:
+class TranslateResult(PilImages):
     """``images``: (B, C, H, W) in [0, 1]; ``latent``: the CycleDiffusion latent (None for the baselines)."""
 
     images: torch.Tensor
