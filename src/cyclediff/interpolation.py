@@ -39,8 +39,10 @@ def interpolate(z_a: Latent, z_b: Latent, w: float) -> Latent:
 
     Each step's Gaussian draw ε_k is interpolated spherically; ``x_start`` (which holds the image itself when the
     strength is below 1) and the deterministic residual entries linearly. ``w`` = 0 gives ``z_a``'s tensors and
-    1 gives ``z_b``'s exactly. The condition is kept when both latents recorded the same one; otherwise none is
-    recorded, and decoding needs one (``decode(z, model, prompt=…)``)."""
+    1 gives ``z_b``'s exactly, with their conditions: each decodes to its own image. Between two latents of
+    different conditions (a 3 and an 8), the nearer end's condition goes with the code (``z_a``'s up to w = 0.5),
+    so that every point of the path decodes under a condition a model was trained on; a condition given to
+    ``decode`` (``decode(z, model, class_labels=…)``) replaces it."""
     if not isinstance(z_a, Latent) or not isinstance(z_b, Latent):
         raise CycleDiffError("interpolate takes two Latent objects (Latent.load(path) reads a latent file)")
     if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
@@ -58,7 +60,7 @@ def interpolate(z_a: Latent, z_b: Latent, w: float) -> Latent:
         if residual else slerp(z_a.eps[k], b_eps[k], float(w))
         for k, residual in enumerate(z_a.residual)
     ])
-    condition = z_a.condition if z_a.condition == z_b.condition else {}
+    condition = z_a.condition if w <= 0.5 else z_b.condition
     return dataclasses.replace(z_a, x_start=x_start, eps=eps, condition=condition,
                                model_id=z_a.model_id if z_a.model_id == z_b.model_id else None, seeds=None)
 

@@ -137,6 +137,21 @@ def test_interpolation_is_exact_at_its_ends_and_spherical_between():
     assert torch.isfinite(decode(mid, den)).all() and mid.condition == za.condition
 
 
+def test_interpolating_latents_of_different_classes_keeps_each_ends_condition():
+    """The ends of a path between a 3 and an 8 decode to the 3 and the 8 (not to class-less blobs); every point
+    between decodes under one end's condition, never under none."""
+    den = pixel(num_classes=3)
+    za = encode(images(1), den, steps=6, generator=gens(0), class_labels=1)
+    zb = encode(images(1, seed=5), den, steps=6, generator=gens(2), class_labels=2)
+    for w, z in ((0, za), (1, zb)):
+        ends = interpolate(za, zb, w)
+        assert ends.condition == z.condition
+        torch.testing.assert_close(decode(ends, den), decode(z, den), rtol=0, atol=0)
+    assert interpolate(za, zb, 0.25).condition == za.condition and interpolate(za, zb, 0.75).condition == zb.condition
+    near_b = interpolate(za, zb, 0.75)
+    assert (decode(near_b, den) - decode(near_b, den, class_labels=1)).abs().max() > 1e-3  # the condition matters
+
+
 def test_interpolating_latents_of_different_grids_is_refused():
     den = pixel(num_classes=3)
     za = encode(images(1), den, steps=6, generator=gens(0), class_labels=[1])
