@@ -95,7 +95,8 @@ def decode(
 
     With no condition keywords the latent's recorded condition is used (same model and condition give back the
     encoded image); pass e.g. ``class_labels=`` or ``prompt=`` to decode under another condition, or another
-    ``denoiser`` to translate.
+    ``denoiser`` to translate. A recorded condition an unconditional model cannot take (a class latent decoded by
+    a one-class model) is left out with a warning that says so.
 
     Differentiable: runs under autograd when the latent's tensors require grad. ``checkpoint=True`` recomputes
     each step in the backward pass instead of storing its activations, so memory does not grow with the number
@@ -103,11 +104,28 @@ def decode(
     are treated as constants, so the draws before them get no gradient).
     """
     check_compatible(latent, denoiser)
-    condition = merge_condition(condition, keywords)
-    cond = denoiser.prepare_condition(latent.batch_size, **(condition or latent.condition))
+    condition = merge_condition(condition, keywords) or recorded_condition(latent, denoiser)
+    cond = denoiser.prepare_condition(latent.batch_size, **condition)
     return replay(denoiser, cond, latent.x_start, list(latent.timesteps), latent.eps, latent.residual,
                   sampler=latent.sampler, eta=latent.eta, progress=progress, checkpoint=checkpoint,
                   grad_steps=grad_steps)
+
+
+def recorded_condition(latent: Latent, denoiser: Denoiser) -> dict[str, Any]:
+    """The latent's recorded condition; on an unconditional model (a class latent translated to a one-class
+    model) the keywords it does not take are left out, with a warning. A conditional model is given the record
+    as it is (it refuses a condition of another kind, naming what it takes)."""
+    keys = getattr(denoiser, "condition_keys", None)
+    if keys is None or set(keys) - {"guidance_scale"}:
+        return dict(latent.condition)
+    takes = set(keys)
+    dropped = sorted(k for k, v in latent.condition.items() if k not in takes and v is not None)
+    if dropped:
+        import warnings
+
+        warnings.warn(f"the latent records {', '.join(dropped)}, which this model does not take; decoded without "
+                      "(pass a condition of this model to decode under one)", stacklevel=3)
+    return {k: v for k, v in latent.condition.items() if k in takes}
 
 
 def replay(

@@ -386,3 +386,58 @@ def test_a_picture_as_model_or_a_folder_as_image_is_called_what_it_is(tmp_path):
     res = CliRunner().invoke(main, ["translate", str(tmp_path / "photos"), "--source-model", "demo:digit-3",
                                     "--target-model", "demo:digit-8", "--steps", "2", "--out", str(tmp_path / "t")])
     assert res.exit_code == 1 and "is a folder, not an image" in res.output
+
+
+# ---------------------------------------------------------------------------------------------- class edits, one way
+def _three_png(tmp_path):
+    _, _, x, y = split()
+    save_image(((x[(y == 3).nonzero()[0, 0]] + 1) / 2), tmp_path / "three.png")
+    return tmp_path / "three.png"
+
+
+def test_edit_makes_class_edits_on_a_class_model_as_the_api_and_the_web_do(tmp_path):
+    from cyclediff import edit, translate
+    from cyclediff.demo.models import load_demo
+
+    three = _three_png(tmp_path)
+    res = CliRunner().invoke(main, ["edit", str(three), "--model", "demo:digits", "--source-class", "3",
+                                    "--target-class", "8", "--guidance-scale", "1", "--steps", "8",
+                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    (written,) = sorted((tmp_path / "out").glob("*.png"))
+    model, x = load_demo("digits"), load_image(three, channels=1)
+    api = edit(model, x, source_class=3, target_class=8, guidance_scale=1.0, steps=8,
+               generator=torch.Generator().manual_seed(0))
+    same = translate(x, model, model, source_condition=3, target_condition={"class_labels": 8, "guidance_scale": 1.0},
+                     steps=8, strength=api.latent.strength, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(api.images, same.images)
+    torch.testing.assert_close(load_image(written, channels=1), api.images, rtol=0, atol=1 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--source-prompt", "a three", "--prompt", "an eight"], "drop prompt (--source-prompt)"),
+    (["--source-class", "3"], "--target-class"),
+])
+def test_a_class_edit_names_the_options_of_the_command(tmp_path, args, says):
+    res = CliRunner().invoke(main, ["edit", str(_three_png(tmp_path)), "--model", "demo:digits", "--steps", "4",
+                                    "--out", str(tmp_path / "out"), *args])
+    assert res.exit_code != 0 and says in res.output and "Traceback" not in res.output, res.output
+
+
+def test_translate_names_its_own_options_for_a_condition_the_model_cannot_take(tmp_path):
+    res = CliRunner().invoke(main, ["translate", str(_three_png(tmp_path)), "--source-model", "demo:digits",
+                                    "--target-model", "demo:digits", "--source-prompt", "a three",
+                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0 and "--source-prompt" in res.output and "--source-class" in res.output, res.output
+    assert "(--prompt)" not in res.output and "--class-label" not in res.output
+
+
+def test_a_class_latent_decodes_on_an_unconditional_model_with_a_note(tmp_path):
+    z = tmp_path / "z.latent.safetensors"
+    res = CliRunner().invoke(main, ["encode", str(_three_png(tmp_path)), "--model", "demo:digits",
+                                    "--class-label", "3", "--steps", "8", "-o", str(z)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["decode", str(z), "--model", "demo:digit-8", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "class_labels" in res.output and "does not take" in res.output
+    assert list((tmp_path / "d").glob("*.png"))

@@ -226,9 +226,15 @@ def test_flipped_tensor_bytes_are_detected_by_the_checksum(latent_file):
         Latent.load(path)
 
 
-def test_a_prompt_latent_decoded_by_a_pixel_model_is_a_clear_error(tmp_path):
+def test_a_conditioned_latent_decoded_by_an_unconditional_model_says_what_it_left_out(tmp_path):
+    """A class (or prompt) latent on an unconditional model (the translation digits → digit-8): decoded without
+    the recorded condition, with a warning naming it; a conditional model of another kind still refuses it."""
     den = pixel()
     z = encode(images(1), den, steps=4, generator=gens(1))
-    bad = Latent(**{**{f: getattr(z, f) for f in z.__dataclass_fields__}, "condition": {"prompt": ["a cat"]}})
+    fields = {f: getattr(z, f) for f in z.__dataclass_fields__}
+    for record in ({"prompt": ["a cat"]}, {"class_labels": [3]}):
+        with pytest.warns(UserWarning, match=f"records {next(iter(record))}, which this model does not take"):
+            out = decode(Latent(**{**fields, "condition": record}), den)
+        torch.testing.assert_close(out, decode(z, den), rtol=0, atol=0)
     with pytest.raises(CycleDiffError, match="takes no condition 'prompt'"):
-        decode(bad, den)
+        decode(Latent(**{**fields, "condition": {"prompt": ["a cat"]}}), pixel(num_classes=3))

@@ -6,8 +6,16 @@ import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
 
-from conftest import (CONFIGS, GaussianDataDenoiser, assert_same_draws, ddim_config, ddpm_config, images, pixel,
-                      tiny_unet)
+from conftest import (
+    CONFIGS,
+    GaussianDataDenoiser,
+    assert_same_draws,
+    ddim_config,
+    ddpm_config,
+    images,
+    pixel,
+    tiny_unet,
+)
 from cyclediff import ConfigError, CycleDiffError, IncompatibleModelError, decode, encode, sample_latent
 from cyclediff.models import PixelDenoiser
 from cyclediff.transitions import ddim_std, posterior_mean

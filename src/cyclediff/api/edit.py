@@ -33,8 +33,10 @@ def edit(
     model: Model,
     images: Any,
     *,
-    source_prompt: str | list[str],
-    prompt: str | list[str],
+    source_prompt: str | list[str] | None = None,
+    prompt: str | list[str] | None = None,
+    source_class: int | list[int] | None = None,
+    target_class: int | list[int] | None = None,
     strength: float = EDIT.strength,
     steps: int = EDIT.steps,
     eta: float = EDIT.eta,
@@ -65,8 +67,20 @@ def edit(
     **Attention control** (CycleDiffusion): ``attention="refine"`` / ``"replace"`` or an
     :class:`~cyclediff.models.attention.AttentionEdit`: the target pass reuses the source pass's attention maps,
     as Prompt-to-Prompt does (the UNet then runs eagerly).
+
+    **Class edits**: a class-conditional model (the demo digits) takes ``source_class`` / ``target_class`` (one
+    label or one per image) instead of the prompts: the translation between two conditions of one model
+    (:func:`cyclediff.translate` with ``model`` as source and target), at ``guidance_scale`` for the target.
     """
     check_setting("method", method, required=True)
+    if source_class is not None or target_class is not None or "prompt" not in model.condition_keys:
+        return _class_edit(model, images, source_prompt, prompt, source_class, target_class, attention,
+                           strength=strength, steps=steps, eta=eta, guidance_scale=guidance_scale,
+                           generator=generator, method=method, mask=mask, mask_threshold=mask_threshold, n_avg=n_avg,
+                           n_min=n_min, progress=progress)
+    if source_prompt is None or prompt is None:
+        raise CycleDiffError("edit a text-conditioned model with source_prompt= (what the images show) and prompt= "
+                             "(what they should show)")
     x = for_model(model, images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
@@ -89,6 +103,27 @@ def edit(
                                  target_condition=target_condition, mask=keep, copies=copies, n_avg=n_avg,
                                  n_min=n_min)
     return EditResult(images=to_images(model, out), latent=latent, mask=shown)
+
+
+def _class_edit(model: Model, images: Any, source_prompt: Any, prompt: Any, source_class: Any, target_class: Any,
+                attention: Any, **settings: Any) -> EditResult:
+    """An edit between two class labels of one class-conditional model: its translation to itself."""
+    from .translate import translate
+
+    if "class_labels" not in model.condition_keys:
+        raise CycleDiffError(f"class labels need a class-conditional model; this is {model.kind}: give "
+                             "source_prompt= and prompt=")
+    if source_prompt is not None or prompt is not None:
+        raise CycleDiffError("this model is class-conditional (no text encoder): give source_class= and "
+                             "target_class= instead of prompts")
+    if source_class is None or target_class is None:
+        raise CycleDiffError("a class edit needs both source_class= (what the images show) and target_class=")
+    if attention is not None:
+        raise CycleDiffError("attention control needs a text-conditioned UNet model; class edits have no prompts")
+    scale = settings.pop("guidance_scale")
+    out = translate(images, model, model, source_condition={"class_labels": source_class},
+                    target_condition={"class_labels": target_class, "guidance_scale": scale}, **settings)
+    return EditResult(images=out.images, latent=out.latent, mask=out.mask)
 
 
 def _each_target(model: Model, x: torch.Tensor, gens: Any, prompts: list[str], negative: Any,

@@ -13,7 +13,6 @@ from ..batch.outputs import check_out_folder, slug
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
 from ..batch.tasks import EditTask, TranslateTask
-from ..errors import CycleDiffError
 from ..models.attention import AttentionEdit
 from ..models.conditions import condition_for
 from ..settings import EditSettings, RunOptions, Settings, TranslateSettings
@@ -76,8 +75,11 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--source-prompt", required=True, help="what the input images show")
-@click.option("--prompt", required=True, help="what the edited images should show")
+@click.option("--source-prompt", default=None, help="text models: what the input images show")
+@click.option("--prompt", "--target-prompt", "prompt", default=None, help="text models: what the edited images "
+                                                                        "should show")
+@click.option("--source-class", type=int, default=None, help="class-conditional models: the input images' class")
+@click.option("--target-class", type=int, default=None, help="class-conditional models: the class to edit to")
 @model_options
 @compile_option
 @sampling_options(EditSettings)
@@ -105,10 +107,12 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True)
 @output_options
 def edit(images: tuple[Path, ...], **opts: Any) -> None:
-    """Edit IMAGES from SOURCE-PROMPT to PROMPT with a Stable Diffusion model (optionally inside a mask).
+    """Edit IMAGES from SOURCE-PROMPT to PROMPT with a text-to-image model, or from SOURCE-CLASS to TARGET-CLASS with
+    a class-conditional one (optionally inside a mask).
 
     \b
     Examples:
+      cyclediff edit three.png --model demo:digits --source-class 3 --target-class 8 --guidance-scale 1
       cyclediff edit cat.png --source-prompt "a photo of a cat" --prompt "a photo of a dog" \\
           --model stable-diffusion-v1-5/stable-diffusion-v1-5 --dtype float16 --seeds 0-3
       cyclediff edit photos/*.jpg --source-prompt "a car" --prompt "a red car" --model model.safetensors \\
@@ -124,15 +128,42 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     run = RunOptions.from_options(opts)
     check_out_folder(opts["out"])
     model = load_model(settings.model, run)
-    if "prompt" not in model.condition_keys:
-        raise CycleDiffError("edit needs a text-conditioned (Stable Diffusion) model; for pixel models use "
-                             "translate with --source-class / --target-class")
+    if opts["source_class"] is not None or opts["target_class"] is not None or "prompt" not in model.condition_keys:
+        return _class_edit(model, images, seeds, settings, run, opts)
+    condition_for(model, prompt=settings.source_prompt, side="source")  # class options were handled above
+    if settings.source_prompt is None or settings.prompt is None:
+        raise click.UsageError("a text model edits from --source-prompt to --prompt: give both")
     method = "" if settings.method == "cyclediffusion" else settings.method + "_"
     label = f"{method}s{number(settings.strength)}_w{number(settings.guidance_scale)}"
     units = image_units(images, seeds, settings, stamp("edit", run),
                         lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png")
     run_and_report(EditTask(model, run), units, FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
                    batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
+
+
+def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_settings: EditSettings,
+                run: RunOptions, opts: dict[str, Any]) -> None:
+    """``edit`` on a class-conditional model: the translation between two of its classes (as the API's and the
+    web app's class edits)."""
+    if edit_settings.attention is not None:
+        raise click.UsageError("--attention needs a text-conditioned UNet model; class edits have no prompts")
+    given = {"source_prompt": edit_settings.source_prompt, "target_prompt": edit_settings.prompt}
+    condition_for(model, prompt=given["source_prompt"], class_labels=opts["source_class"], side="source")
+    condition_for(model, prompt=given["target_prompt"], class_labels=opts["target_class"], side="target",
+                  guidance_scale=edit_settings.guidance_scale)
+    if opts["source_class"] is None or opts["target_class"] is None:
+        raise click.UsageError("a class edit needs --source-class (what the images show) and --target-class")
+    shared = {k: getattr(edit_settings, k) for k in ("strength", "steps", "eta", "method", "n_avg", "n_min", "mask",
+                                                     "mask_threshold", "guidance_scale")}
+    settings = TranslateSettings(source_model=edit_settings.model, target_model=edit_settings.model,
+                                 source_class=opts["source_class"], target_class=opts["target_class"], **shared)
+    label = f"{'' if settings.method == 'cyclediffusion' else settings.method + '_'}s{number(settings.strength)}"
+    units = image_units(images, seeds, settings, stamp("edit", run),
+                        lambda stem, s: f"{stem}_class{settings.target_class}_{label}_w"
+                                        f"{number(settings.guidance_scale)}_seed{s}.png")
+    run_and_report(TranslateTask(model, model, run), units,
+                   FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]), batch_size=run.batch_size,
+                   quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 @main.command()
@@ -175,9 +206,10 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
     run, seeds = RunOptions.from_options(opts), parse_seeds(opts["seeds"])
     check_out_folder(opts["out"])
     source, target = load_models(settings.source_model, settings.target_model, run)
-    condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class)  # refused now
+    condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class,
+                  side="source")  # refused now
     condition_for(target, prompt=settings.target_prompt, class_labels=settings.target_class,
-                  guidance_scale=settings.guidance_scale)
+                  guidance_scale=settings.guidance_scale, side="target")
     refine = f"_r{settings.refine_steps}" if settings.refine_steps else ""
     units = image_units(images, seeds, settings, stamp("translate", run),
                         lambda stem, s: f"{stem}_{settings.method}_s{number(settings.strength)}{refine}_seed{s}.png")

@@ -27,9 +27,11 @@ def merge_condition(condition: Any, keywords: dict[str, Any]) -> dict[str, Any]:
 
 
 def condition_for(model: Any, *, prompt: Any = None, negative_prompt: Any = None, class_labels: Any = None,
-                  guidance_scale: Any = None) -> dict[str, Any]:
+                  guidance_scale: Any = None, side: str | None = None) -> dict[str, Any]:
     """The condition keywords ``model`` takes, from the options a user gave (None: not given); options the model
-    cannot use are refused with one message naming what it takes."""
+    cannot use are refused with one message naming what it takes, by the options of the command: ``side``
+    "source" / "target" for the two sides of an edit or a translation (``--source-class``, ``--target-prompt``).
+    """
     keys = model.condition_keys
     given = {"prompt": prompt, "negative_prompt": negative_prompt, "class_labels": class_labels,
              "guidance_scale": guidance_scale}
@@ -37,13 +39,17 @@ def condition_for(model: Any, *, prompt: Any = None, negative_prompt: Any = None
     if cannot:
         kind = "a text-conditioned model" if "prompt" in keys else "a pixel model without a text encoder"
         raise IncompatibleModelError(
-            f"this is {kind}: drop {' / '.join(_named(k) for k in cannot)}; it takes "
-            f"{', '.join(_named(k) for k in keys)}"
+            f"this is {kind}: drop {' / '.join(_named(k, side) for k in cannot)}; it takes "
+            f"{', '.join(_named(k, side) for k in keys)}"
         )
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _named(key: str) -> str:
-    """A condition keyword with the command line's option for it: ``prompt (--prompt)``."""
-    flag = "--class-label" if key == "class_labels" else "--" + key.replace("_", "-")
-    return f"{key} ({flag})"
+def _named(key: str, side: str | None = None) -> str:
+    """A condition keyword with the command line's option for it: ``prompt (--prompt)``, on one side of an edit
+    or a translation ``class_labels (--source-class)``."""
+    flags = {"class_labels": f"--{side}-class" if side else "--class-label",
+             "prompt": f"--{side}-prompt" if side else "--prompt"}
+    if side == "source" and key == "guidance_scale":
+        flags[key] = "--source-guidance-scale"
+    return f"{key} ({flags.get(key, '--' + key.replace('_', '-'))})"

@@ -30,7 +30,6 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
 
     data_range = (-1.0, 1.0)
     kind = "a pixel-space UNet (no text encoder)"
-    condition_keys = ("class_labels", "guidance_scale")
 
     def __init__(
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
@@ -123,6 +122,11 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
         """Images are the samples (in [−1, 1]), at the UNet's training size."""
         c, h, w = self.sample_shape
         return PixelCodec(c, (h, w), foreground=self.foreground)
+
+    @property
+    def condition_keys(self) -> tuple[str, ...]:
+        """What :meth:`prepare_condition` takes: class labels where the UNet has a class embedding."""
+        return ("class_labels", "guidance_scale") if self.num_classes is not None else ("guidance_scale",)
 
     @property
     def num_classes(self) -> int | None:
