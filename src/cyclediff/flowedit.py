@@ -30,7 +30,7 @@ from .encoder import check_images
 from .errors import CycleDiffError, IncompatibleModelError
 from .models.base import Condition, Denoiser
 from .sampler import evaluate
-from .settings import EDIT
+from .settings import EDIT, RANGES
 from .transitions import model_prediction
 
 
@@ -39,6 +39,10 @@ def check_flowedit(steps: Any, n_max: Any, n_min: Any, n_avg: Any) -> None:
     for name, value, low in (("steps", steps, 1), ("n_max", n_max, 1), ("n_min", n_min, 0), ("n_avg", n_avg, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise CycleDiffError(f"FlowEdit's {name} must be an integer ≥ {low}; got {value!r}")
+    most = RANGES["n_avg"][2]
+    if n_avg > most:
+        raise CycleDiffError(f"FlowEdit's n_avg must lie in [1, {most}]; got {n_avg} (each draw costs two network "
+                             "calls a step; FlowEdit's paper averages 1)")
     if n_max > steps:
         raise CycleDiffError(f"FlowEdit's n_max ({n_max}) is more than its steps ({steps}); give n_max ≤ steps "
                              "(the edit runs the last n_max steps of the grid)")
@@ -76,6 +80,8 @@ class _Draws:
             shape = tuple(n.shape) if isinstance(n, torch.Tensor) else type(n).__name__
             raise CycleDiffError(f"noise draw {self.taken} has shape {shape}; each must be shaped like the samples "
                                  f"{tuple(self.x0.shape)} (FLUX: unpacked latents)")
+        if not torch.isfinite(n).all():
+            raise CycleDiffError(f"noise draw {self.taken} holds NaN or Inf values; give finite noise (N(0, I) draws)")
         return n.to(self.x0)
 
 

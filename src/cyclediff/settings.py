@@ -16,6 +16,7 @@ the API), and a ``setting_option(EditSettings, "name")`` line on the command (do
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -50,7 +51,7 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "target_class": (int, 0, None, False, False),
     "class_label": (int, 0, None, False, False),
     "mask_threshold": (float, 0.0, 1.0, True, True),
-    "n_avg": (int, 1, None, False, False),
+    "n_avg": (int, 1, 64, False, False),  # FlowEdit's paper averages 1; each draw is two network calls a step
     "n_min": (int, 0, None, False, False),
     "max_pixels": (int, 1, None, False, False),
     "batch_size": (int, 1, None, False, False),
@@ -66,6 +67,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "
                                        "text_encoders_on_cpu": (False, True)}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
+# FlowEdit's own knobs and their defaults: another method refuses them (they would be ignored without a word)
+FLOWEDIT_KNOBS: dict[str, int] = {"n_avg": 1, "n_min": 0}
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device",
          "base")
 
@@ -92,6 +95,30 @@ def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
     if name in NAMES:
         return check_text(name, value, many=False)
     return value
+
+
+def flowedit_n_max(steps: int, strength: float, n_min: int = FLOWEDIT_KNOBS["n_min"]) -> int:
+    """FlowEdit's n_max: it runs the last int(steps · strength) steps of the grid; refused in one line naming the
+    fix when that rounds to 0 or leaves no step to edit before the n_min plain ones."""
+    n_max = min(int(steps * strength), steps)
+    if n_max < 1:
+        raise CycleDiffError(f"FlowEdit runs int(steps × strength) steps, and {steps} × {strength:g} rounds to 0 "
+                             f"steps; give more steps (≥ {math.ceil(1 / strength)} at this strength) or a larger "
+                             f"strength (≥ {1 / steps:.3g} at {steps} steps)")
+    if n_min >= n_max:
+        raise CycleDiffError(f"n_min ({n_min}) must be less than the {n_max} steps FlowEdit runs (int(steps × "
+                             f"strength) = int({steps} × {strength:g})): lower n_min, or give more steps or a "
+                             "larger strength")
+    return n_max
+
+
+def check_flowedit_knobs(method: Any, **knobs: Any) -> None:
+    """FlowEdit's knobs (n_avg, n_min) set away from their defaults with another method: one error."""
+    given = [k for k, v in knobs.items() if k in FLOWEDIT_KNOBS and v is not None and v != FLOWEDIT_KNOBS[k]]
+    if isinstance(method, str) and method != "flowedit" and given:
+        raise CycleDiffError(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} FlowEdit's; method "
+                             f"{method} does not use {'them' if len(given) > 1 else 'it'}: drop "
+                             f"{' and '.join(given)} or use method flowedit")
 
 
 @dataclass(frozen=True)
@@ -186,8 +213,8 @@ class EditSettings(Masked):
     guidance_scale: float = 3.0
     source_guidance_scale: float = 1.0
     method: str = "cyclediffusion"
-    n_avg: int = 1  # flowedit: velocity differences averaged per step
-    n_min: int = 0  # flowedit: the last steps sampled plainly with the target
+    n_avg: int = FLOWEDIT_KNOBS["n_avg"]  # flowedit: velocity differences averaged per step
+    n_min: int = FLOWEDIT_KNOBS["n_min"]  # flowedit: the last steps sampled plainly with the target
     attention: Any = None  # Prompt-to-Prompt: "refine", "replace" or a dict of AttentionEdit's fields
     clip_model: str | None = None  # jobs: score each edit with this CLIP
 
@@ -198,6 +225,7 @@ class EditSettings(Masked):
 
     def check(self) -> None:
         super().check()
+        _check_flowedit(self)
         if self.attention is not None:
             from .models.attention import AttentionEdit
 
@@ -218,8 +246,8 @@ class TranslateSettings(Masked):
     eta: float = 0.1
     refine_steps: int = 0
     method: str = "cyclediffusion"
-    n_avg: int = 1  # flowedit: velocity differences averaged per step
-    n_min: int = 0  # flowedit: the last steps sampled plainly with the target
+    n_avg: int = FLOWEDIT_KNOBS["n_avg"]  # flowedit: velocity differences averaged per step
+    n_min: int = FLOWEDIT_KNOBS["n_min"]  # flowedit: the last steps sampled plainly with the target
     source_class: int | None = None
     target_class: int | None = None
     source_prompt: str | list[str] | None = None
@@ -231,6 +259,17 @@ class TranslateSettings(Masked):
                                                    "target_prompt"})
     per_item: ClassVar[frozenset[str]] = batched
     required: ClassVar[tuple[str, ...]] = ("source_model", "target_model")
+
+    def check(self) -> None:
+        super().check()
+        _check_flowedit(self)
+
+
+def _check_flowedit(settings: EditSettings | TranslateSettings) -> None:
+    """FlowEdit's knobs only with method flowedit; with it, a step count that leaves steps to run."""
+    check_flowedit_knobs(settings.method, n_avg=settings.n_avg, n_min=settings.n_min)
+    if settings.method == "flowedit":
+        flowedit_n_max(settings.steps, settings.strength, settings.n_min)
 
 
 @dataclass(frozen=True)

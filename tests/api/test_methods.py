@@ -137,3 +137,46 @@ def test_bad_flowedit_counts_from_settings_are_one_line():
         translate(torch.zeros(1, 1, 8, 8), load_demo("digits-flow"), load_demo("digits-flow"), steps=4,
                   method="flowedit", n_avg=0, source_condition={"class_labels": 3},
                   target_condition={"class_labels": 8})
+
+
+@pytest.mark.parametrize("knobs, says", [(dict(n_min=2), "n_min is FlowEdit's; method cyclediffusion does not use "
+                                                         "it: drop n_min or use method flowedit"),
+                                         (dict(n_avg=3, n_min=1), "n_avg and n_min are FlowEdit's")])
+def test_flowedit_knobs_given_to_another_method_are_refused(knobs, says):
+    """--n-min with another method was ignored without a word: refused in the API, the settings and the CLI."""
+    from cyclediff.settings import EditSettings, TranslateSettings
+
+    model = load_demo("digits-flow")
+    with pytest.raises(CycleDiffError, match=says):
+        translate(torch.zeros(1, 1, 8, 8), model, model, steps=4, method="cyclediffusion",
+                  source_condition={"class_labels": 3}, target_condition={"class_labels": 8}, **knobs)
+    with pytest.raises(CycleDiffError, match=says):
+        edit(model, torch.zeros(1, 1, 8, 8), source_class=3, target_class=8, steps=4, **knobs)
+    for kind in (EditSettings, TranslateSettings):
+        with pytest.raises(CycleDiffError, match=says):
+            kind(**knobs)
+        assert kind(method="flowedit", **knobs).n_min == knobs["n_min"]
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
+    res = CliRunner().invoke(main, ["translate", _digit_png(), "--source-model", "demo:digits-flow",
+                                    "--target-model", "demo:digits-flow", "--source-class", "3", "--target-class",
+                                    "8", "--method", "sdedit", *args])
+    assert res.exit_code != 0 and "FlowEdit's; method sdedit" in res.output and "Traceback" not in res.output
+
+
+def test_a_method_sweep_keeps_flowedits_knobs_for_flowedit_alone(tmp_path):
+    from cyclediff.jobs.file import load_job
+
+    job = tmp_path / "sweep.toml"
+    job.write_text(f"""task = "translate"
+inputs = ["{_digit_png()}"]
+[settings]
+source_model = "demo:digits-flow"
+target_model = "demo:digits-flow"
+steps = 6
+n_avg = 2
+n_min = 1
+method = ["cyclediffusion", "flowedit"]
+""")
+    units = load_job(job).units()
+    assert [(u.settings.method, u.settings.n_avg, u.settings.n_min) for u in units] == [
+        ("cyclediffusion", 1, 0), ("flowedit", 2, 1)]

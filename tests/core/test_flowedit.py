@@ -116,3 +116,53 @@ def test_flowedit_on_a_vp_model_is_refused_naming_the_methods_that_apply():
     with pytest.raises(CycleDiffError, match="FlowEdit needs a rectified-flow model .* use method cyclediffusion, "
                                              "edit-friendly, sdedit or ddib"):
         flow_edit(torch.zeros(1, 1, 8, 8), load_demo("digits"), steps=4, n_max=3)
+
+
+def test_n_avg_is_bounded_in_the_settings_the_cli_and_flowedit_itself():
+    """A huge n_avg (hours of network calls) is refused at once, naming the range."""
+    from click.testing import CliRunner
+
+    from cyclediff.cli import main
+    from cyclediff.demo.models import load_demo
+    from cyclediff.settings import EditSettings, TranslateSettings
+
+    for kind in (EditSettings, TranslateSettings):
+        with pytest.raises(CycleDiffError, match=r"n_avg must lie in \[1, 64\]; got 100000000"):
+            kind(method="flowedit", n_avg=100_000_000)
+    assert EditSettings(method="flowedit", n_avg=64).n_avg == 64
+    res = CliRunner().invoke(main, ["translate", "x.png", "--source-model", "demo:digits-flow", "--target-model",
+                                    "demo:digits-flow", "--method", "flowedit", "--n-avg", "100000000"])
+    assert res.exit_code == 2 and "n_avg must lie in [1, 64]" in res.output and "Traceback" not in res.output
+    with pytest.raises(CycleDiffError, match=r"n_avg must lie in \[1, 64\]"):
+        flow_edit(torch.zeros(1, 1, 8, 8), load_demo("digits-flow"), steps=4, n_max=3, n_avg=65,
+                  source_condition={"class_labels": 3}, target_condition={"class_labels": 8})
+
+
+@pytest.mark.parametrize("steps, strength, n_min, message", [
+    (10, 0.05, 0, r"10 × 0.05 rounds to 0 steps; give more steps \(≥ 20 at this strength\) or a larger strength "
+                  r"\(≥ 0.1 at 10 steps\)"),
+    (10, 0.3, 3, r"n_min \(3\) must be less than the 3 steps FlowEdit runs .*lower n_min, or give more steps"),
+])
+def test_a_flowedit_with_no_step_to_run_names_steps_times_strength(steps, strength, n_min, message):
+    """A tiny strength rounds FlowEdit's n_max to 0: said as steps × strength, with the fix (was "n_max … got 0")."""
+    from cyclediff import translate
+    from cyclediff.demo.models import load_demo
+    from cyclediff.settings import EditSettings
+
+    with pytest.raises(CycleDiffError, match=message):
+        EditSettings(method="flowedit", steps=steps, strength=strength, n_min=n_min)
+    model = load_demo("digits-flow")
+    with pytest.raises(CycleDiffError, match=message):
+        translate(torch.zeros(1, 1, 8, 8), model, model, steps=steps, strength=strength, n_min=n_min,
+                  method="flowedit", source_condition={"class_labels": 3}, target_condition={"class_labels": 8})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_noise_is_refused(bad):
+    """NaN noise fed to FlowEdit gave NaN output without a word."""
+    from cyclediff.demo.models import load_demo
+
+    noise = [torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), bad)]
+    with pytest.raises(CycleDiffError, match="noise draw 2 holds NaN or Inf values"):
+        flow_edit(torch.zeros(1, 1, 8, 8), load_demo("digits-flow"), steps=4, n_max=3, noise=iter(noise),
+                  source_condition={"class_labels": 3}, target_condition={"class_labels": 8})

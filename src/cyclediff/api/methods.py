@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from ..baselines import ddib, flow_edit, sdedit
+from ..checks import is_int
 from ..cycle import cycle
 from ..errors import CycleDiffError
 from ..latent import Latent
-from ..settings import EDIT, MASKED_METHODS, check_setting
+from ..settings import EDIT, MASKED_METHODS, check_flowedit_knobs, check_setting, flowedit_n_max
 
 
 def run_method(
@@ -28,6 +29,7 @@ def run_method(
     cyclediffusion, edit-friendly). FlowEdit runs the last ``int(steps · strength)`` steps of the grid (its
     n_max), with ``n_avg`` and ``n_min``."""
     check_setting("method", method, required=True)
+    check_flowedit_knobs(method, n_avg=n_avg, n_min=n_min)
     if method in MASKED_METHODS:
         return cycle(x0, source, target, steps=steps, strength=strength, eta=eta, generator=generator,
                      source_condition=source_condition, target_condition=target_condition, copies=copies,
@@ -36,7 +38,9 @@ def run_method(
         raise CycleDiffError(f"masks and many targets at once work with methods {' and '.join(MASKED_METHODS)} "
                              f"(their source trajectory ends at the input and is shared); not with {method}")
     if method == "flowedit":
-        n_max = min(int(steps * strength), steps)
+        steps = check_setting("steps", steps, required=True)
+        strength = check_setting("strength", strength, required=True)
+        n_max = flowedit_n_max(steps, strength, n_min if is_int(n_min) else 0)  # a bad n_min: flow_edit's error
         return flow_edit(x0, source, target, steps=steps, n_max=n_max, n_min=n_min, n_avg=n_avg,
                          generator=generator, source_condition=source_condition,
                          target_condition=target_condition, progress=progress), None

@@ -178,7 +178,8 @@ def flowedit_options(cls: type) -> Callable:
 
     def apply(f: Callable) -> Callable:
         f = setting_option(cls, "n_min", help="--method flowedit: the last N steps sampled plainly with the target")(f)
-        return setting_option(cls, "n_avg", help="--method flowedit: noise draws averaged per step")(f)
+        return setting_option(cls, "n_avg", help="--method flowedit: noise draws averaged per step, 1 to 64 (each "
+                                                 "costs two network calls a step; FlowEdit's paper uses 1)")(f)
 
     return apply
 

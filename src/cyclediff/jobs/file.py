@@ -15,7 +15,7 @@ from ..batch.runner import Unit, plan
 from ..batch.tasks import settings_signature
 from ..checks import is_int
 from ..errors import CycleDiffError
-from ..settings import RUN, TASKS, RunOptions, Settings
+from ..settings import FLOWEDIT_KNOBS, RUN, TASKS, RunOptions, Settings
 
 JOB_TASKS = ("edit", "translate", "guide")
 RUN_KEYS = ("device", "dtype", "compile", "size", "fit", "max_pixels", "batch_size", "features", "lora",
@@ -51,7 +51,7 @@ class Job:
         units: list[Unit] = []
         for item in self.items:
             for method in self.methods or [None]:
-                settings = self.settings.replace(**item.overrides, **({"method": method} if method else {}))
+                settings = variant(self.settings, item.overrides, method)
                 for seed in item.seeds or self.seeds:
                     middle = f"_{method}" if method else ""
                     units.append(Unit(len(units), f"{item.id}{'/' + method if method else ''}/seed{seed}", seed,
@@ -66,6 +66,17 @@ class Job:
         """Consecutive units in job order, at most batch_size each, sharing every setting that cannot differ
         inside a batch (the runner's plan). Fixed by the job file alone (not by ranks or by what is done)."""
         return plan(self.units(), settings_signature, self.run.batch_size)
+
+
+def variant(settings: Settings, overrides: dict[str, Any], method: str | None) -> Settings:
+    """An item's settings under one method of a sweep: FlowEdit's knobs (n_avg, n_min) are its own, so the sweep's
+    other methods run (and record) their defaults."""
+    changes = dict(overrides)
+    if method:
+        changes["method"] = method
+        if method != "flowedit":
+            changes.update({k: v for k, v in FLOWEDIT_KNOBS.items() if k in settings.names()})
+    return settings.replace(**changes)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -153,7 +164,7 @@ def _job(raw: Any, path: Path) -> Job:
         if task != "guide" and item.input is None:
             raise CycleDiffError(f"item {item.id!r} has no input image; the {task} task needs one")
         for method in methods or [None]:  # an item's settings are checked now, not when its unit runs
-            settings.replace(**item.overrides, **({"method": method} if method else {}))
+            variant(settings, item.overrides, method)
     return Job(task=task, items=items, out=out, seeds=parse_seed_list(raw.get("seeds", 0)), settings=settings,
                run=_run_options(raw), source=path, methods=methods, reference=reference)
 
