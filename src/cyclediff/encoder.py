@@ -157,7 +157,7 @@ class EncodingRun:
                                  eps=torch.stack(self.eps), timesteps=self.timesteps, residual=self.residual,
                                  sampler=self.sampler, eta=self.eta, steps=self.steps, strength=self.strength,
                                  condition=self.condition.record, seeds=seeds_of(self.gens, self.x0.shape[0]),
-                                 encoder=self.encoder)
+                                 encoder=self.encoder, model_kind=getattr(self.denoiser, "kind", None))
 
 
 @torch.no_grad()

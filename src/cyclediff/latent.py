@@ -26,6 +26,9 @@ FORMAT = "cyclediff.latent"
 # 2: the metadata carries a SHA-256 of the stored tensor bytes, checked on load (version 1 files have none)
 # 3: that SHA-256 covers the metadata too (η, timesteps, condition …: a flipped bit there decodes another image)
 FORMAT_VERSION = 3
+# the fields each version brought (3: also the optional model_kind and loading): a file of an older version that
+# carries one had its header edited (a relabelled version would skip the newer checks)
+SINCE = {"sha256": 2, "path": 2, "encoder": 3, "model_kind": 3, "loading": 3}
 PATHS = ("vp", "rectified_flow")  # x_t = √ᾱ·x0 + √(1 − ᾱ)·ε, or (1 − σ)·x0 + σ·ε
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 _MAX_SEED = 2**64 - 1
@@ -61,6 +64,8 @@ class Latent:
     seeds: tuple[int | None, ...] | None = None
     path: str = "vp"  # the Gaussian path: "vp" (DDPM / DDIM grids, integer timesteps) or "rectified_flow"
     encoder: str = "cyclediffusion"  # which encoder made it (settings.ENCODERS); decoding is the same for all
+    model_kind: str | None = None  # the encoding model's family in words (its adapter's ``kind``)
+    loading: dict[str, Any] | None = None  # how that model was changed at loading (RunOptions.model_record)
 
     def __post_init__(self) -> None:
         if self.path not in PATHS:
@@ -120,12 +125,13 @@ class Latent:
     def from_draws(cls, schedule: Any, model_id: str | None, *, x_start: torch.Tensor, eps: torch.Tensor,
                    timesteps: Any, residual: Any, sampler: str, eta: float, steps: int, strength: float,
                    condition: dict[str, Any], seeds: tuple[int, ...] | None,
-                   encoder: str = ENCODE.encoder) -> Latent:
+                   encoder: str = ENCODE.encoder, model_kind: str | None = None) -> Latent:
         """The latent of one run's draws on ``schedule`` (its size, fingerprint and variance type recorded)."""
         return cls(x_start=x_start, eps=eps, timesteps=tuple(timesteps), residual=tuple(residual), sampler=sampler,
                    eta=eta, steps=steps, strength=float(strength), num_train_timesteps=schedule.num_train_timesteps,
                    schedule_fingerprint=schedule.fingerprint(), variance_type=schedule.variance_type,
-                   model_id=model_id, condition=condition, seeds=seeds, path=schedule.path, encoder=encoder)
+                   model_id=model_id, condition=condition, seeds=seeds, path=schedule.path, encoder=encoder,
+                   model_kind=model_kind)
 
     # ------------------------------------------------------------------ views
     @property
@@ -173,6 +179,9 @@ class Latent:
         meta["seeds"] = None if self.seeds is None else list(self.seeds)
         if self.path == "vp":  # VP files keep the layout they always had
             del meta["path"]
+        for name in ("model_kind", "loading"):  # optional: absent when unknown
+            if meta[name] is None:
+                del meta[name]
         meta.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -241,6 +250,12 @@ class Latent:
             raise LatentFileError(
                 f"{path} was written in latent format {version}, newer than this cyclediff reads "
                 f"({FORMAT_VERSION}); upgrade cyclediff"
+            )
+        newer = [f"{k} (format {since} on)" for k, since in SINCE.items() if k in meta and version < since]
+        if newer:
+            raise LatentFileError(
+                f"{path}: latent format {version} has no {', '.join(newer)}, yet the file carries "
+                f"{'them' if len(newer) > 1 else 'it'}: its header was edited; encode the image again"
             )
         missing = {"x_start", "eps"} - set(tensors)
         if missing:
@@ -339,6 +354,10 @@ def _field_problem(z: Latent) -> str | None:
         return f"model_id must be a string or null; got {z.model_id!r}"
     if not isinstance(z.condition, dict) or not all(isinstance(k, str) for k in z.condition):
         return f"condition must be a JSON object of condition keywords; got {z.condition!r}"
+    if z.model_kind is not None and not isinstance(z.model_kind, str):
+        return f"model_kind must be a string or null; got {z.model_kind!r}"
+    if z.loading is not None and (not isinstance(z.loading, dict) or not all(isinstance(k, str) for k in z.loading)):
+        return f"loading must be a JSON object or null; got {z.loading!r}"
     if z.seeds is not None and not all(s is None or (_is_int(s) and 0 <= s <= _MAX_SEED) for s in z.seeds):
         return f"seeds must be integers in 0..2^64-1 (or null); got {list(z.seeds)!r}"
     return None

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ._noise import Generators, NoiseStream, batch_size_of, check_generators, gaussian_like, seeds_of
+from ._progress import stepping
 from .errors import IncompatibleModelError
 from .latent import Latent
 from .models.base import BatchedDenoiser, Denoiser, Model
@@ -19,9 +19,8 @@ from .transitions import Transition, check_sampler, is_deterministic, transition
 
 
 def progress_steps(timesteps: list[int], *, progress: bool, desc: str) -> Iterator[tuple[int, int, int]]:
-    """(k, t, s) for each step, with a progress bar when asked."""
-    pairs = step_pairs(list(timesteps))
-    for k, (t, s) in enumerate(tqdm(pairs, desc=desc, disable=not progress, leave=False)):
+    """(k, t, s) for each step, with a progress bar when asked (and the step hook, :mod:`cyclediff._progress`)."""
+    for k, (t, s) in enumerate(stepping(step_pairs(list(timesteps)), desc=desc, progress=progress)):
         yield k, t, s
 
 
@@ -42,9 +41,12 @@ def check_grid(denoiser: Denoiser, *, num_train_timesteps: int, steps: int, stre
         )
     grid = schedule.timesteps(steps, strength)
     if tuple(grid) != tuple(timesteps):
+        fix = ("it was encoded by another model family or flow scheduler (shift, dynamic shifting): decode it with "
+               "the family that encoded it" if getattr(schedule, "path", "vp") == "rectified_flow" else
+               "align timestep_spacing / steps_offset in the scheduler config")
         raise IncompatibleModelError(
             f"the model's grid for steps={steps}, strength={strength} is {_short(grid)} but the "
-            f"latent's is {_short(timesteps)}; align timestep_spacing / steps_offset in the scheduler config"
+            f"latent's is {_short(timesteps)}; {fix}"
         )
 
 
@@ -56,8 +58,16 @@ def check_compatible(latent: Latent, denoiser: Denoiser) -> None:
         raise IncompatibleModelError(
             f"the latent was encoded by a {family[latent.path]} model but this is a {family[model_path]} model; "
             "decode it with a model of its own family")
-    check_grid(denoiser, num_train_timesteps=latent.num_train_timesteps, steps=latent.steps,
-               strength=latent.strength, timesteps=latent.timesteps, sample=latent.x_start)
+    try:
+        check_grid(denoiser, num_train_timesteps=latent.num_train_timesteps, steps=latent.steps,
+                   strength=latent.strength, timesteps=latent.timesteps, sample=latent.x_start)
+    except IncompatibleModelError as err:
+        kind = getattr(denoiser, "kind", None)
+        if latent.model_kind and kind and latent.model_kind != kind:  # the reason, named: another family
+            made = f"{latent.model_kind}{f', {latent.model_id}' if latent.model_id else ''}"
+            raise IncompatibleModelError(f"the latent was encoded by another model family ({made}) than this "
+                                         f"model's ({kind}); decode it with a model of its own family") from err
+        raise
 
 
 def evaluate(branches: list[tuple[Denoiser, torch.Tensor, Any]], t: int) -> list[torch.Tensor]:
@@ -209,7 +219,8 @@ def sample_latent(
     eps, residual = fresh_draws(like, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
     return Latent.from_draws(schedule, denoiser.model_id, x_start=x_start, eps=eps, timesteps=timesteps,
                              residual=residual, sampler=sampler, eta=eta, steps=steps, strength=1.0,
-                             condition=cond.record, seeds=seeds_of(gens, batch_size))
+                             condition=cond.record, seeds=seeds_of(gens, batch_size),
+                             model_kind=getattr(denoiser, "kind", None))
 
 
 def _short(ts: Any) -> str:

@@ -189,3 +189,38 @@ def test_step_mean_with_zero_std_is_the_ode_and_with_posterior_std_the_ancestral
     torch.testing.assert_close(step_mean(x0, eps, s, 0.0), torch.full((3,), 0.6))
     with pytest.raises(ConfigError, match="eta"):
         flow_step(torch.zeros(1), torch.zeros(1), 0.5, 0.2, 1.5)
+
+
+def test_a_flow_latent_decoded_by_another_family_names_both_families(tmp_path):
+    """An SD3 latent decoded by FLUX (and back) said "align timestep_spacing / steps_offset", advice for VP
+    schedulers: it names the family that encoded it and this model's."""
+    from cyclediff import decode, encode
+    from cyclediff.errors import IncompatibleModelError
+    from cyclediff.models import Flux, StableDiffusion3, to_model_space
+    from tiny_sd import flux_pipeline, photos, sd3_pipeline
+
+    sd3 = StableDiffusion3(sd3_pipeline(tmp_path / "sd3"))
+    flux = Flux(flux_pipeline(tmp_path / "flux"), max_sequence_length=16)
+    for source, target in ((sd3, flux), (flux, sd3)):
+        gen = torch.Generator().manual_seed(0)
+        z = encode(to_model_space(source, photos(1), gen), source, steps=6, strength=0.8, prompt="a cat",
+                   generator=gen)
+        assert z.model_kind == source.kind
+        with pytest.raises(IncompatibleModelError, match="encoded by another model family") as err:
+            decode(z, target, prompt="a cat")
+        assert source.kind in str(err.value) and target.kind in str(err.value)
+        assert "timestep_spacing" not in str(err.value)
+
+
+def test_a_flow_latent_with_no_family_recorded_is_not_told_to_align_timestep_spacing():
+    from conftest import gens, images, tiny_unet
+    from cyclediff import decode, encode
+    from cyclediff.errors import IncompatibleModelError
+    from cyclediff.models import FlowPixelDenoiser
+
+    shifted = FlowPixelDenoiser(tiny_unet(), dict(FlowMatchEulerDiscreteScheduler(shift=3.0).config))
+    plain = FlowPixelDenoiser(tiny_unet(), dict(FlowMatchEulerDiscreteScheduler(shift=1.0).config))
+    z = encode(images(1), shifted, steps=6, strength=0.8, generator=gens(1))
+    with pytest.raises(IncompatibleModelError, match="another model family or flow scheduler .shift") as err:
+        decode(z, plain)
+    assert "timestep_spacing" not in str(err.value)

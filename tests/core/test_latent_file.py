@@ -80,7 +80,7 @@ def _fields(latent):
     return {f: getattr(latent, f) for f in latent.__dataclass_fields__}
 
 
-def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None, rehash=True):
+def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None, rehash=True, drop=()):
     """The file rewritten with these changes; ``rehash``: with a matching checksum (as a deliberate writer would),
     so that the checks behind the checksum are reached."""
     stored = load_file(path)
@@ -89,6 +89,7 @@ def _rewrite(path, *, tensors=None, meta_update=None, raw_meta=None, rehash=True
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["cyclediff"])
     meta.update(meta_update or {})
+    meta = {k: v for k, v in meta.items() if k not in drop}
     stored.update(tensors or {})
     stored = {k: v for k, v in stored.items() if v is not None}
     if rehash and {"x_start", "eps"} <= set(stored):
@@ -168,10 +169,12 @@ def test_one_flipped_bit_in_the_metadata_is_caught(latent, tmp_path):
 
 
 def test_a_format_2_file_still_loads(latent, tmp_path):
-    """Format 2 hashed the tensors only: such files load, checked as they were written."""
+    """Format 2 hashed the tensors only: such files load, checked as they were written (without the fields of
+    format 3: encoder, model_kind)."""
     path = latent.save(tmp_path / "x.latent.safetensors")
     stored = load_file(path)
-    _rewrite(path, meta_update={"format_version": 2, "sha256": checksum(stored)}, rehash=False)
+    _rewrite(path, meta_update={"format_version": 2, "sha256": checksum(stored)}, rehash=False,
+             drop=("encoder", "model_kind"))
     back = Latent.load(path)
     assert torch.equal(back.eps, latent.eps)
 
@@ -179,3 +182,23 @@ def test_a_format_2_file_still_loads(latent, tmp_path):
 def test_a_latent_on_the_meta_device_is_refused_in_one_line(latent):
     with pytest.raises(ValueError, match="meta device"):
         Latent(**{**_fields(latent), "x_start": latent.x_start.to("meta"), "eps": latent.eps.to("meta")})
+
+
+@pytest.mark.parametrize("version, drop, carried", [
+    (1, (), "sha256"),  # a format 3 file relabelled 1, its checksum kept: it would load unchecked
+    (1, ("sha256",), "encoder"),
+    (2, (), "encoder"),
+])
+def test_an_older_version_cannot_carry_a_newer_versions_fields(latent, tmp_path, version, drop, carried):
+    """Relabelling a file's format_version down skipped the checks of its real version: a version that did not
+    have a field yet refuses a file that carries it, and then an edit of η is no longer silently taken."""
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    _rewrite(path, meta_update={"format_version": version, "eta": 0.5}, rehash=False, drop=drop)
+    with pytest.raises(LatentFileError, match=f"latent format {version} has no .*{carried}.*header was edited"):
+        Latent.load(path)
+
+
+def test_a_genuine_format_1_file_loads(latent, tmp_path):
+    path = latent.save(tmp_path / "x.latent.safetensors")
+    _rewrite(path, meta_update={"format_version": 1}, rehash=False, drop=("sha256", "encoder", "model_kind"))
+    assert torch.equal(Latent.load(path).eps, latent.eps)
