@@ -233,6 +233,10 @@ class Latent:
                 names = set(f.keys())
                 tensors = {n: f.get_tensor(n) for n in ("x_start", "eps") if n in names}
         except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            looks = _looks_like(path)
+            if looks:
+                raise LatentFileError(f"{path} is not a latent file: it looks like {looks} (latent files are "
+                                      "the .latent.safetensors files cyclediff encode writes)") from err
             raise LatentFileError(
                 f"{path} is not a readable safetensors file (truncated or corrupt?): {err}"
             ) from err
@@ -296,6 +300,18 @@ class Latent:
         except (ValueError, TypeError, AttributeError) as err:
             raise LatentFileError(f"{path}: {err}") from err
 
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-able description (``cyclediff inspect``): the model, the condition, the shapes, the grid
+        (its first and last timestep), the sampler and the draws' statistics; unset fields left out."""
+        meta, ts = self.describe(), self.timesteps
+        keep = ("format_version", "model_id", "model_kind", "loading", "condition", "shape", "dtype", "path",
+                "sampler", "encoder", "eta", "steps", "strength", "num_train_timesteps", "seeds", "eps_mean",
+                "eps_std")
+        short = {k: meta.get(k, getattr(self, k, None)) for k in keep}
+        short["eps_shape"] = list(self.eps.shape)
+        short["grid"] = f"{ts[0]:g} → {ts[-1]:g} ({len(ts)} of {self.steps} steps)"
+        return {k: v for k, v in short.items() if v is not None}
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (the file metadata, plus value statistics of the Gaussian parts)."""
         meta = self.metadata()
@@ -317,6 +333,25 @@ def checksum(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = Non
     if meta is not None:
         h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
     return h.hexdigest()
+
+
+# a file's first bytes -> what it is, for "this is not a latent file" messages
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"PK\x03\x04", "a zip archive (a PyTorch .pt / .ckpt checkpoint?)"), (b"\x80", "a Python pickle"),
+          (b"GGUF", "a GGUF network"))
+
+
+def _looks_like(path: Path) -> str | None:
+    """What a file that is not a safetensors file looks like, from its first bytes (None: unknown)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
 
 
 def _is_int(v: Any) -> bool:

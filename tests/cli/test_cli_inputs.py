@@ -441,3 +441,26 @@ def test_a_class_latent_decodes_on_an_unconditional_model_with_a_note(tmp_path):
     assert res.exit_code == 0, res.output
     assert "class_labels" in res.output and "does not take" in res.output
     assert list((tmp_path / "d").glob("*.png"))
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+def test_inspect_prints_a_short_summary_and_the_tensors_on_request(tmp_path, threes):
+    """An 8×8 latent of 100 steps printed 170 lines (every timestep and residual flag on its own): a summary of
+    one line per field, the steps' lists and the tensors with --values."""
+    out = tmp_path / "z.latent.safetensors"
+    assert cli("encode", threes[0], "--model", "demo:digits", "--class-label", "3", "-o", out).exit_code == 0
+    res = cli("inspect", out)
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.output)
+    assert len(res.output.splitlines()) < 30
+    assert shown["steps"] == 100 and shown["shape"] == [1, 1, 8, 8] and shown["condition"] == {"class_labels": [3]}
+    assert shown["model_id"] == "demo:digits" and shown["grid"].endswith("(100 of 100 steps)")
+    assert "timesteps" not in shown and "x_start" not in shown
+    full = json.loads(cli("inspect", out, "--values").output)
+    assert len(full["timesteps"]) == 100 and torch.equal(torch.tensor(full["eps"]), Latent.load(out).eps)
+
+
+def test_inspect_of_an_image_says_it_is_not_a_latent_file(tmp_path, threes):
+    res = cli("inspect", threes[0])
+    assert res.exit_code == 1 and "is not a latent file: it looks like a PNG image" in res.output
+    assert "header too large" not in res.output

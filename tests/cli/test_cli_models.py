@@ -123,7 +123,7 @@ def test_cli_errors_are_one_line_messages(pipeline_dir, tmp_path):
     res = runner.invoke(main, ["decode", "x.latent.safetensors", "--model", str(tmp_path / "nowhere")])
     assert res.exit_code != 0 and "no such file or folder" in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["inspect", str(tmp_path / "a.png")])
-    assert res.exit_code == 1 and "not a readable safetensors" in res.output
+    assert res.exit_code == 1 and "not a latent file: it looks like a PNG image" in res.output
 
 
 def test_quickstart_example_runs(tmp_path):

@@ -180,15 +180,24 @@ def sample(out: Path, **opts: Any) -> None:
 
 @main.command()
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
-def inspect(latents: Iterable[Path]) -> None:
-    """Print what latent files hold (JSON, one object per file)."""
+@click.option("--values", is_flag=True, help="also print every step's timestep and residual flag and the "
+                                             "tensors' values (x_start, eps)")
+def inspect(latents: Iterable[Path], values: bool) -> None:
+    """Print what latent files hold (JSON, one object per file, one line per field): the model, the condition,
+    the shapes and the grid; --values adds the full metadata and the tensors."""
     from ..latent import Latent
 
     failed = False
     for path in latents:
         try:
-            click.echo(json.dumps({"file": str(path), **Latent.load(path).describe()}, indent=2))
+            z = Latent.load(path)
         except CycleDiffError as err:
             failed = True
             click.echo(f"FAILED {path}: {err}", err=True)
+            continue
+        shown = {"file": str(path), **z.summary()}
+        if values:
+            shown.update(z.describe(), x_start=z.x_start.tolist(), eps=z.eps.tolist())
+        lines = (f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+        click.echo("{\n" + ",\n".join(lines) + "\n}")
     sys.exit(1 if failed else 0)
