@@ -395,3 +395,34 @@ def test_a_recursive_glob_over_the_job_folder_never_takes_the_jobs_outputs(tmp_p
     again = load_job(path)
     assert sorted(it.id for it in again.items) == ["three0", "three1"]
     assert run_job(again, progress=False).ok == 4  # the same units, already done
+
+
+def test_inputs_naming_one_image_is_a_job_of_that_image(tmp_path, digits):
+    """inputs = one existing image said "no such folder"."""
+    job = load_job(write_job(tmp_path, "one.toml", str(digits / "three0.png"), str(tmp_path / "out"), steps=4))
+    assert [(it.id, it.input) for it in job.items] == [("three0", digits / "three0.png")]
+    report = run_job(job, progress=False)
+    assert report.ok == 2 and report.failed == 0  # two seeds
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CycleDiffError, match="is a file but not an image"):
+        load_job(write_job(tmp_path, "txt.toml", str(tmp_path / "notes.txt"), str(tmp_path / "o2")))
+
+
+def test_an_edit_job_refuses_target_lora_and_names_lora_under_settings_as_job_level(tmp_path, digits):
+    """target_lora in an edit job was recorded in every manifest line but never applied; lora under [settings]
+    was "unknown"."""
+    def edit_job(top: str, settings: str = "") -> Path:
+        path = tmp_path / "edit.toml"
+        path.write_text(f'task = "edit"\ninputs = "{digits}"\n{top}\n[settings]\nmodel = "demo:digits"\n'
+                        f'source_prompt = "a 3"\nprompt = "an 8"\n{settings}\n')
+        return path
+
+    with pytest.raises(CycleDiffError, match="target_lora .* is for translate jobs; an edit job has one model: put "
+                                             "the adapters under lora"):
+        load_job(edit_job('target_lora = ["style.safetensors:0.8"]'))
+    with pytest.raises(CycleDiffError, match=r"lora is a job-level key: write it at the top of the job file, above "
+                                             r"\[settings\]"):
+        load_job(edit_job("", 'lora = ["style.safetensors"]'))
+    with pytest.raises(CycleDiffError, match="quantize, target_lora are job-level keys: write them at the top"):
+        load_job(write_job(tmp_path, "t.toml", str(digits), str(tmp_path / "o"),
+                           settings='quantize = "int8"\ntarget_lora = ["s.safetensors"]'))

@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import distinct_paths, json_object, list_images, safe_id, seed_limit, seed_range, unique_names
+from .._io import (
+    IMAGE_SUFFIXES,
+    distinct_paths,
+    json_object,
+    list_images,
+    safe_id,
+    seed_limit,
+    seed_range,
+    unique_names,
+)
 from ..batch.runner import Unit, plan
 from ..batch.tasks import settings_signature
 from ..checks import is_int
@@ -138,6 +147,11 @@ def _job(raw: Any, path: Path) -> Job:
     task = raw.get("task")
     if task not in JOB_TASKS:
         raise CycleDiffError(f"task must be one of {', '.join(JOB_TASKS)}; got {task!r}")
+    if task != "translate" and raw.get("target_lora"):
+        article = "an" if task[0] in "aeiou" else "a"
+        raise CycleDiffError(f"target_lora (adapters on a translation's target model only) is for translate jobs; "
+                             f"{article} {task} job has one model: put the adapters under lora, or make it a "
+                             "translate job with source_model = target_model")
     settings, methods = _settings(TASKS[task], raw.get("settings") or {}, path.parent)
     for key in ("lora", "target_lora"):  # adapter files beside the job file are found from anywhere
         if isinstance(raw.get(key), list):
@@ -174,6 +188,10 @@ def _settings(kind: type[Settings], given: Any, base: Path) -> tuple[Settings, l
     methods to compare."""
     if not isinstance(given, dict):
         raise CycleDiffError("settings must be a table")
+    misplaced = sorted(set(given) & set(RUN_KEYS) - set(kind.names()))
+    if misplaced:
+        what = "are job-level keys: write them" if len(misplaced) > 1 else "is a job-level key: write it"
+        raise CycleDiffError(f"{', '.join(misplaced)} {what} at the top of the job file, above [settings]")
     given = {k: local_spec(base, v) if k in SPECS and isinstance(v, str) else v for k, v in given.items()}
     method = given.get("method")
     methods = list(method) if isinstance(method, list) and len(method) > 1 else None
@@ -202,7 +220,7 @@ def _run_options(raw: dict[str, Any]) -> RunOptions:
 
 
 def _items(inputs: Any, base: Path, task: str) -> list[Item]:
-    """Items from a folder, a glob, a JSONL manifest, or a list of paths (relative to the job file)."""
+    """Items from a folder, one image, a glob, a JSONL manifest, or a list of paths (relative to the job file)."""
     if inputs is None:
         if task == "guide":
             return [Item(id="sample", input=None)]
@@ -216,6 +234,11 @@ def _items(inputs: Any, base: Path, task: str) -> list[Item]:
         return _manifest(where, task)
     if where.is_dir():
         return _dedupe_ids(list_images(where))
+    if where.is_file():  # one image
+        if where.suffix.lower() not in IMAGE_SUFFIXES:
+            raise CycleDiffError(f"inputs {inputs!r} is a file but not an image ({', '.join(IMAGE_SUFFIXES)}); give "
+                                 "an image, a folder, a glob, a .jsonl manifest or a list")
+        return _dedupe_ids([where])
     if glob.has_magic(inputs):
         files = sorted(Path(p) for p in glob.glob(str(where), recursive=True) if Path(p).is_file())
         if not files:
