@@ -128,3 +128,26 @@ def test_float16_on_the_cpu_is_one_warning_of_ours(model_dir, tmp_path):
         "warning: float16 on the CPU is slow and less exact (PyTorch computes many float16 CPU ops in float32 and "
         "rounds); use float32 there (the default) and float16 on a GPU"]
     assert not [line for line in lines if "Pipelines loaded" in line or "torchvision" in line or "float32:" in line]
+
+
+def test_a_latent_records_how_its_model_was_loaded_and_decoding_otherwise_warns(model_dir, pngs, tmp_path):
+    """A latent encoded with quantized weights (or a LoRA) recorded neither: decoded with the plain weights it gave
+    another image with no word. It records them, and a decode with a model loaded otherwise warns in one line."""
+    pytest.importorskip("optimum.quanto")
+    z = tmp_path / "z.latent.safetensors"
+    common = ["--model", str(model_dir), "--device", "cpu"]
+    res = CliRunner().invoke(main, ["encode", str(pngs[0]), *common, "--prompt", "a cat", "--steps", "4",
+                                    "--quantize", "int8", "-o", str(z)])
+    assert res.exit_code == 0, res.output
+    assert Latent.load(z).loading == {"quantize": "int8"}
+    res = CliRunner().invoke(main, ["decode", str(z), *common, "--out", str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "was encoded with quantize int8" in line]
+    assert len(warned) == 1 and "decoded with the plain weights" in warned[0] and "--quantize" in warned[0]
+    res = CliRunner().invoke(main, ["decode", str(z), *common, "--quantize", "int8", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0 and "was encoded with" not in res.output
+    plain = tmp_path / "p.latent.safetensors"  # encoded plainly: recorded as such, a quantized decode warns
+    assert CliRunner().invoke(main, ["encode", str(pngs[0]), *common, "--steps", "4", "-o", str(plain)]).exit_code == 0
+    assert Latent.load(plain).loading == {}
+    res = CliRunner().invoke(main, ["decode", str(plain), *common, "--quantize", "int8", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0 and "encoded with the plain weights but is decoded with quantize int8" in res.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,6 +37,22 @@ def pair_metrics(inputs01: torch.Tensor, outputs01: torch.Tensor) -> list[dict[s
 
     scores = pair_scores(inputs01.float().cpu(), outputs01.float().cpu())
     return [{name: round(values[i], 5) for name, values in scores.items()} for i in range(len(outputs01))]
+
+
+# what in RunOptions.model_record changes a model's weights (so a latent decodes to another image without it)
+WEIGHTS = ("lora", "quantize", "base")
+
+
+def weights_record(run: RunOptions) -> dict[str, Any]:
+    """How the model's weights were changed at loading (LoRA, quantization, a GGUF's base; empty: not at all):
+    recorded in the latents made with it, compared when they are decoded."""
+    return {k: v for k, v in run.model_record().items() if k in WEIGHTS}
+
+
+def _loaded(record: dict[str, Any]) -> str:
+    if not record:
+        return "the plain weights"
+    return ", ".join(f"{k} {' + '.join(v) if isinstance(v, list) else v}" for k, v in record.items())
 
 
 def settings_signature(unit: Unit) -> str:
@@ -214,8 +231,9 @@ class EncodeTask(ImageTask):
 
         s, gens = units[0].settings, generators(units)
         x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
-        return [(encode(x0, self.model, steps=s.steps, strength=s.strength, eta=s.eta, sampler=s.sampler,
-                        encoder=s.encoder, generator=gens[0], progress=self.progress, **s.condition), {})]
+        z = encode(x0, self.model, steps=s.steps, strength=s.strength, eta=s.eta, sampler=s.sampler,
+                   encoder=s.encoder, generator=gens[0], progress=self.progress, **s.condition)
+        return [(replace(z, loading=weights_record(self.policy)), {})]
 
 
 class DecodeTask(ImageTask):
@@ -242,6 +260,11 @@ class DecodeTask(ImageTask):
         if z.model_id and self.model.model_id and z.model_id != self.model.model_id:
             warnings.warn(f"{units[0].input} was encoded with {z.model_id}, decoding with {self.model.model_id}",
                           stacklevel=2)
+        was, now = {k: v for k, v in (z.loading or {}).items() if k in WEIGHTS}, weights_record(self.policy)
+        if z.loading is not None and was != now:  # None: made where the loading was not known (the API)
+            warnings.warn(f"{units[0].input} was encoded with {_loaded(was)} but is decoded with {_loaded(now)}: "
+                          "it decodes to another image; load the model as it was (--lora, --quantize, --base)",
+                          stacklevel=2)
         condition = {**z.condition, **new} if new else {}
         if units[0].settings.weights:
             from ..interpolation import interpolate
@@ -261,8 +284,8 @@ class SampleTask(ImageTask):
 
     desc = "sample"
 
-    def __init__(self, model: Model, *, save_latents: bool = False) -> None:
-        super().__init__(model)
+    def __init__(self, model: Model, read: RunOptions | None = None, *, save_latents: bool = False) -> None:
+        super().__init__(model, read)
         self.save_latents = save_latents
 
     def signature(self, unit: Unit) -> Hashable:
@@ -276,4 +299,5 @@ class SampleTask(ImageTask):
         z = sample_latent(self.model, 1, steps=s.steps, eta=s.eta, sampler=s.sampler,
                           generator=generators(units)[0], **s.condition)
         image = as_written(to_images(self.model, decode(z, self.model, progress=self.progress)))[0]
+        z = replace(z, loading=weights_record(self.policy))
         return [({".png": image, ".latent.safetensors": z} if self.save_latents else image, {})]

@@ -129,7 +129,7 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
         units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
                       input=paths[0], stamp=marks)]
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"])
-    run_and_report(DecodeTask(model), units, store, quiet=opts["quiet"], as_json=opts["as_json"])
+    run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 def _weights(text: str | None, count: int) -> list[float] | None:
@@ -174,7 +174,7 @@ def sample(out: Path, **opts: Any) -> None:
     units = [Unit(i, f"seed{s}", s, name=f"seed{s:04d}.png", settings=settings, stamp=marks)
              for i, s in enumerate(seeds)]
     store = FileStore(lambda u: out / u.name, overwrite=opts["overwrite"])
-    run_and_report(SampleTask(model, save_latents=opts["save_latents"]), units, store, quiet=opts["quiet"],
+    run_and_report(SampleTask(model, run, save_latents=opts["save_latents"]), units, store, quiet=opts["quiet"],
                    as_json=opts["as_json"])
 
 
