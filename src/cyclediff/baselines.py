@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ._noise import Generators, gaussian_like
+from ._progress import stepping
 from .encoder import prepare, start_point
 from .flowedit import flow_edit
 from .models.base import Condition, Denoiser
@@ -58,7 +58,7 @@ def ddim_invert(x0: torch.Tensor, denoiser: Denoiser, cond: Condition, timesteps
     is evaluated at the next, noisier timestep on the current sample), one :func:`ddim_inversion_step` a step."""
     x = x0
     pairs = list(reversed(step_pairs(timesteps)))  # (t, s) with s the current level, t the next one up
-    for t, s in tqdm(pairs, desc="invert", disable=not progress, leave=False):
+    for t, s in stepping(pairs, desc="invert", progress=progress):
         x = ddim_inversion_step(denoiser.schedule, denoiser(x, t, cond), x, s, t)
     return x
 

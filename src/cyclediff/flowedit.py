@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ._noise import Generators, check_generators, gaussian_like
+from ._progress import stepping
 from .encoder import check_images
 from .errors import CycleDiffError, IncompatibleModelError
 from .models.base import Condition, Denoiser
@@ -131,7 +131,7 @@ def flow_edit(x0: torch.Tensor, source: Denoiser, target: Denoiser | None = None
     tar = target.prepare_condition(x0.shape[0], **(target_condition or {}))
     draws = _Draws(x0, noise, generator, draws_needed(n_max, n_min, n_avg))
     z_edit, x_tar = x0.clone(), None
-    for i in tqdm(range(steps - n_max, steps), desc="flowedit", disable=not progress, leave=False):
+    for i in stepping(range(steps - n_max, steps), desc="flowedit", progress=progress):
         t, sigma, dsigma = timesteps[i], sigmas[i], sigmas[i + 1] - sigmas[i]
         if steps - i > n_min:
             delta = torch.zeros_like(x0)

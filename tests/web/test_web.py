@@ -102,7 +102,7 @@ def test_stopping_a_guide_stops_its_chains(tmp_path, monkeypatch):
     studio = Studio(workdir=tmp_path / "w", energies=["counting_energy:slow"])
     events = studio.guide("demo:digits", "counting_energy:slow", weight=1.0, langevin_steps=200, step_size=0.01,
                           steps=3, seeds="0")
-    kind, _ = next(events)
+    kind = next(kind for kind, _ in events if kind != "progress")  # the sampler's steps come first
     assert kind == "step"
     events.close()  # what a cancelled request does
     import counting_energy
@@ -291,3 +291,42 @@ def test_api_a_file_that_is_no_image_is_one_line_naming_no_server_path(served):
     message = str(err.value)
     assert "cannot read image photo.png" in message and "/tmp" not in message and "preprocess" not in message
     assert "\n" not in message.strip()
+
+
+def test_stopped_requests_never_compute_at_once_and_end_within_a_step(served, monkeypatch):
+    """Submit and stop five translations in a row (a result takes seconds: the UNet is slowed down): the device
+    runs one computation at a time (gradio frees a stopped request's queue slot at once; its computation kept going
+    to the end of its result: five ran side by side), and each stopped one ends within a step or two."""
+    studio, c = served["studio"], served["client"]
+    calls: list[tuple[threading.Thread, float, float]] = []  # (thread, start, end) of every UNet call
+    for name in ("demo:digit-3", "demo:digit-8"):
+        unet = studio.model(name).unet
+        forward = unet.forward
+
+        def slow(*args, _forward=forward, **kwargs):
+            start = time.monotonic()
+            time.sleep(0.02)
+            out = _forward(*args, **kwargs)
+            calls.append((threading.current_thread(), start, time.monotonic()))  # (an ident is reused)
+            return out
+
+        monkeypatch.setattr(unet, "forward", slow)
+    stopped: list[tuple[threading.Thread, float]] = []  # (thread, when its stop was sent)
+    for _ in range(5):
+        known = {t for t, _, _ in calls}
+        job = c.submit(handle_file(str(served["digit"])), "demo:digit-3", "demo:digit-8", "", "", "cyclediffusion",
+                       1.0, 1000, 0.5, 0, 1, "0-7", 1, api_name="/translate")
+        deadline = time.monotonic() + 60
+        while not {t for t, _, _ in calls} - known and time.monotonic() < deadline:
+            time.sleep(0.01)
+        new = {t for t, _, _ in calls} - known
+        assert new, "the request did not start"
+        job.cancel()
+        stopped.append((new.pop(), time.monotonic()))
+    time.sleep(3.0)
+    spans = {t: (min(s for u, s, _ in calls if u == t), max(e for u, _, e in calls if u == t)) for t, _ in stopped}
+    ordered = sorted(spans.values())
+    for (_, end), (start, _) in zip(ordered, ordered[1:]):
+        assert end <= start, "two computations ran at once"
+    for thread, when in stopped:
+        assert spans[thread][1] - when < 1.5, "a stopped computation went on for more than a step or two"

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._noise import Generators, NoiseStream, batch_size_of, check_generators
+from .._progress import at_step
 from ..errors import CycleDiffError
 from ..latent import Latent
 from ..models.codec import images_of
@@ -86,6 +87,7 @@ def guide(
     trace: list[torch.Tensor] = []
     bar = tqdm(range(langevin_steps + 1), desc="guide", disable=not progress, leave=False)
     for n in bar:
+        at_step("guide", n, langevin_steps + 1)
         grads, e, images = potential.gradient(chain)  # U(z) and ∇U at the current z
         if not torch.isfinite(e).all():
             raise CycleDiffError(f"the energy is not finite at Langevin step {n}: {e.tolist()}")

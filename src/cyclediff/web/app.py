@@ -16,7 +16,7 @@ import gradio as gr
 
 from ..errors import CycleDiffError
 from ..settings import EDIT, GUIDE, TRANSLATE
-from .results import show, u8
+from .results import EVERY, show, u8
 from .service import Studio, seeds_of
 from .uploads import for_painting, public
 
@@ -137,7 +137,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
         @_errors
         def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
                  negative_prompt, seeds, count, method, mask=None, mask_mode="painted",
-                 mask_threshold=EDIT.mask_threshold, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+                 mask_threshold=EDIT.mask_threshold, progress=gr.Progress()):  # noqa: B008
             """Edit an image from a source prompt (or class) to a target one; one result per seed, only where
             the mask allows (painted; nothing painted: everywhere; or automatic)."""
             events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
@@ -149,7 +149,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
 
         e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
                                      e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold],
-                              shown, api_name="edit", **HEAVY)
+                              shown, api_name="edit", show_progress_on=shown[0], **HEAVY)
         e_stop.click(None, cancels=[e_event])
 
         @_errors
@@ -224,7 +224,7 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
 
         @_errors
         def translate(image, source_model, target_model, source, target, method, strength, steps, eta,
-                      refine_steps, guidance_scale, seeds, count, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+                      refine_steps, guidance_scale, seeds, count, progress=gr.Progress()):  # noqa: B008
             """Translate an image from the source model's domain to the target model's."""
             events = studio.translate(image, source_model, target_model, source=source, target=target,
                                       method=method, strength=strength, steps=steps, eta=eta,
@@ -235,7 +235,7 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
 
         t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
                                           t_refine, t_w, t_seeds, t_count], [t_gallery, t_status, t_seen],
-                              api_name="translate", **HEAVY)
+                              api_name="translate", show_progress_on=t_gallery, **HEAVY)
         t_stop.click(None, cancels=[t_event])
 
 
@@ -276,6 +276,8 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
             rows: list[dict] = []
             last = 0.0
             for kind, value in events:
+                if kind == "progress" and time.monotonic() - last > EVERY:  # a long step: still a chance to stop
+                    kind, last = "tick", time.monotonic()
                 if kind == "tick":
                     yield gr.skip(), gr.skip(), gr.skip()
                 elif kind == "step":

@@ -3,12 +3,24 @@ the model saw, the mask used and a before / after pair."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from .uploads import public
+
+# the core's stages in a user's words (the progress line says what is being done, not a function's name)
+STAGES = {"encode": "encoding", "decode": "decoding", "cycle": "editing", "invert": "inverting",
+          "ddim": "generating", "sdedit": "generating", "flowedit": "editing", "guide": "guiding"}
+EVERY = 0.2  # seconds between two progress updates (and at least this often a chance to stop)
+
+
+def stage_progress(progress: Any, value: tuple[str, int, int], done: int, total: int) -> None:
+    """One progress line for a step of the work: how many results are done, what is being done, which step."""
+    stage, k, n = value
+    progress((k, n), desc=f"{done} of {total} done · {STAGES.get(stage, 'working')}", unit="steps")
 
 
 def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
@@ -17,9 +29,15 @@ def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: 
     shown: list[Any] = []
     failed: list[str] = []
     seen: dict[str, Any] = {}
+    last = 0.0
     for kind, value in events:
-        if kind == "tick":  # nothing new: no update (a stopped request is closed here)
-            yield (gr.skip(),) * 5
+        if kind == "progress" and time.monotonic() - last > EVERY:
+            stage_progress(progress, value, len(shown) + len(failed), total)
+            kind = "tick"
+        if kind in ("tick", "progress"):  # nothing new: no update (a stopped request is closed here)
+            if kind == "tick":
+                last = time.monotonic()
+                yield (gr.skip(),) * 5
             continue
         if kind == "input":
             seen = dict(value)
@@ -29,7 +47,6 @@ def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: 
             else:
                 shown.append(value)
                 seen["mask"] = seen.get("mask") or _files(value)[1]  # an automatic mask, found per edit
-            progress((len(shown) + len(failed), total), desc="results")
         ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
         if ranked:  # the paper's best of N: the largest directional CLIP first
             shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .._io import check_seed_count, seed_limit, seed_range
+from .._progress import each_step
 from ..batch.runner import Result, Unit, run
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
@@ -51,6 +52,11 @@ MAX_SEEDS = 64  # results per request
 
 class Cancelled(CycleDiffError):
     """The user stopped the work."""
+
+
+class _Stopped(BaseException):
+    """Raised at the next step of stopped work: through the runner (which records an Exception as the item's
+    failure and goes on with the next), out of the work thread."""
 
 
 def seeds_of(text: Any, count: Any = 1) -> list[int]:
@@ -120,6 +126,7 @@ class Studio:
             weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
         self.folders = Folders(self.workdir / "requests")
         self._lock, self._scorer, self._classifier = threading.Lock(), None, None
+        self._device = threading.Lock()  # one computation at a time, held until its worker has really ended
         self.tick: float | None = None  # a served studio's heartbeat (web.app.launch sets it)
 
     # ------------------------------------------------------------------------------------------------ resources
@@ -196,23 +203,44 @@ class Studio:
         """A new folder for one request's outputs (the server keeps the newest few)."""
         return self.folders.new()
 
+    def _stream(self, work: Callable[[Callable[[str, Any], None], threading.Event], Any]) -> Iterator[tuple[str, Any]]:
+        """:func:`stream` of ``work`` holding the device: one computation at a time, however often requests are
+        stopped (the queue slot a stopped request frees is not the device: its worker still runs until its next
+        step). Every step of the core's loops reports ("progress", (stage, k, n)) and ends stopped work there."""
+
+        def held(emit: Callable[[str, Any], None], stop: threading.Event) -> Any:
+            while not self._device.acquire(timeout=0.05):
+                if stop.is_set():  # stopped while waiting: never starts
+                    raise _Stopped
+            try:
+                def step(stage: str, k: int, n: int) -> None:
+                    if stop.is_set():
+                        raise _Stopped
+                    emit("progress", (stage, k, n))
+
+                with each_step(step):
+                    return work(emit, stop)
+            finally:
+                self._device.release()
+
+        return stream(held, self.tick)
+
     def _run(self, task: Any, units: list[Unit], *, batch_size: int | None = None,
              folder: Path | None = None) -> Iterator[tuple[str, Any]]:
-        """The units through the runner in a background thread: ("result", Result) per unit, then ("done",
-        [Result])."""
+        """The units through the runner in a background thread: ("progress", …) per step, ("result", Result) per
+        unit, then ("done", [Result])."""
         folder = folder or self.folder()
-        task.progress = True  # the sampler's step bars (the page shows them)
 
         def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
             def seen(result: Result) -> None:
                 emit("result", result)
                 if stop.is_set():
-                    raise Cancelled("stopped")
+                    raise _Stopped
 
             return run(task, units, FileStore(lambda u: folder / u.name), batch_size=batch_size or self.batch_size,
                        progress=False, on_result=seen)
 
-        return stream(work, self.tick)
+        return self._stream(work)
 
     # ------------------------------------------------------------------------------------------------ actions
     def edit(self, image: Any, model: str, source: Any, target: Any, *, strength: float, steps: int, eta: float,
@@ -288,15 +316,12 @@ class Studio:
 
         def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
             def step(n: int, images: torch.Tensor, energies: torch.Tensor) -> None:
-                if stop.is_set():
-                    raise Cancelled("stopped")
                 emit("step", (n, images.detach().float().cpu(), energies.detach().float().cpu()))
 
             task = GuideTask(m, lambda _: fn, on_step=step)
-            task.progress = True
             return run(task, units, FileStore(lambda u: folder / u.name), batch_size=len(units), progress=False)
 
-        return stream(work, self.tick)
+        return self._stream(work)
 
     def encode(self, image: Any, model: str, source: Any, *, strength: float = ENCODE.strength,
                steps: int = ENCODE.steps, eta: float = ENCODE.eta, guidance_scale: float | None = None,
