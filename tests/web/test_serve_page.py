@@ -115,6 +115,46 @@ def test_a_text_file_uploaded_as_an_image_is_one_line_without_a_path(server, pag
     assert not SERVER_PATH.search(lines[0]) and "Could not preprocess" not in lines[0], lines
 
 
+def test_a_bad_upload_after_an_example_an_edit_or_with_the_mask_open_is_one_line(server, page, tmp_path):
+    """After an example was clicked (the intended first step), after an edit has run, and with the mask editor
+    open, a text file named .png was three raw "Could not preprocess … /tmp/gradio/…/notimage.png" toasts and an
+    "Error" badge on every box: a box updated in a session lost its tolerance of a file that is no image."""
+    bad = tmp_path / "notimage.png"
+    bad.write_text("not an image\n")
+
+    def example() -> None:
+        page.locator("img[src*='digit-3.png']").first.click()
+        page.wait_for_selector("#edit-image img[src*='digit-3']", timeout=30_000)
+
+    def edited() -> None:
+        example()
+        page.locator("#edit-run").click()
+        page.wait_for_function("document.querySelector('#edit-status')?.innerText.includes('1 of 1 done')",
+                               timeout=120_000)
+
+    def mask_open() -> None:
+        example()
+        page.locator("#edit-mask-settings").get_by_text("Local edit (mask)").click()
+        page.locator("#edit-mask canvas").first.wait_for(timeout=30_000)
+
+    for state in (example, edited, mask_open):
+        page.goto(server, wait_until="domcontentloaded")
+        page.wait_for_selector("#edit-run", timeout=60_000)
+        state()
+        page.locator("#edit-image input[type=file]").set_input_files(str(bad))
+        time.sleep(1.0)
+        page.locator("#edit-run").click()
+        page.locator(".toast-body").first.wait_for(timeout=60_000)
+        time.sleep(1.5)  # any other toast comes
+        toasts = [[line.strip() for line in t.inner_text().splitlines() if line.strip() not in ("", "Error", "×")]
+                  for t in page.locator(".toast-body").all()]
+        assert len(toasts) == 1 and len(toasts[0]) == 1, (state.__name__, toasts)
+        line = toasts[0][0]
+        assert "cannot read image notimage.png" in line and not SERVER_PATH.search(line), (state.__name__, line)
+        assert "preprocess" not in line, (state.__name__, line)
+        assert page.get_by_text("Error", exact=True).count() <= 2, state.__name__  # the toast's and the gallery's
+
+
 def test_a_mask_painted_with_the_brush_limits_the_edit(server, page, digit):
     """Paint a stroke over the upper left of the digit; the edit (3 → 8) changes pixels only inside the mask the
     page shows as used, and every pixel outside it is the input's, exactly (the library's masks guarantee it)."""

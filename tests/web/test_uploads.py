@@ -68,6 +68,39 @@ def test_a_painted_layer_becomes_the_mask_at_the_models_input_size(tmp_path):
     assert painted_mask(None, model, tmp_path, 10_000) is None
 
 
+def _png_header(path, width, height):
+    """A PNG whose header says ``width`` × ``height`` (one bit a pixel) and which holds no pixels: its size can be
+    read, and decoding it fails."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_a_painted_layer_is_checked_before_it_is_decoded(tmp_path):
+    """A layer that is no image, one whose header says 13000 × 13000 (a 37 kB PNG decoded to gigabytes; refused
+    from the header), and one of another shape than the image (it was stretched onto it) are one line each."""
+    model = load("demo:digits")
+    digit = tmp_path / "digit.png"
+    save_image(torch.rand(1, 8, 8), digit)
+    text = tmp_path / "notimage.png"
+    text.write_text("not an image")
+    cases = [(str(text), "the painted mask notimage.png is not an image"),
+             (_png_header(tmp_path / "bomb.png", 13000, 13000), "13000 × 13000 pixels, more than this server takes"),
+             (_layer(tmp_path / "wide.png", (512, 256), (0, 0, 64, 64)), "the image is 8 × 8: it would be stretched")]
+    for layer, message in cases:
+        with pytest.raises(CycleDiffError, match=message) as err:
+            painted_mask({"layers": [layer]}, model, tmp_path, 10_000, digit)
+        assert "/" not in str(err.value) and "\n" not in str(err.value)
+    assert painted_mask({"layers": [_layer(tmp_path / "ok.png", (256, 256), (0, 0, 64, 64))]}, model, tmp_path,
+                        10_000, digit) is not None
+
+
 def test_an_edit_under_a_painted_mask_keeps_every_pixel_outside_it(tmp_path):
     from cyclediff.demo.data import split
 

@@ -330,3 +330,29 @@ def test_stopped_requests_never_compute_at_once_and_end_within_a_step(served, mo
         assert end <= start, "two computations ran at once"
     for thread, when in stopped:
         assert spans[thread][1] - when < 1.5, "a stopped computation went on for more than a step or two"
+
+
+def test_api_a_mask_layer_that_is_no_image_or_too_big_is_one_line(served):
+    """The ImageEditor input of /edit: a layer that is no image was gradio's raw "Could not preprocess … EditorData
+    … /tmp/gradio/…"; a 13000 × 13000 layer (its header only: 100 bytes) was decoded whatever --max-pixels said."""
+    import struct
+    import zlib
+
+    from gradio_client.exceptions import AppError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    text, bomb = served["tmp"] / "layer.png", served["tmp"] / "bomb.png"
+    text.write_text("not an image")
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 13000, 13000, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    for layer, words in ((text, "the painted mask layer.png is not an image"), (bomb, "13000 × 13000 pixels")):
+        editor = {"background": handle_file(str(served["digit"])), "layers": [handle_file(str(layer))],
+                  "composite": None}
+        with pytest.raises(AppError) as err:
+            served["client"].predict(handle_file(str(served["digit"])), "demo:digits", "3", "8", 0.8, 5, 0.1, 1.0,
+                                     1.0, "", "0", 1, "cyclediffusion", editor, "painted", 0.5, api_name="/edit")
+        message = str(err.value)
+        assert words in message and "/tmp" not in message and "preprocess" not in message, message
+        assert "\n" not in message.strip()

@@ -16,6 +16,7 @@ import gradio as gr
 
 from ..errors import CycleDiffError
 from ..settings import EDIT, GUIDE, TRANSLATE
+from .components import FileImage, FileImageEditor
 from .results import EVERY, show, u8
 from .service import Studio, seeds_of
 from .uploads import for_painting, public
@@ -34,22 +35,6 @@ GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "conta
            "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
 TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
 HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
-
-
-def _tolerant(box: gr.Image) -> gr.Image:
-    """An image box whose upload reaches the studio even when it is no image: the studio then says so in one line
-    of ours (gradio's own preprocessing error quotes the server's temp path). Set on the instance: a subclass of a
-    gradio component makes gradio write a .pyi stub beside this module."""
-    original = box.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        try:
-            return original(payload)
-        except Exception:  # noqa: BLE001 - not an image Pillow reads: the studio reads it and says why
-            return None if payload is None or payload.path is None else str(payload.path)
-
-    box.preprocess = preprocess
-    return box
 
 
 def _errors(fn):
@@ -80,8 +65,8 @@ def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]
 
 def _picture(label: str, **kwargs: Any) -> gr.Image:
     """An image box (upload or result) that keeps the file's pixels and mode, enlarged crisply."""
-    return _tolerant(gr.Image(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
-                    image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs))
+    return FileImage(type="filepath", format="png", label=label, sources=["upload", "clipboard"], height=256,
+                     image_mode=None, elem_classes=["cyclediff-pixels", "cyclediff-input"], **kwargs)
 
 
 def _seeds(tab: str) -> tuple[gr.Textbox, gr.Slider]:
@@ -178,7 +163,7 @@ def _edit_results() -> list[Any]:
 def _mask_inputs() -> tuple[gr.ImageEditor, gr.Radio, gr.Slider]:
     """Where an edit may change the image: painted with a brush on the uploaded image, or found automatically."""
     with gr.Accordion("Local edit (mask)", open=False, elem_id="edit-mask-settings"):
-        editor = gr.ImageEditor(label="Paint where the image may change (nothing painted: all of it)",
+        editor = FileImageEditor(label="Paint where the image may change (nothing painted: all of it)",
                                 type="filepath", image_mode="RGBA", sources=[], layers=False, transforms=[],
                                 brush=gr.Brush(default_size=24, colors=["#ff2266"], color_mode="fixed"), format="png",
                                 elem_id="edit-mask", elem_classes=["cyclediff-pixels"], height=320)

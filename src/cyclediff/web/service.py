@@ -257,7 +257,7 @@ class Studio:
         seen, note = prepare(m, path, folder, self.max_pixels)
         if mask_mode not in ("painted", "automatic"):
             raise CycleDiffError(f"mask must be painted or automatic; got {public(repr(mask_mode), 60)}")
-        drawn = painted_mask(mask, m, folder, self.max_pixels) if mask_mode == "painted" else None
+        drawn = painted_mask(mask, m, folder, self.max_pixels, path) if mask_mode == "painted" else None
         region = "auto" if mask_mode == "automatic" else None if drawn is None else str(drawn)
         shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method, "mask": region,
                   "mask_threshold": mask_threshold}

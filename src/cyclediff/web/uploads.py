@@ -74,7 +74,10 @@ def _policy(max_pixels: int) -> dict[str, Any]:
     return {"size": run.size, "fit": run.fit, "max_pixels": run.max_pixels}
 
 
-def for_painting(image: Any, folder: Path, side: int = 256) -> Path | None:
+PAINT_SIDE = 256  # the mask editor shows a small upload enlarged to at least this many pixels a side
+
+
+def for_painting(image: Any, folder: Path, side: int = PAINT_SIDE) -> Path | None:
     """The upload as the mask editor's background: a small image (an 8 × 8 digit) enlarged by a whole factor
     (nearest) to at least ``side`` pixels, so that a brush can paint single pixels; others as they are. The
     painted layer is brought back to the model's input size with the image's own geometry."""
@@ -96,18 +99,20 @@ def for_painting(image: Any, folder: Path, side: int = 256) -> Path | None:
         return None
 
 
-def painted_mask(editor: Any, model: Any, folder: Path, max_pixels: int) -> Path | None:
+def painted_mask(editor: Any, model: Any, folder: Path, max_pixels: int, image: Path | None = None) -> Path | None:
     """The region painted on the image editor (its layers' paint, any opacity) as a binary mask at the model's
     input size and geometry (resized and cropped as the image is), or None when nothing is painted. A model-input
     pixel at least a quarter covered by paint may change (the resize's ringing, up to about a tenth, is not
-    paint); every other pixel is kept."""
-    from PIL import Image
-
+    paint); every other pixel is kept. Each layer is checked from its header before it is decoded: an image, of at
+    most ``max_pixels`` (or the editor's enlarged copy of a small upload), and of the shape of ``image`` (a layer
+    of another shape would be stretched onto it)."""
     layers = (editor or {}).get("layers") if isinstance(editor, dict) else None
     alpha = None
     for layer in layers or []:
-        with Image.open(upload(layer, "the painted mask")) as img:
-            a = torch.from_numpy(_alpha(img))
+        a = torch.from_numpy(_layer_alpha(upload(layer, "the painted mask"), max_pixels, image))
+        if alpha is not None and a.shape != alpha.shape:
+            raise CycleDiffError(f"the painted layers differ in size ({_size(a.shape)} and {_size(alpha.shape)}); "
+                                 "paint on one layer of the image shown")
         alpha = a if alpha is None else torch.maximum(alpha, a)
     if alpha is None or not bool((alpha > 0).any()):
         return None
@@ -115,6 +120,35 @@ def painted_mask(editor: Any, model: Any, folder: Path, max_pixels: int) -> Path
     limit = max(max_pixels, alpha.numel())  # the editor's enlarged copy of a small upload may exceed the limit
     mask = (read_for(model, drawn, channels=1, **_policy(limit)) >= 0.25).float()
     return save_image(mask[0], folder / "mask.png")
+
+
+def _size(shape: Any) -> str:
+    return f"{shape[1]} × {shape[0]}"
+
+
+def _layer_alpha(path: Path, max_pixels: int, image: Path | None) -> Any:
+    """A painted layer's alpha, after its header was checked (no decoding before)."""
+    from PIL import Image
+
+    limit = max(max_pixels, (2 * PAINT_SIDE) ** 2)  # for_painting enlarges a small upload below 2 × its side
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > limit:
+                raise CycleDiffError(f"the painted mask is {w} × {h} pixels, more than this server takes "
+                                     f"(--max-pixels {max_pixels}); paint on the image shown in the editor")
+            if image is not None:
+                with Image.open(image) as shown:
+                    iw, ih = shown.size
+                if w * ih != h * iw:
+                    raise CycleDiffError(f"the painted mask is {w} × {h} pixels but the image is {iw} × {ih}: it "
+                                         "would be stretched; paint on the image shown in the editor")
+            return _alpha(img)
+    except CycleDiffError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise CycleDiffError(f"the painted mask {public(path.name, 80)} is not an image this server reads; "
+                             "paint it again in the editor") from err
 
 
 def _alpha(img: Any) -> Any:
