@@ -192,6 +192,24 @@ def test_serve_refuses_a_bad_energy_before_serving():
     assert res.exit_code != 0 and "cannot load energy" in res.output and "Traceback" not in res.output
 
 
+def test_serve_on_a_busy_port_says_so_in_one_line_before_loading_models():
+    """It was a 35-line traceback after the models loaded, advising launch() and share=True."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from cyclediff.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(main, ["serve", "--port", str(port)])
+    assert res.exit_code != 0 and f"port {port} on 127.0.0.1 is in use" in res.output and "--port" in res.output
+    assert "Traceback" not in res.output and "share" not in res.output and "loading" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+
+
 # ---------------------------------------------------------------------------------------------------- a browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install installs it)")
 def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):

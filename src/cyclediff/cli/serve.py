@@ -55,6 +55,7 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
 
     for spec in energies:
         load_energy(spec)  # a bad spec is refused now, not when a browser picks it
+    _check_port(host, port)  # before the models load: a busy port is said at once, in one line
     studio = Studio(list(models) or None, device=resolve_device(device), dtype=DTYPES[dtype], max_pixels=max_pixels,
                     clip=clip, classifier=classifier, energies=energies, batch_size=batch_size,
                     loading=RunOptions.from_options(loading).loading())
@@ -64,3 +65,23 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"note: listening on {host}: anyone who can reach this machine can use the app", err=True)
     launch(build_app(studio), studio, host=host, port=port, queue_size=queue_size)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another program listens on (0: any free port)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise CycleDiffError(f"cannot listen on {host}: {err.strerror or err}; give another --host") from err
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise CycleDiffError(f"port {port} on {host} is in use (or not allowed): choose another with "
+                                 f"--port") from err
