@@ -50,6 +50,16 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
+def _lora_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """--lora / --target-lora PATH[:SCALE]: the path and the scale checked before any model loads."""
+    if value:
+        from ..models.lora import parse_lora
+
+        for spec in value:
+            parse_lora(spec)  # its CycleDiffError is one line (the group's handler), without the usage lines
+    return value
+
+
 def _quiet_option(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
         quiet_libraries()
@@ -120,9 +130,9 @@ def loading_options(f: Callable) -> Callable:
                                                       "(large images on small GPUs)")(f)
     f = setting_option(RunOptions, "base", help="the pipeline a single file's other parts come from (a .gguf "
                                                 "network's text encoders, VAE, scheduler): hub id or folder")(f)
-    return click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
-                        help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1); "
-                             "repeat to stack")(f)
+    return click.option("--lora", multiple=True, metavar="PATH[:SCALE]", callback=_lora_option,
+                        help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1, "
+                             "from -100 to 100); repeat to stack")(f)
 
 
 def model_options(f: Callable) -> Callable:
@@ -219,7 +229,7 @@ def load_models(source: str, target: str, run: RunOptions) -> tuple[Any, Any]:
 
 
 def target_lora_option(f: Callable) -> Callable:
-    return click.option("--target-lora", multiple=True, metavar="PATH[:SCALE]",
+    return click.option("--target-lora", multiple=True, metavar="PATH[:SCALE]", callback=_lora_option,
                         help="a LoRA adapter on the target model only; with the source model as target, the base "
                              "weights load once (a model → its own style)")(f)
 

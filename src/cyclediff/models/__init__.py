@@ -21,7 +21,9 @@ logging.getLogger("transformers.utils.import_utils").addFilter(lambda r: "requir
 # whenever they are installed, so every command would print them. Their real errors still raise.
 for _name, _text in (("torchao", "Failed to load"), ("torch.utils._pytree", "is an Enum subclass"),
                      ("bitsandbytes.backends.cpu.ops", "Failed to load CPU"),
-                     ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor")):
+                     ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor"),
+                     # a LoRA that does not fit: logged in many lines, then raised (and said in one line by load_lora)
+                     ("diffusers.loaders.peft", "was unsuccessful with the following error")):
     logging.getLogger(_name).addFilter(lambda r, _text=_text: _text not in r.getMessage())
 
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",

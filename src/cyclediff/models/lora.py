@@ -3,10 +3,16 @@ form the command line takes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import CycleDiffError
+
+#: the largest |scale| a LoRA is applied at (1 is the adapter as trained; far beyond 100 every output saturates)
+MAX_SCALE = 100.0
+# the text width a cross-attention LoRA reads -> the Stable Diffusion it was made for
+TEXT_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 # key fragments that only one family's adapters carry (diffusers' and kohya's names)
 FAMILY_KEYS = (("FLUX", ("single_transformer_blocks", "double_blocks", "single_blocks")),
@@ -17,15 +23,35 @@ ADAPTER_FAMILY = {"a Stable Diffusion UNet": ("Stable Diffusion", "SDXL"), "SD3'
                   "FLUX's joint attention (MMDiT)": ("FLUX",)}
 
 
+def check_scale(scale: Any, spec: Any) -> float:
+    """The scale of the LoRA ``spec`` as a float: a finite number from -MAX_SCALE to MAX_SCALE, else one line (a
+    NaN or infinite scale made every output black). Every front end's LoRA goes through here."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise CycleDiffError(f"the scale {scale!r} of the LoRA {spec} is not a number; write PATH:SCALE, e.g. "
+                             "style.safetensors:0.8") from None
+    if not math.isfinite(value) or abs(value) > MAX_SCALE:
+        raise CycleDiffError(f"the scale of the LoRA {spec} is {scale}; give a finite number from -{MAX_SCALE:g} to "
+                             f"{MAX_SCALE:g} (1 is the adapter as trained)")
+    return value
+
+
+def check_path(path: Any) -> str:
+    """A LoRA path that is not empty (``Path('')`` would be the current folder)."""
+    if not str(path).strip():
+        raise CycleDiffError("the LoRA path is empty; give PATH[:SCALE] with a .safetensors LoRA file or its folder")
+    return str(path)
+
+
 def parse_lora(spec: str) -> tuple[str, float]:
-    """``PATH[:scale]`` → (path, scale); the scale defaults to 1."""
-    path, sep, tail = str(spec).rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return str(spec), 1.0
+    """``PATH[:scale]`` → (path, scale), both checked (:func:`check_path`, :func:`check_scale`); the scale defaults
+    to 1. A path that exists is taken whole (a colon may be part of a file name)."""
+    spec = check_path(spec)
+    path, sep, tail = spec.rpartition(":")
+    if not sep or "/" in tail or "\\" in tail or Path(spec).expanduser().exists():  # no scale (or a drive's colon)
+        return spec, 1.0
+    return check_path(path), check_scale(tail.strip(), spec)
 
 
 def lora_family(keys: list[str]) -> str | None:
@@ -36,14 +62,53 @@ def lora_family(keys: list[str]) -> str | None:
     return None
 
 
-def lora_file(path: Path) -> Path:
-    """The file of a LoRA (itself, or a folder's first .safetensors)."""
+def lora_file(source: str | Path) -> Path:
+    """The file of a LoRA (itself, or a folder's first .safetensors), which must look like a tensor file."""
+    path = Path(check_path(source)).expanduser()
     if not path.exists():
         raise CycleDiffError(f"no such LoRA: {path}")
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not files:
         raise CycleDiffError(f"{path} holds no .safetensors LoRA file")
+    _check_tensor_file(files[0])
     return files[0]
+
+
+def _check_tensor_file(file: Path) -> None:
+    """A safetensors file, or PyTorch's zip format (read with ``weights_only``); a pickle is refused as one, and
+    anything else (an image given by mistake) is named for what it looks like."""
+    import zipfile
+
+    from ..latent import _looks_like
+    from .pipelines import check_not_legacy_pickle
+
+    with open(file, "rb") as f:
+        head = f.read(9)
+    size = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if (0 < size <= file.stat().st_size - 8 and head[8:9] == b"{") or zipfile.is_zipfile(file):
+        return
+    looks = _looks_like(file)
+    if looks == "a Python pickle":
+        check_not_legacy_pickle(file)
+    seen = f" (it looks like {looks})" if looks else ""
+    raise CycleDiffError(f"{file.name} is not a LoRA file{seen}; give a .safetensors file of LoRA weights (or "
+                         "its folder)")
+
+
+def lora_target(file: Path) -> str | None:
+    """What a Stable Diffusion LoRA appears to be made for, from the text width its cross-attention reads
+    (e.g. "SD 1.x (text width 768)"), or None when it does not say."""
+    if file.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        for key in f.keys():
+            if "attn2" in key and any(k in key for k in ("to_k.lora_A", "to_k.lora.down", "to_k.lora_down",
+                                                          "to_k_lora.down")):
+                width = f.get_slice(key).get_shape()[-1]
+                return f"{TEXT_WIDTHS[width]} (text width {width})" if width in TEXT_WIDTHS else None
+    return None
 
 
 def check_lora_family(path: Path, keys: list[str], model: Any) -> None:
@@ -55,4 +120,22 @@ def check_lora_family(path: Path, keys: list[str], model: Any) -> None:
                              f"({' / '.join(fits)}): give a LoRA of its family")
 
 
-__all__ = ["check_lora_family", "lora_family", "lora_file", "parse_lora"]
+def size_mismatch(source: Any, file: Path, err: Exception, model: Any) -> CycleDiffError | None:
+    """One line for a LoRA of the model's family whose layers have other sizes (made for another size or variant
+    of it), naming one layer and what the LoRA appears to target; None for other errors."""
+    import re
+
+    found = re.search(r"size mismatch for ([\w.]+): copying a param with shape torch.Size\((\[[\d, ]*\])\) from "
+                      r"checkpoint, the shape in current model is torch.Size\((\[[\d, ]*\])\)", str(err))
+    if found is None:
+        return None
+    layer = re.sub(r"\.[^.]+\.weight$", "", found.group(1))  # without the adapter's name
+    target = lora_target(file)
+    aim = f"; it appears to target {target}" if target else ""
+    return CycleDiffError(f"the LoRA {source} was made for another size or variant of {model.kind} (e.g. {layer}: "
+                          f"shape {found.group(2)} in the LoRA, {found.group(3)} in this model){aim}: give a LoRA "
+                          "made for this model")
+
+
+__all__ = ["MAX_SCALE", "check_lora_family", "check_path", "check_scale", "lora_family", "lora_file",
+           "lora_target", "parse_lora", "size_mismatch"]

@@ -64,7 +64,16 @@ def checkpoint_keys(path: Path) -> list[str]:
             state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
             keys = list(state.get("state_dict", state))
     except Exception as err:  # noqa: BLE001 - torch and safetensors raise many kinds for a bad file
-        raise CycleDiffError(f"{path} is not a readable checkpoint: {err}") from err
+        import re
+
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found or "Weights only load failed" in str(err):  # PyTorch's six lines on weights_only
+            what = f" ({found.group(1)})" if found else ""
+            raise CycleDiffError(f"{path.name} holds Python objects besides tensors{what}, which load only by running "
+                                 "code from the file; convert it to .safetensors where you trust it (e.g. torch.load "
+                                 "then safetensors.torch.save_file) and pass that file") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CycleDiffError(f"{path} is not a readable checkpoint: {first}") from err
     return keys
 
 
@@ -159,22 +168,23 @@ class PromptModel(Optimizable):
         """A LoRA adapter on the pipeline through diffusers' ``load_lora_weights`` (its diffusers, kohya and peft
         layouts, a file or a folder), active at ``scale``; several stack (``set_adapters``). A file of another
         model family, or a legacy pickle, is refused in one line before it is applied."""
-        from .lora import check_lora_family, lora_file
+        from .lora import check_lora_family, check_scale, lora_file, size_mismatch
 
+        scale = check_scale(scale, source)  # a NaN scale made every output black
+        file = lora_file(source)
+        check_not_legacy_pickle(file)  # refused before anything reads it
+        check_lora_family(Path(source), checkpoint_keys(file), self)
         loras = self.__dict__.setdefault("_loras", {})
         taken = self.pipe.__dict__.setdefault("_cyclediff_names", set())  # adapter names in the shared pipeline
         name = name or f"lora{len(taken)}"
-        file = lora_file(Path(source))
-        check_not_legacy_pickle(file)  # refused before anything reads it
-        check_lora_family(Path(source), checkpoint_keys(file), self)
         try:
             with diffusers_quiet():
                 self.pipe.load_lora_weights(str(source), adapter_name=name)
-                self.pipe.set_adapters([*loras, name], [*loras.values(), float(scale)])
+                self.pipe.set_adapters([*loras, name], [*loras.values(), scale])
         except (ValueError, KeyError, OSError, RuntimeError) as err:
-            raise CycleDiffError(f"the LoRA {source} does not load into {self.kind}: {str(err).splitlines()[0]}"
-                                 ) from err
-        loras[name] = float(scale)
+            raise size_mismatch(source, file, err, self) or CycleDiffError(
+                f"the LoRA {source} does not load into {self.kind}: {str(err).splitlines()[0]}") from err
+        loras[name] = scale
         taken.add(name)
         self.pipe._cyclediff_active = tuple(loras.items())
         return self
