@@ -3,6 +3,8 @@ models their VAE. Every caller goes through a model's ``codec`` instead of probi
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -139,14 +141,44 @@ class VaeCodec:
         return self._float32
 
     def same_space(self, other: Codec) -> bool:
-        """The same VAE: one object, or the same config and weights."""
+        """The same VAE: one object, or the same latent config (:func:`latent_config`: not where it was loaded
+        from) and the same weights (:func:`vae_digest`, computed once per VAE; compared value by value when the two
+        are stored in different dtypes)."""
         if not isinstance(other, VaeCodec):
             return False
         a, b = self.vae, other.vae
         if a is b:
             return True
-        return dict(a.config) == dict(b.config) and all(
-            torch.equal(p, q.to(p.device, p.dtype)) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+        if latent_config(a) != latent_config(b):
+            return False
+        if a.dtype == b.dtype:
+            return vae_digest(a) == vae_digest(b)
+        return all(torch.equal(p, q.to(p.device, p.dtype))
+                   for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def latent_config(vae: Any) -> dict[str, Any]:
+    """What of a VAE's config defines its latent space: every public key (not ``_name_or_path``,
+    ``_diffusers_version``, ``_class_name``, ``_use_default_values``: where and how it was saved)."""
+    return {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+
+
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def vae_digest(vae: Any) -> str:
+    """sha256 of a VAE's weights (their names, dtypes, shapes and values), computed once per VAE object (the
+    weights are frozen once loaded)."""
+    digest = _DIGESTS.get(vae)
+    if digest is None:
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, t in vae.state_dict().items():
+                t = t.detach().to("cpu").contiguous()
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest = _DIGESTS[vae] = h.hexdigest()
+    return digest
 
 
 def to_model_space(model: Any, images01: torch.Tensor, generator: Any) -> torch.Tensor:
