@@ -31,5 +31,22 @@ def test_serve_loads_its_models_quantized_offloaded_and_with_a_lora(tmp_path, mo
 
     assert any(isinstance(m, QLinear) for m in model.unet.modules())
     assert model.__dict__["_loras"] == {"lora0": 0.6}
+    # what the served model made records it and how it was loaded (it was "model": null, no LoRA, no quantize)
+    import json
+
+    from PIL import Image
+
+    from cyclediff._io import save_image
+    from cyclediff.batch.outputs import PNG_KEY
+    from tiny_sd import photos
+
+    save_image(photos(1, seed=3)[0], tmp_path / "photo.png")
+    events = studio.edit(str(tmp_path / "photo.png"), str(tmp_path / "sd"), "a cat", "a dog", strength=0.5, steps=2,
+                         eta=0.1, guidance_scale=1.0)
+    (result,) = [value for kind, value in events if kind == "done"][0]
+    with Image.open(result.output) as img:
+        record = json.loads(img.text[PNG_KEY])
+    assert record["model"] == str(tmp_path / "sd") and record["task"] == "edit"
+    assert record["quantize"] == "int8" and record["offload"] == "model" and record["lora"] == [f"{lora}:0.6"]
     res = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "sd"), "--quantize", "nf4", "--device", "cpu"])
     assert res.exit_code == 1 and "runs on a CUDA GPU only" in res.output and "Traceback" not in res.output

@@ -153,7 +153,8 @@ def test_request_folders_are_bounded_and_a_studios_own_folder_goes_with_it(tmp_p
 
 @pytest.mark.parametrize("target, message", [(99, "class 99 is not one of the classifier's 10 classes"),
                                              (float("nan"), "must be a whole number"),
-                                             (2.5, "must be a whole number")])
+                                             (2.5, "must be a whole number"),
+                                             (1e30, "must be at most 2147483647; got 1e[+]30")])
 def test_a_guide_class_is_checked_against_the_classifier(tmp_path, target, message):
     studio = Studio(["demo:digits"], workdir=tmp_path)
 

@@ -210,6 +210,36 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_loading_models():
     assert len(res.output.strip().splitlines()) == 1, res.output
 
 
+def test_serve_stopped_by_sigterm_removes_its_work_folder(tmp_path):
+    """A service manager stops a server with SIGTERM: its work folder (uploads, results) stayed behind."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cyclediff", "serve", "--model", "demo:digits", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "the server did not start"
+                time.sleep(0.5)
+        assert list(tmp_path.glob("cyclediff-serve-*")), "no work folder while serving"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert not list(tmp_path.glob("cyclediff-serve-*")), "the work folder survived SIGTERM"
+
+
 # ---------------------------------------------------------------------------------------------------- a browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install installs it)")
 def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):

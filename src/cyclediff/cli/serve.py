@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
 from ..errors import CycleDiffError
@@ -64,6 +67,8 @@ def serve(models, clip, classifier, energies, host, port, queue_size, batch_size
         studio.model(name)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"note: listening on {host}: anyone who can reach this machine can use the app", err=True)
+    # SIGTERM (a service manager's stop) exits as Ctrl-C does: the studio's work folder is removed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     launch(build_app(studio), studio, host=host, port=port, queue_size=queue_size)
 
 

@@ -10,8 +10,6 @@ the server was started with, and energies from those its command line allows.
 
 from __future__ import annotations
 
-import contextvars
-import queue
 import shutil
 import tempfile
 import threading
@@ -43,20 +41,17 @@ from ..settings import (
     RunOptions,
     TranslateSettings,
 )
+from .streams import Stopped, first_then, only_file, stream
 from .uploads import Folders, painted_mask, prepare, public, upload
 
 DEMO_MODELS = tuple(f"demo:{name}" for name in MODELS)
 DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
 MAX_SEEDS = 64  # results per request
+LABEL_MAX = 2**31 - 1  # the largest class label a form takes
 
 
 class Cancelled(CycleDiffError):
     """The user stopped the work."""
-
-
-class _Stopped(BaseException):
-    """Raised at the next step of stopped work: through the runner (which records an Exception as the item's
-    failure and goes on with the next), out of the work thread."""
 
 
 def seeds_of(text: Any, count: Any = 1) -> list[int]:
@@ -71,39 +66,6 @@ def seeds_of(text: Any, count: Any = 1) -> list[int]:
     except (CycleDiffError, ValueError, OverflowError) as err:
         raise CycleDiffError(f"seeds: {public(str(err), 200)}") from err
     return list(dict.fromkeys(seeds))
-
-
-def stream(work: Callable[[Callable[[str, Any], None], threading.Event], Any],
-           tick: float | None = None) -> Iterator[tuple[str, Any]]:
-    """Run ``work(emit, stop)`` in a thread and yield its events ``(kind, value)`` as they come, then ``("done",
-    its return value)``. Its exception is raised here; closing the iterator (a cancelled request) sets ``stop``.
-    With ``tick`` (seconds) a ``("tick", None)`` comes whenever nothing else did for that long: a server can close
-    a generator only between two of its items, so a cancelled request stops within a tick, not at the next
-    result."""
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def target() -> None:
-        try:
-            events.put(("done", work(lambda kind, value: events.put((kind, value)), stop)))
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-            events.put(("error", err))
-
-    context = contextvars.copy_context()  # the request's context: the page's progress bar follows tqdm there too
-    threading.Thread(target=context.run, args=(target,), daemon=True, name="cyclediff-web-work").start()
-    try:
-        while True:
-            try:
-                kind, value = events.get(timeout=tick)
-            except queue.Empty:
-                kind, value = "tick", None
-            if kind == "error":
-                raise value
-            yield kind, value
-            if kind == "done":
-                return
-    finally:
-        stop.set()
 
 
 class Studio:
@@ -199,6 +161,20 @@ class Studio:
         scale = None if guidance_scale in (None, 1, 1.0) else guidance_scale
         return condition_for(model, class_labels=label, guidance_scale=scale)
 
+    def options(self) -> RunOptions:
+        """How this server reads uploads (``--max-pixels``) and loaded its models (LoRA, quantization, …)."""
+        return RunOptions(max_pixels=self.max_pixels, **self.loading)
+
+    def stamp(self, task: str, **models: str) -> dict[str, Any]:
+        """What every output records beside its settings, as the CLI's: the task, the model (when its settings
+        have no field for it) and how the models were loaded."""
+        return {"task": task, **models, **self.options().model_record()}
+
+    def _units(self, path: Path, seeds: list[int], settings: Any, action: str) -> list[Unit]:
+        middle = "" if settings.method == "cyclediffusion" else f"_{settings.method}"
+        return [Unit(i, f"{path.stem}/seed{s}", s, name=f"{path.stem}_{action}{middle}_seed{s}.png", settings=settings,
+                     input=path, stamp=self.stamp(action)) for i, s in enumerate(seeds)]
+
     def folder(self) -> Path:
         """A new folder for one request's outputs (the server keeps the newest few)."""
         return self.folders.new()
@@ -211,11 +187,11 @@ class Studio:
         def held(emit: Callable[[str, Any], None], stop: threading.Event) -> Any:
             while not self._device.acquire(timeout=0.05):
                 if stop.is_set():  # stopped while waiting: never starts
-                    raise _Stopped
+                    raise Stopped
             try:
                 def step(stage: str, k: int, n: int) -> None:
                     if stop.is_set():
-                        raise _Stopped
+                        raise Stopped
                     emit("progress", (stage, k, n))
 
                 with each_step(step):
@@ -235,7 +211,7 @@ class Studio:
             def seen(result: Result) -> None:
                 emit("result", result)
                 if stop.is_set():
-                    raise _Stopped
+                    raise Stopped
 
             return run(task, units, FileStore(lambda u: folder / u.name), batch_size=batch_size or self.batch_size,
                        progress=False, on_result=seen)
@@ -261,9 +237,9 @@ class Studio:
         region = "auto" if mask_mode == "automatic" else None if drawn is None else str(drawn)
         shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method, "mask": region,
                   "mask_threshold": mask_threshold}
-        policy = RunOptions(max_pixels=self.max_pixels)
+        policy = self.options()
         if "prompt" in m.condition_keys:
-            settings: Any = EditSettings(source_prompt=str(source or ""), prompt=str(target or ""),
+            settings: Any = EditSettings(model=model, source_prompt=str(source or ""), prompt=str(target or ""),
                                          negative_prompt=(negative_prompt or "").strip() or None,
                                          guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
                                          **shared)
@@ -272,12 +248,14 @@ class Studio:
             # the form's edit settings are refused as for text models (the translation takes no source scale)
             EditSettings(guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale, **shared)
             self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
-            settings = TranslateSettings(source_class=_integer(source, "the source class"),
+            settings = TranslateSettings(source_model=model, target_model=model,
+                                         source_class=_integer(source, "the source class"),
                                          target_class=_integer(target, "the target class"),
                                          guidance_scale=guidance_scale, **shared)
             task = TranslateTask(m, m, policy)
         shown = {"image": seen, "note": note, "mask": drawn}
-        return _first(("input", shown), self._run(task, _units(path, seed_list, settings, "edit"), folder=folder))
+        return first_then(("input", shown), self._run(task, self._units(path, seed_list, settings, "edit"),
+                                                   folder=folder))
 
     def translate(self, image: Any, source_model: str, target_model: str, *, source: Any = "", target: Any = "",
                   method: str = TRANSLATE.method, strength: float, steps: int, eta: float,
@@ -291,12 +269,13 @@ class Studio:
         for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
             cond = self.condition(m, text, guidance_scale=scale)
             sides.update({f"{side}_prompt": cond.get("prompt"), f"{side}_class": cond.get("class_labels")})
-        settings = TranslateSettings(method=method, strength=strength, steps=_int(steps), eta=eta,
+        settings = TranslateSettings(source_model=source_model, target_model=target_model, method=method,
+                                     strength=strength, steps=_int(steps), eta=eta,
                                      refine_steps=_int(refine_steps), **sides,
                                      guidance_scale=guidance_scale if guidance_scale not in (None, 1, 1.0) else None)
-        task = TranslateTask(src, dst, RunOptions(max_pixels=self.max_pixels))
-        units = _units(path, seed_list, settings, "translate")
-        return _first(("input", {"image": seen, "note": note, "mask": None}), self._run(task, units, folder=folder))
+        task = TranslateTask(src, dst, self.options())
+        units = self._units(path, seed_list, settings, "translate")
+        return first_then(("input", {"image": seen, "note": note, "mask": None}), self._run(task, units, folder=folder))
 
     def guide(self, model: str, energy: str, *, text: str = "", target: Any = None, condition: Any = "",
               weight: float, langevin_steps: int, step_size: float, steps: int, eta: float = GUIDE.eta,
@@ -308,10 +287,11 @@ class Studio:
         numbers = {"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
                    "steps": _int(steps), "eta": eta}
         cond = self.condition(m, condition)
-        settings = GuideSettings(**numbers, prompt=cond.get("prompt"), class_label=cond.get("class_labels"),
-                                 energy=energy, text=text)
+        settings = GuideSettings(**numbers, model=model, prompt=cond.get("prompt"),
+                                 class_label=cond.get("class_labels"), energy=energy, text=text)
         seed_list = seeds_of(seeds, count)
-        units = [Unit(i, f"seed{s}", s, name=f"guided_seed{s}.png", settings=settings) for i, s in enumerate(seed_list)]
+        units = [Unit(i, f"seed{s}", s, name=f"guided_seed{s}.png", settings=settings, stamp=self.stamp("guide"))
+                 for i, s in enumerate(seed_list)]
         folder = self.folder()
 
         def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
@@ -331,8 +311,8 @@ class Studio:
         settings = EncodeSettings(strength=strength, steps=_int(steps), eta=eta,
                                   condition=self.condition(m, source, guidance_scale=guidance_scale))
         unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
-                    input=path)
-        return _only(self._run(EncodeTask(m, RunOptions(max_pixels=self.max_pixels)), [unit]))
+                    input=path, stamp=self.stamp("encode", model=model))
+        return only_file(self._run(EncodeTask(m, self.options()), [unit]))
 
     def decode(self, latent: Any, model: str, target: Any = "", *, guidance_scale: float | None = None,
                negative_prompt: str | None = None) -> Path:
@@ -341,8 +321,9 @@ class Studio:
         new = self.condition(m, target, guidance_scale=guidance_scale, negative=negative_prompt) if str(
             target or "").strip() else {}
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
-        unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings=DecodeSettings(condition=new), input=path)
-        return _only(self._run(DecodeTask(m), [unit]))
+        unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings=DecodeSettings(condition=new), input=path,
+                    stamp=self.stamp("decode", model=model))
+        return only_file(self._run(DecodeTask(m), [unit]))
 
     @staticmethod
     def methods() -> list[str]:
@@ -350,12 +331,6 @@ class Studio:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _first(event: tuple[str, Any], events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
-    """``event``, then ``events`` (closing this closes them: a stopped request stops their work)."""
-    yield event
-    yield from events
-
-
 def _int(value: Any) -> Any:
     """Sliders send floats (6.0): whole numbers as int, anything else as given (then refused by the checks)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -370,19 +345,6 @@ def _integer(value: Any, what: str) -> int:
         raise CycleDiffError(f"{what} must be a whole number; got {public(repr(value), 200)}") from err
     if number < 0:
         raise CycleDiffError(f"{what} must be 0 or more; got {number}")
+    if number > LABEL_MAX:  # no model has that many classes (and torch takes 64-bit ones only)
+        raise CycleDiffError(f"{what} must be at most {LABEL_MAX}; got {number:.4g}")
     return number
-
-
-def _units(path: Path, seeds: list[int], settings: Any, action: str) -> list[Unit]:
-    method = settings.method
-    middle = "" if method == "cyclediffusion" else f"_{method}"
-    return [Unit(i, f"{path.stem}/seed{s}", s, name=f"{path.stem}_{action}{middle}_seed{s}.png", settings=settings,
-                 input=path) for i, s in enumerate(seeds)]
-
-
-def _only(events: Iterator[tuple[str, Any]]) -> Path:
-    """The one output file of a one-unit run, or its failure as an error."""
-    result = [value for kind, value in events if kind == "done"][0][0]
-    if result.status == "failed":
-        raise CycleDiffError(result.error or "failed")
-    return Path(result.output)
