@@ -100,3 +100,46 @@ def test_bad_gguf_input_is_one_line(files, tmp_path):
     broken.write_bytes(b"GGUF" + b"\0" * 40)
     with pytest.raises(CycleDiffError, match="broken.gguf is not a readable GGUF file"):
         load(broken, base=str(files["flux"]))
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3", "sd"])
+def test_a_gguf_file_missing_a_tensor_is_one_line(files, tmp_path, name):
+    """One tensor dropped (a truncated download): was an IndexError inside diffusers' single_file_utils (FLUX, SD3)
+    or its SingleFileComponentError (SD)."""
+    from tiny_sd import sd3_pipeline
+
+    if name == "sd3":
+        sd3_pipeline(tmp_path / "parts").save_pretrained(tmp_path / "sd3")
+        files = {**files, "sd3": tmp_path / "sd3"}
+    net = "unet" if name == "sd" else "transformer"
+    state = getattr(load(files[name]).pipe, net).state_dict()
+    dropped = sorted(state)[len(state) // 2]
+    write_gguf({k: v for k, v in state.items() if k != dropped}, tmp_path / f"{name}-cut.gguf", name)
+    with pytest.raises(CycleDiffError, match=rf"{name}-cut.gguf is incomplete: it lacks 1 of the {len(state)} "
+                                             rf"tensors of .* \({dropped}\)") as err:
+        load(tmp_path / f"{name}-cut.gguf", base=str(files[name]))
+    assert "\n" not in str(err.value)
+
+
+def test_a_gguf_file_of_another_size_than_its_base_is_one_line(files, tmp_path):
+    sd_pipeline(tmp_path / "parts", channels=(32, 64)).save_pretrained(tmp_path / "wide")
+    with pytest.raises(CycleDiffError, match=r"the tensor shapes of sd-Q8_0.gguf do not match the architecture of "
+                                             r"--base .*wide \(e.g. .*: \[16, .*\] in the file, \[32, .*\] in the base"
+                                             r"\): pass --base of the model") as err:
+        load(files["sd.gguf"], base=str(tmp_path / "wide"))
+    assert "ignore_mismatched_sizes" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_base_that_is_not_a_pipeline_of_the_family_is_one_line(files, tmp_path):
+    (tmp_path / "empty").mkdir()
+    cases = [("demo:digits", r"--base must be a diffusers pipeline folder or hub id of FLUX.1; demo:digits is a "
+                             r"demo pixel model"),
+             ("/nonexistent/flux", r"no such folder: /nonexistent/flux \(--base: a diffusers pipeline folder or hub "
+                                   r"id of FLUX.1\)"),
+             (str(files["sd.gguf"]), r"--base must be a diffusers pipeline folder or hub id of FLUX.1, not a file"),
+             (str(tmp_path / "empty"), r"--base .*empty is not a diffusers pipeline folder \(no model_index.json\); "
+                                       r"give the pipeline folder or hub id of FLUX.1")]
+    for base, message in cases:
+        with pytest.raises(CycleDiffError, match=message) as err:
+            load(files["flux.gguf"], base=base)
+        assert "hub id (or it is unreachable" not in str(err.value)

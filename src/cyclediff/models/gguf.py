@@ -78,10 +78,15 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
     arch, keys = read_gguf(path)
     kind = gguf_kind(path, arch, keys)
     given = base
+    if given is not None:
+        check_base(given, kind)
     base = base or default_base(kind, keys)
     try:
         found = base_kind(base)
     except CycleDiffError as err:
+        if given is not None and Path(given).expanduser().is_dir():
+            raise CycleDiffError(f"--base {given} is not a diffusers pipeline folder (no model_index.json); give the "
+                                 f"pipeline folder or hub id of {NAMES[kind]}") from err
         if given is not None:
             raise
         raise CycleDiffError(f"{path.name} holds only the {NAMES[kind]} network; its pipeline (text encoders, VAE, "
@@ -91,20 +96,81 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
         raise CycleDiffError(f"{path.name} is a {NAMES[kind]} network but the base {base} is a "
                              f"{NAMES.get(found, found)} pipeline: pass --base of the file's architecture")
     name, folder = NETWORKS[kind], NETWORK[kind]
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
     from ._compat import diffusers_quiet, dtype_kwargs
 
     compute = dtype or torch.float32
+    check_complete(path, keys, kind, base)
     try:
         with diffusers_quiet():
             network = getattr(diffusers, name).from_single_file(
                 str(path), config=str(base), subfolder=folder, **dtype_kwargs(compute),
                 quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=compute))
+    except (IndexError, SingleFileComponentError) as err:  # diffusers' conversion, short of a tensor it needs
+        raise CycleDiffError(f"{path.name} is incomplete or not a {NAMES[kind]} network diffusers converts: tensors "
+                             "its conversion needs are missing; download the file again") from err
     except (ValueError, KeyError, RuntimeError, OSError) as err:
-        raise CycleDiffError(f"{path.name} does not fit the {folder} of {base}: {str(err).splitlines()[0]} "
-                             "(pass --base of the model the file was made from)") from err
+        raise mismatch(path, err, base) or CycleDiffError(
+            f"{path.name} does not fit the {folder} of {base}: {str(err).splitlines()[0]} (pass --base of the model "
+            "the file was made from)") from err
     model = family(kind).from_pretrained(base, dtype=compute, device=device, **{folder: network})
     model.model_id = str(path)
     return model
 
 
-__all__ = ["default_base", "gguf_kind", "load_gguf", "read_gguf"]
+def check_base(base: str, kind: str) -> None:
+    """--base of a GGUF network: a diffusers pipeline folder or hub id; a demo model, a file or a folder that does
+    not exist are named as such (not as a hub id that cannot be reached)."""
+    from .loading import _looks_local
+
+    what = f"a diffusers pipeline folder or hub id of {NAMES[kind]}"
+    if base.startswith("demo:"):
+        raise CycleDiffError(f"--base must be {what}; {base} is a demo pixel model")
+    where = Path(base).expanduser()
+    if _looks_local(base) and not where.exists():
+        raise CycleDiffError(f"no such folder: {base} (--base: {what})")
+    if where.is_file():
+        raise CycleDiffError(f"--base must be {what}, not a file ({where.name})")
+
+
+def check_complete(path: Path, keys: list[str], kind: str, base: str) -> None:
+    """A file in diffusers' layout holds every tensor of the network ``base``'s config builds (built without
+    weights); one that lacks some (a cut download) is one line naming them. A file in the original layout is
+    diffusers' conversion's to check."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    from ._compat import diffusers_quiet
+
+    cls = getattr(diffusers, NETWORKS[kind])
+    try:
+        with diffusers_quiet(), init_empty_weights():
+            expected = list(cls.from_config(cls.load_config(str(base), subfolder=NETWORK[kind])).state_dict())
+    except Exception:  # noqa: BLE001 - a config diffusers cannot build: from_single_file says why
+        return
+    found = set(keys)
+    if len(found.intersection(expected)) < len(found) / 2:  # the original layout
+        return
+    missing = [k for k in expected if k not in found]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+        raise CycleDiffError(f"{path.name} is incomplete: it lacks {len(missing)} of the {len(expected)} tensors of "
+                             f"the {NAMES[kind]} network ({shown}); download the file again")
+
+
+def mismatch(path: Path, err: Exception, base: str) -> CycleDiffError | None:
+    """One line for a file whose tensor shapes are not the architecture of ``base`` (diffusers' message advises
+    ``ignore_mismatched_sizes``, which would load random weights); None for other errors."""
+    import re
+
+    found = re.search(r"(\S+) expected shape torch.Size\((\[[\d, ]*\])\), but got torch.Size\((\[[\d, ]*\])\)",
+                      str(err))
+    if found is None:
+        return None
+    return CycleDiffError(f"the tensor shapes of {path.name} do not match the architecture of --base {base} (e.g. "
+                          f"{found.group(1)}: {found.group(3)} in the file, {found.group(2)} in the base): pass "
+                          "--base of the model the file was made from")
+
+
+__all__ = ["check_base", "check_complete", "default_base", "gguf_kind", "load_gguf", "mismatch", "read_gguf"]
