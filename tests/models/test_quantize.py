@@ -126,3 +126,22 @@ def test_vae_tiling_tiles_large_images_and_keeps_the_latent_space_exact(folder):
     assert (decode(z, tiled) - a).abs().max() < 1e-5
     with pytest.raises(CycleDiffError, match="VAE tiling is for latent models"):
         load("demo:digits", vae_tiling=True)
+
+
+def test_diffusers_deprecation_of_its_quanto_integration_is_not_printed(folder, tmp_path):
+    """``QuantoConfig`` / ``QuantoQuantizer is deprecated`` were printed on every --quantize int8 run (the first with
+    its sentence twice): nothing the user can act on, filtered where cyclediff.models filters the other optional
+    backends' notes."""
+    import subprocess
+    import sys
+
+    from cyclediff._io import save_image
+
+    save_image(photos(1)[0], tmp_path / "cat.png")
+    # a process of its own: pytest resets the warning filters a module sets when it is imported under collection
+    res = subprocess.run([sys.executable, "-m", "cyclediff", "edit", str(tmp_path / "cat.png"), "--model", str(folder),
+                          "--quantize", "int8", "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "2",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert list((tmp_path / "o").glob("*.png"))
+    assert "deprecated" not in res.stdout + res.stderr, res.stderr

@@ -1,6 +1,7 @@
 """Model adapters: every diffusion model becomes a :class:`Denoiser`."""
 
 import logging
+import warnings
 
 from .base import BatchedDenoiser, Condition, Denoiser, Model
 from .codec import Codec, PixelCodec, VaeCodec, check_same_space, images_of, to_images, to_model_space
@@ -25,6 +26,10 @@ for _name, _text in (("torchao", "Failed to load"), ("torch.utils._pytree", "is 
                      # a LoRA that does not fit: logged in many lines, then raised (and said in one line by load_lora)
                      ("diffusers.loaders.peft", "was unsuccessful with the following error")):
     logging.getLogger(_name).addFilter(lambda r, _text=_text: _text not in r.getMessage())
+
+# diffusers deprecates its optimum-quanto integration (QuantoConfig, QuantoQuantizer) at every --quantize int8 / int4
+# / fp8 load, the first sentence twice: nothing a user can act on while it is the one CPU backend for those types
+warnings.filterwarnings("ignore", message=r"`Quanto(Config|Quantizer)` is deprecated", category=FutureWarning)
 
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",
            "PixelDenoiser", "StableDiffusion", "StableDiffusion3", "VaeCodec", "as_condition", "check_same_space",
