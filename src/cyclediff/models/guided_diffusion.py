@@ -341,19 +341,22 @@ def from_guided_diffusion(checkpoint: str | Path, flags: dict[str, Any] | str | 
 
 def convert(checkpoint: str | Path, flags: dict[str, Any] | str | Path, out: str | Path) -> Path:
     """Write a diffusers pipeline folder (``unet/``, ``scheduler/``, ``model_index.json``) that ``--model DIR`` and
-    ``PixelDenoiser.from_pretrained(DIR)`` load."""
+    ``PixelDenoiser.from_pretrained(DIR)`` load; a folder ``out`` is replaced whole, atomically (written beside it,
+    then swapped in: never merged with the model it held)."""
     from diffusers import DDPMPipeline, DDPMScheduler
+
+    from .._io import atomic_folder, readable_as_umask
 
     parsed = read_flags(flags)
     unet, heads = build_unet(load_checkpoint(checkpoint), parsed)
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler_config(parsed)))
-    out = Path(out)
-    pipe.save_pretrained(out)
-    if heads is not None:  # what UNet2DModel's config cannot say; PixelDenoiser.from_pretrained applies it
-        (out / "unet" / "cyclediff.json").write_text(json.dumps({"attention_heads": heads}, indent=1) + "\n")
-    from .._io import readable_as_umask
 
-    for path in out.rglob("*"):  # safetensors writes 0600: the model is as readable as any file the user writes
-        if path.is_file():
-            readable_as_umask(path)
-    return out
+    def write(folder: Path) -> None:
+        pipe.save_pretrained(folder)
+        if heads is not None:  # what UNet2DModel's config cannot say; PixelDenoiser.from_pretrained applies it
+            (folder / "unet" / "cyclediff.json").write_text(json.dumps({"attention_heads": heads}, indent=1) + "\n")
+        for path in folder.rglob("*"):  # safetensors writes 0600: as readable as any file the user writes
+            if path.is_file():
+                readable_as_umask(path)
+
+    return atomic_folder(out, write)
