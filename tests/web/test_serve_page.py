@@ -97,6 +97,33 @@ def test_the_served_page_has_its_example_digits(server, page):
     page.wait_for_selector("#edit-run", timeout=60_000)
     for name in ("digit-3.png", "digit-5.png"):
         assert page.locator(f"img[src*='{name}']").count() >= 1, f"the example {name} is not on the page"
+    # crisp (nearest neighbour, a whole multiple of 8 × 8) and above the fold (they were blurred, at the bottom)
+    look = page.evaluate("""() => [...document.querySelectorAll('#edit-examples img')].map(i => ({
+        rendering: getComputedStyle(i).imageRendering, width: i.getBoundingClientRect().width,
+        bottom: i.getBoundingClientRect().bottom}))""")
+    assert look and all(x["rendering"] == "pixelated" and x["width"] % 8 == 0 for x in look), look
+    assert all(x["bottom"] < 1000 for x in look), look
+
+
+def test_stop_says_stopped_and_a_new_upload_clears_the_latent_file(server, page, digit):
+    """After Stop the status said "0 of 8 done" as if it were running; a new upload left the last image's latent."""
+    page.goto(server, wait_until="domcontentloaded")
+    _fill_edit(page, digit)
+    page.locator("#edit-encode").click()
+    page.wait_for_selector("#edit-latent a, #edit-latent .file-preview", timeout=60_000)
+    page.locator("#edit-image input[type=file]").set_input_files(str(digit))
+    page.wait_for_function("!document.querySelector('#edit-latent a, #edit-latent .file-preview')", timeout=30_000)
+    page.locator("#edit-settings").get_by_text("Settings").click()
+    for elem, value in (("#edit-steps", "1000"), ("#edit-count", "8")):
+        box = page.locator(f"{elem} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#edit-run").click()
+    page.wait_for_function("document.querySelector('#edit-status')?.innerText.includes('of 8 done')",
+                           timeout=60_000)
+    page.locator("#edit-stop").click()
+    page.wait_for_function("document.querySelector('#edit-status')?.innerText.includes('stopped')", timeout=30_000)
+    assert page.locator("#edit-status").inner_text().split("\n")[0].endswith("of 8 done · stopped")
 
 
 @pytest.mark.parametrize("name, words", [("notes.txt", "Invalid file type"),  # the browser refuses it itself

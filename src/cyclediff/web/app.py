@@ -30,10 +30,14 @@ CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain;
        ".cyclediff-pixels .thumbnail-item { aspect-ratio: auto; height: auto; }\n"
        ".cyclediff-pixels .thumbnail-item img { display: block; width: 100%; aspect-ratio: 1; }\n"
        ".cyclediff-pixels .caption-label { position: static; max-width: none; border: 0; }\n"
-       ".cyclediff-compare .slider-wrap { padding-top: 28px; }")
+       ".cyclediff-compare .slider-wrap { padding-top: 28px; }\n"
+       "#edit-examples img { image-rendering: pixelated; width: 64px; height: 64px; object-fit: contain; }")
 GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
            "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
 TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
+# Stop, in the browser: the status line says the run was stopped (unless it had finished: "N of N done")
+STOPPED = r"""(s) => { s = s || ""; const m = /^(\d+) of (\d+) done/.exec(s);
+  if (m && m[1] === m[2]) return s; return m ? s.replace(m[0], m[0] + " · stopped") : "stopped"; }"""
 HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
 
 
@@ -94,10 +98,16 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
         with gr.Row():
             with gr.Column():
                 e_image = _picture("Image", elem_id="edit-image")
-                e_model = gr.Dropdown(names, value=names[0], label="Model", elem_id="edit-model")
+                e_model = gr.Dropdown(names, value=names[0], label="Model", elem_id="edit-model", render=False)
                 e_source = gr.Textbox(label="Source", info="what the image shows: a prompt, or a class label",
-                                      elem_id="edit-source")
-                e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target")
+                                      elem_id="edit-source", render=False)
+                e_target = gr.Textbox(label="Target", info="what it should show", elem_id="edit-target",
+                                      render=False)
+                if examples:  # right under the image: the first step, above the fold
+                    gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
+                                [e_image, e_model, e_source, e_target], elem_id="edit-examples")
+                for box in (e_model, e_source, e_target):
+                    box.render()
                 e_mask, e_mode, e_threshold = _mask_inputs()
                 with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
                     e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
@@ -109,15 +119,13 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                 e_seeds, e_count = _seeds("edit")
                 with gr.Row():
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
-                    e_stop = gr.Button("Stop")
-                    e_encode = gr.Button("Latent file of the encoding")
-                if examples:
-                    gr.Examples([[examples[0], names[0], "3", "8"], [examples[1], names[0], "5", "0"]],
-                                [e_image, e_model, e_source, e_target])
+                    e_stop = gr.Button("Stop", elem_id="edit-stop")
+                    e_encode = gr.Button("Latent file of the encoding", elem_id="edit-encode")
             with gr.Column():
                 shown = _edit_results()
                 e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
-        e_image.change(functools.partial(_onto_editor, studio), e_image, e_mask, api_visibility="private")
+        # a new image: the editor shows it (paint cleared), the previous image's latent file goes
+        e_image.change(functools.partial(_onto_editor, studio), e_image, [e_mask, e_latent], api_visibility="private")
 
         @_errors
         def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
@@ -135,7 +143,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
         e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
                                      e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold],
                               shown, api_name="edit", show_progress_on=shown[0], **HEAVY)
-        e_stop.click(None, cancels=[e_event])
+        e_stop.click(None, shown[1], shown[1], js=STOPPED, cancels=[e_event])
 
         @_errors
         def encode(image, model, source, strength, steps, eta, source_guidance_scale, seeds):
@@ -174,10 +182,10 @@ def _mask_inputs() -> tuple[gr.ImageEditor, gr.Radio, gr.Slider]:
     return editor, mode, threshold
 
 
-def _onto_editor(studio: Studio, image: Any) -> Any:
-    """The uploaded image as the mask editor's background (paint cleared)."""
+def _onto_editor(studio: Studio, image: Any) -> tuple[Any, None]:
+    """The uploaded image as the mask editor's background (paint cleared), and no latent file."""
     background = for_painting(image, studio.folder())
-    return None if background is None else {"background": str(background), "layers": [], "composite": None}
+    return None if background is None else {"background": str(background), "layers": [], "composite": None}, None
 
 
 def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
@@ -221,7 +229,7 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
         t_event = t_run.click(translate, [t_image, t_src, t_dst, t_sc, t_tc, t_method, t_strength, t_steps, t_eta,
                                           t_refine, t_w, t_seeds, t_count], [t_gallery, t_status, t_seen],
                               api_name="translate", show_progress_on=t_gallery, **HEAVY)
-        t_stop.click(None, cancels=[t_event])
+        t_stop.click(None, t_status, t_status, js=STOPPED, cancels=[t_event])
 
 
 def _guide_tab(studio: Studio, names: list[str]) -> None:
