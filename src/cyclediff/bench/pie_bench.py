@@ -22,6 +22,7 @@ Units as reported: structure distance ×10³, LPIPS ×10³, MSE ×10⁴, SSIM ×
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,13 @@ class PieItem:
     mask: list[int]
 
 
-def load_pie(folder: str | Path, *, types: Any = None, split: str = "700", limit: int | None = None) -> list[PieItem]:
+def load_pie(folder: str | Path, *, types: Any = None, split: str = "700", limit: int | None = None,
+             refused: list[dict] | None = None) -> list[PieItem]:
     """The benchmark's items from a downloaded PIE-Bench folder (nothing is fetched): all 700, ``split="620"``
-    (without the style edits, type 9), those of ``types`` ("0,1" or a list), the first ``limit``."""
+    (without the style edits, type 9), those of ``types`` ("0,1" or a list), the first ``limit``. A malformed item
+    (bad fields or mask, an ``image_path`` that is absolute, leads outside ``annotation_images/`` or repeats an
+    earlier item's) raises; given a ``refused`` list, it is appended there instead ({"key", "error"}) and the
+    others are kept."""
     root = Path(folder)
     mapping = root / "mapping_file.json"
     if not mapping.is_file():
@@ -92,15 +97,36 @@ def load_pie(folder: str | Path, *, types: Any = None, split: str = "700", limit
         raise CycleDiffError(f"split must be 700 or 620 (without the style edits); got {split!r}")
     try:
         table = json.loads(mapping.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CycleDiffError(f"{mapping}: not valid JSON ({err})") from err
-    wanted = _types(types)
-    items = []
+    if not isinstance(table, dict):
+        raise CycleDiffError(f"{mapping}: the file must be a JSON object of items (key: {{image_path, prompts, "
+                             f"mask, …}}); it holds a JSON {type(table).__name__}")
+    wanted, images = _types(types), (root / "annotation_images").resolve()
+    items: list[PieItem] = []
+    taken: dict[str, str] = {}  # image_path → the key of the item that has it
+    seen = 0  # the items taken or refused: --limit counts both
     for key, rec in table.items():
-        item = _item(root, str(key), rec)
-        if (wanted is None or item.type_id in wanted) and not (split == "620" and item.type_id == STYLE_TYPE):
-            items.append(item)
-    return items[:limit] if limit is not None else items
+        if limit is not None and seen >= limit:
+            break
+        type_id = str(rec.get("editing_type_id")) if isinstance(rec, dict) else None
+        skip = (wanted is not None and type_id not in wanted) or (split, type_id) == ("620", STYLE_TYPE)
+        if type_id in TYPES and skip:
+            continue  # not asked for (an item whose type is unreadable is checked and refused below)
+        seen += 1
+        try:
+            item = _item(images, str(key), rec)
+            if item.image_path in taken:
+                raise CycleDiffError(f"mapping_file.json, item {key}: image_path {item.image_path} is item "
+                                     f"{taken[item.image_path]}'s too (each item's edit is written there)")
+        except CycleDiffError as err:
+            if refused is None:
+                raise
+            refused.append({"key": str(key), "error": str(err)})
+            continue
+        taken[item.image_path] = item.key
+        items.append(item)
+    return items
 
 
 def _types(types: Any) -> set[str] | None:
@@ -113,7 +139,7 @@ def _types(types: Any) -> set[str] | None:
     return given
 
 
-def _item(root: Path, key: str, rec: Any) -> PieItem:
+def _item(images: Path, key: str, rec: Any) -> PieItem:
     where = f"mapping_file.json, item {key}"
     fields = ("image_path", "original_prompt", "editing_prompt", "editing_type_id", "mask")
     if not isinstance(rec, dict) or any(f not in rec for f in fields):
@@ -122,11 +148,29 @@ def _item(root: Path, key: str, rec: Any) -> PieItem:
     if type_id not in TYPES:
         raise CycleDiffError(f"{where}: unknown editing_type_id {type_id!r} (PIE-Bench's are 0 to 9)")
     decode_mask(rec["mask"], where=where)  # a bad mask is refused now, naming its item
-    return PieItem(key=key, image=(root / "annotation_images" / rec["image_path"]).resolve(),
-                   image_path=str(rec["image_path"]), source_prompt=strip_brackets(str(rec["original_prompt"])),
+    rel, image = _image_path(images, rec["image_path"], where)
+    return PieItem(key=key, image=image, image_path=rel, source_prompt=strip_brackets(str(rec["original_prompt"])),
                    target_prompt=strip_brackets(str(rec["editing_prompt"])),
                    instruction=str(rec.get("editing_instruction", "")), type_id=type_id,
                    blended_word=str(rec.get("blended_word", "")), mask=list(rec["mask"]))
+
+
+def _image_path(images: Path, given: Any, where: str) -> tuple[str, Path]:
+    """An item's image_path (normalized) and its image: a relative path that stays inside annotation_images/,
+    symbolic links followed (the output layout repeats the path under OUT/<method>/annotation_images/)."""
+    if not isinstance(given, str) or not given.strip() or "\0" in given:
+        raise CycleDiffError(f"{where}: image_path must be a file name under annotation_images/; got {given!r}")
+    rel = posixpath.normpath(given)
+    if posixpath.isabs(rel) or rel == ".." or rel.startswith("../") or rel == ".":
+        raise CycleDiffError(f"{where}: image_path {given!r} is not a path inside annotation_images/ (absolute, or "
+                             "it leads out with ..)")
+    try:
+        image = (images / rel).resolve()
+    except (OSError, RuntimeError) as err:  # a name too long, a loop of links
+        raise CycleDiffError(f"{where}: image_path {given!r} cannot be followed ({err.__class__.__name__})") from err
+    if not image.is_relative_to(images):
+        raise CycleDiffError(f"{where}: image_path {given!r} is a link to outside annotation_images/")
+    return rel, image
 
 
 def read_pie_image(path: Path, where: str) -> np.ndarray:
@@ -135,8 +179,11 @@ def read_pie_image(path: Path, where: str) -> np.ndarray:
 
     if not path.is_file():
         raise CycleDiffError(f"{where}: the image {path.name} is missing")
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise CycleDiffError(f"{where}: {path.name} is not an image PIL can read") from err
     if arr.shape[:2] != SIZE:
         raise CycleDiffError(f"{where}: {path.name} is {arr.shape[1]}×{arr.shape[0]}; PIE-Bench images are 512×512")
     return arr

@@ -23,11 +23,13 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write
+from .._io import atomic_write, safe_id
 from ..errors import CycleDiffError
 from ..settings import EDIT, check_setting
 from .pie_bench import DEFAULT_METRICS, REPORT_SCALE, PieItem, decode_mask, load_pie, read_pie_image
 from .score import Scorers, score
+
+COLUMNS = ("key", "type", "method", "seed", "seconds")  # then the metrics, then "error"
 
 
 @dataclass
@@ -53,20 +55,32 @@ class PieBenchRun:
     limit: int | None = None
     run: dict[str, Any] = field(default_factory=dict)  # device, dtype, batch_size, size
     metrics: tuple[str, ...] = DEFAULT_METRICS
+    score_only: bool = False  # score the edits OUT holds, edit nothing
 
     def check(self) -> None:
+        self.methods = list(dict.fromkeys(self.methods))  # a method named twice is run (and counted) once
+        if not self.methods:
+            raise CycleDiffError("give at least one method (--method cyclediffusion,sdedit,…)")
         for method in self.methods:
             check_setting("method", method, required=True)
+        if self.score_only and not (self.out / "edits" / "manifest.jsonl").is_file():
+            raise CycleDiffError(f"{self.out} holds no PIE-Bench edits to score (no edits/manifest.jsonl): run "
+                                 "without --score-only first, or give the --out of that run")
         if self.best_of and not self.rank_clip:
             raise CycleDiffError("best-of-N ranks the seeds by directional CLIP: give the CLIP to rank with "
                                  "(--rank-clip)")
 
 
 def prepare(bench: PieBenchRun) -> tuple[list[PieItem], list[dict], Path]:
-    """Read the data, write OUT/items.jsonl and OUT/job.toml; returns (items, failures, job file). An item whose
-    image is missing or not 512 × 512 is left out and reported (the others go on)."""
+    """Read the data, write OUT/items.jsonl and OUT/job.toml; returns (items, failures, job file). An item that is
+    malformed, or whose image is missing, not an image or not 512 × 512, is left out and reported (the others go
+    on). Refused at once: an OUT whose outputs would land in the data's annotation_images/, and an OUT whose
+    results.csv / summary.* this command did not write."""
     bench.check()
-    items, ok, failures = load_pie(bench.data, types=bench.types, split=bench.split, limit=bench.limit), [], []
+    refused: list[dict] = []
+    items = load_pie(bench.data, types=bench.types, split=bench.split, limit=bench.limit, refused=refused)
+    failures = [{**r, "method": None} for r in refused]
+    ok = []
     for item in items:
         try:
             read_pie_image(item.image, f"item {item.key}")
@@ -75,6 +89,7 @@ def prepare(bench: PieBenchRun) -> tuple[list[PieItem], list[dict], Path]:
             failures.append({"key": item.key, "method": None, "error": str(err)})
     if not ok:
         raise CycleDiffError(f"no PIE-Bench item to edit in {bench.data} ({len(failures)} refused)")
+    _check_out(bench)
     bench.out.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps({"id": i.key, "input": str(i.image), "source_prompt": i.source_prompt,
                                 "prompt": i.target_prompt}) + "\n" for i in ok)
@@ -89,6 +104,43 @@ def prepare(bench: PieBenchRun) -> tuple[list[PieItem], list[dict], Path]:
     return ok, failures, job
 
 
+def _check_out(bench: PieBenchRun) -> None:
+    inputs = (bench.data / "annotation_images").resolve()
+    for method in bench.methods:
+        outputs = (bench.out / method / "annotation_images").resolve()
+        if outputs.is_relative_to(inputs) or inputs.is_relative_to(outputs):
+            raise CycleDiffError(f"--out {bench.out} would write the {method} edits over the PIE-Bench images in "
+                                 f"{bench.data}; give an --out outside the data folder")
+    for name, ours in (("results.csv", _our_csv), ("summary.json", _our_summary), ("summary.md", _our_table)):
+        path = bench.out / name
+        if path.exists() and not ours(path):
+            raise CycleDiffError(f"{path} was not written by cyclediff bench pie-bench; move it, or give another "
+                                 "--out (it would be replaced)")
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _our_csv(path: Path) -> bool:
+    return _first_line(path).startswith(",".join(COLUMNS[:5]) + ",") and _first_line(path).endswith(",error")
+
+
+def _our_table(path: Path) -> bool:
+    return _first_line(path).startswith("PIE-Bench (")
+
+
+def _our_summary(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("benchmark") == "PIE-Bench"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _toml(table: dict[str, Any]) -> str:
     return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if v is not None)
 
@@ -98,24 +150,51 @@ def export(bench: PieBenchRun, items: list[PieItem]) -> list[dict]:
     or with best-of-N the seed of the largest directional CLIP. Returns the chosen records. The files keep the
     benchmark's names (``….jpg``, which the official script looks for) with the lossless PNG bytes the edit wrote:
     what is scored is the edit itself (the official run scripts save JPEG by that extension)."""
-    by_key = {i.key: i for i in items}
-    records = [json.loads(line) for line in (bench.out / "edits" / "manifest.jsonl").read_text().splitlines()]
+    manifest = bench.out / "edits" / "manifest.jsonl"
+    if not manifest.is_file():
+        raise CycleDiffError(f"{bench.out} holds no PIE-Bench edits to score (no edits/manifest.jsonl): run without "
+                             "--score-only first")
+    by_id = {safe_id(i.key): i for i in items}  # the job's ids: keys made file-name safe ('a b' → 'a-b-…')
     chosen: dict[tuple[str, str], dict] = {}
-    for rec in records:
-        if rec.get("status") != "ok" or rec.get("id") not in by_key:
+    failed: dict[tuple[str, str], str] = {}
+    for rec in (json.loads(line) for line in manifest.read_text().splitlines() if line.strip()):
+        item, method = by_id.get(rec.get("id")), rec.get("method") or (rec.get("settings") or {}).get("method")
+        if item is None or method not in bench.methods:
             continue
-        slot = (rec["id"], rec["method"])
+        slot = (item.key, method)
+        if rec.get("status") == "failed":
+            failed.setdefault(slot, rec.get("error") or "failed")
         best = chosen.get(slot)
-        if best is None or (bench.best_of and _direction(rec) > _direction(best)):
-            chosen[slot] = rec
-    for (key, method), rec in chosen.items():
-        target = bench.out / method / "annotation_images" / by_key[key].image_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda tmp, src=bench.out / "edits" / rec["output"]: shutil.copyfile(src, tmp))
-        rec["exported"] = str(target)
-    failed = [{"key": r["id"], "method": r["method"], "error": r.get("error")} for r in records
-              if r.get("status") == "failed"]
-    return list(chosen.values()) + [{"failed": f} for f in failed]
+        if rec.get("status") == "ok" and (best is None or (bench.best_of and _direction(rec) > _direction(best))):
+            chosen[slot] = {**rec, "id": item.key, "method": method}
+    out: list[dict] = []
+    for item in items:
+        for method in bench.methods:
+            rec = chosen.get((item.key, method))
+            error = failed.get((item.key, method), "not edited: no record of it in edits/manifest.jsonl (run "
+                                                   "without --score-only)")
+            if rec is not None:
+                try:
+                    rec["exported"] = str(_export_one(bench, item, method, bench.out / "edits" / rec["output"]))
+                    out.append(rec)
+                    continue
+                except CycleDiffError as err:
+                    error = str(err)
+            out.append({"failed": {"key": item.key, "method": method, "error": error}})
+    return out
+
+
+def _export_one(bench: PieBenchRun, item: PieItem, method: str, src: Path) -> Path:
+    """Copy one edit to OUT/<method>/annotation_images/<image_path>, never outside that folder (a link in OUT)
+    nor over an input image."""
+    folder = (bench.out / method / "annotation_images").resolve()
+    target = bench.out / method / "annotation_images" / item.image_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    real = target.resolve()
+    if not real.is_relative_to(folder) or real == item.image:
+        raise CycleDiffError(f"item {item.key}: {target} leads outside {folder} (a link); not written")
+    atomic_write(target, lambda tmp: shutil.copyfile(src, tmp))
+    return target
 
 
 def _direction(rec: dict) -> float:
@@ -132,7 +211,7 @@ def score_all(bench: PieBenchRun, items: list[PieItem], chosen: list[dict], scor
             item = by_key.get(rec["failed"]["key"])
             rows.append({**rec["failed"], "type": item.type_id if item else None})
             continue
-        item = by_key[rec["id"]]
+        item = by_key[rec["id"]]  # export gave each record its item's key
         base = {"key": item.key, "type": item.type_id, "method": rec["method"], "seed": rec["seed"],
                 "seconds": rec.get("seconds")}
         try:
@@ -148,7 +227,7 @@ def score_all(bench: PieBenchRun, items: list[PieItem], chosen: list[dict], scor
 
 def write_results(bench: PieBenchRun, rows: list[dict], failures: list[dict], model_id: str | None) -> dict:
     """results.csv, summary.md and summary.json."""
-    columns = ["key", "type", "method", "seed", "seconds", *bench.metrics, "error"]
+    columns = [*COLUMNS, *bench.metrics, "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -160,7 +239,8 @@ def write_results(bench: PieBenchRun, rows: list[dict], failures: list[dict], mo
                "seeds": bench.seeds, "best_of": bench.best_of, "rank_clip": bench.rank_clip,
                "device": _device_name(bench.run.get("device")), "python": platform.python_version(),
                "torch": torch.__version__, "units": {k: "×" + f"{v:g}" for k, v in REPORT_SCALE.items()},
-               "failures": [r for r in [*failures, *rows] if r.get("error")], "by_method": {}}
+               "failures": [r for r in [*failures, *rows] if r.get("error")], "by_method": {},
+               "images": len({r["key"] for r in [*failures, *rows]})}  # every item read: scored or refused
     for method in bench.methods:
         mine = [r for r in rows if r.get("method") == method and not r.get("error")]
         means = {m: _mean(mine, m) for m in bench.metrics}
@@ -211,7 +291,9 @@ def markdown(bench: PieBenchRun, summary: dict) -> str:
 
     names = {m: m + (f" ×10^{int(math.log10(unit(m)))}" if unit(m) != 1 else "") for m in bench.metrics}
     head = ["method", "images", *names.values(), "model evaluations per edit", "seconds per edit"]
-    lines = [f"PIE-Bench ({summary['split']} images{', types ' + str(bench.types) if bench.types else ''}), "
+    split = " of the 620-image split (no style edits)" if summary["split"] == "620" else ""
+    count = f"{summary['images']} image{'' if summary['images'] == 1 else 's'}"
+    lines = [f"PIE-Bench ({count}{split}{', types ' + str(bench.types) if bench.types else ''}), "
              f"model {bench.model}, {bench.steps} steps at strength {bench.strength}, seeds {bench.seeds}"
              + (" (best of the seeds by directional CLIP)" if bench.best_of else "") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -33,6 +33,21 @@ class Scorers:
             self._loaded[name] = getattr(self, f"_load_{name}")()
         return self._loaded[name]
 
+    def check(self, metrics: Any = None) -> Scorers:
+        """Load now every model ``metrics`` need (default: the paper's eight), so that a bad spec or weights file
+        fails in one line before any edit runs; returns self."""
+        names = list(metrics or DEFAULT_METRICS)
+        for model, prefix in (("dino", "structure_distance"), ("lpips", "lpips"), ("clip", "clip_similarity")):
+            if any(n.startswith(prefix) for n in names):
+                self.get(model)
+        return self
+
+    def to(self, device: Any) -> Scorers:
+        """The loaded models moved to ``device`` (those loaded later load there); returns self."""
+        self.device = device
+        self._loaded = {k: v.to(device) for k, v in self._loaded.items()}
+        return self
+
     def _load_dino(self) -> Any:
         from ..metrics.structure import load_dino
 
@@ -57,7 +72,8 @@ class Scorers:
                 try:
                     model, processor = CLIPModel.from_pretrained(spec), CLIPProcessor.from_pretrained(spec)
                 except (OSError, ValueError) as err:
-                    raise CycleDiffError(f"cannot load the CLIP model {spec!r} ({err}); give a hub id or a folder "
+                    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    raise CycleDiffError(f"cannot load the CLIP model {spec!r} ({why}); give a hub id or a folder "
                                          "(--clip)") from err
             return _FeatureTensors(model), processor
 

@@ -72,10 +72,15 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
                                source_guidance_scale=opts["source_guidance_scale"], n_avg=opts["n_avg"],
                                n_min=opts["n_min"], seeds=opts["seeds"], best_of=opts["best_of"],
                                rank_clip=opts["rank_clip"], types=opts["types"], split=opts["split"],
-                               limit=opts["limit"], run=run)
+                               limit=opts["limit"], run=run, score_only=score_only)
     items, failures, job_file = prepare(run_settings)
     job = load_job(job_file)
     rank, world, device, barrier, share = distributed(job.run.device)
+    # the scoring models are loaded (on the CPU) before any edit runs: a bad --dino / --clip / --lpips-weights
+    # fails now, on every rank, not after hours of edits
+    scorers = Scorers(dino=dino, clip=clip, lpips=lpips_weights or SQUEEZENET_URL).check(run_settings.metrics)
+    if rank != 0:
+        del scorers  # checked; rank 0 scores
     if not score_only:
         report = run_job(job, rank=rank, world=world, device=device, progress=not quiet, barrier=barrier,
                          share=share)
@@ -83,8 +88,7 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
             click.echo(f"edited {report.ok} of {report.total}, {report.failed} failed -> {job.out}", err=True)
     if rank != 0:
         return
-    scorers = Scorers(dino=dino, clip=clip, lpips=lpips_weights or SQUEEZENET_URL, device=device)
-    rows = score_all(run_settings, items, export(run_settings, items), scorers)
+    rows = score_all(run_settings, items, export(run_settings, items), scorers.to(device))
     write_results(run_settings, rows, failures, model)
     click.echo((out / "summary.md").read_text())
     failed = [row for row in [*failures, *rows] if row.get("error")]

@@ -66,8 +66,16 @@ def load_squeezenet(weights: str | Path | None) -> nn.Sequential:
             state = load_file(source)
         else:
             state = torch.load(source, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise CycleDiffError(f"cannot read the LPIPS SqueezeNet weights {source}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - each reader raises its own kind (a PNG: pickle's UnpicklingError)
+        if isinstance(err, OSError) and source.startswith(("http://", "https://")):
+            raise CycleDiffError(f"cannot fetch the LPIPS SqueezeNet weights {source} ({type(err).__name__}); "
+                                 "download the file and give its path") from err
+        if isinstance(err, OSError):
+            raise CycleDiffError(f"cannot read the LPIPS SqueezeNet weights {source}: {err.strerror or err}") from err
+        raise CycleDiffError(f"cannot read the LPIPS SqueezeNet weights {source}: not a torch state dict (.pth) or "
+                             "safetensors file of squeezenet1_1") from err
+    if not isinstance(state, dict):
+        raise CycleDiffError(f"{source} is not a squeezenet1_1 state dict (it holds a {type(state).__name__})")
     state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
     missing, unexpected = features.load_state_dict(state, strict=False)
     if missing or unexpected:
