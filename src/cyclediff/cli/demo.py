@@ -31,7 +31,7 @@ def demo(ctx: click.Context, out: Path, quick: bool, models: Path | None) -> Non
 
 
 @demo.command("train")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="where to write the three models")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="where to write the four models")
 @click.option("--iters", type=click.IntRange(1), default=3000, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 def demo_train(out: Path, iters: int, seed: int) -> None:

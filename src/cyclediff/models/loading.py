@@ -128,6 +128,8 @@ def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.devic
                                               **quantization_kwargs(quantize, kind, device, dtype))
     if base is not None:
         raise CycleDiffError(f"--base is for single files (.gguf, .safetensors); {source} is a whole pipeline")
+    if source in demo_names():
+        raise CycleDiffError(f"{source!r} is not a hub id or a folder; the demo model is demo:{source}")
     kind = _kind(source, path)
     return _adapter(kind).from_pretrained(source, dtype=dtype, device=device,
                                           **quantization_kwargs(quantize, kind, device, dtype))
@@ -161,7 +163,7 @@ def _demo(name: str, device: Any) -> Any:
 
     if name not in demo_names():
         raise CycleDiffError(f"unknown demo model {name!r}; the demo models are "
-                             f"{', '.join('demo:' + m for m in demo_names())} (make them with `cyclediff demo train`)")
+                             f"{', '.join('demo:' + m for m in demo_names())}")
     with as_file(files("cyclediff") / "demo" / "weights" / name) as folder:
         model = PixelDenoiser.from_pretrained(folder, dtype=torch.float32, device=device)
     model.model_id = f"demo:{name}"
@@ -228,9 +230,52 @@ def _read_config(source: str, path: Path, name: str) -> dict | None:
         return json_object(text, f"{file} (repair it or download the model again)")
     if path.exists():
         return None
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
+    try:
+        return json.loads(Path(hf_hub_download(source, name, local_files_only=True)).read_text())
+    except Exception:  # noqa: BLE001 - not in the cache (or not this file): ask the hub, if it can be reached
+        pass
+    reason = _offline_reason()
+    if not hub_reachable():
+        raise CycleDiffError(f"the model hub is unreachable ({reason}) and {source} is not in the local "
+                             "cache; pass a local folder or file (or connect and try again)")
+    try:
         return json.loads(Path(hf_hub_download(source, name)).read_text())
-    except Exception:  # noqa: BLE001 - offline, missing repo, missing file: all mean "not found here"
+    except Exception:  # noqa: BLE001 - missing repo, missing file: both mean "not found here"
         return None
+
+
+def _offline_reason() -> str:
+    import os
+
+    return "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") \
+        else "no connection"
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub can be reached: once per process, one connection attempt (not the hub client's
+    retries with back-off, which take most of a minute to say the same on a machine without network)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if _offline_reason() != "no connection":
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    if url.hostname not in _REACHABLE:
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout).close()
+            _REACHABLE[url.hostname] = True
+        except OSError:
+            _REACHABLE[url.hostname] = False
+    if not _REACHABLE[url.hostname]:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # what is cached loads without the client's retries
+        constants.HF_HUB_OFFLINE = True
+    return _REACHABLE[url.hostname]
