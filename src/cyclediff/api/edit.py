@@ -48,29 +48,17 @@ def edit(
     mask: Any = None,
     mask_threshold: float = EDIT.mask_threshold,
     attention: Any = None,
-    n_avg: int = EDIT.n_avg, n_min: int = EDIT.n_min,
-    progress: bool = False,
+    n_avg: int = EDIT.n_avg, n_min: int = EDIT.n_min, progress: bool = False,
 ) -> EditResult:
-    """Edit images (a (B, 3, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt``.
+    """Edit images (a (B, C, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt`` (a text
+    model) or from ``source_class`` to ``target_class`` (a class-conditional one: its translation to itself).
 
-    CycleDiffusion: the images' VAE latents are encoded with the source prompt at ``source_guidance_scale``
-    and decoded with the target prompt at ``guidance_scale``, one batched UNet call per step (a scale of 1 skips
-    the unconditional row). Prompts: one string or one per image; ``generator``: one or one per image (then each
-    result depends on its own alone). ``method``: "edit-friendly" (the LEDITS++ inversion's draws, decoded the
-    same way), "flowedit" (flow models; the last int(steps · strength) steps, ``n_avg``, ``n_min``, the negative
-    prompt on both rows as FlowEdit has it), the baselines "sdedit" and "ddib" (same grid and guidance).
-
-    **Many targets**: one image with k prompts is encoded once and decoded under each in one batched pass;
-    result i equals ``edit`` with ``prompt[i]`` alone and the same seed. **Masks** (the encoders' methods): ``mask``
-    (B, 1, H, W) in [0, 1] at image size, 1 where the image may change, or ``"auto"`` (where the prompts' noise
-    predictions disagree, at ``mask_threshold``); outside a binary mask: the VAE reconstruction of the input.
-    **Attention control** (CycleDiffusion): ``attention="refine"`` / ``"replace"`` or an
-    :class:`~cyclediff.models.attention.AttentionEdit`: the target pass reuses the source pass's attention maps,
-    as Prompt-to-Prompt does (the UNet then runs eagerly).
-
-    **Class edits**: a class-conditional model (the demo digits) takes ``source_class`` / ``target_class`` (one
-    label or one per image) instead of the prompts: the translation between two conditions of one model
-    (:func:`cyclediff.translate` with ``model`` as source and target), at ``guidance_scale`` for the target.
+    CycleDiffusion: encoded under the source condition, decoded under the target's, one batched network call per
+    step. Prompts, labels, generators: one, or one per image. ``method``: "edit-friendly", "flowedit" (``n_avg``,
+    ``n_min``), "sdedit", "ddib". **Many targets**: one image, k prompts: encoded once, decoded under each (result
+    i equals ``edit`` with ``prompt[i]`` alone). **Masks** (the encoders' methods): (B, 1, H, W) in [0, 1] at image
+    size, or ``"auto"`` (where the conditions' predictions disagree, at ``mask_threshold``). **Attention control**
+    (CycleDiffusion on SD): ``attention="refine"`` / ``"replace"`` or an ``AttentionEdit`` (Prompt-to-Prompt).
     """
     check_setting("method", method, required=True)
     if source_class is not None or target_class is not None or "prompt" not in model.condition_keys:
@@ -78,9 +66,7 @@ def edit(
                            strength=strength, steps=steps, eta=eta, guidance_scale=guidance_scale,
                            generator=generator, method=method, mask=mask, mask_threshold=mask_threshold, n_avg=n_avg,
                            n_min=n_min, progress=progress)
-    if source_prompt is None or prompt is None:
-        raise CycleDiffError("edit a text-conditioned model with source_prompt= (what the images show) and prompt= "
-                             "(what they should show)")
+    _check_prompts(source_prompt, prompt)
     x = for_model(model, images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
@@ -103,6 +89,12 @@ def edit(
                                  target_condition=target_condition, mask=keep, copies=copies, n_avg=n_avg,
                                  n_min=n_min)
     return EditResult(images=to_images(model, out), latent=latent, mask=shown)
+
+
+def _check_prompts(source_prompt: Any, prompt: Any) -> None:
+    if source_prompt is None or prompt is None:
+        raise CycleDiffError("edit a text-conditioned model with source_prompt= (what the images show) and prompt= "
+                             "(what they should show)")
 
 
 def _class_edit(model: Model, images: Any, source_prompt: Any, prompt: Any, source_class: Any, target_class: Any,

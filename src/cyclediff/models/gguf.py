@@ -122,7 +122,7 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
 def check_base(base: str, kind: str) -> None:
     """--base of a GGUF network: a diffusers pipeline folder or hub id; a demo model, a file or a folder that does
     not exist are named as such (not as a hub id that cannot be reached)."""
-    from .loading import _looks_local
+    from .checkpoints import looks_local as _looks_local
 
     what = f"a diffusers pipeline folder or hub id of {NAMES[kind]}"
     if base.startswith("demo:"):

@@ -345,7 +345,8 @@ def convert(checkpoint: str | Path, flags: dict[str, Any] | str | Path, out: str
     then swapped in: never merged with the model it held)."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
-    from .._io import atomic_folder, readable_as_umask
+    from .._folders import atomic_folder
+    from .._io import readable_as_umask
 
     parsed = read_flags(flags)
     unet, heads = build_unet(load_checkpoint(checkpoint), parsed)

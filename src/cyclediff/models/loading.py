@@ -10,6 +10,7 @@ import torch
 
 from .._io import json_object
 from ..errors import CycleDiffError
+from .checkpoints import looks_local as _looks_local
 
 
 def load(spec: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
@@ -92,7 +93,8 @@ def _check_lora_target(model: Any, spec: Any) -> None:
 
 def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None,
           quantize: str | None = None, base: str | None = None) -> Any:
-    from .pipelines import SINGLE_FILE_SUFFIXES, check_not_legacy_pickle, checkpoint_keys
+    from .checkpoints import check_not_legacy_pickle, checkpoint_keys
+    from .pipelines import SINGLE_FILE_SUFFIXES
     from .quantize import quantization_kwargs
 
     source = str(spec)
@@ -210,12 +212,6 @@ def _kind(source: str, path: Path) -> str:
     if "text_encoder" in index or "vae" in index:
         return "latent-diffusion"
     return "pixel"
-
-
-def _looks_local(source: str) -> bool:
-    """A spec that can only be a path (a hub id is ``name`` or ``org/name``)."""
-    return (source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
-            or Path(source).exists())
 
 
 def _read_config(source: str, path: Path, name: str) -> dict | None:

@@ -80,7 +80,7 @@ def _check_tensor_file(file: Path) -> None:
     import zipfile
 
     from ..latent import _looks_like
-    from .pipelines import check_not_legacy_pickle
+    from .checkpoints import check_not_legacy_pickle
 
     with open(file, "rb") as f:
         head = f.read(9)
