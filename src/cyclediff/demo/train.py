@@ -87,7 +87,8 @@ def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, descr
     copy.deepcopy(unet).half().save_pretrained(folder, safe_serialization=True)
     (FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER) if flow else DDPMScheduler(**SCHEDULER)).save_config(folder)
     meta = {"null_class_label": null_label, "description": description, "data_range": [-1.0, 1.0],
-            "foreground": "light"}  # sklearn's digits: light strokes on a dark ground
+            "foreground": "light",  # sklearn's digits: light strokes on a dark ground
+            "defaults": {"guidance_scale": 1.0}}  # stronger guidance turns these small models' edits into blobs
     (folder / "cyclediff.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 

@@ -34,7 +34,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
     def __init__(
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
         null_class_label: int | None = None, attention_heads: dict[str, int] | None = None,
-        foreground: str | None = None,
+        foreground: str | None = None, defaults: dict[str, Any] | None = None,
     ) -> None:
         from diffusers import UNet2DModel
 
@@ -50,6 +50,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
         self.model_id = model_id if model_id is not None else (unet.config.get("_name_or_path") or None)
         self.null_class_label = null_class_label
         self.foreground = foreground  # "light": trained on light strokes on a dark ground (the demo digits)
+        self.defaults = dict(defaults or {})  # recommended settings, e.g. {"guidance_scale": 1.0}; {}: none
 
     @staticmethod
     def schedule_from(config: Any) -> Schedule:
@@ -72,7 +73,8 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
         saves) and a UNet folder with ``scheduler_config.json`` beside its ``config.json``
         (as ``google/ddpm-cat-256`` is published). A ``cyclediff.json`` beside the UNet's config may name the
         null class label (``{"null_class_label": 10}``) and the polarity of the training images
-        (``"foreground": "light"``: light strokes on a dark ground). Extra keyword arguments go to
+        (``"foreground": "light"``: light strokes on a dark ground) and recommended settings (``"defaults":
+        {"guidance_scale": 1.0}``, as ``model.defaults``). Extra keyword arguments go to
         ``UNet2DModel.from_pretrained``.
         """
         from diffusers import DDPMScheduler, UNet2DModel
@@ -265,4 +267,4 @@ def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
         return {}
     meta = json.loads(path.read_text())
     return {"null_class_label": meta.get("null_class_label"), "attention_heads": meta.get("attention_heads"),
-            "foreground": meta.get("foreground")}
+            "foreground": meta.get("foreground"), "defaults": meta.get("defaults")}

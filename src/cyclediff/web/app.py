@@ -109,13 +109,15 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                 for box in (e_model, e_source, e_target):
                     box.render()
                 e_mask, e_mode, e_threshold = _mask_inputs()
+                start = studio.defaults(names[0], EDIT)  # the first model's recommended settings
                 with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
-                    e_strength, e_steps, e_eta = _sampling(EDIT, "edit")
-                    e_w = gr.Slider(0, 20, value=EDIT.guidance_scale, step=0.5, label="Target guidance scale")
-                    e_sw = gr.Slider(0, 20, value=EDIT.source_guidance_scale, step=0.5,
-                                     label="Source guidance scale")
+                    e_strength, e_steps, e_eta = _sampling(start, "edit")
+                    e_w = gr.Slider(0, 20, value=start.guidance_scale, step=0.5, label="Target guidance scale",
+                                    elem_id="edit-guidance")
+                    e_sw = gr.Slider(0, 20, value=start.source_guidance_scale, step=0.5,
+                                     label="Source guidance scale", elem_id="edit-source-guidance")
                     e_neg = gr.Textbox(label="Negative prompt (text models)")
-                    e_method = gr.Radio(studio.methods(), value=EDIT.method, label="Method")
+                    e_method = gr.Radio(studio.methods(), value=start.method, label="Method")
                 e_seeds, e_count = _seeds("edit")
                 with gr.Row():
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
@@ -124,6 +126,9 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
             with gr.Column():
                 shown = _edit_results()
                 e_latent = gr.File(label="Latent file (decode it in the Latents tab)", elem_id="edit-latent")
+        # another model: its recommended settings (the demo digits' guidance 1; others the settings' defaults)
+        e_model.change(functools.partial(_model_defaults, studio), e_model, [e_strength, e_steps, e_eta, e_w, e_sw],
+                       api_visibility="private")
         # a new image: the editor shows it (paint cleared), the previous image's latent file goes
         e_image.change(functools.partial(_onto_editor, studio), e_image, [e_mask, e_latent], api_visibility="private")
 
@@ -153,6 +158,13 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
 
         e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
                        api_name="encode", **HEAVY)
+
+
+@_errors
+def _model_defaults(studio: Studio, model: str) -> tuple[float, int, float, float, float]:
+    """The Edit form's sampling and guidance values for a model: its recommended ones, else the settings'."""
+    s = studio.defaults(model, EDIT)
+    return s.strength, s.steps, s.eta, s.guidance_scale, s.source_guidance_scale
 
 
 def _edit_results() -> list[Any]:

@@ -10,6 +10,7 @@ the server was started with, and energies from those its command line allows.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -111,6 +112,13 @@ class Studio:
 
                 self.models[name] = load(self.models[name], dtype=self.dtype, device=self.device, **self.loading)
             return self.models[name]
+
+    def defaults(self, name: str, settings: Any = EDIT) -> Any:
+        """``settings`` (a form's defaults) with the served model's recommended values (``model.defaults``, e.g. the
+        demo digits' guidance scale 1) where they name one of its fields."""
+        own = getattr(self.model(name), "defaults", None) or {}
+        fields = {f.name for f in dataclasses.fields(settings)}
+        return settings.replace(**{key: value for key, value in own.items() if key in fields})
 
     def scorer(self) -> Any:
         """CLIP for ranking edits (the server's ``--clip``), or None."""
