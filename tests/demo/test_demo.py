@@ -4,8 +4,10 @@ determinism, and the demo run end to end (small settings)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -63,8 +65,16 @@ def test_demo_train_command_writes_loadable_models(tmp_path):
     assert isinstance(load_demo("digits-flow", root=tmp_path), FlowPixelDenoiser)  # the fourth: a rectified flow
 
 def test_demo_runs_end_to_end(tmp_path):
+    (tmp_path / "demo.md").write_text("a previous demo's table")  # a previous demo's folder is rewritten
     res = CliRunner().invoke(main, ["demo", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
+    # progress: the first line says how long, what --quick does and the threads; then one line per stage
+    first = res.output.splitlines()[0]
+    assert "--quick" in first and "minute" in first and "thread" in first, first
+    stages = re.findall(r"\[(\d)/6\] ([^\n\r]*)", res.output)  # the bars share stderr, with \r
+    assert [int(i) for i, _ in stages] == list(range(1, 7)), res.output
+    stages = [line for _, line in stages]
+    assert any("translation 3 → 8" in line for line in stages) and any("guidance" in line for line in stages)
     results = json.loads((tmp_path / "demo.json").read_text())
     vp = {"cyclediffusion", "sdedit", "ddib", "edit-friendly"}  # FlowEdit needs a flow model
     assert set(results["translation"]) == set(results["class_edit"]) == vp
@@ -109,3 +119,41 @@ def test_classifier_guidance_reaches_the_requested_digits():
     assert result["accuracy_guided"] >= 0.9, result
     assert result["accuracy_unguided"] <= 0.3 and sum(c > 0 for c in result["unguided_class_histogram"]) >= 6
     assert result["energy_last"] < result["energy_first"]
+
+
+def test_demo_refuses_a_folder_with_other_files(tmp_path):
+    """--out holding files the demo did not write: one line before any work; --overwrite lets it through, and a
+    folder holding only a previous demo's files is rewritten."""
+    from cyclediff.demo.run import check_demo_out
+    from cyclediff.errors import CycleDiffError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(main, ["demo", "--quick", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "--overwrite" in res.output and "notes.txt" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "demo.json").exists()
+    assert check_demo_out(tmp_path, overwrite=True) == tmp_path
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "demo.json").write_text("{}")
+    assert check_demo_out(tmp_path) == tmp_path
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(CycleDiffError, match="sub"):
+        check_demo_out(tmp_path)
+
+
+def test_demo_threads_one_on_small_machines(monkeypatch):
+    """One thread on a 1–2 core machine unless OMP_NUM_THREADS or --threads says otherwise; the reason is said."""
+    from cyclediff.cli.demo import _threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr("os.cpu_count", lambda: 2)
+        assert "1 thread (2 CPU cores" in _threads(None) and torch.get_num_threads() == 1
+        assert "2 threads (--threads)" == _threads(2) and torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert "OMP_NUM_THREADS" in _threads(None) and torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr("os.cpu_count", lambda: 16)
+        assert "16 CPU cores" in _threads(None) and torch.get_num_threads() == 2  # torch's own choice kept
+    finally:
+        torch.set_num_threads(before)

@@ -26,6 +26,7 @@ import torch
 
 from .._io import atomic_write
 from ..api.translate import translate
+from ..errors import CycleDiffError
 from ..metrics import distribution_scores, pair_scores, pixel_features
 from ..settings import METHODS
 from .data import SOURCE_DIGIT, TARGET_DIGIT, classify, split
@@ -104,11 +105,35 @@ def sample_accuracy(model, settings: DemoSettings, guidance_scale: float) -> tup
     return float(np.mean(classify(x) == labels.numpy())), _to01(x)
 
 
+DEMO_FILES = ("demo.png", "demo.json", "demo.md")
+STAGES = 6
+
+
+def check_demo_out(out: Path, *, overwrite: bool = False) -> Path:
+    """The demo's output folder: missing, empty, or holding only a previous demo's files (which it rewrites);
+    any other folder with files is refused in one line unless ``overwrite``."""
+    if out.is_dir() and not overwrite:
+        others = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FILES)
+        if others:
+            raise CycleDiffError(f"--out {out} already holds other files ({', '.join(others[:3])}"
+                                 f"{', …' if len(others) > 3 else ''}); choose an empty folder or pass --overwrite")
+    return out
+
+
 def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | None = None,
              quiet: bool = False) -> dict[str, Any]:
+    """Every stage on the demo models; unless ``quiet``, one line as each stage starts, progress bars for the
+    edits, and the table at the end."""
     s = settings or DemoSettings()
     start = time.perf_counter()
+    stage = iter(range(1, STAGES + 1))
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"[{next(stage)}/{STAGES}] {text} ({time.perf_counter() - start:.0f} s)", flush=True)
+
     torch.manual_seed(s.seed)
+    say("loading the demo models and the digits")
     digits, source, target = (load_demo(n, root=root) for n in ("digits", f"digit-{SOURCE_DIGIT}",
                                                                   f"digit-{TARGET_DIGIT}"))
     x_tr, y_tr, x_te, y_te = split()
@@ -117,6 +142,7 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
         np.mean(classify(x_te) == y_te.numpy()))}
 
     # 1. class-conditional sampling
+    say(f"sampling: {10 * s.samples_per_class} class-conditional digits, guided and unguided, {s.sample_steps} steps")
     acc_guided, samples = sample_accuracy(digits, s, s.guidance_scale)
     acc_plain, _ = sample_accuracy(digits, s, 1.0)
     results["sampling"] = {"accuracy_guided": acc_guided, "guidance_scale": s.guidance_scale,
@@ -127,10 +153,12 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
     reference = _to01(real_all[labels_all == TARGET_DIGIT])
     results["translation"] = {}
     shown = {"input": inputs[:10]}
+    say(f"translation {SOURCE_DIGIT} → {TARGET_DIGIT}: {len(applicable(source))} methods × {len(inputs)} images, "
+        f"{s.steps} steps at strength {s.strength:g}")
     for method in applicable(source):
         result, rows = _counted([source, target], partial(
             translate, inputs, source, target, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
-            generator=_gens(len(inputs), s.seed)))
+            generator=_gens(len(inputs), s.seed), progress=not quiet))
         out_imgs = result.images
         results["translation"][method] = {**_scores(inputs, out_imgs, [TARGET_DIGIT] * len(inputs), reference),
                                           "evaluations_per_edit": rows / len(inputs)}
@@ -148,18 +176,23 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
             result, rows = _counted([model], partial(
                 translate, edit_in, model, model, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
                 generator=_gens(len(edit_in), s.seed), source_condition={"class_labels": edit_src},
-                target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale}))
+                target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale},
+                progress=not quiet))
             out_imgs = result.images
             scores[method] = {**_scores(edit_in, out_imgs, edit_tgt.tolist(), reference_edit),
                               "evaluations_per_edit": rows / len(edit_in)}
             shown_edit[method] = out_imgs[:: s.edit_per_class]
         return scores, shown_edit
 
+    say(f"class edits c → c + 5: {len(applicable(digits))} methods × {len(edit_in)} digits (class-conditional model)")
     results["class_edit"], shown_edit = class_edits(digits)
     # 3b. the same edits with the rectified-flow model: its stochastic latent, SDEdit, and the plain ODE inversion
     #     (DDIB's analogue), on the same grid and settings
-    results["class_edit_flow"] = class_edits(load_demo("digits-flow", root=root))[0]
+    flow = load_demo("digits-flow", root=root)
+    say(f"class edits c → c + 5: {len(applicable(flow))} methods × {len(edit_in)} digits (rectified-flow model)")
+    results["class_edit_flow"] = class_edits(flow)[0]
     # 4. plug-and-play guidance: a classifier energy steers the unconditional (null-label) model to each class
+    say(f"classifier guidance: {10 * s.guide_per_class} digits, {s.guide_langevin_steps} Langevin steps each")
     guided = guided_digits(digits, per_class=s.guide_per_class, langevin_steps=s.guide_langevin_steps,
                            seed=s.seed)
     guided_images = guided.pop("images")
