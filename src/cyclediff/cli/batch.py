@@ -75,7 +75,8 @@ def evaluate() -> None:
 @click.option("--clip-model", default=None, help="overrides the spec's CLIP model")
 @device_option
 @dtype_option
-@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-edit"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-edit"), show_default=True,
+              help="folder for the outputs, the records and summary.md")
 @quiet_option
 def evaluate_edit_cmd(spec, model_spec, clip_model, out, quiet, **opts):
     """Edit every (image, source text, target text) of SPEC over its settings grid and score each output
@@ -104,22 +105,25 @@ def evaluate_edit_cmd(spec, model_spec, clip_model, out, quiet, **opts):
 
 
 @evaluate.command("translate")
-@click.option("--source-model", required=True)
-@click.option("--target-model", required=True)
+@click.option("--source-model", required=True, help="the model of the input domain (hub id, folder, file, demo:…)")
+@click.option("--target-model", required=True, help="the model of the output domain")
 @click.option("--images", type=click.Path(path_type=Path, file_okay=False), required=True, help="inputs")
 @click.option("--reference", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="real images of the target domain (FID / KID)")
-@click.option("--methods", default="cyclediffusion,sdedit,ddib", show_default=True)
-@click.option("--seeds", default="0", show_default=True)
+@click.option("--methods", default="cyclediffusion,sdedit,ddib", show_default=True,
+              help="methods, comma-separated: cyclediffusion, edit-friendly, flowedit, sdedit, ddib")
+@click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
 @sampling_options(TranslateSettings)
-@setting_option(TranslateSettings, "refine_steps")
+@setting_option(TranslateSettings, "refine_steps",
+                help="re-noise the output to the r-th last step and denoise it with the target at η = 1")
 @setting_option(RunOptions, "features", help="FID / KID features: inception (needs cyclediff[fid]), pixels, or "
                                              "module:function")
 @loading_options
 @target_lora_option
 @device_option
 @dtype_option
-@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-translate"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("eval-translate"), show_default=True,
+              help="folder for the outputs, the records and summary.md")
 @quiet_option
 def evaluate_translate_cmd(source_model, target_model, images, reference, methods, seeds, out, quiet, **opts):
     """Translate every image in IMAGES with each method; FID / KID against REFERENCE, PSNR / SSIM against the

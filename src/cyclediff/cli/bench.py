@@ -22,12 +22,13 @@ def bench() -> None:
 @click.option("--model", required=True, help="the model to edit with (hub id, folder, checkpoint, demo:…)")
 @click.option("--method", "methods", default="cyclediffusion", show_default=True,
               help="methods, comma-separated: cyclediffusion, edit-friendly, flowedit, sdedit, ddib")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("pie-bench"), show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
-@setting_option(EditSettings, "strength")
-@setting_option(EditSettings, "eta")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("pie-bench"), show_default=True,
+              help="folder for the edits, results.csv and the summary")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="steps of the sampler's grid")
+@setting_option(EditSettings, "strength", help="fraction of the steps run (start part-way, as img2img)")
+@setting_option(EditSettings, "eta", help="DDIM η in (0, 1]; 1 is DDPM's variance")
 @click.option("--guidance-scale", type=float, default=7.5, show_default=True, help="target guidance scale")
-@setting_option(EditSettings, "source_guidance_scale")
+@setting_option(EditSettings, "source_guidance_scale", help="guidance scale of the source prompt")
 @setting_option(EditSettings, "n_avg", help="flowedit: noise draws averaged per step")
 @setting_option(EditSettings, "n_min", help="flowedit: the last N steps sampled plainly")
 @click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
@@ -43,7 +44,8 @@ def bench() -> None:
 @click.option("--lpips-weights", default=None,
               help="squeezenet1_1 weights for LPIPS (a state dict file or URL) [default: torchvision's download]")
 @click.option("--score-only", is_flag=True, help="score the outputs already in --out, edit nothing")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="images per model call")
 @loading_options
 @device_option
 @dtype_option

@@ -22,22 +22,24 @@ from .options import load_model, model_options, output_options, parse_seeds, run
 @click.option("--energy", required=True,
               help="clip (with --text), or module:function / path/to/file.py:function (images in [-1, 1] → (B,))")
 @click.option("--text", default=None, help="the CLIP energy's text")
-@setting_option(GuideSettings, "clip_model")
-@setting_option(GuideSettings, "augment_copies")
+@setting_option(GuideSettings, "clip_model", help="the CLIP energy's model (hub id or folder)")
+@setting_option(GuideSettings, "augment_copies",
+                help="the CLIP energy: differentiably augmented copies of each image it scores")
 @setting_option(GuideSettings, "weight", help="λ in e^{−λE}")
-@setting_option(GuideSettings, "langevin_steps")
-@setting_option(GuideSettings, "step_size")
+@setting_option(GuideSettings, "langevin_steps", help="Langevin updates of the latent per chain")
+@setting_option(GuideSettings, "step_size", help="Langevin step size s: z ← z − (s/2)∇U(z) + √s·ω")
 @setting_option(GuideSettings, "steps", help="sampler steps of G(z)")
-@setting_option(GuideSettings, "eta")
+@setting_option(GuideSettings, "eta", help="DDIM η of G(z) in (0, 1]; 1 is DDPM's variance")
 @click.option("--prompt", default=None, help="text models: the condition")
-@setting_option(GuideSettings, "guidance_scale", type=float)
+@setting_option(GuideSettings, "guidance_scale", type=float, help="text models: classifier-free guidance scale")
 @click.option("--class-label", type=int, default=None, help="class-conditional models (omit: unconditional)")
 @click.option("--seeds", default="0", show_default=True, help="one chain per seed, e.g. 0-7")
 @setting_option(GuideSettings, "keep_best", help="keep each chain's lowest-energy latent, not its last")
 @setting_option(GuideSettings, "grad_steps", type=int,
                 help="back-propagate through the last K sampler steps only (an approximation)")
 @click.option("--strip-every", type=click.IntRange(1), default=None, help="save a PNG strip of the chain every N")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("guided"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("guided"), show_default=True,
+              help="folder for OUT/seed<NNNN>.png")
 @output_options
 def guide(**opts: Any) -> None:
     """Sample with an energy by Langevin dynamics in the latent space (no training).

@@ -46,7 +46,7 @@ def _condition(model: Any, opts: dict[str, Any]) -> dict[str, Any]:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
 @compile_option
-@sampling_options(EncodeSettings)
+@sampling_options(EncodeSettings, "the whole encoding, so any later decode can start from the top")
 @setting_option(EncodeSettings, "sampler", help="fresh: new noise at every step (flow models: diffusers' "
                                                 "stochastic_sampling)")
 @setting_option(EncodeSettings, "encoder", help="cyclediffusion: x_{t-1} from the posterior q(x_{t-1} | x_t, x0); "
@@ -94,13 +94,15 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
 @model_options
 @compile_option
 @click.option("--prompt", default=None, help="text models: decode under this prompt (default: the recorded one)")
-@click.option("--guidance-scale", type=float, default=None)
-@click.option("--negative-prompt", default=None)
+@click.option("--guidance-scale", type=float, default=None,
+              help="text models: decode under this guidance scale (default: the recorded one)")
+@click.option("--negative-prompt", default=None, help="text models: what the decoded image should not show")
 @click.option("--class-label", type=int, default=None, help="decode under this class instead of the recorded one")
 @click.option("--weights", default=None,
               help="two latents: decode the interpolation at these weights (e.g. 0,0.25,0.5,0.75,1) as one strip")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True,
+              help="folder for OUT/<latent>.png")
 @output_options
 def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, out: Path, **opts: Any) -> None:
     """Decode latent files into PNG images: with the recorded condition they give the encoded image back; with
@@ -155,10 +157,11 @@ def _weights(text: str | None, count: int) -> list[float] | None:
 @setting_option(SampleSettings, "sampler", help="fresh: new noise at every step (flow models: diffusers' "
                                                 "stochastic_sampling)")
 @click.option("--seeds", default="0", show_default=True, help="seed list, e.g. 0-7 or 1,5,9")
-@click.option("--prompt", default=None)
-@click.option("--guidance-scale", type=float, default=None)
-@click.option("--class-label", type=int, default=None)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
+@click.option("--prompt", default=None, help="text models: the prompt to sample")
+@click.option("--guidance-scale", type=float, default=None, help="text models: classifier-free guidance (default 1)")
+@click.option("--class-label", type=int, default=None, help="class-conditional models (omit: unconditional)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True,
+              help="folder for OUT/seed<NNNN>.png")
 @click.option("--save-latents", is_flag=True, help="also write each sample's latent file")
 @output_options
 def sample(out: Path, **opts: Any) -> None:

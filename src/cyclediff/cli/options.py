@@ -147,14 +147,17 @@ def compile_option(f: Callable) -> Callable:
                                "new batch size compiles first (a minute or more)")(f)
 
 
-def sampling_options(cls: type[Settings]) -> Callable:
-    """--steps, --strength, --eta with a task's defaults (its settings type)."""
+def sampling_options(cls: type[Settings], why: str = "") -> Callable:
+    """--steps, --strength, --eta with a task's defaults (its settings type); ``why`` says why the default
+    strength is what it is for this task."""
 
     def wrap(f: Callable) -> Callable:
         f = setting_option(cls, "eta", help="DDIM η in (0, 1]; 1 is DDPM's variance")(f)
         if "strength" in cls.names():
-            f = setting_option(cls, "strength", help="fraction of the steps run (start part-way, as img2img)")(f)
-        return setting_option(cls, "steps")(f)
+            f = setting_option(cls, "strength", help="fraction of the steps run (start part-way, as img2img)"
+                               + (f"; the default: {why}" if why else ""))(f)
+        return setting_option(cls, "steps", help="steps of the sampler's grid (--strength picks how many of them "
+                                                 "run)" if "strength" in cls.names() else "steps of the sampler")(f)
 
     return wrap
 

@@ -28,7 +28,8 @@ from .options import device_option, dtype_option, loading_options, resolve_devic
                    "can choose only these")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="the address to listen on; 0.0.0.0 makes the app reachable from other machines")
-@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,
+              help="the port to listen on")
 @click.option("--queue-size", type=click.IntRange(1), default=8, show_default=True,
               help="requests waiting beyond the one that runs; more are refused until the queue drains")
 @loading_options
