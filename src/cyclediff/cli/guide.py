@@ -14,7 +14,16 @@ from ..batch.tasks import GuideTask
 from ..models.conditions import condition_for
 from ..settings import GuideSettings, RunOptions
 from .main import main
-from .options import load_model, model_options, output_options, parse_seeds, run_and_report, setting_option, stamp
+from .options import (
+    chosen_seeds,
+    load_model,
+    model_options,
+    output_options,
+    run_and_report,
+    seed_options,
+    setting_option,
+    stamp,
+)
 
 
 @main.command()
@@ -33,7 +42,7 @@ from .options import load_model, model_options, output_options, parse_seeds, run
 @click.option("--prompt", default=None, help="text models: the condition")
 @setting_option(GuideSettings, "guidance_scale", type=float, help="text models: classifier-free guidance scale")
 @click.option("--class-label", type=int, default=None, help="class-conditional models (omit: unconditional)")
-@click.option("--seeds", default="0", show_default=True, help="one chain per seed, e.g. 0-7")
+@seed_options
 @setting_option(GuideSettings, "keep_best", help="keep each chain's lowest-energy latent, not its last")
 @setting_option(GuideSettings, "grad_steps", type=int,
                 help="back-propagate through the last K sampler steps only (an approximation)")
@@ -55,7 +64,7 @@ def guide(**opts: Any) -> None:
     settings, run = GuideSettings.from_options(opts), RunOptions.from_options(opts)
     if settings.energy == "clip" and not settings.text:
         raise click.UsageError("--energy clip needs --text")
-    seeds = list(dict.fromkeys(parse_seeds(opts["seeds"])))
+    seeds = chosen_seeds(opts)  # one chain per seed
     check_out_folder(opts["out"])
     energy = energy_from_spec(settings.energy, text=settings.text, clip_model=settings.clip_model,
                               augment_copies=settings.augment_copies)

@@ -18,6 +18,7 @@ from ..models.conditions import condition_for
 from ..settings import EditSettings, RunOptions, Settings, TranslateSettings
 from .main import main
 from .options import (
+    chosen_seeds,
     compile_option,
     device_option,
     dtype_option,
@@ -31,9 +32,9 @@ from .options import (
     note_repeats,
     number,
     output_options,
-    parse_seeds,
     run_and_report,
     sampling_options,
+    seed_options,
     setting_option,
     stamp,
     target_lora_option,
@@ -91,8 +92,7 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 @setting_option(EditSettings, "method", help="cyclediffusion (the posterior chain), edit-friendly (the LEDITS++ "
                                              "inversion's independent draws), flowedit (flow models), or a baseline")
 @flowedit_options(EditSettings)
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="one seed for every image (default 0)")
-@click.option("--seeds", default=None, help="several seeds per image, e.g. 0-7 (one output each)")
+@seed_options
 @setting_option(RunOptions, "batch_size", help="images per UNet call (same-sized images are batched)")
 @mask_options
 @click.option("--attention", type=click.Choice(["replace", "refine"]), default=None,
@@ -123,9 +123,7 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     Outputs are OUT/<image>_<prompt>_s<strength>_w<scale>_seed<seed>.png, written atomically, with their settings
     recorded inside; one made with these very settings is skipped unless --overwrite.
     """
-    if opts["seed"] is not None and opts["seeds"] is not None:
-        raise click.UsageError("give --seed or --seeds, not both")
-    seeds = parse_seeds(opts["seeds"]) if opts["seeds"] is not None else [opts["seed"] or 0]
+    seeds = chosen_seeds(opts)
     settings = EditSettings.from_options(opts, attention=_attention(opts))  # refused before any model loads
     run = RunOptions.from_options(opts)
     check_out_folder(opts["out"])
@@ -183,7 +181,7 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
 @click.option("--source-prompt", default=None, help="prompt for a text-conditioned source")
 @click.option("--target-prompt", default=None, help="prompt for a text-conditioned target")
 @setting_option(TranslateSettings, "guidance_scale", type=float, help="target guidance scale")
-@click.option("--seeds", default="0", show_default=True, help="seeds per image, e.g. 0-3")
+@seed_options
 @setting_option(RunOptions, "batch_size", help="images per UNet call (same-sized images are batched)")
 @loading_options
 @target_lora_option
@@ -207,7 +205,7 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
           --source-prompt "a photo" --target-prompt "a watercolor painting"   # one load: M → its own style
     """
     settings = TranslateSettings.from_options(opts)
-    run, seeds = RunOptions.from_options(opts), parse_seeds(opts["seeds"])
+    run, seeds = RunOptions.from_options(opts), chosen_seeds(opts)
     check_out_folder(opts["out"])
     source, target = load_models(settings.source_model, settings.target_model, run)
     condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class,

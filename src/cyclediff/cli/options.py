@@ -29,6 +29,20 @@ def parse_seeds(text: str) -> list[int]:
         raise click.BadParameter(str(err)) from err
 
 
+def seed_options(f: Callable) -> Callable:
+    """--seed (one seed for every input) and --seeds (several, one output each); :func:`chosen_seeds` reads them."""
+    f = click.option("--seeds", default=None, help="several seeds, e.g. 0-7 or 1,5,9 (one output each)")(f)
+    return click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
+                        help="one seed (default 0)")(f)
+
+
+def chosen_seeds(opts: dict[str, Any]) -> list[int]:
+    """The seeds --seed / --seeds give (distinct, in order); both at once is refused."""
+    if opts["seed"] is not None and opts["seeds"] is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    return list(dict.fromkeys(parse_seeds(opts["seeds"]) if opts["seeds"] is not None else [opts["seed"] or 0]))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
