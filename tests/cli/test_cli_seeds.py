@@ -50,3 +50,15 @@ def test_guide_takes_seed(tmp_path):
     res = cli("guide", "--model", "demo:digits", "--energy", "cyclediff.demo.guidance:nonexistent", "--seed", "3",
               "--out", tmp_path)
     assert "No such option" not in res.output and res.exit_code != 0, res.output  # parsed; the energy refused
+
+
+def test_output_file_of_other_settings_is_said_not_silently_renamed(three, tmp_path):
+    """-o naming a file that holds another settings' output: the new one goes beside it, and that is said."""
+    out = tmp_path / "three.latent.safetensors"
+    base = ["encode", three, "--model", "demo:digit-3", "-o", out, "--quiet"]
+    assert cli(*base, "--steps", "4").exit_code == 0 and out.is_file()
+    res = cli(*base, "--steps", "5")
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if str(out) in line]
+    assert len(lines) == 1 and "other settings" in lines[0] and "--overwrite" in lines[0], res.output
+    assert len(list(tmp_path.glob("three_*.latent.safetensors"))) == 1

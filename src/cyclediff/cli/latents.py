@@ -86,7 +86,7 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
              for i, (path, stem) in enumerate(zip(paths, unique_names(paths)))]
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"],
                       latent_dtype=torch.float16 if opts["store_dtype"] == "float16" else None)
-    run_and_report(EncodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"])
+    run_and_report(EncodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
 
 
 @main.command()
@@ -131,7 +131,7 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
         units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
                       input=paths[0], stamp=marks)]
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"])
-    run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"])
+    run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
 
 
 def _weights(text: str | None, count: int) -> list[float] | None:

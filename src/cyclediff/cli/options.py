@@ -259,8 +259,9 @@ def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- running
 def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: int = RUN.batch_size, quiet: bool,
-                   as_json: bool) -> None:
-    """Run the units with the one runner, show each result as it comes, then a summary; exit 1 on any failure."""
+                   as_json: bool, asked: Path | None = None) -> None:
+    """Run the units with the one runner, show each result as it comes, then a summary; exit 1 on any failure.
+    ``asked``: the file -o named; an output written beside it (it holds other settings' output) is said."""
     task.progress = not quiet
     results: list[Result] = []
 
@@ -268,6 +269,9 @@ def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: i
         results.append(result)
         if result.status == "failed":
             click.echo(f"FAILED {_input(result)}: {result.error}", err=True)
+        elif asked is not None and result.output and Path(result.output) != asked:
+            click.echo(f"-o {asked} holds an output of other settings; wrote {result.output} instead "
+                       "(--overwrite replaces it)", err=True)
         elif not quiet and not as_json:
             if result.status == "skipped":
                 click.echo(f"{result.output} (exists; --overwrite to redo)")
