@@ -213,7 +213,9 @@ class GuideTask(ImageTask):
         if frames:
             outputs = [{".png": img, "_chain.png": torch.cat([f[i] for f in frames], dim=2)}
                        for i, img in enumerate(images)]
-        metrics = [{"energy_start": float(result.energies[0, i]), "energy_end": float(result.energies[-1, i])}
+        # the energy of the state returned: the lowest one seen with keep_best (the chain's best), else the last
+        ends = result.energies.min(dim=0).values if s.keep_best else result.energies[-1]
+        metrics = [{"energy_start": float(result.energies[0, i]), "energy_end": float(ends[i])}
                    for i in range(len(units))]
         return list(zip(outputs, metrics))
 

@@ -22,14 +22,15 @@ from .service import Studio, seeds_of
 from .uploads import for_painting, public
 
 # tiny demo images (8 × 8 digits) are enlarged crisply; whole images, never under a label or a caption: the label
-# gets its own row (padding), captions go below the image, a gallery keeps four columns (one result is not one
-# huge, cut-off thumbnail), the slider fits its box
+# gets its own row (padding), captions go below the image and wrap (never cut off), a gallery keeps four columns
+# (one result is not one huge, cut-off thumbnail), the slider fits its box
 CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain; }\n"
        ".cyclediff-input img { width: 100%; height: 100%; padding-top: 28px; box-sizing: border-box; }\n"
        ".cyclediff-pixels .grid-container { padding-top: 2.5rem; --grid-cols: 4 !important; }\n"
        ".cyclediff-pixels .thumbnail-item { aspect-ratio: auto; height: auto; }\n"
        ".cyclediff-pixels .thumbnail-item img { display: block; width: 100%; aspect-ratio: 1; }\n"
-       ".cyclediff-pixels .caption-label { position: static; max-width: none; border: 0; }\n"
+       ".cyclediff-pixels .caption-label { position: static; max-width: none; border: 0; white-space: normal;\n"
+       "  overflow: visible; text-overflow: clip; overflow-wrap: anywhere; }\n"
        ".cyclediff-compare .slider-wrap { padding-top: 28px; }\n"
        "#edit-examples img { image-rendering: pixelated; width: 64px; height: 64px; object-fit: contain; }")
 GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
@@ -267,8 +268,11 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
                     run = gr.Button("Guide", variant="primary", elem_id="guide-run")
                     stop = gr.Button("Stop")
             with gr.Column():
-                gallery = gr.Gallery(label="Chains", **GALLERY)
-                plot = gr.LinePlot(x="step", y="energy", color="chain", label="Energy", height=260)
+                gallery = gr.Gallery(label="Chains (seed: energy at the start → the best state's, shown)",
+                                     elem_id="guide-gallery", **GALLERY)
+                # short chain names ("0", "1" under the title "seed"): the legend (below the plot) fits its width
+                plot = gr.LinePlot(x="step", y="energy", color="chain", color_title="seed", x_title="Langevin step",
+                                   label="Energy", height=300, elem_id="guide-plot")
                 status = gr.Markdown(label="Status", elem_id="guide-status")
 
         @_errors
@@ -287,7 +291,7 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
                     yield gr.skip(), gr.skip(), gr.skip()
                 elif kind == "step":
                     n, images, energies = value
-                    rows += [{"step": n, "energy": float(e), "chain": f"seed {s}"} for s, e in zip(seed_list, energies)]
+                    rows += [{"step": n, "energy": float(e), "chain": str(s)} for s, e in zip(seed_list, energies)]
                     if time.monotonic() - last > 0.3 or n == langevin_steps:
                         last = time.monotonic()
                         frames = [(u8(img), f"seed {s} · step {n}") for s, img in zip(seed_list, images)]
@@ -295,13 +299,19 @@ def _guide_tab(studio: Studio, names: list[str]) -> None:
                 elif kind == "done":
                     ok = [r for r in value if r.status == "ok"]
                     failed = [f"**failed** seed {r.unit.seed}: {r.error}" for r in value if r.status == "failed"]
-                    items = [(r.output, f"seed {r.unit.seed} · energy {r.metrics['energy_start']:.3f} → "
-                                        f"{r.metrics['energy_end']:.3f}") for r in ok]
+                    items = [(r.output, chain_caption(r)) for r in ok]
                     yield items, pd.DataFrame(rows), "\n\n".join([f"{len(ok)} of {len(value)} done", *failed])
 
         event = run.click(guide, [model, energy, text, target, condition, weight, langevin, step_size, steps, seeds,
                                   count], [gallery, plot, status], api_name="guide", **HEAVY)
         stop.click(None, cancels=[event])
+
+
+def chain_caption(result: Any) -> str:
+    """A guided chain's caption, short enough for a thumbnail: its seed, its energy at the start and that of the
+    state shown (its best)."""
+    m = result.metrics
+    return f"seed {result.unit.seed}: {m['energy_start']:.3g} → {m['energy_end']:.3g}"
 
 
 def _latents_tab(studio: Studio, names: list[str]) -> None:

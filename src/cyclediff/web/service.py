@@ -289,14 +289,15 @@ class Studio:
               weight: float, langevin_steps: int, step_size: float, steps: int, eta: float = GUIDE.eta,
               seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Langevin chains (one per seed, all in one batch): ("step", (n, images01, energies)) as they run, then the
-        results."""
+        results: each chain's lowest-energy state (``energy_end`` its energy)."""
         m = self.model(model)
         fn = self.energy(energy, text=text, target=target)
         numbers = {"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
                    "steps": _int(steps), "eta": eta}
         cond = self.condition(m, condition)
+        # each chain's lowest-energy state, not its last (a chain's energy can jump at its last steps)
         settings = GuideSettings(**numbers, model=model, prompt=cond.get("prompt"),
-                                 class_label=cond.get("class_labels"), energy=energy, text=text)
+                                 class_label=cond.get("class_labels"), energy=energy, text=text, keep_best=True)
         seed_list = seeds_of(seeds, count)
         units = [Unit(i, f"seed{s}", s, name=f"guided_seed{s}.png", settings=settings, stamp=self.stamp("guide"))
                  for i, s in enumerate(seed_list)]
