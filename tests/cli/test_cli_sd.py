@@ -106,7 +106,7 @@ def test_cli_refuses_bad_options_clearly(model_dir, pngs, tmp_path):
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (extra, res.output)
     res = runner.invoke(main, ["edit", str(pngs[0]), "--model", "someone/not-here", "--source-prompt", "a",
                                "--prompt", "b"])
-    assert res.exit_code == 1 and "pass a local path" in res.output
+    assert res.exit_code == 1 and "pass a local folder" in res.output
     res = runner.invoke(main, ["encode", str(pngs[0]), "--model", str(model_dir), "--class-label", "3"])
     assert res.exit_code == 1 and "--prompt" in res.output
 

@@ -110,15 +110,8 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                 for box in (e_model, e_source, e_target):
                     box.render()
                 e_mask, e_mode, e_threshold = _mask_inputs()
-                start = studio.defaults(names[0], EDIT)  # the first model's recommended settings
-                with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
-                    e_strength, e_steps, e_eta = _sampling(start, "edit")
-                    e_w = gr.Slider(0, 20, value=start.guidance_scale, step=0.5, label="Target guidance scale",
-                                    elem_id="edit-guidance")
-                    e_sw = gr.Slider(0, 20, value=start.source_guidance_scale, step=0.5,
-                                     label="Source guidance scale", elem_id="edit-source-guidance")
-                    e_neg = gr.Textbox(label="Negative prompt (text models)")
-                    e_method = gr.Radio(studio.methods(), value=start.method, label="Method")
+                # the first model's recommended settings
+                e_strength, e_steps, e_eta, e_w, e_sw, e_neg, e_method = _edit_settings(studio, names[0])
                 e_seeds, e_count = _seeds("edit")
                 with gr.Row():
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
@@ -159,6 +152,20 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
 
         e_encode.click(encode, [e_image, e_model, e_source, e_strength, e_steps, e_eta, e_sw, e_seeds], e_latent,
                        api_name="encode", **HEAVY)
+
+
+def _edit_settings(studio: Studio, model: str) -> tuple[Any, ...]:
+    """The Edit tab's settings, starting from ``model``'s recommended values."""
+    start = studio.defaults(model, EDIT)
+    with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
+        strength, steps, eta = _sampling(start, "edit")
+        w = gr.Slider(0, 20, value=start.guidance_scale, step=0.5, label="Target guidance scale",
+                      elem_id="edit-guidance")
+        sw = gr.Slider(0, 20, value=start.source_guidance_scale, step=0.5, label="Source guidance scale",
+                       elem_id="edit-source-guidance")
+        negative = gr.Textbox(label="Negative prompt (text models)")
+        method = gr.Radio(studio.methods(), value=start.method, label="Method")
+    return strength, steps, eta, w, sw, negative, method
 
 
 @_errors
