@@ -70,7 +70,7 @@ TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 # FlowEdit's own knobs and their defaults: another method refuses them (they would be ignored without a word)
 FLOWEDIT_KNOBS: dict[str, int] = {"n_avg": 1, "n_min": 0}
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device",
-         "base")
+         "base", "classifier")
 
 
 def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
@@ -291,6 +291,8 @@ class GuideSettings(Settings):
     class_label: int | None = None
     keep_best: bool = False
     grad_steps: int | None = None
+    classifier: str | None = None  # energy "classifier": module:function of a torch classifier (logits out)
+    target_class: int | None = None  # energy "classifier": the class the chains are drawn towards
 
     task: ClassVar[str] = "guide"
     batched: ClassVar[frozenset[str]] = frozenset({"class_label"})

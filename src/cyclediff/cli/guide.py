@@ -11,6 +11,7 @@ from ..batch.outputs import check_out_folder
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
 from ..batch.tasks import GuideTask
+from ..guidance.energies import DIGITS_CLASSIFIER
 from ..models.conditions import condition_for
 from ..settings import GuideSettings, RunOptions
 from .main import main
@@ -29,7 +30,12 @@ from .options import (
 @main.command()
 @model_options
 @click.option("--energy", required=True,
-              help="clip (with --text), or module:function / path/to/file.py:function (images in [-1, 1] → (B,))")
+              help="clip (with --text), classifier (with --target-class), or module:function / "
+                   "path/to/file.py:function (images in [-1, 1] → (B,))")
+@click.option("--classifier", default=None,
+              help="--energy classifier: module:function of a torch classifier (logits out; default on the demo "
+                   "models: the digits classifier)")
+@setting_option(GuideSettings, "target_class", type=int, help="--energy classifier: the class to draw the chains to")
 @click.option("--text", default=None, help="the CLIP energy's text")
 @setting_option(GuideSettings, "clip_model", help="the CLIP energy's model (hub id or folder)")
 @setting_option(GuideSettings, "augment_copies",
@@ -56,18 +62,25 @@ def guide(**opts: Any) -> None:
     \b
     Examples:
       cyclediff guide --model google/ddpm-ema-celebahq-256 --energy clip --text "a photo of a baby" --seeds 0-3
-      cyclediff guide --model demo:digits --energy my_energies.py:round_digit --weight 10 --langevin-steps 30 \\
+      cyclediff guide --model demo:digits --energy classifier --target-class 7 --weight 10 --langevin-steps 30 \\
           --steps 10 --strip-every 5
+      cyclediff guide --model demo:digits --energy my_energies.py:round_digit --weight 10
     """
     from ..guidance import energy_from_spec
 
+    if opts["energy"] == "classifier" and opts["classifier"] is None and str(opts["model"]).startswith("demo:"):
+        opts = {**opts, "classifier": DIGITS_CLASSIFIER}
     settings, run = GuideSettings.from_options(opts), RunOptions.from_options(opts)
     if settings.energy == "clip" and not settings.text:
         raise click.UsageError("--energy clip needs --text")
+    if (settings.energy == "classifier") != (settings.target_class is not None):
+        raise click.UsageError("--energy classifier and --target-class go together")
+    if settings.energy == "classifier" and settings.classifier is None:
+        raise click.UsageError("--energy classifier needs --classifier module:function (a torch classifier)")
     seeds = chosen_seeds(opts)  # one chain per seed
     check_out_folder(opts["out"])
-    energy = energy_from_spec(settings.energy, text=settings.text, clip_model=settings.clip_model,
-                              augment_copies=settings.augment_copies)
+    energy = _classifier_energy(settings) if settings.energy == "classifier" else energy_from_spec(
+        settings.energy, text=settings.text, clip_model=settings.clip_model, augment_copies=settings.augment_copies)
     model = load_model(settings.model, run)
     condition_for(model, prompt=settings.prompt, guidance_scale=settings.guidance_scale,
                   class_labels=settings.class_label)  # refused now
@@ -77,3 +90,11 @@ def guide(**opts: Any) -> None:
     # all chains in one batch: one decoder pass per Langevin step for every seed
     run_and_report(task, units, FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
                    batch_size=len(units), quiet=opts["quiet"], as_json=opts["as_json"])
+
+
+def _classifier_energy(settings: GuideSettings) -> Any:
+    """−log p(target class | image) under the named classifier (checked now: a class it lacks is one line)."""
+    from ..guidance import ClassifierEnergy
+    from ..guidance.energies import load_classifier
+
+    return ClassifierEnergy(load_classifier(settings.classifier), settings.target_class)

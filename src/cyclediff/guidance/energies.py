@@ -100,6 +100,18 @@ def import_object(spec: str, what: str = "energy") -> Any:
         raise CycleDiffError(f"cannot load {what} {spec!r}: {err}") from err
 
 
+DIGITS_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the demo digits' classifier (trained in seconds)
+
+
+def load_classifier(spec: str) -> torch.nn.Module:
+    """``module:attribute``: a torch classifier (logits out), or a function or class that makes one."""
+    made = import_object(spec, "classifier")
+    classifier = made() if callable(made) and not isinstance(made, torch.nn.Module) else made
+    if not isinstance(classifier, torch.nn.Module):
+        raise CycleDiffError(f"classifier {spec!r} is no torch module (logits out); got {type(classifier).__name__}")
+    return classifier
+
+
 def load_energy(spec: str) -> Energy:
     """``module:function`` (or ``path/to/file.py:function``) → that callable as an energy."""
     fn = import_object(spec)

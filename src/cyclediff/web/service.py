@@ -28,6 +28,7 @@ from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
 from ..demo.train import MODELS
 from ..errors import CycleDiffError
+from ..guidance.energies import DIGITS_CLASSIFIER
 from ..settings import (
     EDIT,
     ENCODE,
@@ -46,7 +47,7 @@ from .streams import Stopped, first_then, only_file, stream
 from .uploads import Folders, painted_mask, prepare, public, upload
 
 DEMO_MODELS = tuple(f"demo:{name}" for name in MODELS)
-DEMO_CLASSIFIER = "cyclediff.demo.guidance:digit_classifier"  # the digits' guidance classifier (trained in seconds)
+DEMO_CLASSIFIER = DIGITS_CLASSIFIER  # the digits' guidance classifier (trained in seconds)
 MAX_SEEDS = 64  # results per request
 LABEL_MAX = 2**31 - 1  # the largest class label a form takes
 
@@ -138,7 +139,7 @@ class Studio:
     def energy(self, choice: str, *, text: str = "", target: Any = None) -> Any:
         """An energy the server allows: ``clip`` (text), ``classifier`` (a class), or a ``--energy`` spec."""
         from ..guidance import ClassifierEnergy, energy_from_spec
-        from ..guidance.energies import import_object
+        from ..guidance.energies import load_classifier
 
         if choice not in self.energy_choices():
             raise CycleDiffError(f"energy {choice!r} is not offered; this server offers "
@@ -149,8 +150,7 @@ class Studio:
         if choice == "classifier":
             with self._lock:
                 if self._classifier is None:
-                    made = import_object(self.classifier_spec, "classifier")
-                    self._classifier = made() if callable(made) and not isinstance(made, torch.nn.Module) else made
+                    self._classifier = load_classifier(self.classifier_spec)
             label = _integer(target, "the classifier's class")
             return ClassifierEnergy(self._classifier, label)
         return energy_from_spec(choice)
