@@ -1,5 +1,5 @@
 """FlowEdit (:mod:`cyclediff.flowedit`, :func:`cyclediff.baselines.flowedit`): FlowEdit's own outputs on two tiny
-pipelines with every noise draw recorded (../shared/fixtures/flowedit, made by fallenshock/FlowEdit's
+pipelines with every noise draw recorded (tests/fixtures/flowedit, made by fallenshock/FlowEdit's
 ``FlowEditSD3`` / ``FlowEditFLUX``) reproduced from the same draws; batch invariance; its laws; bad input."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from cyclediff import CycleDiffError
 from cyclediff.baselines import flowedit
 from cyclediff.flowedit import draws_needed, flow_edit
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "flowedit"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "flowedit"  # its README says how they were made
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "cases.json").is_file(),
-                                    reason="FlowEdit's fixtures (../shared/fixtures/flowedit) are not beside the clone")
+                                    reason="FlowEdit's fixtures (tests/fixtures/flowedit) are missing")
 CASES = json.loads((FIXTURES / "cases.json").read_text())["cases"] if (FIXTURES / "cases.json").is_file() else []
 
 
