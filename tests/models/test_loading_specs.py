@@ -39,3 +39,6 @@ def test_an_uncached_hub_id_without_network_is_one_line_at_once(monkeypatch, tmp
     assert "unreachable" in message and "not in the local cache" in message and "local folder" in message
     assert ("HF_HUB_OFFLINE" in message) == offline and "\n" not in message
     assert time.monotonic() - start < 10
+    with pytest.raises(CycleDiffError) as again:  # a second model of the run: the same reason (the probe's
+        load("some-org/other-model")           # HF_HUB_OFFLINE is not the user's)
+    assert ("HF_HUB_OFFLINE" in str(again.value)) == offline

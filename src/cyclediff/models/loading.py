@@ -242,14 +242,18 @@ def _read_config(source: str, path: Path, name: str) -> dict | None:
         return None
 
 
+_REACHABLE: dict[str, bool] = {}  # the hub's host -> whether the one probe reached it
+
+
 def _offline_reason() -> str:
+    """Why the hub is not asked: no connection (the probe failed; it then sets HF_HUB_OFFLINE itself), or the
+    user's HF_HUB_OFFLINE."""
     import os
 
+    if False in _REACHABLE.values():
+        return "no connection"
     return "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") \
         else "no connection"
-
-
-_REACHABLE: dict[str, bool] = {}
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
