@@ -47,7 +47,6 @@ from .streams import Stopped, first_then, only_file, stream
 from .uploads import Folders, painted_mask, prepare, public, upload
 
 DEMO_MODELS = tuple(f"demo:{name}" for name in MODELS)
-DEMO_CLASSIFIER = DIGITS_CLASSIFIER  # the digits' guidance classifier (trained in seconds)
 MAX_SEEDS = 64  # results per request
 LABEL_MAX = 2**31 - 1  # the largest class label a form takes
 
@@ -84,7 +83,7 @@ class Studio:
         self.clip_spec, self.energies = clip, list(energies)
         self.loading = dict(loading or {})  # load()'s keywords for the served models (RunOptions.loading)
         demo = self.serves_demo()
-        self.classifier_spec = classifier or (DEMO_CLASSIFIER if demo else None)
+        self.classifier_spec = classifier or (DIGITS_CLASSIFIER if demo else None)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cyclediff-serve-"))
         if workdir is None:  # our own temp folder: gone with the server
             weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
@@ -332,7 +331,7 @@ class Studio:
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
         unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings=DecodeSettings(condition=new), input=path,
                     stamp=self.stamp("decode", model=model))
-        return only_file(self._run(DecodeTask(m), [unit]))
+        return only_file(self._run(DecodeTask(m, self.options()), [unit]))
 
     @staticmethod
     def methods() -> list[str]:
