@@ -233,7 +233,7 @@ class Latent:
                 names = set(f.keys())
                 tensors = {n: f.get_tensor(n) for n in ("x_start", "eps") if n in names}
         except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-            looks = _looks_like(path)
+            looks = looks_like(path)
             if looks:
                 raise LatentFileError(f"{path} is not a latent file: it looks like {looks} (latent files are "
                                       "the .latent.safetensors files cyclediff encode writes)") from err
@@ -342,7 +342,7 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image
           (b"GGUF", "a GGUF network"))
 
 
-def _looks_like(path: Path) -> str | None:
+def looks_like(path: Path) -> str | None:
     """What a file that is not a safetensors file looks like, from its first bytes (None: unknown)."""
     try:
         with open(path, "rb") as f:

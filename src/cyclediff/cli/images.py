@@ -147,9 +147,8 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
     web app's class edits)."""
     if edit_settings.attention is not None:
         raise click.UsageError("--attention needs a text-conditioned UNet model; class edits have no prompts")
-    given = {"source_prompt": edit_settings.source_prompt, "target_prompt": edit_settings.prompt}
-    condition_for(model, prompt=given["source_prompt"], class_labels=opts["source_class"], side="source")
-    condition_for(model, prompt=given["target_prompt"], class_labels=opts["target_class"], side="target",
+    condition_for(model, prompt=edit_settings.source_prompt, class_labels=opts["source_class"], side="source")
+    condition_for(model, prompt=edit_settings.prompt, class_labels=opts["target_class"], side="target",
                   guidance_scale=edit_settings.guidance_scale)
     if opts["source_class"] is None or opts["target_class"] is None:
         raise click.UsageError("a class edit needs --source-class (what the images show) and --target-class")

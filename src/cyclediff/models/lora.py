@@ -79,7 +79,7 @@ def _check_tensor_file(file: Path) -> None:
     anything else (an image given by mistake) is named for what it looks like."""
     import zipfile
 
-    from ..latent import _looks_like
+    from ..latent import looks_like
     from .checkpoints import check_not_legacy_pickle
 
     with open(file, "rb") as f:
@@ -87,7 +87,7 @@ def _check_tensor_file(file: Path) -> None:
     size = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
     if (0 < size <= file.stat().st_size - 8 and head[8:9] == b"{") or zipfile.is_zipfile(file):
         return
-    looks = _looks_like(file)
+    looks = looks_like(file)
     if looks == "a Python pickle":
         check_not_legacy_pickle(file)
     seen = f" (it looks like {looks})" if looks else ""
