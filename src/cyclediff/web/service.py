@@ -26,9 +26,9 @@ from .._progress import each_step
 from ..batch.runner import Result, Unit, run
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
-from ..demo.train import MODELS
 from ..errors import CycleDiffError
 from ..guidance.energies import DIGITS_CLASSIFIER
+from ..models.loading import demo_names
 from ..settings import (
     EDIT,
     ENCODE,
@@ -46,7 +46,7 @@ from ..settings import (
 from .streams import Stopped, first_then, only_file, stream
 from .uploads import Folders, painted_mask, prepare, public, upload
 
-DEMO_MODELS = tuple(f"demo:{name}" for name in MODELS)
+DEMO_MODELS = tuple(f"demo:{name}" for name in sorted(demo_names(), key=lambda n: n != "digits"))  # examples: digits
 MAX_SEEDS = 64  # results per request
 LABEL_MAX = 2**31 - 1  # the largest class label a form takes
 
