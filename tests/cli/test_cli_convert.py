@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from cyclediff.cli import main
 from cyclediff.models import PixelDenoiser, load
 from tiny_sd import sd_pipeline
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "guided_diffusion" / "adm_afhq_like"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="the guided-diffusion fixtures are not here")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "guided_diffusion" / "adm_afhq_like"
 
 
 def test_overwrite_replaces_an_sd_folder_whole_and_atomically(tmp_path):
