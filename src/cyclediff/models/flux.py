@@ -49,6 +49,7 @@ class Flux(FlowCoordinates, PromptModel):
 
     condition_keys = ("prompt", "negative_prompt", "guidance_scale", "true_cfg_scale")
     kind = "FLUX's joint attention (MMDiT)"
+    family = "flux"  # its record in models/families.py
 
     def __init__(self, pipe: Any, *, model_id: str | None = None, max_sequence_length: int = 512) -> None:
         self._adopt(pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",

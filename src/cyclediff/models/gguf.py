@@ -15,12 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import CycleDiffError
-from .quantize import NETWORK
-
-# kind -> the diffusers class of its network (the pipeline folder it lives in: quantize.NETWORK)
-NETWORKS = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel",
-            "latent-diffusion": "UNet2DConditionModel"}
-NAMES = {"flux": "FLUX.1", "sd3": "SD3 / SD3.5", "latent-diffusion": "Stable Diffusion (UNet)"}
+from .families import family, family_of_keys
 
 
 def read_gguf(path: Path) -> tuple[str | None, list[str]]:
@@ -39,18 +34,11 @@ def read_gguf(path: Path) -> tuple[str | None, list[str]]:
 
 
 def gguf_kind(path: Path, arch: str | None, keys: list[str]) -> str:
-    """The model family of the GGUF file ``path``'s network, from its tensor names (:func:`read_gguf`); anything
-    else is refused in one line."""
-
-    def has(*fragments: str) -> bool:
-        return any(f in k for k in keys for f in fragments)
-
-    if has("double_blocks.", "single_transformer_blocks.", "single_blocks."):
-        return "flux"
-    if has("joint_blocks.") or (has("transformer_blocks.") and has("context_embedder.")):
-        return "sd3"
-    if has("input_blocks.", "down_blocks.") and has("time_embed", "time_embedding"):
-        return "latent-diffusion"
+    """The model family of the GGUF file ``path``'s network, from its tensor names (:func:`read_gguf`,
+    :func:`~cyclediff.models.families.family_of_keys`); anything else is refused in one line."""
+    found = family_of_keys(keys)
+    if found is not None and found.network_class is not None:
+        return found.name
     what = f"a {arch} model" if arch else "no network cyclediff knows"
     raise CycleDiffError(f"{path.name} holds {what}, not a diffusion network cyclediff loads from GGUF (FLUX.1, "
                          "SD3 / SD3.5, a Stable Diffusion UNet)")
@@ -58,25 +46,21 @@ def gguf_kind(path: Path, arch: str | None, keys: list[str]) -> str:
 
 def default_base(kind: str, keys: list[str]) -> str:
     """The official pipeline of a GGUF network's architecture (its text encoders, VAE and scheduler)."""
-    if kind == "flux":
-        guided = any("guidance_in" in k or "guidance_embedder" in k for k in keys)
-        return "black-forest-labs/FLUX.1-dev" if guided else "black-forest-labs/FLUX.1-schnell"
-    if kind == "sd3":
-        blocks = {k.split(".")[1] for k in keys if k.startswith(("joint_blocks.", "transformer_blocks."))}
-        return "stabilityai/stable-diffusion-3.5-large" if len(blocks) > 30 else \
-            "stabilityai/stable-diffusion-3.5-medium"
-    raise CycleDiffError("a GGUF Stable Diffusion UNet needs the pipeline it belongs to: pass --base (a hub id or "
-                         "a local diffusers folder of that model)")
+    record = family(kind)
+    if record.gguf_base is None:
+        raise CycleDiffError("a GGUF Stable Diffusion UNet needs the pipeline it belongs to: pass --base (a hub id or "
+                             "a local diffusers folder of that model)")
+    return record.gguf_base(keys)
 
 
-def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: Any, family: Any,
-              base_kind: Any) -> Any:
-    """The adapter (``family(kind)``) of the pipeline ``base`` with its network from the GGUF file ``path``;
+def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: Any, base_kind: Any) -> Any:
+    """The adapter (its family record's) of the pipeline ``base`` with its network from the GGUF file ``path``;
     ``base_kind(spec)`` is the family of ``base``, which must be the file's."""
     import diffusers
 
     arch, keys = read_gguf(path)
     kind = gguf_kind(path, arch, keys)
+    record = family(kind)
     given = base
     if given is not None:
         check_base(given, kind)
@@ -86,16 +70,16 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
     except CycleDiffError as err:
         if given is not None and Path(given).expanduser().is_dir():
             raise CycleDiffError(f"--base {given} is not a diffusers pipeline folder (no model_index.json); give the "
-                                 f"pipeline folder or hub id of {NAMES[kind]}") from err
+                                 f"pipeline folder or hub id of {record.title}") from err
         if given is not None:
             raise
-        raise CycleDiffError(f"{path.name} holds only the {NAMES[kind]} network; its pipeline (text encoders, VAE, "
+        raise CycleDiffError(f"{path.name} holds only the {record.title} network; its pipeline (text encoders, VAE, "
                              f"scheduler) defaults to {base}, which is not reachable here: pass --base a local "
                              "diffusers folder of that model") from err
     if found != kind:
-        raise CycleDiffError(f"{path.name} is a {NAMES[kind]} network but the base {base} is a "
-                             f"{NAMES.get(found, found)} pipeline: pass --base of the file's architecture")
-    name, folder = NETWORKS[kind], NETWORK[kind]
+        raise CycleDiffError(f"{path.name} is a {record.title} network but the base {base} is a "
+                             f"{family(found).title} pipeline: pass --base of the file's architecture")
+    name, folder = record.network_class, record.network
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     from ._compat import diffusers_quiet, dtype_kwargs
@@ -108,13 +92,13 @@ def load_gguf(path: Path, base: str | None, dtype: torch.dtype | None, device: A
                 str(path), config=str(base), subfolder=folder, **dtype_kwargs(compute),
                 quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=compute))
     except (IndexError, SingleFileComponentError) as err:  # diffusers' conversion, short of a tensor it needs
-        raise CycleDiffError(f"{path.name} is incomplete or not a {NAMES[kind]} network diffusers converts: tensors "
+        raise CycleDiffError(f"{path.name} is incomplete or not a {record.title} network diffusers converts: tensors "
                              "its conversion needs are missing; download the file again") from err
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise mismatch(path, err, base) or CycleDiffError(
             f"{path.name} does not fit the {folder} of {base}: {str(err).splitlines()[0]} (pass --base of the model "
             "the file was made from)") from err
-    model = family(kind).from_pretrained(base, dtype=compute, device=device, **{folder: network})
+    model = record.adapter_class().from_pretrained(base, dtype=compute, device=device, **{folder: network})
     model.model_id = str(path)
     return model
 
@@ -124,7 +108,7 @@ def check_base(base: str, kind: str) -> None:
     not exist are named as such (not as a hub id that cannot be reached)."""
     from .checkpoints import looks_local as _looks_local
 
-    what = f"a diffusers pipeline folder or hub id of {NAMES[kind]}"
+    what = f"a diffusers pipeline folder or hub id of {family(kind).title}"
     if base.startswith("demo:"):
         raise CycleDiffError(f"--base must be {what}; {base} is a demo pixel model")
     where = Path(base).expanduser()
@@ -143,10 +127,11 @@ def check_complete(path: Path, keys: list[str], kind: str, base: str) -> None:
 
     from ._compat import diffusers_quiet
 
-    cls = getattr(diffusers, NETWORKS[kind])
+    record = family(kind)
+    cls = getattr(diffusers, record.network_class)
     try:
         with diffusers_quiet(), init_empty_weights():
-            expected = list(cls.from_config(cls.load_config(str(base), subfolder=NETWORK[kind])).state_dict())
+            expected = list(cls.from_config(cls.load_config(str(base), subfolder=record.network)).state_dict())
     except Exception:  # noqa: BLE001 - a config diffusers cannot build: from_single_file says why
         return
     found = set(keys)
@@ -156,7 +141,7 @@ def check_complete(path: Path, keys: list[str], kind: str, base: str) -> None:
     if missing:
         shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
         raise CycleDiffError(f"{path.name} is incomplete: it lacks {len(missing)} of the {len(expected)} tensors of "
-                             f"the {NAMES[kind]} network ({shown}); download the file again")
+                             f"the {record.title} network ({shown}); download the file again")
 
 
 def mismatch(path: Path, err: Exception, base: str) -> CycleDiffError | None:

@@ -94,6 +94,7 @@ def _check_lora_target(model: Any, spec: Any) -> None:
 def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.device | None,
           quantize: str | None = None, base: str | None = None) -> Any:
     from .checkpoints import check_not_legacy_pickle, checkpoint_keys
+    from .families import family_of_keys
     from .pipelines import SINGLE_FILE_SUFFIXES
     from .quantize import quantization_kwargs
 
@@ -112,19 +113,15 @@ def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.devic
             raise CycleDiffError(f"{path.name} is quantized already (GGUF); drop --quantize")
         from .gguf import load_gguf
 
-        return load_gguf(path, base, dtype, device, _adapter, lambda b: _kind(b, Path(b)))
+        return load_gguf(path, base, dtype, device, lambda b: _kind(b, Path(b)))
     if path.is_file() or source.endswith(SINGLE_FILE_SUFFIXES):
         if path.is_file() and not source.lower().endswith(SINGLE_FILE_SUFFIXES):
             raise CycleDiffError(f"{source} is not a model checkpoint; pass a .safetensors / .ckpt / .gguf file, a "
                                  "diffusers folder or a hub id")
         if path.is_file():
             check_not_legacy_pickle(path)  # refused before anything reads it
-        keys = checkpoint_keys(path) if path.is_file() else []
-        kind = "latent-diffusion"
-        if any(k.startswith("double_blocks.") or ".double_blocks." in k for k in keys):  # BFL's FLUX layout
-            kind = "flux"
-        elif any(k.startswith("joint_blocks.") or ".joint_blocks." in k for k in keys):  # SD3's MMDiT
-            kind = "sd3"
+        found = family_of_keys(checkpoint_keys(path) if path.is_file() else [])
+        kind = found.name if found is not None and found.network else "latent-diffusion"  # SD: the default
         extra = {"config": base} if base is not None else {}
         return _adapter(kind).from_pretrained(source, dtype=dtype, device=device, **extra,
                                               **quantization_kwargs(quantize, kind, device, dtype))
@@ -137,16 +134,11 @@ def _load(spec: str | Path, dtype: torch.dtype | None, device: str | torch.devic
                                           **quantization_kwargs(quantize, kind, device, dtype))
 
 
-# model families: kind -> "module:class" (loaded on first use); a new family adds its module and one line here
-FAMILIES = {"sd3": "sd3:StableDiffusion3", "flux": "flux:Flux", "latent-diffusion": "stable_diffusion:StableDiffusion",
-            "pixel": "pixel:PixelDenoiser"}
-
-
 def _adapter(kind: str) -> Any:
-    import importlib
+    """The adapter class of the family ``kind`` (:mod:`cyclediff.models.families`)."""
+    from .families import family
 
-    module, name = FAMILIES[kind].split(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return family(kind).adapter_class()
 
 
 def demo_names() -> list[str]:
@@ -179,39 +171,40 @@ def from_pipe(pipe: Any, *, model_id: str | None = None) -> Any:
 
     if not isinstance(pipe, DiffusionPipeline):
         raise CycleDiffError(f"from_pipe takes a diffusers pipeline; got {type(pipe).__name__}")
+    from .families import family_of_pipeline
+
     name = type(pipe).__name__
-    components = pipe.components
-    if name.startswith("StableDiffusion3"):
-        return _adapter("sd3")(pipe, model_id=model_id)
-    if name.startswith("Flux"):
-        return _adapter("flux")(pipe, model_id=model_id)
-    if components.get("text_encoder") is not None and components.get("unet") is not None:
-        return _adapter("latent-diffusion").from_pipe(pipe, model_id=model_id)
-    if components.get("unet") is not None and components.get("scheduler") is not None:
-        return _adapter("pixel")(pipe.unet, pipe.scheduler.config, model_id=model_id)
-    raise CycleDiffError(f"{name} is not a pipeline cyclediff supports yet (SD 1.x / 2.x / XL, SD3, FLUX, pixel "
-                         "DDPM / DDIM pipelines)")
+    parts = {k: type(v).__name__ for k, v in pipe.components.items() if v is not None}
+    found = family_of_pipeline(name, parts)
+    if found is None:
+        raise CycleDiffError(f"{name} is not a pipeline cyclediff supports yet (SD 1.x / 2.x / XL, SD3, FLUX, pixel "
+                             "DDPM / DDIM pipelines)")
+    return found.adapter_class().from_pipe(pipe, model_id=model_id)
 
 
 def _kind(source: str, path: Path) -> str:
-    """'sd3', 'latent-diffusion' or 'pixel', from model_index.json (or a flat UNet2DModel folder's config.json)."""
+    """The family (:mod:`cyclediff.models.families`) of a folder or hub id, from its model_index.json (or a flat
+    UNet2DModel folder's config.json and scheduler_config.json)."""
+    from .families import family_of_pipeline
+
     index = _read_config(source, path, "model_index.json")
     if index is None:
         config = _read_config(source, path, "config.json")
         if config is not None and config.get("_class_name") == "UNet2DModel":
-            return "pixel"
-        where = "local folder" if path.exists() else "hub id (or it is unreachable offline: pass a local path)"
-        raise CycleDiffError(
-            f"{source!r} is not a model this tool knows: no model_index.json in that {where}. Pass a diffusers "
-            "pipeline folder, a UNet2DModel folder with scheduler_config.json, or a .safetensors / .ckpt file"
-        )
-    if str(index.get("_class_name", "")).startswith("StableDiffusion3"):
-        return "sd3"
-    if str(index.get("_class_name", "")).startswith("Flux"):
-        return "flux"
-    if "text_encoder" in index or "vae" in index:
-        return "latent-diffusion"
-    return "pixel"
+            scheduler = _read_config(source, path, "scheduler_config.json") or {}
+            index = {"unet": ["diffusers", "UNet2DModel"], "scheduler": [None, scheduler.get("_class_name")]}
+        else:
+            where = "local folder" if path.exists() else "hub id (or it is unreachable offline: pass a local path)"
+            raise CycleDiffError(
+                f"{source!r} is not a model this tool knows: no model_index.json in that {where}. Pass a diffusers "
+                "pipeline folder, a UNet2DModel folder with scheduler_config.json, or a .safetensors / .ckpt file"
+            )
+    parts = {k: v[-1] for k, v in index.items() if isinstance(v, list) and v and v[-1]}
+    found = family_of_pipeline(str(index.get("_class_name", "")), parts)
+    if found is None:
+        raise CycleDiffError(f"{source} holds a {index.get('_class_name', 'pipeline')}, not a pipeline cyclediff "
+                             "supports yet (SD 1.x / 2.x / XL, SD3, FLUX, pixel DDPM / DDIM pipelines)")
+    return found.name
 
 
 def _read_config(source: str, path: Path, name: str) -> dict | None:

@@ -14,15 +14,6 @@ MAX_SCALE = 100.0
 # the text width a cross-attention LoRA reads -> the Stable Diffusion it was made for
 TEXT_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
-# key fragments that only one family's adapters carry (diffusers' and kohya's names)
-FAMILY_KEYS = (("FLUX", ("single_transformer_blocks", "double_blocks", "single_blocks")),
-               ("SD3", ("context_embedder", "joint_blocks", "transformer.transformer_blocks")),
-               ("SDXL", ("text_encoder_2", "lora_te2", "add_embedding")),
-               ("Stable Diffusion", ("unet.", "lora_unet_", "text_encoder.", "lora_te_")))
-ADAPTER_FAMILY = {"a Stable Diffusion UNet": ("Stable Diffusion", "SDXL"), "SD3's joint attention (MMDiT)": ("SD3",),
-                  "FLUX's joint attention (MMDiT)": ("FLUX",)}
-
-
 def check_scale(scale: Any, spec: Any) -> float:
     """The scale of the LoRA ``spec`` as a float: a finite number from -MAX_SCALE to MAX_SCALE, else one line (a
     NaN or infinite scale made every output black). Every front end's LoRA goes through here."""
@@ -55,11 +46,12 @@ def parse_lora(spec: str) -> tuple[str, float]:
 
 
 def lora_family(keys: list[str]) -> str | None:
-    """The model family a LoRA's keys are for, or None when they say nothing clear."""
-    for family, fragments in FAMILY_KEYS:
-        if any(f in k for k in keys for f in fragments):
-            return family
-    return None
+    """What model a LoRA's keys are for (e.g. "SDXL", :func:`~cyclediff.models.families.lora_match`), or None when
+    they say nothing clear."""
+    from .families import lora_match
+
+    found = lora_match(keys)
+    return found[1] if found is not None else None
 
 
 def lora_file(source: str | Path) -> Path:
@@ -112,12 +104,18 @@ def lora_target(file: Path) -> str | None:
 
 
 def check_lora_family(path: Path, keys: list[str], model: Any) -> None:
-    """Refuse a LoRA made for another family than ``model``'s, naming the family it seems to be for."""
-    family = lora_family(keys)
-    fits = ADAPTER_FAMILY.get(model.kind, ())
-    if family is not None and fits and family not in fits:
-        raise CycleDiffError(f"{path.name} looks like a LoRA for {family}; this model is {model.kind} "
-                             f"({' / '.join(fits)}): give a LoRA of its family")
+    """Refuse a LoRA made for another family than ``model``'s (its adapter class's ``family``), naming the family
+    it seems to be for."""
+    from .families import family, lora_match
+
+    found = lora_match(keys)
+    name = getattr(model, "family", None)
+    if found is None or name is None or found[0].name == name:
+        return
+    fits = family(name).lora_labels
+    also = f" ({' / '.join(fits)})" if fits else ""
+    raise CycleDiffError(f"{path.name} looks like a LoRA for {found[1]}; this model is {model.kind}{also}: give a "
+                         "LoRA of its family")
 
 
 def size_mismatch(source: Any, file: Path, err: Exception, model: Any) -> CycleDiffError | None:

@@ -91,6 +91,7 @@ class PromptModel(Optimizable):
 
     data_range = None  # VAE latents are unbounded
     condition_keys: tuple[str, ...] = ("prompt", "negative_prompt", "guidance_scale")
+    family: str  # the adapter's model family (:mod:`cyclediff.models.families`), e.g. "sd3"
     network: torch.nn.Module
     runner: UNetRunner
     schedule: Schedule

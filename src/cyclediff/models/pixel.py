@@ -30,6 +30,7 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
 
     data_range = (-1.0, 1.0)
     kind = "a pixel-space UNet (no text encoder)"
+    family = "pixel"  # its record in models/families.py
 
     def __init__(
         self, unet: torch.nn.Module, scheduler_config: Any, *, model_id: str | None = None,
@@ -97,15 +98,18 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
                 continue
             if device is not None:
                 unet = unet.to(device)
-            kind = cls
-            if str(config.get("_class_name", "")).startswith("FlowMatch"):  # a rectified-flow UNet
-                kind = FlowPixelDenoiser
-            return kind(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
+            adapter = _adapter_for(cls, config, source)
+            return adapter(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
         raise CycleDiffError(
             f"could not load a pixel diffusion model from {source!r}. Pass a hub id or a folder saved by diffusers "
             "(model_index.json with unet/ and scheduler/, or a UNet2DModel folder with scheduler_config.json). "
             "Details: " + " | ".join(errors)
         )
+
+    @classmethod
+    def from_pipe(cls, pipe: Any, *, model_id: str | None = None) -> PixelDenoiser:
+        """Wrap a built diffusers pixel pipeline (its ``unet`` and ``scheduler``)."""
+        return cls(pipe.unet, pipe.scheduler.config, model_id=model_id)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -239,6 +243,8 @@ class FlowPixelDenoiser(FlowCoordinates, PixelDenoiser):
     config) behind the same protocols as :class:`PixelDenoiser` (see :class:`~cyclediff.models.steps.
     FlowCoordinates`)."""
 
+    family = "flow-pixel"
+
     @staticmethod
     def schedule_from(config: Any) -> FlowSchedule:
         return FlowSchedule.from_flow_config(dict(config))  # a FlowMatchEulerDiscreteScheduler config mapping
@@ -256,6 +262,20 @@ def set_attention_heads(unet: Any, heads: dict[str, int]) -> None:
             if channels % n:
                 raise CycleDiffError(f"{name}: {channels} channels cannot be split into {n} heads")
             module.heads, module.scale = n, (channels // n) ** -0.5
+
+
+def _adapter_for(cls: type, scheduler_config: Any, source: str) -> type:
+    """The adapter of a UNet with this scheduler, as its family record says (a FlowMatch scheduler: the
+    rectified-flow UNet's); it must be ``cls`` or a subclass of it."""
+    from .families import family_of_pipeline
+
+    found = family_of_pipeline("", {"unet": "UNet2DModel", "scheduler": str(scheduler_config.get("_class_name", ""))})
+    adapter = found.adapter_class() if found is not None else cls
+    if not issubclass(adapter, cls):
+        raise CycleDiffError(f"{source} is {found.title} (its scheduler is "
+                             f"{scheduler_config.get('_class_name')}), not a {cls.__name__}; load it with "
+                             "cyclediff.models.load")
+    return adapter
 
 
 def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:

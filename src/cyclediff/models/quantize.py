@@ -22,8 +22,6 @@ import torch
 from ..errors import CycleDiffError
 from ..settings import check_setting
 
-NETWORK = {"latent-diffusion": "unet", "sd3": "transformer", "flux": "transformer"}
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -90,14 +88,17 @@ def quantization_kwargs(choice: str | None, kind: str, device: Any = None,
     if choice is None:
         return {}
     check_setting("quantize", choice)
-    if kind not in NETWORK:
+    from .families import family
+
+    network = family(kind).network
+    if network is None:
         raise CycleDiffError("quantized weights are for text-to-image pipelines (Stable Diffusion, SD3, FLUX); "
                              "pixel models are small enough as they are")
     check_quantize(choice, device)
     from diffusers.quantizers import PipelineQuantizationConfig
 
-    return {"quantization_config": PipelineQuantizationConfig(quant_mapping={NETWORK[kind]: network_config(
+    return {"quantization_config": PipelineQuantizationConfig(quant_mapping={network: network_config(
         choice, dtype)})}
 
 
-__all__ = ["BACKENDS", "CHOICES", "NETWORK", "check_quantize", "network_config", "quantization_kwargs"]
+__all__ = ["BACKENDS", "CHOICES", "check_quantize", "network_config", "quantization_kwargs"]

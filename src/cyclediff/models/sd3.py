@@ -45,6 +45,7 @@ class StableDiffusion3(FlowCoordinates, PromptModel):
     ``prompt``, ``negative_prompt``, ``guidance_scale``."""
 
     kind = "SD3's joint attention (MMDiT)"
+    family = "sd3"  # its record in models/families.py
 
     def __init__(self, pipe: Any, *, model_id: str | None = None) -> None:  # noqa: D107 - see the class
         self._adopt(pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "scheduler"),

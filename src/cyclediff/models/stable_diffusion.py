@@ -43,6 +43,7 @@ class StableDiffusion(DiscreteSteps, PromptModel):
     """
 
     kind = "a Stable Diffusion UNet"
+    family = "latent-diffusion"  # its record in models/families.py
 
     def __init__(self, pipe: Any, *, model_id: str | None = None) -> None:
         self._adopt(pipe, ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),

@@ -1,0 +1,148 @@
+"""Model families as records: one :class:`Family` per kind of model cyclediff loads, holding every fact the loaders
+ask about it (its adapter, the pipelines it accepts, the tensor names that tell its files, its denoising network's
+folder and class, the LoRA key fragments, a GGUF network's default pipeline, the words messages use). The loaders
+(:mod:`~cyclediff.models.loading`, :mod:`~cyclediff.models.quantize`, :mod:`~cyclediff.models.gguf`,
+:mod:`~cyclediff.models.lora`) read these records; a new family is its adapter module and one record here.
+
+Tensor names are told in two passes: first every family's *distinctive* fragments (``double_blocks`` is only
+FLUX's, ``joint_blocks`` only SD3's), then the *layout* of a whole network in diffusers' names, whose fragments many
+families share (most DiTs have ``transformer_blocks``): a file is claimed by a layout only when no family's
+distinctive fragments are in it. LoRA files are told by their own fragments (a LoRA holds a few layers, never a
+whole layout), so a LoRA of generic DiT layers is claimed by no family and goes to diffusers as it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CycleDiffError
+
+
+@dataclass(frozen=True)
+class Family:
+    """What cyclediff knows of one model family (see the module's text)."""
+
+    #: the family's key (``model.family``, ``kind`` in the loaders), e.g. "sd3"
+    name: str
+    #: how messages name it, e.g. "SD3 / SD3.5"
+    title: str
+    #: "module:Class" of its adapter in this package, imported on first use
+    adapter: str
+    #: class-name prefixes of the diffusers pipelines it accepts (model_index.json's ``_class_name``, from_pipe)
+    pipelines: tuple[str, ...] = ()
+    #: or: the components a pipeline of it has (each one present), for pipelines not named in ``pipelines``
+    components: tuple[str, ...] = ()
+    #: and (when given) the class-name prefixes its scheduler must have (a rectified-flow UNet's FlowMatch)
+    schedulers: tuple[str, ...] = ()
+    #: tensor-name fragments only this family's checkpoints carry (single files, GGUF; original or diffusers layout)
+    keys: tuple[str, ...] = ()
+    #: its network's diffusers layout: each group must have a fragment in the names (asked after every ``keys``)
+    layout: tuple[tuple[str, ...], ...] = ()
+    #: the pipeline folder of its denoising network and the network's diffusers class (quantize, GGUF)
+    network: str | None = None
+    network_class: str | None = None
+    #: (what a LoRA is for, its key fragments): the LoRAs this family takes, most specific first
+    lora: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: tensor names of a GGUF network -> the hub id of its official pipeline (None: --base must be given)
+    gguf_base: Callable[[list[str]], str] | None = None
+    #: recommended edit settings for models of this family ({}: the settings' own defaults)
+    defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def adapter_class(self) -> Any:
+        """The adapter class (its module imported now)."""
+        import importlib
+
+        module, name = self.adapter.split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+    @property
+    def lora_labels(self) -> tuple[str, ...]:
+        """What the LoRAs this family takes are said to be for, e.g. ("SDXL", "Stable Diffusion")."""
+        return tuple(label for label, _ in self.lora)
+
+
+def _flux_base(keys: list[str]) -> str:
+    """FLUX.1-dev embeds its guidance scale (``guidance_in`` / ``guidance_embedder``); schnell does not."""
+    guided = _has(keys, ("guidance_in", "guidance_embedder"))
+    return "black-forest-labs/FLUX.1-dev" if guided else "black-forest-labs/FLUX.1-schnell"
+
+
+def _sd3_base(keys: list[str]) -> str:
+    """SD3.5 large has 38 joint blocks, medium 24."""
+    blocks = {k.split(".")[1] for k in keys if k.startswith(("joint_blocks.", "transformer_blocks."))}
+    return "stabilityai/stable-diffusion-3.5-large" if len(blocks) > 30 else "stabilityai/stable-diffusion-3.5-medium"
+
+
+# the order is the order of asking: FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a
+# context_embedder), the flow pixel UNet before the plain one (both have a UNet and a scheduler)
+FAMILIES: tuple[Family, ...] = (
+    Family("flux", "FLUX.1", "flux:Flux", pipelines=("Flux",),
+           keys=("double_blocks.", "single_blocks.", "single_transformer_blocks.", "guidance_in."),
+           network="transformer", network_class="FluxTransformer2DModel",
+           lora=(("FLUX", ("single_transformer_blocks", "double_blocks", "single_blocks")),), gguf_base=_flux_base),
+    Family("sd3", "SD3 / SD3.5", "sd3:StableDiffusion3", pipelines=("StableDiffusion3",), keys=("joint_blocks.",),
+           layout=(("transformer_blocks.",), ("context_embedder.",), ("pos_embed.",)),
+           network="transformer", network_class="SD3Transformer2DModel", lora=(("SD3", ("joint_blocks",)),),
+           gguf_base=_sd3_base),
+    Family("latent-diffusion", "Stable Diffusion (UNet)", "stable_diffusion:StableDiffusion",
+           components=("unet", "vae"), layout=(("input_blocks.", "down_blocks."), ("time_embed", "time_embedding")),
+           network="unet", network_class="UNet2DConditionModel",
+           lora=(("SDXL", ("text_encoder_2", "lora_te2", "add_embedding")),
+                 ("Stable Diffusion", ("unet.", "lora_unet_")))),
+    Family("flow-pixel", "a rectified-flow pixel UNet", "pixel:FlowPixelDenoiser", components=("unet", "scheduler"),
+           schedulers=("FlowMatch",)),
+    Family("pixel", "a pixel UNet", "pixel:PixelDenoiser", components=("unet",)),
+)
+_BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def family(name: str) -> Family:
+    """The record of the family ``name`` (a model's ``family`` attribute, a loader's ``kind``)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise CycleDiffError(f"unknown model family {name!r}; the families are {', '.join(_BY_NAME)}") from None
+
+
+def family_of_pipeline(class_name: str, components: Mapping[str, str]) -> Family | None:
+    """The family of a diffusers pipeline: by its class name's prefix, else by its components (name -> class name
+    of each part present) and its scheduler's class; None when no family takes it."""
+    for fam in FAMILIES:
+        if fam.pipelines and class_name.startswith(fam.pipelines):
+            return fam
+    for fam in FAMILIES:
+        if fam.components and all(components.get(c) for c in fam.components) and (
+                not fam.schedulers or str(components.get("scheduler", "")).startswith(fam.schedulers)):
+            return fam
+    return None
+
+
+def family_of_keys(keys: Iterable[str]) -> Family | None:
+    """The family of a network's tensor names (a single file's, a GGUF file's): a family's distinctive fragments
+    first, then a whole layout; None when neither says."""
+    keys = list(keys)
+    for fam in FAMILIES:
+        if fam.keys and _has(keys, fam.keys):
+            return fam
+    for fam in FAMILIES:
+        if fam.layout and all(_has(keys, group) for group in fam.layout):
+            return fam
+    return None
+
+
+def lora_match(keys: Iterable[str]) -> tuple[Family, str] | None:
+    """(family, what it is for) of a LoRA's tensor names, or None when they say nothing clear."""
+    keys = list(keys)
+    for fam in FAMILIES:
+        for label, fragments in fam.lora:
+            if _has(keys, fragments):
+                return fam, label
+    return None
+
+
+def _has(keys: list[str], fragments: Iterable[str]) -> bool:
+    return any(f in k for k in keys for f in fragments)
+
+
+__all__ = ["FAMILIES", "Family", "family", "family_of_keys", "family_of_pipeline", "lora_match"]
