@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -73,8 +74,13 @@ class VaeCodec:
 
     @property
     def factor(self) -> int:
-        """Pixels per latent along a side."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        """Pixels per latent along a side, from the VAE's config (:func:`spatial_factor`)."""
+        return spatial_factor(self.vae.config)
+
+    @property
+    def normalisation(self) -> LatentAffine:
+        """The VAE latents' normalisation, read from its config now (:meth:`LatentAffine.of`)."""
+        return LatentAffine.of(self.vae.config)
 
     @property
     def multiple(self) -> int:
@@ -100,28 +106,26 @@ class VaeCodec:
         """
         from .._noise import check_generators
 
-        m = self.multiple
-        if images.ndim != 4 or images.shape[1] != self.vae.config.in_channels:
+        m, channels = self.multiple, image_channels(self.vae.config)
+        if images.ndim not in (4, 5) or images.shape[1] != channels:
             raise IncompatibleModelError(
-                f"images must be (B, {self.vae.config.in_channels}, H, W); got shape {tuple(images.shape)}"
+                f"images must be (B, {channels}, H, W) (or (B, {channels}, F, H, W) for a video VAE); got shape "
+                f"{tuple(images.shape)}"
             )
-        if images.shape[2] % m or images.shape[3] % m:
+        if images.shape[-2] % m or images.shape[-1] % m:
             raise IncompatibleModelError(
-                f"image sides must be multiples of {m} for this model; got {tuple(images.shape[2:])} "
+                f"image sides must be multiples of {m} for this model; got {tuple(images.shape[-2:])} "
                 "(resize or center-crop first; the CLI's --size does it)"
             )
         gens = check_generators(generator, images.shape[0])
         with torch.no_grad():
             vae = self.runnable_vae()
-            dist = vae.encode(images.to(self.execution_device or vae.device, vae.dtype)).latent_dist
-            latents = dist.sample(gens) if sample else dist.mode()
-        shift = self.vae.config.get("shift_factor") or 0.0
-        return ((latents - shift) * self.vae.config.scaling_factor).to(images.dtype)
+            latents = latent_of(vae.encode(images.to(self.execution_device or vae.device, vae.dtype)), gens, sample)
+        return self.normalisation.normalise(latents).to(images.dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled VAE latents → images in [-1, 1] (not clamped), in the latents' dtype."""
-        shift = self.vae.config.get("shift_factor") or 0.0
-        z = latents / self.vae.config.scaling_factor + shift
+        z = self.normalisation.denormalise(latents)
         vae = self.runnable_vae()
         return vae.decode(z.to(self.execution_device or vae.device, vae.dtype)).sample.to(latents.dtype)
 
@@ -155,6 +159,80 @@ class VaeCodec:
             return vae_digest(a) == vae_digest(b)
         return all(torch.equal(p, q.to(p.device, p.dtype))
                    for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@dataclass(frozen=True)
+class LatentAffine:
+    """A VAE's latent normalisation, one affine per channel: x = (z − shift) · scale, z = x / scale + shift (the
+    network sees x). ``shift`` and ``scale`` are numbers (SD's ``shift_factor`` / ``scaling_factor``: the same for
+    every channel, applied as Python numbers, exactly as before) or (C,) tensors (Wan's and Qwen-Image's
+    ``latents_mean`` / ``latents_std``: shift = mean, scale = 1 / std), broadcast over channel axis 1 of a latent of
+    any rank ((B, C, H, W), or (B, C, F, H, W) with frames)."""
+
+    shift: float | torch.Tensor = 0.0
+    scale: float | torch.Tensor = 1.0
+
+    @classmethod
+    def of(cls, config: Any) -> LatentAffine:
+        """The normalisation a VAE config says: ``latents_mean`` / ``latents_std`` lists when it has them (then a
+        ``scaling_factor`` other than 1 multiplies too), else its ``scaling_factor`` and ``shift_factor``."""
+        factor = config.get("scaling_factor")
+        factor = 1.0 if factor is None else float(factor)
+        mean, std = config.get("latents_mean"), config.get("latents_std")
+        if mean is not None and std is not None:
+            std = torch.tensor(std, dtype=torch.float32)
+            return cls(torch.tensor(mean, dtype=torch.float32), factor / std)
+        return cls(float(config.get("shift_factor") or 0.0), factor)
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        """VAE latents → what the network sees."""
+        return (z - _per_channel(self.shift, z)) * _per_channel(self.scale, z)
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """What the network sees → VAE latents (the inverse of :meth:`normalise`)."""
+        return x / _per_channel(self.scale, x) + _per_channel(self.shift, x)
+
+
+def _per_channel(value: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A number as it is; a (C,) tensor shaped to broadcast over axis 1 of ``like``, in its dtype and device."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if like.ndim < 2 or like.shape[1] != value.numel():
+        raise IncompatibleModelError(f"latents must have {value.numel()} channels on axis 1 (the VAE's latents_mean "
+                                     f"has {value.numel()}); got shape {tuple(like.shape)}")
+    return value.to(like.device, like.dtype).reshape(1, -1, *([1] * (like.ndim - 2)))
+
+
+def latent_of(encoded: Any, generator: Any = None, sample: bool = True) -> torch.Tensor:
+    """The latent of a VAE's ``encode`` output: a draw from its posterior with ``generator`` (``sample=True``) or
+    the posterior's mode, for a VAE with ``.latent_dist`` (AutoencoderKL, Wan's, Qwen-Image's); the latent itself
+    for a deterministic one with ``.latent`` (SANA's DC-AE)."""
+    dist = getattr(encoded, "latent_dist", None)
+    if dist is not None:
+        return dist.sample(generator) if sample else dist.mode()
+    latent = getattr(encoded, "latent", None)
+    if latent is None:
+        raise IncompatibleModelError(f"the VAE's encode gave a {type(encoded).__name__} with neither latent_dist nor "
+                                     "latent; cyclediff cannot read its latents")
+    return latent
+
+
+def spatial_factor(config: Any) -> int:
+    """Pixels per latent along a side, from a VAE config: Wan's ``scale_factor_spatial``, DC-AE's
+    ``encoder_block_out_channels`` (one halving between levels), Qwen-Image's ``temperal_downsample`` (one spatial
+    halving per entry), AutoencoderKL's ``block_out_channels``."""
+    if config.get("scale_factor_spatial"):
+        return int(config.get("scale_factor_spatial"))
+    if config.get("encoder_block_out_channels"):
+        return 2 ** (len(config.get("encoder_block_out_channels")) - 1)
+    if config.get("temperal_downsample") is not None and not config.get("block_out_channels"):
+        return 2 ** len(config.get("temperal_downsample"))
+    return 2 ** (len(config.get("block_out_channels")) - 1)
+
+
+def image_channels(config: Any) -> int:
+    """The image channels a VAE takes (``in_channels``; Qwen-Image's ``input_channels``; 3 when unsaid)."""
+    return int(config.get("in_channels") or config.get("input_channels") or 3)
 
 
 def latent_config(vae: Any) -> dict[str, Any]:
