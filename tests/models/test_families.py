@@ -107,3 +107,21 @@ def test_a_flow_pixel_pipeline_is_wrapped_as_a_flow_model(tmp_path):
 
     model = from_pipe(DDPMPipeline(unet=tiny_unet(seed=1), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)))
     assert isinstance(model, FlowPixelDenoiser) and model.schedule.path == "rectified_flow"
+
+
+def test_the_pixel_adapter_is_chosen_by_the_record_and_a_mismatch_is_one_line(tmp_path):
+    """PixelDenoiser no longer names its flow subclass: the scheduler's record picks the adapter; asking the flow
+    adapter for a DDPM UNet was a FlowPixelDenoiser over a DDPM config."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+    from conftest import tiny_unet
+
+    for name, scheduler in (("ddpm", DDPMScheduler()), ("flow", FlowMatchEulerDiscreteScheduler(shift=3.0))):
+        tiny_unet(seed=1).save_pretrained(tmp_path / name)
+        scheduler.save_config(tmp_path / name)
+    assert type(PixelDenoiser.from_pretrained(tmp_path / "flow")) is FlowPixelDenoiser
+    assert type(PixelDenoiser.from_pretrained(tmp_path / "ddpm")) is PixelDenoiser
+    with pytest.raises(CycleDiffError, match=r"ddpm is a pixel UNet \(its scheduler is DDPMScheduler\), not a "
+                                             "FlowPixelDenoiser; load it with cyclediff.models.load") as err:
+        FlowPixelDenoiser.from_pretrained(tmp_path / "ddpm")
+    assert "\n" not in str(err.value)
