@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cyclediff import edit
-from cyclediff._io import save_image
+from cyclediff._images import save_image
 from cyclediff.demo.data import split
 from cyclediff.models import load
 

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ._io import _umask
+from ._files import process_umask
 from .errors import CycleDiffError
 
 
@@ -25,7 +25,7 @@ def atomic_folder(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
     old = tmp.with_suffix(".old")
     try:
         write(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private (0700)
+        os.chmod(tmp, 0o777 & ~process_umask())  # mkdtemp's folder is private (0700)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)

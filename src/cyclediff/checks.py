@@ -1,8 +1,9 @@
-"""The number and choice checks every layer shares: one error naming the setting, what it must be and what it got.
-(A bool is never a number here: ``True`` is not a step count.)"""
+"""The number, choice and JSON-object checks every layer shares: one error naming the setting, what it must be and
+what it got. (A bool is never a number here: ``True`` is not a step count.)"""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -74,3 +75,14 @@ def parse_size(text: str | None) -> tuple[int, int] | int | None:
     if max(values) > 65536:
         raise CycleDiffError(f"size {text!r} is over 65536 pixels a side; give a smaller --size")
     return values[0] if len(values) == 1 else (values[1], values[0])
+
+
+def json_object(text: str, where: str, error: type[Exception] = CycleDiffError) -> dict:
+    """``text`` parsed as a JSON object, or one ``error`` naming ``where`` (a file, a file and line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{where}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise error(f"{where}: must be a JSON object; got {type(value).__name__}")
+    return value

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_write, json_object
+from ._files import atomic_write
+from .checks import json_object
 from .errors import LatentFileError
 from .settings import ENCODE, ENCODERS
 from .transitions import SAMPLERS

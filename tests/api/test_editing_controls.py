@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest import gens, images, pixel
 from cyclediff import cycle, decode, edit, encode, interpolate, translate
-from cyclediff._io import load_image, save_image
+from cyclediff._images import load_image, save_image
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
 from cyclediff.interpolation import slerp

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from cyclediff import CycleDiffError
-from cyclediff._io import load_image, parse_size, save_image
+from cyclediff._images import load_image, save_image
 from cyclediff.api.images import as_image_batch
+from cyclediff.checks import parse_size
 
 
 def _rgb(h=20, w=30, seed=0):

@@ -79,7 +79,7 @@ _PNG: list = []
 def _digit_png() -> str:
     import tempfile
 
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
     from cyclediff.demo.data import split
 
     if not _PNG:
@@ -97,7 +97,7 @@ def test_the_cli_encodes_with_the_edit_friendly_encoder_and_decodes_exactly(tmp_
     assert res.exit_code == 0, res.output
     latent = Latent.load(out)
     assert latent.encoder == "edit-friendly"
-    from cyclediff._io import load_image
+    from cyclediff._images import load_image
 
     x0 = load_image(_digit_png(), channels=1) * 2 - 1
     assert (decode(latent, load_demo("digits")) - x0).abs().max() < 1e-5

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cyclediff import edit, translate
-from cyclediff._io import load_image, save_image
+from cyclediff._images import load_image, save_image
 from cyclediff.api.images import for_model, read_for
 from cyclediff.cli import main
 from cyclediff.demo.data import split

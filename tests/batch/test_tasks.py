@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cyclediff._io import load_image
+from cyclediff._images import load_image
 from cyclediff.batch.runner import Unit, run
 from cyclediff.batch.stores import FileStore
 from cyclediff.batch.tasks import GuideTask

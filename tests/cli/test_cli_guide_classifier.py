@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from cyclediff._io import load_image
+from cyclediff._images import load_image
 from cyclediff.batch.outputs import recorded
 from cyclediff.cli import main
 from cyclediff.guidance.energies import DIGITS_CLASSIFIER

@@ -19,7 +19,8 @@ from PIL import Image
 
 from conftest import ddim_config, tiny_unet
 from cyclediff import Latent, encode
-from cyclediff._io import load_image, safe_id, save_image, unique_names
+from cyclediff._images import load_image, save_image
+from cyclediff._paths import safe_id, unique_names
 from cyclediff.batch.outputs import place, recorded
 from cyclediff.cli import main
 from cyclediff.demo.data import split

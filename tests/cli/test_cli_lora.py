@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from cyclediff._io import save_image
+from cyclediff._images import save_image
 from cyclediff.cli import main
 from tiny_sd import photos
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cyclediff._io import save_image
+from cyclediff._images import save_image
 from cyclediff.cli import main
 from cyclediff.demo.data import split
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cyclediff import translate
-from cyclediff._io import load_image, save_image
+from cyclediff._images import load_image, save_image
 from cyclediff.jobs.run import load_job, run_job
 from cyclediff.models import load_pair
 from tiny_sd import make_lora, photos, sd_pipeline

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cyclediff import CycleDiffError
-from cyclediff._io import save_image
+from cyclediff._images import save_image
 from cyclediff.cli import main
 from cyclediff.demo.data import split
 from cyclediff.jobs.run import finished_keys, load_job, run_job
@@ -288,7 +288,7 @@ clip_model = "clip"
     import torch
 
     from cyclediff import edit
-    from cyclediff._io import load_image
+    from cyclediff._images import load_image
     from cyclediff.models import load
 
     model = load(tmp_path / "tiny-sd")

@@ -108,7 +108,7 @@ def test_flow_models_load_from_a_folder_translate_sample_and_take_masks(tmp_path
 
 
 def test_the_cli_encodes_and_decodes_with_a_flow_model(tmp_path):
-    from cyclediff._io import load_image, save_image
+    from cyclediff._images import load_image, save_image
 
     tiny_unet(seed=2).save_pretrained(tmp_path / "m")
     FlowMatchEulerDiscreteScheduler(shift=3.0).save_config(tmp_path / "m")

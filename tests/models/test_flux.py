@@ -100,7 +100,7 @@ def test_flux_masks_many_targets_sampling_and_clear_refusals(flux):
 
 
 def test_from_pipe_load_and_the_cli_take_flux(tmp_path, pipe):
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
 
     assert isinstance(from_pipe(pipe), Flux)
     pipe.save_pretrained(tmp_path / "flux")

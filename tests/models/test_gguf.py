@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from cyclediff import CycleDiffError, decode, edit, encode
-from cyclediff._io import save_image
+from cyclediff._images import save_image
 from cyclediff.cli import main
 from cyclediff.models import load, to_model_space
 from tiny_sd import flux_pipeline, photos, sd_pipeline

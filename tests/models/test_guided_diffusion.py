@@ -199,7 +199,7 @@ def test_a_checkpoint_that_needs_code_to_unpickle_is_refused_and_never_run(tmp_p
 def test_the_afhq_recipe_runs_end_to_end_on_converted_models(tmp_path):
     """examples/afhq: convert (here the fixture checkpoint stands in for the AFHQ models), then the job file with
     its settings (fewer steps, pixel features: the tiny models are 16x16), FID / KID / PSNR / SSIM recorded."""
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
     from cyclediff.jobs.run import load_job, run_job
 
     ckpt, flags, _ = fixture("adm_afhq_like")

@@ -63,7 +63,7 @@ def test_the_cli_takes_lora_and_records_it_with_each_output(tmp_path, lora_file)
     folder = tmp_path / "sd"
     sd_pipeline(tmp_path / "parts").save_pretrained(folder)
     x = photos(1, seed=2)
-    from cyclediff._io import load_image, save_image
+    from cyclediff._images import load_image, save_image
 
     save_image(x[0], tmp_path / "cat.png")
     args = ["edit", str(tmp_path / "cat.png"), "--model", str(folder), "--source-prompt", "a cat", "--prompt",

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from cyclediff import CycleDiffError, decode, edit, encode, translate
-from cyclediff._io import save_image
+from cyclediff._images import save_image
 from cyclediff.cli import main
 from cyclediff.models import from_pipe, load, load_pair, to_model_space
 from cyclediff.models.offload import device_bytes

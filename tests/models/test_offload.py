@@ -78,7 +78,7 @@ def test_sequential_offloading_keeps_no_weights_where_they_run(folder):
 
 
 def test_offload_on_a_cpu_run_is_a_note_and_text_encoders_can_stay_on_the_cpu(folder, tmp_path):
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
 
     with pytest.warns(UserWarning, match="this run is on the CPU, where they already are: running without"):
         model = load(folder, offload="model", device="cpu")

@@ -74,7 +74,7 @@ def test_a_pipeline_the_user_quantized_works_with_from_pipe(folder):
 
 
 def test_the_cli_takes_quantize_and_refuses_it_on_pixel_models(folder, tmp_path):
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
 
     save_image(photos(1)[0], tmp_path / "cat.png")
     res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(folder), "--quantize", "int8",
@@ -135,7 +135,7 @@ def test_diffusers_deprecation_of_its_quanto_integration_is_not_printed(folder, 
     import subprocess
     import sys
 
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
 
     save_image(photos(1)[0], tmp_path / "cat.png")
     # a process of its own: pytest resets the warning filters a module sets when it is imported under collection

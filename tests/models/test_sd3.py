@@ -81,7 +81,7 @@ def test_from_pipe_and_load_pick_the_sd3_adapter(tmp_path, pipe):
 
 
 def test_the_cli_edits_with_an_sd3_folder(tmp_path, pipe):
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
 
     pipe.save_pretrained(tmp_path / "sd3")
     save_image(photos(1)[0], tmp_path / "cat.png")

@@ -56,7 +56,7 @@ def test_the_guide_tab_shows_each_chains_best_state_with_a_whole_caption(tmp_pat
 
     from PIL import Image
 
-    from cyclediff._io import load_image
+    from cyclediff._images import load_image
     from cyclediff.batch.outputs import PNG_KEY
     from cyclediff.web.app import CSS, build_app, chain_caption
 

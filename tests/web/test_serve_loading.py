@@ -36,7 +36,7 @@ def test_serve_loads_its_models_quantized_offloaded_and_with_a_lora(tmp_path, mo
 
     from PIL import Image
 
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
     from cyclediff.batch.outputs import PNG_KEY
     from tiny_sd import photos
 

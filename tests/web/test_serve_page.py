@@ -71,7 +71,7 @@ def page(server):
 
 @pytest.fixture(scope="module")
 def digit(tmp_path_factory) -> Path:
-    from cyclediff._io import save_image
+    from cyclediff._images import save_image
     from cyclediff.demo.data import split
 
     _, _, x, y = split()

@@ -13,7 +13,7 @@ from PIL import Image
 
 pytest.importorskip("gradio")
 
-from cyclediff._io import load_image, save_image  # noqa: E402
+from cyclediff._images import load_image, save_image  # noqa: E402
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.models import load  # noqa: E402
 from cyclediff.web import Studio  # noqa: E402

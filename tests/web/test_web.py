@@ -18,7 +18,7 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from cyclediff import edit, translate  # noqa: E402
-from cyclediff._io import as_written, load_image, save_image  # noqa: E402
+from cyclediff._images import as_written, load_image, save_image  # noqa: E402
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.models import StableDiffusion, load  # noqa: E402
 from cyclediff.web import Studio, seeds_of  # noqa: E402

@@ -88,7 +88,8 @@ def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels:
     """An image file as ``model``'s codec takes it: [0, 1], its channels; at a multiple of its factor (latent
     diffusion) or at its own size (pixel models); ``size`` ("N" shorter side or "WxH") resizes first.
     ``channels`` overrides the codec's (a mask drawn on the image: one channel, the image's geometry)."""
-    from .._io import load_image, parse_size
+    from .._images import load_image
+    from ..checks import parse_size
 
     codec = model.codec
     x = load_image(path, channels=channels or codec.channels, size=parse_size(size) or codec.image_size,

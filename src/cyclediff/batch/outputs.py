@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .._io import check_writable
+from .._files import check_writable
 from ..errors import CycleDiffError
 
 PNG_KEY = "cyclediff"  # the PNG text chunk holding the settings of an output

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._io import save_image
+from .._images import save_image
 from ..latent import Latent
 from ..settings import Settings
 from .outputs import PNG_KEY, as_record, file_digest, place

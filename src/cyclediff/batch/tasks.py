@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._io import as_written
+from .._images import as_written
 from ..api.images import read_for
 from ..errors import CycleDiffError
 from ..models.base import Model
@@ -84,7 +84,7 @@ class ImageTask:
 
     def _mask(self, units: list[Unit], x: torch.Tensor) -> Any:
         """The batch's ``mask`` setting: None, "auto", or a mask image (read at the inputs' size, one channel)."""
-        from .._io import load_image
+        from .._images import load_image
 
         spec = units[0].settings.mask
         if spec is None or spec == "auto":

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write, safe_id
+from .._files import atomic_write
+from .._paths import safe_id
 from ..errors import CycleDiffError
 from ..settings import EDIT, check_setting
 from .pie_bench import DEFAULT_METRICS, REPORT_SCALE, PieItem, decode_mask, load_pie, read_pie_image

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .._io import distinct_paths, unique_names
+from .._paths import distinct_paths, unique_names
 from ..batch.outputs import check_out_folder, slug
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
@@ -44,7 +44,7 @@ from .options import (
 def image_units(images: list[Path], seeds: list[int], settings: Settings, stamp: dict[str, Any],
                 name: Callable[[str, int], str]) -> list[Unit]:
     """One unit per (image, seed): an image given twice is one input; images whose names repeat in different
-    folders get distinct output names (:func:`~cyclediff._io.unique_names`)."""
+    folders get distinct output names (:func:`~cyclediff._paths.unique_names`)."""
     paths, repeated = distinct_paths(list(images))
     note_repeats(repeated)
     units = []

@@ -12,7 +12,8 @@ from typing import Any
 import click
 import torch
 
-from .._io import distinct_paths, seed_limit, unique_names
+from .._paths import distinct_paths, unique_names
+from .._seeds import seed_limit
 from ..batch.outputs import check_out_file, check_out_folder
 from ..batch.runner import Unit
 from ..batch.stores import FileStore

@@ -21,7 +21,7 @@ from ..settings import CHOICES, RANGES, RUN, EditSettings, RunOptions, Settings,
 # ---------------------------------------------------------------------------------------------------- parsing
 def parse_seeds(text: str) -> list[int]:
     """'0-3,7' → [0, 1, 2, 3, 7]."""
-    from .._io import seed_range
+    from .._seeds import seed_range
 
     try:
         return seed_range(text)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import atomic_write
+from .._files import atomic_write
 from ..api.translate import translate
 from ..errors import CycleDiffError
 from ..metrics import distribution_scores, pair_scores, pixel_features

@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from .._io import IMAGE_SUFFIXES, atomic_write, list_images, load_image
+from .._files import atomic_write
+from .._images import load_image
+from .._paths import IMAGE_SUFFIXES, list_images
 from ..batch.runner import Result, Unit, run
 from ..batch.stores import Records, RecordStore
 from ..batch.tasks import EditTask, TranslateTask

@@ -10,19 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import (
-    IMAGE_SUFFIXES,
-    distinct_paths,
-    json_object,
-    list_images,
-    safe_id,
-    seed_limit,
-    seed_range,
-    unique_names,
-)
+from .._paths import IMAGE_SUFFIXES, distinct_paths, list_images, safe_id, unique_names
+from .._seeds import seed_limit, seed_range
 from ..batch.runner import Unit, plan
 from ..batch.tasks import settings_signature
-from ..checks import is_int
+from ..checks import is_int, json_object
 from ..errors import CycleDiffError
 from ..settings import FLOWEDIT_KNOBS, RUN, TASKS, RunOptions, Settings
 

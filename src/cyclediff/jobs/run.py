@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._io import FolderLock, atomic_write
+from .._files import FolderLock, atomic_write
 from ..batch.runner import Result, Unit, rank_batches, run
 from ..batch.stores import RecordStore, read_records
 from ..batch.tasks import EditTask, GuideTask, TranslateTask, settings_signature

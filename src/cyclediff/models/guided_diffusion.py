@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .._io import json_object
+from ..checks import json_object
 from ..errors import CycleDiffError
 from .pixel import PixelDenoiser, set_attention_heads
 
@@ -345,8 +345,8 @@ def convert(checkpoint: str | Path, flags: dict[str, Any] | str | Path, out: str
     then swapped in: never merged with the model it held)."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
+    from .._files import readable_as_umask
     from .._folders import atomic_folder
-    from .._io import readable_as_umask
 
     parsed = read_flags(flags)
     unet, heads = build_unet(load_checkpoint(checkpoint), parsed)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._io import json_object
+from ..checks import json_object
 from ..errors import CycleDiffError
 from .checkpoints import looks_local as _looks_local
 

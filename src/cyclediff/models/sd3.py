@@ -109,7 +109,7 @@ class StableDiffusion3(FlowCoordinates, PromptModel):
 
 def _absent_components(folder: Path) -> list[str]:
     """Components a local pipeline folder records as null (saved without them)."""
-    from .._io import json_object
+    from ..checks import json_object
 
     index = folder / "model_index.json"
     if not index.is_file():

@@ -348,7 +348,7 @@ def _examples(studio: Studio) -> list[str]:
     """Two held-out digits (a 3 and a 5) as example inputs, when the server has a demo model."""
     if not studio.serves_demo():
         return []
-    from .._io import save_image
+    from .._images import save_image
     from ..demo.data import split
 
     _, _, x, y = split()

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .._io import check_seed_count, seed_limit, seed_range
 from .._progress import each_step
+from .._seeds import check_seed_count, seed_limit, seed_range
 from ..batch.runner import Result, Unit, run
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .._io import save_image
+from .._images import save_image
 from ..api.images import read_for
 from ..errors import CycleDiffError
 from ..settings import RunOptions

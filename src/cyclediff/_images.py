@@ -1,81 +1,16 @@
-"""Files: atomic writes and image reading / writing."""
+"""Image files: any image Pillow reads, sized and brought to a multiple on the way in; 8-bit PNG out."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checks import parse_size  # noqa: F401 - read with the images it sizes
+from ._files import atomic_write
 from .errors import CycleDiffError
 from .settings import RUN, check_setting
-
-
-def check_writable(path: str | os.PathLike) -> Path:
-    """Refuse to write ``path`` when something other than a regular file is there (a device such as /dev/null,
-    a folder, a pipe) or when a parent is a file: one error naming the path, before any work is done."""
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file"
-        raise CycleDiffError(f"{path} is {kind}; refusing to replace it: name a regular file as the output")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise CycleDiffError(f"cannot write {path}: {parent} is a file, not a folder")
-            break
-    return path
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux tells it (setting and restoring it, the only
-    portable way, races with other threads writing files)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def readable_as_umask(path: str | os.PathLike) -> None:
-    """Give a file the permissions a new file gets under the process's umask (libraries that write through
-    temporary files leave the private 0600)."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a partial one; on failure no temporary file is left. Only a
-    regular file is ever replaced (see :func:`check_writable`), and the file gets the permissions a new file
-    gets under the process's umask (not the private 0600 of temporary files).
-    """
-    path = check_writable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        readable_as_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what folders of inputs hold
 
 
 def load_image(
@@ -251,124 +186,3 @@ def save_image(x: torch.Tensor, path: str | os.PathLike, *, text: dict[str, str]
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
-
-
-def seed_range(text: str, limit: int = RUN.max_seeds) -> list[int]:
-    """'0-3,7' → [0, 1, 2, 3, 7]. The seeds are counted before any range is expanded: more than ``limit`` is one
-    error (a typo like 0-99999999 must not fill the memory)."""
-    ranges: list[tuple[int, int]] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise CycleDiffError(f"{part!r} is not a seed or a range like 0-7")
-        lo, hi = seed_limit(int(m[1])), seed_limit(int(m[2] or m[1]))
-        if hi < lo:
-            raise CycleDiffError(f"range {part!r} runs backwards")
-        ranges.append((lo, hi))
-    check_seed_count(sum(hi - lo + 1 for lo, hi in ranges), limit)
-    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
-
-
-def check_seed_count(count: int, limit: int = RUN.max_seeds) -> int:
-    """At most ``limit`` seeds (results) in one request, or one error saying so."""
-    if count > limit:
-        raise CycleDiffError(f"at most {limit} seeds per run; got {count} (give a shorter range)")
-    return count
-
-
-def json_object(text: str, where: str, error: type[Exception] = CycleDiffError) -> dict:
-    """``text`` parsed as a JSON object, or one ``error`` naming ``where`` (a file, a file and line)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise error(f"{where}: not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise error(f"{where}: must be a JSON object; got {type(value).__name__}")
-    return value
-
-
-def seed_limit(seed: int) -> int:
-    """A seed as torch.Generator.manual_seed takes it (0..2^63 − 1 here, so that it is also a signed 64-bit JSON
-    number everywhere), or one error."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise CycleDiffError(f"seeds must be integers from 0 to 2^63 - 1; got {seed!r}")
-    return seed
-
-
-def safe_id(text: str) -> str:
-    """A file-name-safe form of ``text``: itself when already safe, else the cleaned text plus a short hash of the
-    original, so that different texts ('a/b', 'a b', 'a-b') never share an id."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "item"
-    return clean if clean == text else f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
-
-
-def unique_names(paths: list[Path]) -> list[str]:
-    """One distinct, file-name-safe name per input path: its stem where that is unique; where stems repeat, the
-    path from the clashing files' common folder ('c1__cat', 'c2__cat'), with the suffix where only it differs
-    ('cat-png', 'cat-jpg'). Paths must be distinct (dedupe them first)."""
-    names = []
-    for p in paths:
-        clash = [q for q in paths if q.stem == p.stem]
-        if len(clash) == 1:
-            names.append(safe_id(p.stem))
-            continue
-        resolved = [q.resolve() for q in clash]
-        root = Path(os.path.commonpath([str(q.parent) for q in resolved]))
-        parts = list(p.resolve().relative_to(root).parts)
-        same_suffix = len({q.suffix for q in clash}) == 1
-        parts[-1] = p.stem if same_suffix else p.name.replace(".", "-")
-        names.append(safe_id("__".join(parts)))
-    return names
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The images (:data:`IMAGE_SUFFIXES`) in a folder, sorted; an error naming the folder when there are none."""
-    if not folder.is_dir():
-        raise CycleDiffError(f"{folder} is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise CycleDiffError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
-def distinct_paths(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(the paths with repeats of the same file removed, in order; the repeats dropped)."""
-    seen: set[Path] = set()
-    kept, dropped = [], []
-    for p in paths:
-        key = Path(p).resolve()
-        (dropped if key in seen else kept).append(p)
-        seen.add(key)
-    return kept, dropped
-
-
-class FolderLock:
-    """An exclusive advisory lock (flock) on a file in the output folder; the kernel drops it when the process
-    dies, so a killed run never leaves a stale lock behind."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.handle = path, None
-
-    def acquire(self) -> str | None:
-        """None when the lock is ours now; else a description of the run that holds it."""
-        import fcntl
-
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            who = handle.read().strip() or "unknown process"
-            handle.close()
-            return who
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        handle.flush()
-        self.handle = handle
-        return None
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing drops the flock
-            self.handle = None
