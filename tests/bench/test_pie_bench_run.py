@@ -8,13 +8,15 @@ import csv
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from cyclediff import CycleDiffError, edit
 from cyclediff.bench import load_pie
-from cyclediff.bench.run import PieBenchRun, evaluations
+from cyclediff.bench.run import PIE_EDIT, PieBenchRun, evaluations, grid_of
 from cyclediff.cli import main
-from cyclediff.models import StableDiffusion
+from cyclediff.models import StableDiffusion, load
+from cyclediff.settings import EditSettings
 from pie_fixtures import pie_folder, pie_sd, tiny_clip_folder, tiny_dino, tiny_squeezenet_weights
 from tiny_sd import photos, sd_pipeline
 
@@ -94,9 +96,28 @@ def test_the_evaluations_per_edit_are_those_a_counted_edit_makes(setup, method):
                                   with_kwargs=True)
     edit(sd, photos(1), source_prompt="a cat", prompt="a dog", steps=6, strength=0.5, guidance_scale=2.0,
          source_guidance_scale=1.0, method=method)
-    bench = PieBenchRun(data=setup["data"], out=setup["tmp"], model="m", methods=[method], steps=6, strength=0.5,
-                        guidance_scale=2.0, source_guidance_scale=1.0)
-    assert rows[0] == evaluations(bench, method)
+    bench = PieBenchRun(data=setup["data"], out=setup["tmp"], methods=[method],
+                        edit=EditSettings(model="m", steps=6, strength=0.5, guidance_scale=2.0,
+                                          source_guidance_scale=1.0))
+    assert rows[0] == evaluations(bench, method, grid_of(sd, bench))
+
+
+@pytest.mark.parametrize(("name", "steps_run"), [("demo:digits-flow", 17), ("demo:digits", 16)])
+def test_the_evaluations_per_edit_count_the_grid_of_the_model_that_ran(tmp_path, name, steps_run):
+    """50 × 0.33 is not whole: a flow model's cut (the flow-matching img2img rule) runs 17 steps, a
+    variance-preserving model's 16; the count is the one a counted edit on that model makes."""
+    model = load(name)
+    rows = [0]
+    model.unet.register_forward_hook(lambda m, a, k, o: rows.__setitem__(0, rows[0] + len(a[0] if a else k["sample"])),
+                                     with_kwargs=True)
+    bench = PieBenchRun(data=tmp_path, out=tmp_path, methods=["sdedit", "cyclediffusion"],
+                        edit=EditSettings(steps=50, strength=0.33, guidance_scale=1.0))
+    grid = grid_of(model, bench)
+    assert evaluations(bench, "sdedit", grid) == steps_run  # one row a step: no guidance
+    assert evaluations(bench, "cyclediffusion", grid) == 2 * steps_run  # the source pass and the target's
+    edit(model, torch.rand(1, model.codec.channels, *model.codec.image_size), source_prompt=3, prompt=8, steps=50,
+         strength=0.33, guidance_scale=1.0, method="sdedit", generator=torch.Generator().manual_seed(0))
+    assert rows[0] == steps_run
 
 
 def test_best_of_n_keeps_the_seed_of_the_largest_directional_clip(setup):
@@ -125,3 +146,36 @@ def test_the_loading_options_reach_the_job_with_absolute_paths(tmp_path, monkeyp
                      "vae_tiling": False, "base": "base", "text_encoders_on_cpu": False})
     assert out == {"lora": [f"{tmp_path / 'style.safetensors'}:0.5", "org/hub-lora"], "quantize": "int8",
                    "base": str(tmp_path / "base")}
+
+
+def test_the_command_line_builds_edit_settings_and_the_job_file_records_them(setup, tmp_path, monkeypatch):
+    """The run *is* edit settings plus its own axes: PIE-Bench's defaults (50 steps, guidance 7.5) where none is
+    given, every edit option given reaching the settings, and OUT/job.toml carrying what differs from an edit's
+    defaults (a knob of no method run left out by the sweep)."""
+    import tomllib
+
+    import cyclediff.bench.run as bench_run
+
+    made = []
+
+    def stop(bench):
+        made.append(bench)
+        raise CycleDiffError("stopped before editing")
+
+    monkeypatch.setattr(bench_run, "prepare", stop)
+    res = CliRunner().invoke(main, ["bench", "pie-bench", str(setup["data"]), "--model", "demo:digits", "--method",
+                                    "cyclediffusion,sdedit", "--eta", "0.5", "--source-guidance-scale", "1.5",
+                                    "--n-avg", "2", "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert "stopped before editing" in res.output
+    bench = made[0]
+    assert bench.edit == EditSettings(model="demo:digits", steps=PIE_EDIT.steps, guidance_scale=PIE_EDIT.guidance_scale,
+                                      eta=0.5, source_guidance_scale=1.5, n_avg=2, method=None)
+    monkeypatch.undo()
+    bench_run.prepare(bench)
+    job = tomllib.loads((tmp_path / "o" / "job.toml").read_text())
+    assert job["settings"] == {"model": "demo:digits", "method": ["cyclediffusion", "sdedit"], "steps": 50,
+                               "guidance_scale": 7.5, "eta": 0.5, "source_guidance_scale": 1.5, "n_avg": 2}
+    assert bench.settings("sdedit").n_avg == EditSettings().n_avg  # the sweep's methods run their own knobs
+    one = EditSettings(model="m", method="sdedit")
+    with pytest.raises(CycleDiffError, match="n_avg is FlowEdit's"):
+        one.replace(n_avg=2)  # one method: a knob it does not take is refused, as in a job file

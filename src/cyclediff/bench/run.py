@@ -26,28 +26,30 @@ import torch
 from .._files import atomic_write
 from .._paths import safe_id
 from ..errors import CycleDiffError
-from ..settings import EDIT, check_setting
+from ..jobs.file import variant
+from ..methods import evaluations as method_evaluations
+from ..schedule import Grid
+from ..settings import EDIT, EditSettings, check_setting
 from .pie_bench import DEFAULT_METRICS, REPORT_SCALE, PieItem, decode_mask, load_pie, read_pie_image
 from .score import Scorers, score
 
 COLUMNS = ("key", "type", "method", "seed", "seconds")  # then the metrics, then "error"
 
 
+# not a default of another task: PIE-Bench's protocol where it differs from an edit's (50 steps, guidance 7.5)
+PIE_EDIT = EditSettings(steps=50, guidance_scale=7.5)
+
+
 @dataclass
 class PieBenchRun:
-    """What one benchmark run does (the command line's options)."""
+    """What one benchmark run does: the edit settings every method runs with (model, steps, strength, guidance,
+    the methods' knobs: :class:`~cyclediff.settings.EditSettings`, ``method`` left to ``methods``) and the
+    benchmark's own axes."""
 
     data: Path
     out: Path
-    model: str
     methods: list[str]
-    steps: int = 50
-    strength: float = EDIT.strength
-    eta: float = EDIT.eta
-    guidance_scale: float = 7.5
-    source_guidance_scale: float = EDIT.source_guidance_scale
-    n_avg: int = EDIT.n_avg
-    n_min: int = EDIT.n_min
+    edit: EditSettings = PIE_EDIT
     seeds: str = "0"
     best_of: bool = False  # keep, per image and method, the seed with the largest directional CLIP
     rank_clip: str | None = None  # the CLIP that ranks best-of-N (the paper's protocol)
@@ -58,12 +60,21 @@ class PieBenchRun:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     score_only: bool = False  # score the edits OUT holds, edit nothing
 
+    @property
+    def model(self) -> str | None:
+        return self.edit.model
+
+    def settings(self, method: str) -> EditSettings:
+        """The edit settings ``method`` runs with: another method's knobs left at their defaults (a job's sweep)."""
+        return variant(self.edit, {}, method)
+
     def check(self) -> None:
         self.methods = list(dict.fromkeys(self.methods))  # a method named twice is run (and counted) once
         if not self.methods:
             raise CycleDiffError("give at least one method (--method cyclediffusion,sdedit,…)")
         for method in self.methods:
             check_setting("method", method, required=True)
+            self.settings(method).options()  # FlowEdit's steps × strength, a knob of no method run: now
         if self.score_only and not (self.out / "edits" / "manifest.jsonl").is_file():
             raise CycleDiffError(f"{self.out} holds no PIE-Bench edits to score (no edits/manifest.jsonl): run "
                                  "without --score-only first, or give the --out of that run")
@@ -95,9 +106,7 @@ def prepare(bench: PieBenchRun) -> tuple[list[PieItem], list[dict], Path]:
     lines = "".join(json.dumps({"id": i.key, "input": str(i.image), "source_prompt": i.source_prompt,
                                 "prompt": i.target_prompt}) + "\n" for i in ok)
     atomic_write(bench.out / "items.jsonl", lambda tmp: Path(tmp).write_text(lines))
-    settings = {"model": bench.model, "method": bench.methods, "steps": bench.steps, "strength": bench.strength,
-                "eta": bench.eta, "guidance_scale": bench.guidance_scale,
-                "source_guidance_scale": bench.source_guidance_scale, "n_avg": bench.n_avg, "n_min": bench.n_min,
+    settings = {**_record(bench.edit), "method": bench.methods,
                 **({"clip_model": bench.rank_clip} if bench.best_of else {})}
     top = {"task": "edit", "inputs": "items.jsonl", "out": "edits", "seeds": bench.seeds, **bench.run}
     job = bench.out / "job.toml"
@@ -142,8 +151,23 @@ def _our_summary(path: Path) -> bool:
         return False
 
 
+def _record(settings: EditSettings) -> dict[str, Any]:
+    """The settings' record, only what differs from an edit's defaults (the job file stays short)."""
+    return {k: v for k, v in settings.record().items() if v != getattr(EDIT, k)}
+
+
 def _toml(table: dict[str, Any]) -> str:
-    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if v is not None)
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items() if v is not None)
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML value: JSON's spelling of strings, numbers, booleans and lists; an inline table for a dict
+    (attention's fields)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def export(bench: PieBenchRun, items: list[PieItem]) -> list[dict]:
@@ -226,8 +250,10 @@ def score_all(bench: PieBenchRun, items: list[PieItem], chosen: list[dict], scor
     return rows
 
 
-def write_results(bench: PieBenchRun, rows: list[dict], failures: list[dict], model_id: str | None) -> dict:
-    """results.csv, summary.md and summary.json."""
+def write_results(bench: PieBenchRun, rows: list[dict], failures: list[dict], model_id: str | None,
+                  grid: Grid) -> dict:
+    """results.csv, summary.md and summary.json; ``grid``: the one the edits ran on (:func:`grid_of`), which
+    the evaluations per edit are counted on."""
     columns = [*COLUMNS, *bench.metrics, "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
@@ -247,7 +273,7 @@ def write_results(bench: PieBenchRun, rows: list[dict], failures: list[dict], mo
         means = {m: _mean(mine, m) for m in bench.metrics}
         seconds = [r["seconds"] for r in mine if isinstance(r.get("seconds"), (int, float))]
         summary["by_method"][method] = {"images": len(mine), **means,
-                                        "evaluations_per_edit": evaluations(bench, method),
+                                        "evaluations_per_edit": evaluations(bench, method, grid),
                                         "seconds_per_edit": statistics.median(seconds) if seconds else None}
     atomic_write(bench.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
     atomic_write(bench.out / "summary.md", lambda tmp: Path(tmp).write_text(markdown(bench, summary)))
@@ -261,8 +287,10 @@ def _mean(rows: list[dict], metric: str) -> float | None:
 
 
 def _settings(bench: PieBenchRun) -> dict[str, Any]:
-    return {k: getattr(bench, k) for k in ("steps", "strength", "eta", "guidance_scale", "source_guidance_scale",
-                                           "n_avg", "n_min")} | {"run": bench.run}
+    """The edit settings of the run (the model, the methods and the per-item prompts are recorded on their own),
+    and how it ran."""
+    own = EditSettings.front_end | EditSettings.batched | {"method"}
+    return {k: v for k, v in bench.edit.record().items() if k not in own} | {"run": bench.run}
 
 
 def _device_name(device: Any) -> str:
@@ -271,18 +299,21 @@ def _device_name(device: Any) -> str:
     return "cpu"
 
 
-def evaluations(bench: PieBenchRun, method: str) -> int:
-    """Network rows one edit evaluates (each image at each call), from the method and its guidance: a branch
-    with a guidance scale other than 1 takes two rows (conditional and unconditional)."""
-    run = min(int(bench.steps * bench.strength), bench.steps)
-    src = 1 + (bench.source_guidance_scale != 1)
-    tgt = 1 + (bench.guidance_scale != 1)
-    if method == "flowedit":
-        plain = min(bench.n_min, run)
-        return (run - plain) * bench.n_avg * (src + tgt) + plain * tgt
-    if method == "sdedit":
-        return run * tgt
-    return run * (src + tgt)
+def grid_of(model: Any, bench: PieBenchRun) -> Grid:
+    """The grid the benchmark's edits ran on: ``model``'s schedule for a PIE-Bench image (512 × 512), cut at the
+    run's steps and strength by that model's own rule."""
+    factor = getattr(model.codec, "factor", 1)  # pixel models: 1
+    return model.schedule_for((1, model.codec.channels, 512 // factor, 512 // factor)).plan(bench.edit.steps,
+                                                                                        bench.edit.strength)
+
+
+def evaluations(bench: PieBenchRun, method: str, grid: Grid) -> int:
+    """Network rows one edit evaluates (each image at each call) on ``grid`` (:func:`grid_of` the model that
+    ran): the method's own count, a branch with a guidance scale other than 1 taking two rows (conditional and
+    unconditional)."""
+    return method_evaluations(bench.settings(method).options(), grid,
+                              source_guidance=bench.edit.source_guidance_scale != 1,
+                              target_guidance=bench.edit.guidance_scale != 1)
 
 
 def markdown(bench: PieBenchRun, summary: dict) -> str:
@@ -295,7 +326,7 @@ def markdown(bench: PieBenchRun, summary: dict) -> str:
     split = " of the 620-image split (no style edits)" if summary["split"] == "620" else ""
     count = f"{summary['images']} image{'' if summary['images'] == 1 else 's'}"
     lines = [f"PIE-Bench ({count}{split}{', types ' + str(bench.types) if bench.types else ''}), "
-             f"model {bench.model}, {bench.steps} steps at strength {bench.strength}, seeds {bench.seeds}"
+             f"model {bench.model}, {bench.edit.steps} steps at strength {bench.edit.strength}, seeds {bench.seeds}"
              + (" (best of the seeds by directional CLIP)" if bench.best_of else "") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, r in summary["by_method"].items():
@@ -306,4 +337,5 @@ def markdown(bench: PieBenchRun, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["PieBenchRun", "evaluations", "export", "markdown", "prepare", "score_all", "write_results"]
+__all__ = ["PIE_EDIT", "PieBenchRun", "evaluations", "export", "grid_of", "markdown", "prepare", "score_all",
+           "write_results"]

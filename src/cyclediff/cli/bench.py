@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import torch
 
+from ..bench.run import PIE_EDIT
 from ..settings import EditSettings, RunOptions
 from .main import main
 from .options import device_option, dtype_option, loading_options, quiet_option, setting_option
@@ -24,10 +26,10 @@ def bench() -> None:
               help="methods, comma-separated: cyclediffusion, edit-friendly, flowedit, sdedit, ddib")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("pie-bench"), show_default=True,
               help="folder for the edits, results.csv and the summary")
-@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="steps of the sampler's grid")
+@setting_option(EditSettings, "steps", default=PIE_EDIT.steps, help="steps of the sampler's grid")
 @setting_option(EditSettings, "strength", help="fraction of the steps run (start part-way, as img2img)")
 @setting_option(EditSettings, "eta", help="DDIM η in (0, 1]; 1 is DDPM's variance")
-@click.option("--guidance-scale", type=float, default=7.5, show_default=True, help="target guidance scale")
+@setting_option(EditSettings, "guidance_scale", default=PIE_EDIT.guidance_scale, help="target guidance scale")
 @setting_option(EditSettings, "source_guidance_scale", help="guidance scale of the source prompt")
 @setting_option(EditSettings, "n_avg", help="flowedit: noise draws averaged per step")
 @setting_option(EditSettings, "n_min", help="flowedit: the last N steps sampled plainly")
@@ -61,20 +63,19 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
       accelerate launch --multi_gpu --num_processes 8 -m cyclediff bench pie-bench PIE-Bench_v1 --model M
       cyclediff bench pie-bench PIE-Bench_v1 --model M --split 620 --types 0,1 --limit 20
     """
-    from ..bench.run import PieBenchRun, export, prepare, score_all, write_results
+    from ..bench.run import PieBenchRun, export, grid_of, prepare, score_all, write_results
     from ..bench.score import Scorers
-    from ..jobs.run import distributed, load_job, run_job
+    from ..jobs.run import distributed, job_model, load_job, run_job, task_for
     from ..metrics.lpips import SQUEEZENET_URL
 
     run = {"device": opts["device"], "dtype": opts["dtype"], "batch_size": opts["batch_size"],
            **_absolute(RunOptions.from_options(opts).loading())}
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    run_settings = PieBenchRun(data=data, out=out, model=model, methods=names, steps=opts["steps"],
-                               strength=opts["strength"], eta=opts["eta"], guidance_scale=opts["guidance_scale"],
-                               source_guidance_scale=opts["source_guidance_scale"], n_avg=opts["n_avg"],
-                               n_min=opts["n_min"], seeds=opts["seeds"], best_of=opts["best_of"],
-                               rank_clip=opts["rank_clip"], types=opts["types"], split=opts["split"],
-                               limit=opts["limit"], run=run, score_only=score_only)
+    # one method: its knobs checked against it; several: each runs with its own (a job's sweep)
+    edit = EditSettings.from_options(opts, model=model, method=names[0] if len(names) == 1 else None)
+    run_settings = PieBenchRun(data=data, out=out, methods=names, edit=edit, seeds=opts["seeds"],
+                               best_of=opts["best_of"], rank_clip=opts["rank_clip"], types=opts["types"],
+                               split=opts["split"], limit=opts["limit"], run=run, score_only=score_only)
     items, failures, job_file = prepare(run_settings)
     job = load_job(job_file)
     rank, world, device, barrier, share = distributed(job.run.device)
@@ -83,15 +84,18 @@ def pie_bench_cmd(data, model, methods, out, quiet, score_only, dino, clip, lpip
     scorers = Scorers(dino=dino, clip=clip, lpips=lpips_weights or SQUEEZENET_URL).check(run_settings.metrics)
     if rank != 0:
         del scorers  # checked; rank 0 scores
+    tasks: list = []  # the edit task run_job made (its model): the count of evaluations reads its grid
     if not score_only:
         report = run_job(job, rank=rank, world=world, device=device, progress=not quiet, barrier=barrier,
-                         share=share)
+                         share=share, make_task=lambda *a: tasks.append(task_for(*a)) or tasks[-1])
         if rank == 0:
             click.echo(f"edited {report.ok} of {report.total}, {report.failed} failed -> {job.out}", err=True)
     if rank != 0:
         return
     rows = score_all(run_settings, items, export(run_settings, items), scorers.to(device))
-    write_results(run_settings, rows, failures, model)
+    # the model's grid (its own strength cut); a resumed or --score-only run loaded none: load it for its schedule
+    model_ran = tasks[0].model if tasks else job_model(job, job.settings.model, torch.device("cpu"))
+    write_results(run_settings, rows, failures, model, grid_of(model_ran, run_settings))
     click.echo((out / "summary.md").read_text())
     failed = [row for row in [*failures, *rows] if row.get("error")]
     for row in failed:

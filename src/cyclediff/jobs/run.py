@@ -74,8 +74,10 @@ def _same(recorded: Any, now: Any) -> bool:
 
 def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | None = None,
             progress: bool = True, barrier: Callable[[], None] = lambda: None,
-            overwrite: bool = False, share: Callable[[Any], Any] = lambda value: value) -> JobReport:
+            overwrite: bool = False, share: Callable[[Any], Any] = lambda value: value,
+            make_task: Callable[[Job, torch.device], Any] | None = None) -> JobReport:
     """Run this rank's share of the job; rank 0 merges all shares once every rank is done (``barrier``).
+    ``make_task``: how the task (its models) is made when there is work, :func:`task_for` unless given.
 
     Rank 0 first takes the output folder's lock, and ``share`` (a broadcast of rank 0's value to every rank)
     tells the others whether it got it: a second run of the same job while one is going refuses at once, on
@@ -93,8 +95,8 @@ def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | N
         mine = rank_batches(units, settings_signature, job.run.batch_size, rank, world)
         if any(u.key not in done for b in mine for u in b):  # load the models only when there is work
             store = RecordStore(job.out, _part_path(job.out, rank), lambda r: _record(job, r, rank), done=done)
-            run(task_for(job, device or torch.device("cpu")), units, store, batches=mine, progress=progress,
-                report_skipped=False)
+            task = (make_task or task_for)(job, device or torch.device("cpu"))
+            run(task, units, store, batches=mine, progress=progress, report_skipped=False)
         barrier()
         if rank == 0:
             _merge(job)
@@ -105,16 +107,22 @@ def run_job(job: Job, *, rank: int = 0, world: int = 1, device: torch.device | N
             lock.release()
 
 
+def job_model(job: Job, spec: str, device: torch.device) -> Any:
+    """The model ``spec`` as the job loads it (its dtype, loading options, compiled when asked)."""
+    from ..models import load
+
+    model = load(spec, dtype=DTYPES[job.run.dtype], device=device, **job.run.loading())
+    return model.optimize(compile=True) if job.run.compile else model
+
+
 def task_for(job: Job, device: torch.device) -> Any:
     """The job's task with its models loaded once per process (jobs always score: PSNR / SSIM, CLIP)."""
     from ..guidance import energy_from_spec
-    from ..models import load
 
     s, run = job.settings, job.run
 
     def get(spec: str) -> Any:
-        model = load(spec, dtype=DTYPES[run.dtype], device=device, **run.loading())
-        return model.optimize(compile=True) if run.compile else model
+        return job_model(job, spec, device)
 
     if job.task == "translate":
         from ..models import load_pair
