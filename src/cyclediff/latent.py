@@ -115,7 +115,7 @@ class Latent:
         if k != run or self.steps > self.num_train_timesteps:
             return (f"{k} steps stored, but steps={self.steps} at strength={self.strength} on "
                     f"{self.num_train_timesteps} training timesteps runs {run}")
-        if any(self.residual[:-1]):
+        if any(self.residual[:-1]) and self.eta != 0:  # η = 0 (a sampled ODE): every step is a zero residual
             return ("only the last step can be deterministic (a residual); the residual flags are "
                     f"{list(self.residual)}")
         if self.seeds is not None and len(self.seeds) != x.shape[0]:
@@ -374,8 +374,9 @@ def _field_problem(z: Latent) -> str | None:
         return f"encoder must be one of {', '.join(ENCODERS)}; got {z.encoder!r}"
     if z.sampler not in SAMPLERS:
         return f"sampler must be one of {', '.join(SAMPLERS)}; got {z.sampler!r}"
-    if not _is_number(z.eta) or not 0 < z.eta <= 1 or (z.sampler in ("ddpm", "fresh") and z.eta != 1):
-        return f"eta must be a number in (0, 1] (1 for ddpm and fresh); got {z.eta!r}"
+    ode = z.eta == 0 and all(z.residual)  # sampled with η = 0 (ordinary generation): no draws after x_start
+    if not _is_number(z.eta) or not (0 < z.eta <= 1 or ode) or (z.sampler in ("ddpm", "fresh") and z.eta != 1):
+        return f"eta must be a number in (0, 1] (1 for ddpm and fresh, 0 for a sampled ODE); got {z.eta!r}"
     if not _is_int(z.steps) or z.steps < 1:
         return f"steps must be a positive integer; got {z.steps!r}"
     if not _is_number(z.strength) or not 0 < z.strength <= 1:

@@ -171,7 +171,7 @@ def fresh_draws(
     generator(s) in the order diffusers' pipelines take them (DDPM draws nothing at t = 0)."""
     eps, residual = [], []
     pairs = step_pairs(timesteps)
-    drawn = [not (sampler == "ddpm" and t == 0) for t, _ in pairs]
+    drawn = [eta > 0 and not (sampler == "ddpm" and t == 0) for t, _ in pairs]  # DDIM at η = 0 draws nothing
     noise = NoiseStream(like, gens, count=sum(drawn))
     for (t, s), d in zip(pairs, drawn):
         e = noise.next() if d else None
@@ -199,9 +199,10 @@ def sample_latent(
 
     The draws come in the order diffusers' DDIM / DDPM pipelines take them from the same generator (x_T, then one
     per step; DDPM draws nothing at t = 0), so a seed gives the image those pipelines give. Deterministic steps get
-    a zero residual.
+    a zero residual. ``eta=0`` is ordinary generation (the ODE: DDIM, or Euler for flow models): every step is a
+    zero residual and a seed gives the image the model's own diffusers pipeline gives.
     """
-    eta = check_sampler(sampler, eta)
+    eta = check_sampler(sampler, eta, sampling=True)
     batch_size = batch_size_of(generator, batch_size)
     # a bare Denoiser has no default sample shape or device: then the caller gives them
     is_model = isinstance(denoiser, Model)

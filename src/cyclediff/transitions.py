@@ -33,14 +33,19 @@ class Transition:
         return not isinstance(self.std, torch.Tensor) and self.std == 0
 
 
-def check_sampler(sampler: str, eta: float | None) -> float:
-    """Validate a sampler / η pair; returns the η to record (1.0 for DDPM and fresh, whose steps have no η)."""
+def check_sampler(sampler: str, eta: float | None, *, sampling: bool = False) -> float:
+    """Validate a sampler / η pair; returns the η to record (1.0 for DDPM and fresh, whose steps have no η).
+
+    ``sampling``: η = 0 (deterministic DDIM, the probability-flow ODE: ordinary generation) is accepted, as a draw
+    from the prior needs no noise after x_T; encoding refuses it (it leaves no draws to encode into)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if sampler in ("ddpm", "fresh"):
         return 1.0
     if eta is None or isinstance(eta, bool) or not isinstance(eta, (int, float)):
         raise ConfigError(f"the ddim sampler needs eta, a number in (0, 1]; got {eta!r}")
+    if eta == 0 and sampling:
+        return 0.0
     if eta == 0:
         raise ConfigError(
             "eta = 0 is deterministic DDIM: it draws no noise, so it has no stochastic latent to encode into. "
