@@ -25,7 +25,7 @@ import time
 import torch
 from gpu_edit import Bench, sync, timed
 
-from cyclediff import edit
+from cyclediff import CycleDiffusion, edit
 from cyclediff.models import Flux, StableDiffusion3
 
 PRESETS = {
@@ -125,8 +125,8 @@ def main() -> None:
 
     def ours(batch: int) -> None:
         edit(model, images[:batch], source_prompt="a photo of a cat", prompt="a photo of a dog", steps=args.steps,
-             strength=args.strength, eta=0.1, generator=[torch.Generator().manual_seed(i) for i in range(batch)],
-             **scales)
+             strength=args.strength, generator=[torch.Generator().manual_seed(i) for i in range(batch)], **scales,
+             method=CycleDiffusion(eta=0.1))
 
     @torch.no_grad()
     def floor(batch: int) -> None:

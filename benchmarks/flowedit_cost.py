@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from flow_gpu import PRESETS, build
 
-from cyclediff import edit
+from cyclediff import edit, options_of
 
 PRESETS = {**PRESETS, "cpu-sd3": {"kind": "sd3", "size": 64, "transformer": dict(
     sample_size=32, patch_size=2, in_channels=4, out_channels=4, num_layers=4, attention_head_dim=32,
@@ -54,8 +54,9 @@ def main() -> None:
 
     def run(method: str) -> None:
         edit(model, images, source_prompt="a photo of a cat", prompt="a photo of a dog", steps=args.steps,
-             strength=args.strength, eta=0.1, guidance_scale=3.5, source_guidance_scale=3.5, method=method,
-             generator=[torch.Generator().manual_seed(i) for i in range(args.batch)])
+             strength=args.strength, guidance_scale=3.5, source_guidance_scale=3.5,
+             generator=[torch.Generator().manual_seed(i) for i in range(args.batch)],
+             method=options_of(method, eta=0.1))
 
     counts = {}
     for method in METHODS:  # warm-up, and the rows each edit evaluates

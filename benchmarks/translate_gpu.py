@@ -25,7 +25,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from gpu_edit import Bench, sync, timed
 
-from cyclediff import translate
+from cyclediff import CycleDiffusion, translate
 from cyclediff.models import PixelDenoiser
 from cyclediff.models.guided_diffusion import read_flags, scheduler_config, unet_config
 
@@ -79,8 +79,8 @@ def main() -> None:
     images = torch.rand(args.batch, 3, size, size, device=device)
 
     def ours(batch: int):
-        translate(images[:batch], source, target, steps=args.steps, strength=args.strength, eta=0.1,
-                  refine_steps=args.refine, generator=[torch.Generator().manual_seed(i) for i in range(batch)])
+        translate(images[:batch], source, target, steps=args.steps, strength=args.strength, refine_steps=args.refine,
+                  generator=[torch.Generator().manual_seed(i) for i in range(batch)], method=CycleDiffusion(eta=0.1))
 
     for compiled in (False, True):
         if compiled:

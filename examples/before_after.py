@@ -25,8 +25,8 @@ pairs = [(3, 8), (5, 6), (1, 7), (4, 9)]
 before = torch.cat([(x[(y == c).nonzero()[0, 0]][None] + 1) / 2 for c, _ in pairs])
 for c, name in ((3, "three"), (5, "five")):
     save_image(before[[c for c, _ in pairs].index(c)], root / "examples" / "digits" / f"{name}.png")
-after = edit(model, before, source_class=[c for c, _ in pairs], target_class=[t for _, t in pairs],
-             guidance_scale=1.0, generator=[torch.Generator().manual_seed(0) for _ in pairs]).images
+after = edit(model, before, source_prompt=[c for c, _ in pairs], prompt=[t for _, t in pairs], guidance_scale=1.0,
+             generator=[torch.Generator().manual_seed(0) for _ in pairs]).images
 big = F.interpolate(torch.cat([before, after]), scale_factor=16, mode="nearest")
 tiles = F.pad(big, (4, 4, 4, 4), value=1.0)  # a white frame round each digit
 n = len(pairs)

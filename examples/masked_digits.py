@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cyclediff import translate
+from cyclediff import CycleDiffusion, translate
 from cyclediff.demo.data import split
 from cyclediff.models import load
 
@@ -31,7 +31,7 @@ def main(out: Path) -> None:
 
     def run(mask):
         return translate(images, model, model, generator=[torch.Generator().manual_seed(i) for i in range(len(gens))],
-                         mask=mask, **settings)
+                         **settings, method=CycleDiffusion(mask=mask))
 
     free, half, auto = run(None), run(right), run("auto")
     assert torch.equal(half.images * (1 - right), images * (1 - right))

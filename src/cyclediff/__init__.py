@@ -9,11 +9,19 @@ from .errors import ConfigError, CycleDiffError, IncompatibleModelError, LatentF
 from .guidance import GuideResult, guide
 from .interpolation import interpolate
 from .latent import Latent
+from .options import DDIB, AttentionEdit, CycleDiffusion, EditFriendly, FlowEdit, SDEdit, options_of
 from .sampler import decode, sample_latent
 from .schedule import Schedule
 
 __all__ = [
+    "DDIB",
+    "AttentionEdit",
     "ConfigError",
+    "CycleDiffusion",
+    "EditFriendly",
+    "FlowEdit",
+    "SDEdit",
+    "options_of",
     "EditResult",
     "GuideResult",
     "CycleDiffError",

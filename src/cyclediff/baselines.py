@@ -17,11 +17,11 @@ import torch
 from ._noise import Generators, gaussian_like
 from ._progress import stepping
 from .encoder import prepare, start_point
-from .flowedit import flow_edit
+from .flowedit import FLOWEDIT, flow_edit
 from .models.base import Condition, Denoiser
 from .sampler import check_grid, fresh_draws, progress_steps, replay
 from .schedule import step_pairs
-from .settings import EDIT, ENCODE, SAMPLE, TRANSLATE
+from .settings import ENCODE, SAMPLE, TRANSLATE
 from .transitions import ddim_inversion_step, transition
 
 
@@ -84,21 +84,24 @@ def ddib(
     source_condition: dict[str, Any] | None = None,
     target_condition: dict[str, Any] | None = None,
     progress: bool = False,
+    timesteps: list[Any] | None = None,
 ) -> torch.Tensor:
-    """DDIB: the deterministic DDIM latent of x0 under the source, decoded by the target's ODE."""
+    """DDIB: the deterministic DDIM latent of x0 under the source, decoded by the target's ODE (``timesteps``: the
+    grid the caller computed for (steps, strength))."""
     target = source if target is None else target
-    p = prepare(x0, source, steps=steps, strength=strength, condition=source_condition)
-    check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
-               timesteps=p.timesteps, sample=x0)
+    p = prepare(x0, source, steps=steps, strength=strength, condition=source_condition, timesteps=timesteps)
+    if target is not source:
+        check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
+                   timesteps=p.timesteps, sample=x0)
     target_cond = target.prepare_condition(x0.shape[0], **(target_condition or {}))
     x_start = ddim_invert(x0, source, p.condition, p.timesteps, progress=progress)
     return ddim_generate(x_start, target, target_cond, p.timesteps, progress=progress)
 
 
 def flowedit(x0: torch.Tensor, model: Denoiser, *, source_prompt: str | list[str], prompt: str | list[str],
-             negative_prompt: str = "", steps: int, n_max: int, n_min: int = EDIT.n_min, n_avg: int = EDIT.n_avg,
-             source_guidance_scale: float, guidance_scale: float, noise: Any = None, generator: Generators = None,
-             progress: bool = False) -> torch.Tensor:
+             negative_prompt: str = "", steps: int, n_max: int, n_min: int = FLOWEDIT.n_min,
+             n_avg: int = FLOWEDIT.n_avg, source_guidance_scale: float, guidance_scale: float, noise: Any = None,
+             generator: Generators = None, progress: bool = False) -> torch.Tensor:
     """FlowEdit with prompts, as ``FlowEditSD3`` / ``FlowEditFLUX`` take them: x0 in the model's sample space
     (SD3 / FLUX: normalised, unpacked VAE latents), the target samples out. The guidance scales are the model's
     own kind: classifier-free for SD3 (the negative prompt as its unconditional row), FLUX's embedded guidance.

@@ -38,6 +38,7 @@ def cycle(
     mask: torch.Tensor | None = None,
     encoder: str = ENCODE.encoder,
     progress: bool = False,
+    timesteps: list[Any] | None = None,
 ) -> tuple[torch.Tensor, Latent]:
     """x0 (model sample space) → z ~ DPMEnc(z | x0, source) → G_target(z). Returns (output, latent).
 
@@ -49,15 +50,18 @@ def cycle(
     model calls. ``mask`` (B, 1, h, w) at the sample size, in [0, 1]: after every step the output is the target
     trajectory inside it and the source trajectory outside (:func:`cyclediff.masks.blend`), which ends at x0.
     ``encoder="edit-friendly"``: the source trajectory is the edit-friendly inversion's (independent marginals
-    q(x_t | x0)); decoding those draws with the target is the edit-friendly DDPM edit.
+    q(x_t | x0)); decoding those draws with the target is the edit-friendly DDPM edit. ``timesteps``: the grid
+    already computed for (steps, strength) by the caller (it is computed here otherwise).
     """
     target = source if target is None else target
     if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
         raise CycleDiffError(f"copies must be a positive integer; got {copies!r}")
     run = EncodingRun.prepare(x0, source, steps=steps, strength=strength, eta=eta, sampler=sampler,
-                              generator=generator, condition=source_condition or {}, encoder=encoder)
-    check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
-               timesteps=run.timesteps, sample=x0)
+                              generator=generator, condition=source_condition or {}, encoder=encoder,
+                              timesteps=timesteps)
+    if target is not source:  # one model: one grid
+        check_grid(target, num_train_timesteps=source.schedule.num_train_timesteps, steps=steps, strength=strength,
+                   timesteps=run.timesteps, sample=x0)
     target_cond = target.prepare_condition(x0.shape[0] * copies, **(target_condition or {}))
 
     def each(x: torch.Tensor) -> torch.Tensor:  # an input's tensor for each of its k decodings

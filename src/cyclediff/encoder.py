@@ -117,10 +117,10 @@ class EncodingRun:
 
     @classmethod
     def prepare(cls, x0, denoiser, *, steps, strength, eta, sampler, generator, condition,
-                encoder=ENCODE.encoder) -> EncodingRun:
+                encoder=ENCODE.encoder, timesteps=None) -> EncodingRun:
         check_setting("encoder", encoder, required=True)
         p = prepare(x0, denoiser, steps=steps, strength=strength, sampler=sampler, eta=eta, generator=generator,
-                    condition=condition)
+                    condition=condition, timesteps=timesteps)
         # one draw for x_start and one per step but the last (which lands on x0 itself)
         noise = NoiseStream(x0, p.gens, count=len(p.timesteps))
         run = cls(x0, denoiser, sampler, p.eta, steps, float(strength), p.timesteps, p.gens, p.condition,

@@ -21,6 +21,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
-from .schedule import Schedule
+from .schedule import Schedule, steps_run
 
 
 def rectified_flow(sigma: float) -> tuple[float, float]:
@@ -65,16 +66,25 @@ def image_shift(config: Any, image_seq_len: int) -> float:
 def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | None = None,
               flux_sigmas: bool = False) -> FlowGrid:
     """The grid diffusers' FlowMatchEulerDiscreteScheduler builds for ``steps`` (with ``mu`` when the config
-    shifts dynamically), cut by ``strength`` as the SD3 / FLUX img2img pipelines cut it: the first
-    ``int(steps − steps·strength)`` steps are skipped. ``flux_sigmas``: the levels FLUX's pipelines pass,
-    linspace(1, 1/steps, steps), before the shift."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
+    shifts dynamically), cut by ``strength`` as the SD3 / FLUX img2img pipelines cut it (:func:`steps_run`,
+    ``"skip"``). ``flux_sigmas``: the levels FLUX's pipelines pass, linspace(1, 1/steps, steps), before the shift.
+    The scheduler is built once per (config, steps, μ, levels)."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"steps must be a positive integer; got {steps!r}")
     if not 0 < strength <= 1:
         raise ConfigError(f"strength must lie in (0, 1]; got {strength}")
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(config))
+    sigmas, timesteps = _full_grid(json.dumps(dict(config), sort_keys=True, default=str), steps, mu, flux_sigmas)
+    start = steps - steps_run(steps, strength, "skip")
+    if start >= steps:
+        raise ConfigError(f"strength {strength} leaves no step of {steps}; raise strength or steps")
+    return FlowGrid(sigmas=sigmas[start:], timesteps=timesteps[start:])
+
+
+@functools.lru_cache(maxsize=64)
+def _full_grid(config: str, steps: int, mu: float | None, flux_sigmas: bool) -> tuple[tuple, tuple]:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(json.loads(config))
     if scheduler.config.use_dynamic_shifting and mu is None:
         raise ConfigError("this scheduler shifts its grid by the image size: pass mu (image_shift(config, tokens))")
     if flux_sigmas:
@@ -83,12 +93,7 @@ def flow_grid(config: Any, steps: int, strength: float = 1.0, *, mu: float | Non
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
     else:
         scheduler.set_timesteps(steps, mu=mu)
-    start = int(max(steps - min(steps * strength, steps), 0))  # as the img2img pipelines' get_timesteps
-    if start >= steps:
-        raise ConfigError(f"strength {strength} leaves no step of {steps}; raise strength or steps")
-    sigmas = [float(v) for v in scheduler.sigmas[start:]]
-    timesteps = [float(v) for v in scheduler.timesteps[start:]]
-    return FlowGrid(sigmas=tuple(sigmas), timesteps=tuple(timesteps))
+    return tuple(float(v) for v in scheduler.sigmas), tuple(float(v) for v in scheduler.timesteps)
 
 
 # ---------------------------------------------------------------------------------------------------- schedules
@@ -134,11 +139,13 @@ class FlowSchedule(Schedule):
         text = json.dumps(["rectified_flow", self.config, self.mu, self.flux_sigmas], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    cut = "skip"  # the flow-matching img2img pipelines' strength cut (schedule.steps_run)
+
+    def cut_rule(self, steps: int, strength: float) -> str:
+        return f"{steps} − int({steps} − {steps} × {strength})"
+
     def grid(self, steps: int) -> list[float]:  # type: ignore[override]
         return list(flow_grid(self.config, steps, 1.0, mu=self.mu, flux_sigmas=self.flux_sigmas).timesteps)
-
-    def timesteps(self, steps: int, strength: float = 1.0) -> list[float]:  # type: ignore[override]
-        return list(flow_grid(self.config, steps, strength, mu=self.mu, flux_sigmas=self.flux_sigmas).timesteps)
 
 
 __all__ = ["FlowGrid", "FlowSchedule", "flow_grid", "image_shift", "rectified_flow"]

@@ -29,9 +29,12 @@ from ._progress import stepping
 from .encoder import check_images
 from .errors import CycleDiffError, IncompatibleModelError
 from .models.base import Condition, Denoiser
+from .options import FlowEdit
 from .sampler import evaluate
-from .settings import EDIT, RANGES
+from .settings import RANGES
 from .transitions import model_prediction
+
+FLOWEDIT = FlowEdit()  # its knobs' defaults
 
 
 def check_flowedit(steps: Any, n_max: Any, n_min: Any, n_avg: Any) -> None:
@@ -109,23 +112,24 @@ def _check_flow(model: Denoiser, shape: tuple[int, ...], role: str) -> Any:
 
 @torch.no_grad()
 def flow_edit(x0: torch.Tensor, source: Denoiser, target: Denoiser | None = None, *, steps: int, n_max: int,
-              n_min: int = EDIT.n_min, n_avg: int = EDIT.n_avg, source_condition: dict[str, Any] | None = None,
+              n_min: int = FLOWEDIT.n_min, n_avg: int = FLOWEDIT.n_avg, source_condition: dict[str, Any] | None = None,
               target_condition: dict[str, Any] | None = None, noise: Iterable[torch.Tensor] | None = None,
-              generator: Generators = None, progress: bool = False) -> torch.Tensor:
+              generator: Generators = None, progress: bool = False, timesteps: list[Any] | None = None) -> torch.Tensor:
     """FlowEdit of x0 (the model's sample space) from the source (model, condition) to the target's; returns the
     target samples. ``target`` defaults to ``source`` (an edit by condition alone); two models must share the
     sample space. ``noise``: every draw, in FlowEdit's order (see :func:`draws_needed`), else drawn from
-    ``generator`` (one, or one per sample)."""
+    ``generator`` (one, or one per sample). ``timesteps``: the whole grid for ``steps``, when the caller computed
+    it."""
     target = source if target is None else target
     check_flowedit(steps, n_max, n_min, n_avg)
     check_images(x0, source.data_range)
     source.check_sample(x0)
     shape = tuple(x0.shape)
     schedule = _check_flow(source, shape, "source")
-    if tuple(_check_flow(target, shape, "target").grid(steps)) != tuple(schedule.grid(steps)):
+    timesteps = list(timesteps or schedule.grid(steps))
+    if target is not source and tuple(_check_flow(target, shape, "target").grid(steps)) != tuple(timesteps):
         raise IncompatibleModelError("the source and target models build different grids for these steps; FlowEdit "
                                      "needs one grid (align their scheduler configs)")
-    timesteps = list(schedule.timesteps(steps, 1.0))
     sigmas = [schedule.sigma_at(t) for t in timesteps] + [0.0]
     src = source.prepare_condition(x0.shape[0], **(source_condition or {}))
     tar = target.prepare_condition(x0.shape[0], **(target_condition or {}))

@@ -20,6 +20,7 @@ import torch
 from ._files import atomic_write
 from .checks import json_object
 from .errors import LatentFileError
+from .schedule import steps_run
 from .settings import ENCODE, ENCODERS
 from .transitions import SAMPLERS
 
@@ -109,9 +110,7 @@ class Latent:
         if (self.timesteps[0] > self.num_train_timesteps or self.timesteps[-1] <= 0) if flow else (
                 self.timesteps[0] >= self.num_train_timesteps or self.timesteps[-1] < 0):
             return f"timesteps {list(self.timesteps)} leave the model's range 0..{self.num_train_timesteps}"
-        run = min(int(self.steps * self.strength), self.steps)
-        if flow:  # as the flow img2img pipelines cut their grids
-            run = self.steps - int(max(self.steps - min(self.steps * self.strength, self.steps), 0))
+        run = steps_run(self.steps, self.strength, "skip" if flow else "floor")  # each path's pipelines' cut
         if k != run or self.steps > self.num_train_timesteps:
             return (f"{k} steps stored, but steps={self.steps} at strength={self.strength} on "
                     f"{self.num_train_timesteps} training timesteps runs {run}")

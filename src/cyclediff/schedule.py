@@ -205,21 +205,56 @@ class Schedule:
             )
         return out
 
-    def timesteps(self, steps: int, strength: float = 1.0) -> list[int]:
-        """The timesteps a sampler visits for ``steps`` inference steps started part-way at ``strength``.
+    #: how a strength cuts this grid (:func:`steps_run`): the DDIM / DDPM img2img pipelines' rule
+    cut = "floor"
 
-        As in diffusers' img2img pipelines, the last ``int(steps · strength)`` timesteps of :meth:`grid` are run.
-        """
+    def plan(self, steps: int, strength: float = 1.0) -> Grid:
+        """The grid of one call, computed once and handed to the encoder, the decoder, masks and attention: the
+        whole grid for ``steps`` and the part a run started at ``strength`` visits."""
         if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not 0 < strength <= 1:
             raise ConfigError(f"strength must be a number in (0, 1]; got {strength!r}")
-        grid = self.grid(steps)
-        run = min(int(steps * strength), steps)
+        full = tuple(self.grid(steps))
+        run = steps_run(steps, strength, self.cut)
         if run == 0:
-            raise ConfigError(
-                f"strength {strength} runs int({steps} × {strength}) = 0 of {steps} steps; "
-                "raise steps or strength"
-            )
-        return grid[steps - run:]
+            raise ConfigError(f"strength {strength} runs no step of {steps} ({self.cut_rule(steps, strength)}); "
+                              "raise steps or strength")
+        return Grid(steps, float(strength), full, full[len(full) - run:])
+
+    def cut_rule(self, steps: int, strength: float) -> str:
+        return f"int({steps} × {strength})"
+
+    def timesteps(self, steps: int, strength: float = 1.0) -> list[int]:
+        """The timesteps a sampler visits for ``steps`` inference steps started part-way at ``strength``: as in
+        diffusers' img2img pipelines, the last :func:`steps_run` timesteps of :meth:`grid`."""
+        return list(self.plan(steps, strength).run)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One call's grid: ``full`` the ``steps`` timesteps of the whole grid (descending), ``run`` the last ones, those
+    a run started at ``strength`` visits."""
+
+    steps: int
+    strength: float
+    full: tuple
+    run: tuple
+
+    @property
+    def start(self) -> int:
+        """The index in ``full`` of the first step run."""
+        return len(self.full) - len(self.run)
+
+
+def steps_run(steps: int, strength: float, cut: str = "floor") -> int:
+    """How many steps a (steps, strength) pair runs — the strength cut, written once. ``"floor"``: int(steps ·
+    strength), the DDIM / DDPM img2img pipelines' rule (and FlowEdit's n_max); ``"skip"``: steps minus the
+    int(steps − steps · strength) skipped first, the flow-matching img2img pipelines' rule (SD3, FLUX). They differ
+    when steps · strength is not whole: 50 × 0.33 runs 16 and 17 steps."""
+    if cut == "floor":
+        return min(int(steps * strength), steps)
+    if cut == "skip":
+        return steps - int(max(steps - min(steps * strength, steps), 0))
+    raise ValueError(f"unknown strength cut {cut!r}")
 
 
 def step_pairs(timesteps: list[int]) -> list[tuple[int, int]]:

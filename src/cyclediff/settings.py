@@ -10,25 +10,26 @@ The Python API takes its defaults from the default instances (:data:`EDIT`, :dat
 options' defaults and ranges (:func:`cyclediff.cli.options.setting_option`), so nothing can drift apart.
 
 Adding an edit setting: a field here (with its range in :data:`RANGES` if it is a number), its use (the task or
-the API), and a ``setting_option(EditSettings, "name")`` line on the command (docs/design.md has an example).
+the API), and a ``setting_option(EditSettings, "name")`` line on the command (docs/design.md has an example). A
+method's own knobs (η, n_avg, …) are not written here: Edit and Translate settings take them from the methods'
+options types (:mod:`cyclediff.options`), with their defaults and ranges.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, ClassVar
 
 from .checks import check_choice, check_count, check_number, check_text, parse_size
 from .errors import CycleDiffError
+from .options import KEEPS_SOURCE, KNOB_RANGES, METHODS, OPTIONS, Options, check_knob, knob_default, options_of
 
-METHODS = ("cyclediffusion", "sdedit", "ddib", "edit-friendly", "flowedit")
 # where an encoder's x_{t-1} comes from: the posterior q(x_{t-1} | x_t, x0) (CycleDiffusion's DPM-Encoder) or an
 # independent marginal q(x_{t-1} | x0) per step (the edit-friendly DDPM inversion of Huberman-Spiegelglas et al.)
 ENCODERS = ("cyclediffusion", "edit-friendly")
-MASKED_METHODS = ("cyclediffusion", "edit-friendly")  # their source trajectory ends at the input
+MASKED_METHODS = KEEPS_SOURCE  # their source trajectory ends at the input
 SAMPLERS = ("ddim", "ddpm", "fresh")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -38,7 +39,6 @@ MAX_PIXELS = 4096 * 4096  # larger images are refused (decompression bombs)
 RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "strength": (float, 0.0, 1.0, True, False),
     "steps": (int, 1, None, False, False),
-    "eta": (float, 0.0, 1.0, True, False),
     "guidance_scale": (float, 0.0, None, False, False),
     "source_guidance_scale": (float, 0.0, None, False, False),
     "refine_steps": (int, 0, None, False, False),
@@ -50,9 +50,7 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "source_class": (int, 0, None, False, False),
     "target_class": (int, 0, None, False, False),
     "class_label": (int, 0, None, False, False),
-    "mask_threshold": (float, 0.0, 1.0, True, True),
-    "n_avg": (int, 1, 64, False, False),  # FlowEdit's paper averages 1; each draw is two network calls a step
-    "n_min": (int, 0, None, False, False),
+    **KNOB_RANGES,  # the methods' own: eta, mask_threshold, n_avg, n_min
     "max_pixels": (int, 1, None, False, False),
     "batch_size": (int, 1, None, False, False),
     "max_seeds": (int, 1, None, False, False),
@@ -67,8 +65,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "
                                        "text_encoders_on_cpu": (False, True)}
 COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
-# FlowEdit's own knobs and their defaults: another method refuses them (they would be ignored without a word)
-FLOWEDIT_KNOBS: dict[str, int] = {"n_avg": 1, "n_min": 0}
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device",
          "base", "classifier")
 
@@ -80,11 +76,10 @@ def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
         return None
     if name in COUNTS:
         return check_count(name, value)
+    if name in KNOB_RANGES:
+        return check_knob(name, value)
     if name in RANGES:
-        kind, low, high, low_open, high_open = RANGES[name]
-        if name == "eta" and value == 0:
-            raise CycleDiffError("eta = 0 is deterministic DDIM and has no stochastic latent; use eta in (0, 1]")
-        return check_number(name, value, kind, low, high, low_open, high_open)
+        return check_number(name, value, *RANGES[name])
     if name in CHOICES:
         return check_choice(name, value, CHOICES[name])
     if name == "size":  # "N" (shorter side) or "WxH"
@@ -95,30 +90,6 @@ def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
     if name in NAMES:
         return check_text(name, value, many=False)
     return value
-
-
-def flowedit_n_max(steps: int, strength: float, n_min: int = FLOWEDIT_KNOBS["n_min"]) -> int:
-    """FlowEdit's n_max: it runs the last int(steps · strength) steps of the grid; refused in one line naming the
-    fix when that rounds to 0 or leaves no step to edit before the n_min plain ones."""
-    n_max = min(int(steps * strength), steps)
-    if n_max < 1:
-        raise CycleDiffError(f"FlowEdit runs int(steps × strength) steps, and {steps} × {strength:g} rounds to 0 "
-                             f"steps; give more steps (≥ {math.ceil(1 / strength)} at this strength) or a larger "
-                             f"strength (≥ {1 / steps:.3g} at {steps} steps)")
-    if n_min >= n_max:
-        raise CycleDiffError(f"n_min ({n_min}) must be less than the {n_max} steps FlowEdit runs (int(steps × "
-                             f"strength) = int({steps} × {strength:g})): lower n_min, or give more steps or a "
-                             "larger strength")
-    return n_max
-
-
-def check_flowedit_knobs(method: Any, **knobs: Any) -> None:
-    """FlowEdit's knobs (n_avg, n_min) set away from their defaults with another method: one error."""
-    given = [k for k, v in knobs.items() if k in FLOWEDIT_KNOBS and v is not None and v != FLOWEDIT_KNOBS[k]]
-    if isinstance(method, str) and method != "flowedit" and given:
-        raise CycleDiffError(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} FlowEdit's; method "
-                             f"{method} does not use {'them' if len(given) > 1 else 'it'}: drop "
-                             f"{' and '.join(given)} or use method flowedit")
 
 
 @dataclass(frozen=True)
@@ -175,14 +146,14 @@ class Settings:
     def replace(self, **changes: Any) -> Any:
         return dataclasses.replace(self, **changes)
 
-    def arguments_for(self, fn: Any, **given: Any) -> dict[str, Any]:
-        """The keyword-only arguments of ``fn`` (the Python API's function of the task) these settings hold, with
-        ``given`` (per-batch values: prompts, generators, masks) on top: a new setting that the function takes
-        reaches it with no further edit."""
-        import inspect
+    #: fields the front ends consume themselves (model ids, files they read, per-item conditions they build)
+    front_end: ClassVar[frozenset[str]] = frozenset()
 
-        takes = {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
-        return {**{k: v for k, v in self.record().items() if k in takes}, **given}
+    def api(self, **given: Any) -> dict[str, Any]:
+        """The keywords of the task's Python API function these settings give, written out field by field (a
+        renamed keyword fails loudly instead of dropping a setting), with ``given`` (per-batch values: prompts,
+        generators, masks) on top. tests/test_settings_reach.py checks every field reaches it or is front-end."""
+        raise NotImplementedError(f"the {self.task} task has no single API call")
 
 
 @dataclass(frozen=True)
@@ -190,17 +161,45 @@ class Masked(Settings):
     """A mask image (white = may change), or "auto" (where the two conditions disagree, thresholded)."""
 
     mask: str | None = None
-    mask_threshold: float = 0.5
     files: ClassVar[tuple[str, ...]] = ("mask",)
 
-    def check(self) -> None:
-        method = getattr(self, "method", None)
-        if self.mask is not None and isinstance(method, str) and method not in MASKED_METHODS:
-            raise CycleDiffError(f"masks work with methods {' and '.join(MASKED_METHODS)}; not with {method}")
+
+def _knobs(name: str, *, leave_out: tuple[str, ...] = ()) -> type:
+    """A settings base holding every method's own knobs as flat fields (job files, command lines), each with its
+    options type's default — so that a new method's knob needs no line here."""
+    names = dict.fromkeys(k for c in OPTIONS.values() for k in c.knobs() if k != "mask" and k not in leave_out)
+    return make_dataclass(name, [(k, Any, field(default=knob_default(k))) for k in names], bases=(Masked,),
+                          frozen=True)
 
 
 @dataclass(frozen=True)
-class EditSettings(Masked):
+class MethodSettings(_knobs("MethodKnobs")):  # type: ignore[misc]
+    """The settings of a task that runs a method: its knobs checked against it, its options built from them."""
+
+    def check(self) -> None:
+        method = getattr(self, "method", None)
+        if isinstance(method, str):  # a sweep's list of methods is checked per method
+            self.options()
+
+    def options(self, mask: Any = None, *, strict: bool = True) -> Options:
+        """The method's options from these settings; ``mask``: the mask as the API takes it (the settings hold
+        a file name or "auto")."""
+        if self.mask is not None and self.method not in MASKED_METHODS:
+            raise CycleDiffError(f"masks work with methods {' and '.join(MASKED_METHODS)}; not with {self.method}")
+        given = {k: getattr(self, k) for k in _knob_names(type(self))}
+        options = options_of(self.method, strict=strict, **given, mask="auto" if mask is None and self.mask == "auto"
+                             else mask)
+        options.check_grid(self.steps, self.strength)  # FlowEdit: steps × strength leaves steps to run
+        return options
+
+
+def _knob_names(cls: type) -> list[str]:
+    knobs = {k for c in OPTIONS.values() for k in c.knobs()}
+    return [f.name for f in fields(cls) if f.name in knobs and f.name != "mask"]
+
+
+@dataclass(frozen=True)
+class EditSettings(MethodSettings):
     """Text-guided editing (:func:`cyclediff.edit`)."""
 
     model: str | None = None
@@ -209,45 +208,41 @@ class EditSettings(Masked):
     negative_prompt: str | list[str] | None = None
     strength: float = 0.8
     steps: int = 100
-    eta: float = 0.1
     guidance_scale: float = 3.0
     source_guidance_scale: float = 1.0
     method: str = "cyclediffusion"
-    n_avg: int = FLOWEDIT_KNOBS["n_avg"]  # flowedit: velocity differences averaged per step
-    n_min: int = FLOWEDIT_KNOBS["n_min"]  # flowedit: the last steps sampled plainly with the target
-    attention: Any = None  # Prompt-to-Prompt: "refine", "replace" or a dict of AttentionEdit's fields
     clip_model: str | None = None  # jobs: score each edit with this CLIP
 
     task: ClassVar[str] = "edit"
     batched: ClassVar[frozenset[str]] = frozenset({"prompt", "source_prompt", "negative_prompt"})
     per_item: ClassVar[frozenset[str]] = batched
     required: ClassVar[tuple[str, ...]] = ("model",)
+    front_end: ClassVar[frozenset[str]] = frozenset({"model", "clip_model"})
+
+    def api(self, mask: Any = None, **given: Any) -> dict[str, Any]:
+        """:func:`cyclediff.edit`'s keywords (``mask``: as the API takes it; the settings hold its file)."""
+        return {"source_prompt": self.source_prompt, "prompt": self.prompt, "negative_prompt": self.negative_prompt,
+                "strength": self.strength, "steps": self.steps, "guidance_scale": self.guidance_scale,
+                "source_guidance_scale": self.source_guidance_scale, "method": self.options(mask), **given}
 
     def check(self) -> None:
         super().check()
-        _check_flowedit(self)
-        if self.attention is not None:
-            from .models.attention import AttentionEdit
+        if self.attention is not None:  # recorded as a dict of its fields (a bad mode fails now, not per unit)
+            from .options import AttentionEdit
 
-            if isinstance(self.method, str) and self.method != "cyclediffusion":
-                raise CycleDiffError(f"attention control works with method cyclediffusion; not with {self.method}")
-            control = AttentionEdit.of(self.attention)  # a bad mode or weight fails now, not in every unit
-            object.__setattr__(self, "attention", dataclasses.asdict(control))
+            object.__setattr__(self, "attention", dataclasses.asdict(AttentionEdit.of(self.attention)))
 
 
 @dataclass(frozen=True)
-class TranslateSettings(Masked):
+class TranslateSettings(_knobs("TranslateKnobs", leave_out=("attention",)), MethodSettings):  # type: ignore[misc]
     """Translation between two models, or two conditions of one (:func:`cyclediff.translate`)."""
 
     source_model: str | None = None
     target_model: str | None = None
     strength: float = 0.85
     steps: int = 100
-    eta: float = 0.1
     refine_steps: int = 0
     method: str = "cyclediffusion"
-    n_avg: int = FLOWEDIT_KNOBS["n_avg"]  # flowedit: velocity differences averaged per step
-    n_min: int = FLOWEDIT_KNOBS["n_min"]  # flowedit: the last steps sampled plainly with the target
     source_class: int | None = None
     target_class: int | None = None
     source_prompt: str | list[str] | None = None
@@ -259,17 +254,13 @@ class TranslateSettings(Masked):
                                                    "target_prompt"})
     per_item: ClassVar[frozenset[str]] = batched
     required: ClassVar[tuple[str, ...]] = ("source_model", "target_model")
+    # the conditions: built per item by the front ends (condition_for: prompts, labels, the target's guidance)
+    front_end: ClassVar[frozenset[str]] = frozenset({"source_model", "target_model"}) | batched | {"guidance_scale"}
 
-    def check(self) -> None:
-        super().check()
-        _check_flowedit(self)
-
-
-def _check_flowedit(settings: EditSettings | TranslateSettings) -> None:
-    """FlowEdit's knobs only with method flowedit; with it, a step count that leaves steps to run."""
-    check_flowedit_knobs(settings.method, n_avg=settings.n_avg, n_min=settings.n_min)
-    if settings.method == "flowedit":
-        flowedit_n_max(settings.steps, settings.strength, settings.n_min)
+    def api(self, mask: Any = None, **given: Any) -> dict[str, Any]:
+        """:func:`cyclediff.translate`'s keywords (conditions given by the caller)."""
+        return {"strength": self.strength, "steps": self.steps, "refine_steps": self.refine_steps,
+                "method": self.options(mask), **given}
 
 
 @dataclass(frozen=True)
@@ -298,6 +289,17 @@ class GuideSettings(Settings):
     batched: ClassVar[frozenset[str]] = frozenset({"class_label"})
     per_item: ClassVar[frozenset[str]] = frozenset({"text", "class_label", "prompt"})
     required: ClassVar[tuple[str, ...]] = ("model", "energy")
+    # the energy (built from energy / text / clip_model / augment_copies / classifier / target_class) and the
+    # condition (prompt, guidance_scale, class_label) are the front ends'
+    front_end: ClassVar[frozenset[str]] = frozenset({"model", "energy", "text", "clip_model", "augment_copies",
+                                                     "classifier", "target_class", "prompt", "guidance_scale",
+                                                     "class_label"})
+
+    def api(self, **given: Any) -> dict[str, Any]:
+        """:func:`cyclediff.guide`'s keywords."""
+        return {"weight": self.weight, "langevin_steps": self.langevin_steps, "step_size": self.step_size,
+                "steps": self.steps, "eta": self.eta, "keep_best": self.keep_best, "grad_steps": self.grad_steps,
+                **given}
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,11 @@ class EncodeSettings(Settings):
 
     task: ClassVar[str] = "encode"
 
+    def api(self, **given: Any) -> dict[str, Any]:
+        """:func:`cyclediff.encode`'s keywords."""
+        return {"steps": self.steps, "strength": self.strength, "eta": self.eta, "sampler": self.sampler,
+                "encoder": self.encoder, **self.condition, **given}
+
 
 @dataclass(frozen=True)
 class SampleSettings(Settings):
@@ -324,6 +331,10 @@ class SampleSettings(Settings):
     condition: dict[str, Any] = field(default_factory=dict)
 
     task: ClassVar[str] = "sample"
+
+    def api(self, **given: Any) -> dict[str, Any]:
+        """:func:`cyclediff.sample_latent`'s keywords."""
+        return {"steps": self.steps, "eta": self.eta, "sampler": self.sampler, **self.condition, **given}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import gens, images, pixel
-from cyclediff import cycle, decode, edit, encode, interpolate, translate
+from cyclediff import CycleDiffusion, cycle, decode, edit, encode, interpolate, options_of, translate
 from cyclediff._images import load_image, save_image
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
@@ -39,7 +39,8 @@ CLASSES = {"source_condition": {"class_labels": [0, 1]}, "target_condition": {"c
 def test_outside_a_binary_mask_a_pixel_model_returns_the_input_exactly():
     den, x = pixel(num_classes=3), (images(2) + 1) / 2
     mask = _square(2, 8, 2, 6)
-    out = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=mask, **CLASSES)
+    out = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES,
+                    method=CycleDiffusion(mask=mask))
     free = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES).images
     assert torch.equal(out.images * (1 - mask), x * (1 - mask))  # exact: the source trajectory ends at x0
     assert (out.images - x).mul(mask).abs().max() > 0.05  # and inside it is the edit
@@ -50,10 +51,11 @@ def test_outside_a_binary_mask_a_pixel_model_returns_the_input_exactly():
 def test_a_soft_mask_blends_and_a_full_mask_changes_nothing_of_the_edit():
     den, x = pixel(num_classes=3), (images(2) + 1) / 2
     free = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES).images
-    full = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=torch.ones(2, 1, 8, 8), **CLASSES)
+    full = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES,
+                     method=CycleDiffusion(mask=torch.ones(2, 1, 8, 8)))
     assert torch.equal(full.images, free)  # mask 1 everywhere: 1·x + 0·source is x exactly
-    half = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=torch.full((2, 1, 8, 8), 0.5),
-                     **CLASSES).images
+    half = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES,
+                     method=CycleDiffusion(mask=torch.full((2, 1, 8, 8), 0.5))).images
     assert not torch.equal(half, free) and not torch.equal(half, x)
 
 
@@ -65,12 +67,13 @@ def test_a_latent_model_keeps_the_latents_outside_the_mask_and_the_vae_reconstru
     out, _ = cycle(x0, sd, steps=6, strength=0.8, generator=gens(0, 1), mask=mask, **cond)
     assert torch.equal(out * (1 - mask), x0 * (1 - mask)) and (out - x0).mul(mask).abs().max() > 1e-3
     nothing = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0, 1),
-                   mask=torch.zeros(2, 1, 16, 16))
+                   method=CycleDiffusion(mask=torch.zeros(2, 1, 16, 16)))
     torch.testing.assert_close(nothing.images, to_images(sd, to_model_space(sd, x, gens(0, 1))), rtol=0, atol=0)
     # an image-size mask reaches the latents by max-pooling: a masked pixel frees its whole latent cell
     pixel_mask = torch.zeros(2, 1, 16, 16)
     pixel_mask[..., 5, 5] = 1
-    one = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0, 1), mask=pixel_mask)
+    one = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0, 1),
+               method=CycleDiffusion(mask=pixel_mask))
     assert one.mask.sum() == 2 * 4 and one.mask[0, 0, 4:6, 4:6].all()
 
 
@@ -80,17 +83,20 @@ def test_bad_masks_and_masks_with_baselines_are_one_line_errors():
                           ("everywhere", "'auto'"), (torch.ones(2, 1, 8, 8), "cyclediffusion")):
         method = "sdedit" if message == "cyclediffusion" else "cyclediffusion"
         with pytest.raises(CycleDiffError, match=message):
-            translate(x, den, den, steps=4, generator=gens(0, 1), mask=mask, method=method, **CLASSES)
+            translate(x, den, den, steps=4, generator=gens(0, 1), **CLASSES, method=options_of(method, mask=mask))
 
 
 def test_the_automatic_mask_is_where_the_conditions_disagree_and_leaves_the_draws_alone():
     den, x = pixel(num_classes=3), (images(2) + 1) / 2
-    auto = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask="auto", **CLASSES)
+    auto = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES,
+                     method=CycleDiffusion(mask="auto"))
     assert set(auto.mask.unique().tolist()) <= {0.0, 1.0} and 0 < auto.mask.mean() < 1
-    again = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask=auto.mask, **CLASSES)
+    again = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), **CLASSES,
+                      method=CycleDiffusion(mask=auto.mask))
     assert torch.equal(auto.images, again.images)  # the mask's draws came from copies of the generators
-    same = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1), mask="auto",
-                     source_condition={"class_labels": [1, 1]}, target_condition={"class_labels": [1, 1]})
+    same = translate(x, den, den, steps=6, strength=0.8, generator=gens(0, 1),
+                     source_condition={"class_labels": [1, 1]}, target_condition={"class_labels": [1, 1]},
+                     method=CycleDiffusion(mask="auto"))
     assert same.mask.sum() == 0 and torch.equal(same.images, x)  # no disagreement: nothing may change
 
 
@@ -111,7 +117,7 @@ def test_many_targets_from_one_encoding_equal_separate_edits(sd, method):
 
 def test_many_targets_with_an_automatic_mask_each_get_their_own(sd):
     many = edit(sd, photos(1, seed=4), source_prompt="a cat", prompt=["a dog", "a blue car"], steps=6,
-                generator=gens(3), mask="auto")
+                generator=gens(3), method=CycleDiffusion(mask="auto"))
     assert many.mask.shape == (2, 1, 16, 16) and many.images.shape == (2, 3, 16, 16)
 
 
@@ -236,9 +242,10 @@ def test_an_idle_control_changes_nothing_and_a_real_one_changes_the_edit(sd):
     x = photos(1)
     plain = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0)).images
     idle = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0),
-                attention={"mode": "replace", "cross_steps": 0}).images
+                method=CycleDiffusion(attention={"mode": "replace", "cross_steps": 0})).images
     torch.testing.assert_close(idle, plain, rtol=0, atol=BATCH_ULPS)  # explicit attention against SDPA
-    swapped = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0), attention="replace").images
+    swapped = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0),
+                   method=CycleDiffusion(attention="replace")).images
     assert (swapped - plain).abs().max() > 1e-4
 
 
@@ -257,20 +264,23 @@ def test_reweighting_scales_the_words_attention_by_its_factor(sd):
 
 def test_many_targets_with_attention_control_equal_separate_controlled_edits(sd):
     x, prompts = photos(1, seed=2), ["a dog", "a car"]
-    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=gens(1), attention="replace")
+    many = edit(sd, x, source_prompt="a cat", prompt=prompts, steps=6, generator=gens(1),
+                method=CycleDiffusion(attention="replace"))
     for i, prompt in enumerate(prompts):
-        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=gens(1), attention="replace")
+        one = edit(sd, x, source_prompt="a cat", prompt=prompt, steps=6, generator=gens(1),
+                   method=CycleDiffusion(attention="replace"))
         torch.testing.assert_close(many.images[i], one.images[0], rtol=0, atol=BATCH_ULPS)
 
 
 def test_attention_control_says_when_it_leaves_the_compiled_path(sd):
     x = photos(1)
-    eager = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0), attention="refine").images
+    eager = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0),
+                 method=CycleDiffusion(attention="refine")).images
     sd.optimize(compile=True)
     try:
         with pytest.warns(UserWarning, match="runs the UNet eagerly"):
             again = edit(sd, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0),
-                         attention="refine").images
+                         method=CycleDiffusion(attention="refine")).images
     finally:
         sd.optimize(compile=False)
     assert torch.equal(again, eager)
@@ -278,16 +288,18 @@ def test_attention_control_says_when_it_leaves_the_compiled_path(sd):
 
 def test_attention_mistakes_are_one_line_errors(sd):
     x = photos(1)
-    for kwargs, message in (({"prompt": "a red dog", "attention": "replace"}, "use refine"),
-                            ({"prompt": "a dog", "attention": {"weights": {"horse": 2}}}, "not in the target"),
-                            ({"prompt": "a dog", "attention": "swap"}, "replace .word swap. or refine"),
-                            ({"prompt": "a dog", "attention": "refine", "method": "sdedit"}, "cyclediffusion")):
+    for prompt, attention, message in (("a red dog", "replace", "use refine"),
+                                       ("a dog", {"weights": {"horse": 2}}, "not in the target"),
+                                       ("a dog", "swap", "replace .word swap. or refine")):
         with pytest.raises(CycleDiffError, match=message):
-            edit(sd, x, source_prompt="a cat", steps=4, generator=gens(0), **kwargs)
+            edit(sd, x, source_prompt="a cat", prompt=prompt, steps=4, generator=gens(0),
+                 method=CycleDiffusion(attention=attention))
+    with pytest.raises(CycleDiffError, match="attention is CycleDiffusion's; method sdedit does not use it"):
+        options_of("sdedit", attention="refine")
     with pytest.raises(CycleDiffError, match="text-conditioned UNet"):
         from cyclediff.api.edit import _attention
 
-        _attention(pixel(num_classes=3), "refine", "cyclediffusion", "a", "b", 1, [1])
+        _attention(pixel(num_classes=3), "refine", "a", "b", 1, [1])
 
 
 def test_cli_edit_with_attention_control(tmp_path, sd):
@@ -336,4 +348,4 @@ def test_the_evaluation_harness_takes_attention_control(tmp_path, sd):
 
 def test_a_mask_that_is_not_a_tensor_is_one_clear_error():
     with pytest.raises(CycleDiffError, match="mask must be a .* tensor, a mask image or 'auto'; got list"):
-        translate((images(1) + 1) / 2, pixel(), pixel(), steps=2, mask=[[1.0]])
+        translate((images(1) + 1) / 2, pixel(), pixel(), steps=2, method=CycleDiffusion(mask=[[1.0]]))

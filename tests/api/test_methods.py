@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import assert_same_draws
-from cyclediff import CycleDiffError, Latent, decode, edit, encode, translate
+from cyclediff import CycleDiffError, EditFriendly, FlowEdit, Latent, decode, edit, encode, options_of, translate
 from cyclediff.baselines import flowedit
 from cyclediff.cli import main
 from cyclediff.demo.models import load_demo
@@ -29,8 +29,8 @@ def test_edit_with_flowedit_is_flowedits_own_function(tmp_path):
     sd3 = StableDiffusion3(sd3_pipeline(tmp_path))
     x = photos(2, seed=1)
     settings = dict(steps=10, strength=0.7, guidance_scale=5.0, source_guidance_scale=2.0, negative_prompt="blue")
-    out = edit(sd3, x, source_prompt="a cat", prompt="a dog", method="flowedit", n_avg=2, n_min=1,
-               generator=_gens(3, 4), **settings).images
+    out = edit(sd3, x, source_prompt="a cat", prompt="a dog", generator=_gens(3, 4), **settings,
+               method=FlowEdit(n_avg=2, n_min=1)).images
     gens = _gens(3, 4)
     x0 = to_model_space(sd3, x, gens)  # the edit draws the VAE sample from the generators first, then FlowEdit's
     z = flowedit(x0, sd3, source_prompt="a cat", prompt="a dog", negative_prompt="blue", steps=10, n_max=7, n_min=1,
@@ -45,8 +45,9 @@ def test_edit_friendly_edits_take_masks_and_many_targets(tmp_path):
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(2, 1, 8, 8)
     mask[..., 2:6, 2:6] = 1
-    out = translate(x, den, den, steps=8, strength=0.8, method="edit-friendly", generator=_gens(0, 1), mask=mask,
-                    source_condition={"class_labels": [3, 3]}, target_condition={"class_labels": [8, 8]}).images
+    out = translate(x, den, den, steps=8, strength=0.8, generator=_gens(0, 1),
+                    source_condition={"class_labels": [3, 3]}, target_condition={"class_labels": [8, 8]},
+                    method=EditFriendly(mask=mask)).images
     assert torch.equal(out * (1 - mask), x * (1 - mask)) and (out - x).mul(mask).abs().max() > 0.05
     sd = StableDiffusion.from_pipe(sd_pipeline(tmp_path))
     kw = dict(source_prompt="a cat", steps=8, strength=0.8, method="edit-friendly")
@@ -135,8 +136,8 @@ method = ["cyclediffusion", "edit-friendly", "flowedit"]
 def test_bad_flowedit_counts_from_settings_are_one_line():
     with pytest.raises(CycleDiffError, match="n_avg must"):
         translate(torch.zeros(1, 1, 8, 8), load_demo("digits-flow"), load_demo("digits-flow"), steps=4,
-                  method="flowedit", n_avg=0, source_condition={"class_labels": 3},
-                  target_condition={"class_labels": 8})
+                  source_condition={"class_labels": 3}, target_condition={"class_labels": 8},
+                  method=FlowEdit(n_avg=0))
 
 
 @pytest.mark.parametrize("knobs, says", [(dict(n_min=2), "n_min is FlowEdit's; method cyclediffusion does not use "
@@ -146,12 +147,11 @@ def test_flowedit_knobs_given_to_another_method_are_refused(knobs, says):
     """--n-min with another method was ignored without a word: refused in the API, the settings and the CLI."""
     from cyclediff.settings import EditSettings, TranslateSettings
 
+    with pytest.raises(CycleDiffError, match=says):
+        options_of("cyclediffusion", **knobs)
     model = load_demo("digits-flow")
-    with pytest.raises(CycleDiffError, match=says):
-        translate(torch.zeros(1, 1, 8, 8), model, model, steps=4, method="cyclediffusion",
-                  source_condition={"class_labels": 3}, target_condition={"class_labels": 8}, **knobs)
-    with pytest.raises(CycleDiffError, match=says):
-        edit(model, torch.zeros(1, 1, 8, 8), source_class=3, target_class=8, steps=4, **knobs)
+    with pytest.raises(CycleDiffError, match=r"n_\w+= is a method's option: pass method=FlowEdit\(n_"):
+        edit(model, torch.zeros(1, 1, 8, 8), source_prompt=3, prompt=8, steps=4, **knobs)  # the old spelling
     for kind in (EditSettings, TranslateSettings):
         with pytest.raises(CycleDiffError, match=says):
             kind(**knobs)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cyclediff import edit, translate
+from cyclediff import CycleDiffusion, edit, translate
 from cyclediff._images import load_image, save_image
 from cyclediff.api.images import for_model, read_for
 from cyclediff.cli import main
@@ -98,7 +98,7 @@ def test_a_tensor_with_other_channels_is_one_error_even_with_an_automatic_mask(t
     model = load_demo("digits")
     with pytest.raises(IncompatibleModelError, match="1-channel images; got 3 channels"):
         translate(three.expand(-1, 3, -1, -1), model, model, steps=6, source_condition=3, target_condition=8,
-                  mask="auto")
+                  method=CycleDiffusion(mask="auto"))
 
 
 def test_results_come_as_pil_images_too(three):

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import GaussianDataDenoiser, ddim_config, images, pixel, tiny_unet
-from cyclediff import CycleDiffError, IncompatibleModelError, edit, translate
+from cyclediff import CycleDiffError, CycleDiffusion, IncompatibleModelError, SDEdit, edit, translate
 from cyclediff.baselines import ddib, sdedit
 from cyclediff.cli import main
 from cyclediff.models import PixelDenoiser, StableDiffusion
@@ -25,11 +25,10 @@ def as01(x):
 def test_cyclediffusion_with_source_equal_target_reconstructs_exactly_sdedit_does_not():
     den = pixel(num_classes=3)
     x = as01(images(3))
-    kw = dict(strength=0.8, steps=20, eta=0.3, generator=gens(3), source_condition=[0, 1, 2],
-              target_condition=[0, 1, 2])
-    same = translate(x, den, den, **kw)
+    kw = dict(strength=0.8, steps=20, generator=gens(3), source_condition=[0, 1, 2], target_condition=[0, 1, 2])
+    same = translate(x, den, den, method=CycleDiffusion(eta=0.3), **kw)
     assert (same.images - x).abs().max() < 1e-5 and same.latent is not None
-    sd = translate(x, den, den, method="sdedit", **kw)
+    sd = translate(x, den, den, method=SDEdit(eta=0.3), **kw)
     assert (sd.images - x).abs().max() > 1e-2 and sd.latent is None
 
 

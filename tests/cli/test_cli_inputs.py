@@ -407,7 +407,7 @@ def test_edit_makes_class_edits_on_a_class_model_as_the_api_and_the_web_do(tmp_p
     assert res.exit_code == 0, res.output
     (written,) = sorted((tmp_path / "out").glob("*.png"))
     model, x = load_demo("digits"), load_image(three, channels=1)
-    api = edit(model, x, source_class=3, target_class=8, guidance_scale=1.0, steps=8,
+    api = edit(model, x, source_prompt=3, prompt=8, guidance_scale=1.0, steps=8,
                generator=torch.Generator().manual_seed(0))
     same = translate(x, model, model, source_condition=3, target_condition={"class_labels": 8, "guidance_scale": 1.0},
                      steps=8, strength=api.latent.strength, generator=torch.Generator().manual_seed(0))

@@ -15,6 +15,7 @@ from conftest import ddim_config, ddpm_config, images, pixel
 from cyclediff import CycleDiffError, Latent, decode, edit, encode, translate
 from cyclediff.errors import LatentFileError
 from cyclediff.guidance import guide
+from cyclediff.options import OPTIONS
 from cyclediff.schedule import Schedule
 from cyclediff.settings import EDIT, GUIDE, TRANSLATE
 from cyclediff.transitions import ddim_inversion_step, is_deterministic, transition
@@ -118,11 +119,15 @@ def test_each_default_is_defined_once():
     def cli(command, name):
         return next(p.default for p in main.commands[command].params if p.name == name)
 
-    for name in ("strength", "steps", "eta", "refine_steps", "method"):
+    for name in ("strength", "steps", "refine_steps", "method"):
         assert (api(translate, name) == getattr(TASKS["translate"](), name) == cli("translate", name)
                 == getattr(TRANSLATE, name))
-    for name in ("strength", "steps", "eta", "guidance_scale", "source_guidance_scale", "method"):
+    for name in ("strength", "steps", "guidance_scale", "source_guidance_scale", "method"):
         assert api(edit, name) == getattr(TASKS["edit"](), name) == cli("edit", name) == getattr(EDIT, name)
+    for task in ("edit", "translate"):  # a method's own knobs: its options type's default, written there once
+        for name, method in (("eta", "cyclediffusion"), ("mask_threshold", "edit-friendly"), ("n_avg", "flowedit"),
+                             ("n_min", "flowedit")):
+            assert cli(task, name) == getattr(TASKS[task](), name) == getattr(OPTIONS[method](), name)
     for name in ("weight", "langevin_steps", "step_size", "steps", "eta"):
         assert api(guide, name) == getattr(TASKS["guide"](), name) == cli("guide", name) == getattr(GUIDE, name)
 
@@ -177,7 +182,7 @@ def test_a_prompt_for_a_text_model_must_be_text(tmp_path):
     from tiny_sd import photos, sd_pipeline
 
     sd = StableDiffusion.from_pipe(sd_pipeline(tmp_path))
-    with pytest.raises(CycleDiffError, match="prompt must be a string"):
+    with pytest.raises(CycleDiffError, match="class labels need a class-conditional model.*as texts"):
         edit(sd, photos(1), source_prompt="a cat", prompt=5, steps=4)
 
 

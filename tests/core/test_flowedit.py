@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclediff import CycleDiffError
+from cyclediff import CycleDiffError, FlowEdit
 from cyclediff.baselines import flowedit
 from cyclediff.flowedit import draws_needed, flow_edit
 
@@ -153,8 +153,9 @@ def test_a_flowedit_with_no_step_to_run_names_steps_times_strength(steps, streng
         EditSettings(method="flowedit", steps=steps, strength=strength, n_min=n_min)
     model = load_demo("digits-flow")
     with pytest.raises(CycleDiffError, match=message):
-        translate(torch.zeros(1, 1, 8, 8), model, model, steps=steps, strength=strength, n_min=n_min,
-                  method="flowedit", source_condition={"class_labels": 3}, target_condition={"class_labels": 8})
+        translate(torch.zeros(1, 1, 8, 8), model, model, steps=steps, strength=strength,
+                  source_condition={"class_labels": 3}, target_condition={"class_labels": 8},
+                  method=FlowEdit(n_min=n_min))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

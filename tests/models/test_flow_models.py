@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from conftest import gens, images, pixel, tiny_unet
-from cyclediff import Latent, decode, encode, sample_latent, translate
+from cyclediff import CycleDiffusion, Latent, decode, encode, sample_latent, translate
 from cyclediff.cli import main
 from cyclediff.errors import IncompatibleModelError
 from cyclediff.models import FlowPixelDenoiser, load
@@ -101,7 +101,8 @@ def test_flow_models_load_from_a_folder_translate_sample_and_take_masks(tmp_path
     for method in ("cyclediffusion", "sdedit", "ddib"):
         out = translate(x, den, other, steps=8, strength=0.8, generator=gens(0, 1), method=method).images
         assert out.shape == x.shape and torch.isfinite(out).all()
-    masked = translate(x, den, other, steps=8, strength=0.8, generator=gens(0, 1), mask=mask).images
+    masked = translate(x, den, other, steps=8, strength=0.8, generator=gens(0, 1),
+                       method=CycleDiffusion(mask=mask)).images
     assert torch.equal(masked * (1 - mask), x * (1 - mask))
     z = sample_latent(den, 2, steps=6, generator=gens(3, 4))
     assert torch.isfinite(decode(z, den)).all()

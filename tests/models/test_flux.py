@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import gens
-from cyclediff import decode, edit, encode, sample_latent
+from cyclediff import CycleDiffusion, decode, edit, encode, sample_latent
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import Flux, from_pipe, load
@@ -91,12 +91,14 @@ def test_flux_masks_many_targets_sampling_and_clear_refusals(flux):
     many = edit(flux, x, source_prompt="a cat", prompt=["a dog", "a horse"], steps=5, generator=gens(0))
     one = edit(flux, x, source_prompt="a cat", prompt="a horse", steps=5, generator=gens(0))
     torch.testing.assert_close(many.images[1:], one.images, rtol=0, atol=BATCH_ULPS)
-    auto = edit(flux, x, source_prompt="a cat", prompt="a dog", steps=5, generator=gens(0), mask="auto")
+    auto = edit(flux, x, source_prompt="a cat", prompt="a dog", steps=5, generator=gens(0),
+                method=CycleDiffusion(mask="auto"))
     assert auto.mask.shape == (1, 1, 16, 16)
     z = sample_latent(flux, 1, steps=4, generator=gens(3), prompt="a cat")
     assert torch.isfinite(decode(z, flux)).all()
     with pytest.raises(CycleDiffError, match="FLUX's joint attention"):
-        edit(flux, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0), attention="refine")
+        edit(flux, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0),
+             method=CycleDiffusion(attention="refine"))
 
 
 def test_from_pipe_load_and_the_cli_take_flux(tmp_path, pipe):

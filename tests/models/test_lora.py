@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from diffusers import CycleDiffusionPipeline, DDIMScheduler, StableDiffusionPipeline
 
-from cyclediff import CycleDiffError, edit
+from cyclediff import CycleDiffError, CycleDiffusion, edit
 from cyclediff.cli import main
 from cyclediff.models import StableDiffusion, load
 from tiny_sd import SD_SCHEDULER, photos, sd_pipeline
@@ -39,13 +39,13 @@ def lora_file(tmp_path_factory):
 
 def test_an_edit_with_a_lora_equals_diffusers_cycle_diffusion_with_it(tmp_path, lora_file):
     x = photos(1, seed=3)
-    settings = dict(prompt="a dog", source_prompt="a cat", strength=0.8, eta=0.1, guidance_scale=3.0,
-                    source_guidance_scale=1.0)
+    settings = dict(prompt="a dog", source_prompt="a cat", strength=0.8, guidance_scale=3.0, source_guidance_scale=1.0)
+    eta = 0.1
     base = sd_pipeline(tmp_path / "ours")
     plain = edit(StableDiffusion.from_pipe(base), x, steps=8, generator=torch.Generator().manual_seed(7),
-                 **settings).images
+                 method=CycleDiffusion(eta=eta), **settings).images
     ours = edit(StableDiffusion.from_pipe(base).load_lora(lora_file, 0.7), x, steps=8,
-                generator=torch.Generator().manual_seed(7), **settings).images
+                generator=torch.Generator().manual_seed(7), method=CycleDiffusion(eta=eta), **settings).images
     other = sd_pipeline(tmp_path / "ref")
     ref = CycleDiffusionPipeline(vae=other.vae, text_encoder=other.text_encoder, tokenizer=other.tokenizer,
                                  unet=other.unet, scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None,
@@ -54,7 +54,7 @@ def test_an_edit_with_a_lora_equals_diffusers_cycle_diffusion_with_it(tmp_path, 
     ref.load_lora_weights(str(lora_file), adapter_name="style")
     ref.set_adapters(["style"], [0.7])
     expected = ref(image=x, output_type="pt", num_inference_steps=8, generator=torch.Generator().manual_seed(7),
-                   **settings).images
+                   eta=eta, **settings).images
     assert (ours - plain).abs().max() > 1e-3  # the adapter changes the edit
     assert (ours - expected).abs().max() < 1e-4
 

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import gens
-from cyclediff import decode, edit, encode, translate
+from cyclediff import CycleDiffusion, decode, edit, encode, translate
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import StableDiffusion, StableDiffusion3, from_pipe, load
@@ -56,8 +56,10 @@ def test_sd3_takes_masks_many_targets_and_the_baselines(sd3):
     x = photos(1, seed=5)
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., :8, :] = 1
-    masked = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0), mask=mask)
-    free = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0), mask=torch.zeros_like(mask))
+    masked = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0),
+                  method=CycleDiffusion(mask=mask))
+    free = edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=6, generator=gens(0),
+                method=CycleDiffusion(mask=torch.zeros_like(mask)))
     assert masked.images.shape == free.images.shape == (1, 3, 16, 16)
     many = edit(sd3, x, source_prompt="a cat", prompt=["a dog", "a horse"], steps=6, generator=gens(0))
     one = edit(sd3, x, source_prompt="a cat", prompt="a horse", steps=6, generator=gens(0))
@@ -67,7 +69,8 @@ def test_sd3_takes_masks_many_targets_and_the_baselines(sd3):
                         target_condition="a dog").images
         assert torch.isfinite(out).all()
     with pytest.raises(CycleDiffError, match="SD3's joint attention"):
-        edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0), attention="refine")
+        edit(sd3, x, source_prompt="a cat", prompt="a dog", steps=4, generator=gens(0),
+             method=CycleDiffusion(attention="refine"))
 
 
 def test_from_pipe_and_load_pick_the_sd3_adapter(tmp_path, pipe):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import CycleDiffusionPipeline, DDIMScheduler
 
-from cyclediff import CycleDiffError, IncompatibleModelError, decode, edit, encode
+from cyclediff import CycleDiffError, CycleDiffusion, IncompatibleModelError, decode, edit, encode
 from cyclediff.models import StableDiffusion
 from tiny_sd import SD_SCHEDULER, photos, sd_pipeline, sdxl_pipeline
 
@@ -44,8 +44,9 @@ def test_edit_matches_diffusers_cycle_diffusion(pipe, sd, strength, eta, scales)
     settings = dict(prompt="a dog", source_prompt="a cat", strength=strength, eta=eta, num_inference_steps=10,
                     guidance_scale=scales[0], source_guidance_scale=scales[1])
     expected = reference(pipe, x, generator=torch.Generator().manual_seed(7), **settings)
-    ours = edit(sd, x, prompt="a dog", source_prompt="a cat", strength=strength, eta=eta, steps=10,
-                guidance_scale=scales[0], source_guidance_scale=scales[1], generator=torch.Generator().manual_seed(7))
+    ours = edit(sd, x, prompt="a dog", source_prompt="a cat", strength=strength, steps=10, guidance_scale=scales[0],
+                source_guidance_scale=scales[1], generator=torch.Generator().manual_seed(7),
+                method=CycleDiffusion(eta=eta))
     assert ours.images.shape == expected.shape == (1, 3, 16, 16)
     assert (ours.images - x).abs().max() > 1e-2  # an actual change, not a copy of the input
     assert (ours.images - expected).abs().max() < 1e-4
@@ -55,7 +56,7 @@ def test_batch_invariance_under_guidance(sd):
     """Item i of a batch of 4 equals that item edited alone with its own seed (guided target, w = 3)."""
     x = photos(4, seed=1)
     prompts, sources = ["a dog", "a red car", "a horse", "a blue car"], ["a cat", "a car", "a photo", "a car"]
-    kw = dict(strength=0.7, steps=8, eta=0.3, guidance_scale=3.0, source_guidance_scale=1.5)
+    kw = dict(strength=0.7, steps=8, method=CycleDiffusion(eta=0.3), guidance_scale=3.0, source_guidance_scale=1.5)
     batch = edit(sd, x, prompt=prompts, source_prompt=sources, generator=gens(0, 1, 2, 3), **kw)
     for i in range(4):
         alone = edit(sd, x[i:i + 1], prompt=prompts[i], source_prompt=sources[i], generator=gens(i), **kw)
@@ -93,8 +94,8 @@ def test_encode_once_edit_many(sd, tmp_path):
     horse = decode(z, sd, prompt="a horse", guidance_scale=3.0)
     assert (dog - lat).abs().max() > 1e-2 and (dog - horse).abs().max() > 1e-3
     # the same edit in one pass (same generators, so the same VAE sample and draws)
-    one_pass = edit(sd, x, source_prompt="a cat", prompt="a dog", strength=0.6, steps=10, eta=0.1,
-                    guidance_scale=3.0, generator=gens(0, 1))
+    one_pass = edit(sd, x, source_prompt="a cat", prompt="a dog", strength=0.6, steps=10, guidance_scale=3.0,
+                    generator=gens(0, 1), method=CycleDiffusion(eta=0.1))
     torch.testing.assert_close(one_pass.images, (sd.codec.decode_latents(dog) / 2 + 0.5).clamp(0, 1), rtol=0, atol=1e-5)
 
 
@@ -186,7 +187,7 @@ def test_input_errors(sd):
     with pytest.raises(IncompatibleModelError, match="one per image"):
         edit(sd, photos(2), source_prompt=["a", "b", "c"], prompt="b")
     with pytest.raises(CycleDiffError, match="deterministic"):
-        edit(sd, photos(1), source_prompt="a", prompt="b", eta=0.0)
+        edit(sd, photos(1), source_prompt="a", prompt="b", method=CycleDiffusion(eta=0.0))
     with pytest.raises(CycleDiffError, match="strength"):
         edit(sd, photos(1), source_prompt="a", prompt="b", strength=1.5)
     with pytest.raises(IncompatibleModelError, match="VAE latents"):

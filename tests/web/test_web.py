@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from cyclediff import edit, translate  # noqa: E402
+from cyclediff import SDEdit, edit, translate  # noqa: E402
 from cyclediff._images import as_written, load_image, save_image  # noqa: E402
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.models import StableDiffusion, load  # noqa: E402
@@ -137,13 +137,13 @@ def test_api_translate_and_class_edit_equal_the_python_api(served):
                                       20, 0.5, 2, 1, "4", 1, api_name="/translate")
     assert status == "1 of 1 done\n\nthe model's input: 8 × 8 grey, as uploaded"
     torch.testing.assert_close(_png(seen), x[0], rtol=0, atol=0)  # the digit is the model's size already
-    ours = translate(x, load("demo:digit-3"), load("demo:digit-8"), strength=0.7, steps=20, eta=0.5, refine_steps=2,
-                     method="sdedit", generator=_gen(4)).images
+    ours = translate(x, load("demo:digit-3"), load("demo:digit-8"), strength=0.7, steps=20, refine_steps=2,
+                     generator=_gen(4), method=SDEdit(eta=0.5)).images
     torch.testing.assert_close(_png(outputs[0]["image"]), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
     gallery, *_ = c.predict(handle_file(str(digit)), "demo:digits", "3", "8", 0.8, 30, 0.1, 3.0, 1.0, "", "1", 1,
                             "cyclediffusion", api_name="/edit")
     model = load("demo:digits")
-    ours = translate(x, model, model, strength=0.8, steps=30, eta=0.1, generator=_gen(1),
+    ours = translate(x, model, model, strength=0.8, steps=30, generator=_gen(1),
                      source_condition={"class_labels": [3]},
                      target_condition={"class_labels": [8], "guidance_scale": 3.0}).images  # as asked
     torch.testing.assert_close(_png(gallery[0]["image"]), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
@@ -282,7 +282,7 @@ def test_a_browser_edits_a_digit_and_sees_the_api_result(served, tmp_path):
     (tmp_path / "shown.png").write_bytes(shown)
     model = load("demo:digits")
     x = load_image(served["digit"], channels=1)
-    ours = translate(x, model, model, strength=0.8, steps=100, eta=0.1, generator=_gen(0),
+    ours = translate(x, model, model, strength=0.8, steps=100, generator=_gen(0),
                      source_condition={"class_labels": [3]},
                      target_condition={"class_labels": [8], "guidance_scale": 1.0}).images  # the model's default
     torch.testing.assert_close(_png(tmp_path / "shown.png"), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .._noise import Generators, check_generators
+from ..checks import is_int
 from ..errors import CycleDiffError
 from ..latent import Latent
 from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
-from ..settings import EDIT, MASKED_METHODS, check_setting
+from ..options import Options, options_of
+from ..settings import EDIT
+from .head import carry, moved_keywords
 from .images import PilImages, for_model
-from .methods import resolve_mask, run_method
 
 
 @dataclass(frozen=True)
@@ -28,67 +31,64 @@ class EditResult(PilImages):
     mask: torch.Tensor | None = None
 
 
+@moved_keywords
 @torch.no_grad()
 def edit(
     model: Model,
     images: Any,
     *,
-    source_prompt: str | list[str] | None = None,
-    prompt: str | list[str] | None = None,
-    source_class: int | list[int] | None = None,
-    target_class: int | list[int] | None = None,
+    source_prompt: str | list[str] | int | list[int] | None = None,
+    prompt: str | list[str] | int | list[int] | None = None,
+    negative_prompt: str | list[str] | None = None,
     strength: float = EDIT.strength,
     steps: int = EDIT.steps,
-    eta: float = EDIT.eta,
     guidance_scale: float = EDIT.guidance_scale,
     source_guidance_scale: float = EDIT.source_guidance_scale,
-    negative_prompt: str | list[str] | None = None,
+    method: str | Options = EDIT.method,
     generator: Generators = None,
-    method: str = EDIT.method,
-    mask: Any = None,
-    mask_threshold: float = EDIT.mask_threshold,
-    attention: Any = None,
-    n_avg: int = EDIT.n_avg, n_min: int = EDIT.n_min, progress: bool = False,
+    progress: bool = False,
 ) -> EditResult:
-    """Edit images (a (B, C, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt`` (a text
-    model) or from ``source_class`` to ``target_class`` (a class-conditional one: its translation to itself).
+    """Edit images (a (B, C, H, W) tensor in [0, 1] or PIL images) from ``source_prompt`` to ``prompt`` — texts
+    for a text model; class labels for a class-conditional one (its translation to itself).
 
     CycleDiffusion: encoded under the source condition, decoded under the target's, one batched network call per
-    step. Prompts, labels, generators: one, or one per image. ``method``: "edit-friendly", "flowedit" (``n_avg``,
-    ``n_min``), "sdedit", "ddib". **Many targets**: one image, k prompts: encoded once, decoded under each (result
-    i equals ``edit`` with ``prompt[i]`` alone). **Masks** (the encoders' methods): (B, 1, H, W) in [0, 1] at image
-    size, or ``"auto"`` (where the conditions' predictions disagree, at ``mask_threshold``). **Attention control**
-    (CycleDiffusion on SD): ``attention="refine"`` / ``"replace"`` or an ``AttentionEdit`` (Prompt-to-Prompt).
+    step. Prompts, labels, generators: one, or one per image. ``method``: a name ("cyclediffusion",
+    "edit-friendly", "flowedit", "sdedit", "ddib") or a method's options, each with its own knobs:
+    ``CycleDiffusion(eta=, mask=, mask_threshold=, attention=)``, ``EditFriendly(eta=, mask=, mask_threshold=)``,
+    ``FlowEdit(n_avg=, n_min=)``, ``SDEdit(eta=)``, ``DDIB()``. **Many targets**: one image, k prompts: encoded
+    once, decoded under each (result i equals ``edit`` with ``prompt[i]`` alone). **Masks** (the methods that keep
+    the source trajectory): (B, 1, H, W) in [0, 1] at image size, or ``"auto"`` (where the conditions'
+    predictions disagree, at ``mask_threshold``). **Attention control** (CycleDiffusion on SD):
+    ``CycleDiffusion(attention="refine")`` / ``"replace"`` or an ``AttentionEdit`` (Prompt-to-Prompt).
     """
-    check_setting("method", method, required=True)
-    if source_class is not None or target_class is not None or "prompt" not in model.condition_keys:
-        return _class_edit(model, images, source_prompt, prompt, source_class, target_class, attention,
-                           strength=strength, steps=steps, eta=eta, guidance_scale=guidance_scale,
-                           generator=generator, method=method, mask=mask, mask_threshold=mask_threshold, n_avg=n_avg,
-                           n_min=n_min, progress=progress)
+    options = options_of(method)
+    if _is_label(source_prompt) or _is_label(prompt) or "prompt" not in model.condition_keys:
+        return _class_edit(model, images, source_prompt, prompt, options, strength=strength, steps=steps,
+                           guidance_scale=guidance_scale, generator=generator, progress=progress)
     _check_prompts(source_prompt, prompt)
     x = for_model(model, images).to(model.device)
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
-    if copies > 1 and method not in MASKED_METHODS:  # no shared source pass: one edit per target
+    if copies > 1 and not options.keeps_source():  # no shared source pass: one edit per target
         return _each_target(model, x, gens, prompt, negative_prompt, source_prompt=source_prompt, strength=strength,
-                            steps=steps, eta=eta, guidance_scale=guidance_scale, n_avg=n_avg, n_min=n_min,
-                            source_guidance_scale=source_guidance_scale, method=method, mask=mask, progress=progress)
+                            steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                            method=options, progress=progress)
     x0 = to_model_space(model, x, gens)
     source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale}
-    if method == "flowedit" and negative_prompt is not None:  # FlowEdit's unconditional rows are the negative's
+    if options.negative_on_source and negative_prompt is not None:  # FlowEdit's unconditional rows
         source_condition["negative_prompt"] = negative_prompt
     target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale}
-    grid = model.schedule_for(tuple(x0.shape)).timesteps(steps, strength)  # the mask's and the attention's
-    keep, shown = resolve_mask(mask, x0, tuple(x.shape[2:]), model, model, method=method, timesteps=grid,
-                               generator=gens, source_condition=source_condition,
-                               target_condition=target_condition, threshold=mask_threshold, copies=copies)
-    with _attention(model, attention, method, source_prompt, prompt, x.shape[0] * copies, grid):
-        out, latent = run_method(method, x0, model, model, steps=steps, strength=strength, eta=eta, generator=gens,
-                                 progress=progress, source_condition=source_condition,
-                                 target_condition=target_condition, mask=keep, copies=copies, n_avg=n_avg,
-                                 n_min=n_min)
+    attention = getattr(options, "attention", None)
+    around = None if attention is None else functools.partial(
+        _attention, model, attention, source_prompt, prompt, x.shape[0] * copies)
+    out, latent, shown = carry(options, x0, tuple(x.shape[2:]), model, model, steps=steps, strength=strength,
+                               generator=gens, source_condition=source_condition, target_condition=target_condition,
+                               copies=copies, progress=progress, around=around)
     return EditResult(images=to_images(model, out), latent=latent, mask=shown)
+
+
+def _is_label(value: Any) -> bool:
+    return is_int(value) or (isinstance(value, (list, tuple)) and bool(value) and all(is_int(v) for v in value))
 
 
 def _check_prompts(source_prompt: Any, prompt: Any) -> None:
@@ -97,24 +97,22 @@ def _check_prompts(source_prompt: Any, prompt: Any) -> None:
                              "(what they should show)")
 
 
-def _class_edit(model: Model, images: Any, source_prompt: Any, prompt: Any, source_class: Any, target_class: Any,
-                attention: Any, **settings: Any) -> EditResult:
+def _class_edit(model: Model, images: Any, source: Any, target: Any, options: Options, *, guidance_scale: float,
+                **head: Any) -> EditResult:
     """An edit between two class labels of one class-conditional model: its translation to itself."""
     from .translate import translate
 
     if "class_labels" not in model.condition_keys:
         raise CycleDiffError(f"class labels need a class-conditional model; this is {model.kind}: give "
-                             "source_prompt= and prompt=")
-    if source_prompt is not None or prompt is not None:
-        raise CycleDiffError("this model is class-conditional (no text encoder): give source_class= and "
-                             "target_class= instead of prompts")
-    if source_class is None or target_class is None:
-        raise CycleDiffError("a class edit needs both source_class= (what the images show) and target_class=")
-    if attention is not None:
+                             "source_prompt= and prompt= as texts")
+    if not _is_label(source) or not _is_label(target):
+        raise CycleDiffError("this model is class-conditional (no text encoder): give class labels as the "
+                             "conditions, source_prompt=3 (what the images show) and prompt=8")
+    if getattr(options, "attention", None) is not None:
         raise CycleDiffError("attention control needs a text-conditioned UNet model; class edits have no prompts")
-    scale = settings.pop("guidance_scale")
-    out = translate(images, model, model, source_condition={"class_labels": source_class},
-                    target_condition={"class_labels": target_class, "guidance_scale": scale}, **settings)
+    out = translate(images, model, model, source_condition={"class_labels": source},
+                    target_condition={"class_labels": target, "guidance_scale": guidance_scale}, method=options,
+                    **head)
     return EditResult(images=out.images, latent=out.latent, mask=out.mask)
 
 
@@ -128,15 +126,8 @@ def _each_target(model: Model, x: torch.Tensor, gens: Any, prompts: list[str], n
     return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
 
 
-def _attention(model: Model, attention: Any, method: str, sources: Any, targets: Any, rows: int,
-               timesteps: list[int]) -> Any:
-    """The attention control's context for ``rows`` target rows (a no-op without one)."""
-    import contextlib
-
-    if attention is None:
-        return contextlib.nullcontext()
-    if method != "cyclediffusion":
-        raise CycleDiffError(f"attention control works with method cyclediffusion; not with {method}")
+def _attention(model: Model, attention: Any, sources: Any, targets: Any, rows: int, timesteps: list) -> Any:
+    """The attention control's context for ``rows`` target rows, on the grid's ``timesteps``."""
     # attention control exists only where an adapter implements it (SD 1.x / 2.x / XL)
     if not isinstance(model, AttentionEditable):
         raise CycleDiffError("attention control needs a text-conditioned UNet model (Stable Diffusion 1.x / 2.x / XL); "

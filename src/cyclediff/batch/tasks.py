@@ -128,9 +128,10 @@ class EditTask(ImageTask):
 
         x, s = self._inputs(inputs), units[0].settings
         sources, targets = per_unit(units, "source_prompt", need=True), per_unit(units, "prompt", need=True)
-        result = edit(self.model, x, **s.arguments_for(
-            edit, source_prompt=sources, prompt=targets, negative_prompt=per_unit(units, "negative_prompt", text=True),
-            generator=generators(units), mask=self._mask(units, x), progress=self.progress))
+        result = edit(self.model, x, **s.api(
+            self._mask(units, x), source_prompt=sources, prompt=targets,
+            negative_prompt=per_unit(units, "negative_prompt", text=True), generator=generators(units),
+            progress=self.progress))
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         if self.scorer is not None:
@@ -161,10 +162,10 @@ class TranslateTask(ImageTask):
         from ..api.translate import translate
 
         x, s = self._inputs(inputs), units[0].settings
-        result = translate(x, self.model, self.target, **s.arguments_for(
-            translate, generator=generators(units), source_condition=self.condition(self.model, units, "source"),
-            target_condition=self.condition(self.target, units, "target"), mask=self._mask(units, x),
-            progress=self.progress))
+        result = translate(x, self.model, self.target, **s.api(
+            self._mask(units, x), generator=generators(units),
+            source_condition=self.condition(self.model, units, "source"),
+            target_condition=self.condition(self.target, units, "target"), progress=self.progress))
         out = as_written(result.images)
         metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
         return list(zip(self._with_mask(units, out, result.mask), metrics))
@@ -205,8 +206,8 @@ class GuideTask(ImageTask):
             if self.strip_every and (n % self.strip_every == 0 or n == s.langevin_steps):
                 frames.append(images.cpu())
 
-        result = guide(self.model, self.energy(s), **s.arguments_for(
-            guide, condition=cond or None, batch_size=len(units), latent=latent, generator=gens, callback=keep,
+        result = guide(self.model, self.energy(s), **s.api(
+            condition=cond or None, batch_size=len(units), latent=latent, generator=gens, callback=keep,
             progress=self.progress))
         images = as_written(result.images)
         outputs: list[Any] = list(images)
@@ -233,8 +234,7 @@ class EncodeTask(ImageTask):
 
         s, gens = units[0].settings, generators(units)
         x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
-        z = encode(x0, self.model, steps=s.steps, strength=s.strength, eta=s.eta, sampler=s.sampler,
-                   encoder=s.encoder, generator=gens[0], progress=self.progress, **s.condition)
+        z = encode(x0, self.model, **s.api(generator=gens[0], progress=self.progress))
         return [(replace(z, loading=weights_record(self.policy)), {})]
 
 
@@ -298,8 +298,7 @@ class SampleTask(ImageTask):
         from ..sampler import decode, sample_latent
 
         s = units[0].settings
-        z = sample_latent(self.model, 1, steps=s.steps, eta=s.eta, sampler=s.sampler,
-                          generator=generators(units)[0], **s.condition)
+        z = sample_latent(self.model, 1, **s.api(generator=generators(units)[0]))
         image = as_written(to_images(self.model, decode(z, self.model, progress=self.progress)))[0]
         z = replace(z, loading=weights_record(self.policy))
         return [({".png": image, ".latent.safetensors": z} if self.save_latents else image, {})]

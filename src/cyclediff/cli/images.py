@@ -152,8 +152,7 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
                   guidance_scale=edit_settings.guidance_scale)
     if opts["source_class"] is None or opts["target_class"] is None:
         raise click.UsageError("a class edit needs --source-class (what the images show) and --target-class")
-    shared = {k: getattr(edit_settings, k) for k in ("strength", "steps", "eta", "method", "n_avg", "n_min", "mask",
-                                                     "mask_threshold", "guidance_scale")}
+    shared = {k: getattr(edit_settings, k) for k in set(EditSettings.names()) & set(TranslateSettings.names())}
     settings = TranslateSettings(source_model=edit_settings.model, target_model=edit_settings.model,
                                  source_class=opts["source_class"], target_class=opts["target_class"], **shared)
     label = f"{'' if settings.method == 'cyclediffusion' else settings.method + '_'}s{number(settings.strength)}"

@@ -28,7 +28,7 @@ from .._files import atomic_write
 from ..api.translate import translate
 from ..errors import CycleDiffError
 from ..metrics import distribution_scores, pair_scores, pixel_features
-from ..settings import METHODS
+from ..options import METHODS, OPTIONS, options_of
 from .data import SOURCE_DIGIT, TARGET_DIGIT, classify, split
 from .guidance import guided_digits
 from .models import load_demo
@@ -74,7 +74,7 @@ def _scores(inputs01, outputs01, target_labels, reference01) -> dict[str, float]
 def applicable(model: Any) -> list[str]:
     """The methods that run on ``model``: FlowEdit needs a rectified-flow model."""
     flow = model.schedule.path == "rectified_flow"
-    return [m for m in METHODS if flow or m != "flowedit"]
+    return [m for m in METHODS if flow or not OPTIONS[m].flow_only]
 
 
 def _counted(models: list[Any], run: Any) -> tuple[Any, int]:
@@ -157,7 +157,8 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
         f"{s.steps} steps at strength {s.strength:g}")
     for method in applicable(source):
         result, rows = _counted([source, target], partial(
-            translate, inputs, source, target, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
+            translate, inputs, source, target, strength=s.strength, steps=s.steps,
+            method=options_of(method, strict=False, eta=s.eta),
             generator=_gens(len(inputs), s.seed), progress=not quiet))
         out_imgs = result.images
         results["translation"][method] = {**_scores(inputs, out_imgs, [TARGET_DIGIT] * len(inputs), reference),
@@ -174,7 +175,8 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
         scores, shown_edit = {}, {"input": edit_in[:: s.edit_per_class]}
         for method in applicable(model):
             result, rows = _counted([model], partial(
-                translate, edit_in, model, model, strength=s.strength, steps=s.steps, eta=s.eta, method=method,
+                translate, edit_in, model, model, strength=s.strength, steps=s.steps,
+                method=options_of(method, strict=False, eta=s.eta),
                 generator=_gens(len(edit_in), s.seed), source_condition={"class_labels": edit_src},
                 target_condition={"class_labels": edit_tgt, "guidance_scale": s.edit_guidance_scale},
                 progress=not quiet))

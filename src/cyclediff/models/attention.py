@@ -11,56 +11,16 @@ chosen words at every step. The unconditional (classifier-free) rows are left al
 from __future__ import annotations
 
 import difflib
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import CycleDiffError
-
-MODES = ("replace", "refine")
-
-
-@dataclass(frozen=True)
-class AttentionEdit:
-    """How the target pass reuses the source pass's attention (see the module doc)."""
-
-    mode: str = "refine"
-    cross_steps: float = 0.8
-    self_steps: float = 0.0
-    weights: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise CycleDiffError(f"attention mode must be replace (word swap) or refine; got {self.mode!r}")
-        for name in ("cross_steps", "self_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-                raise CycleDiffError(f"attention {name} is the share of the steps, in [0, 1]; got {value!r}")
-        for word, scale in self.weights.items():
-            if not isinstance(word, str) or not word.strip():
-                raise CycleDiffError(f"attention weights map words to scales; got the key {word!r}")
-            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale < 0:
-                raise CycleDiffError(f"the attention weight of {word!r} must be a finite number ≥ 0; got {scale!r}")
-
-    @classmethod
-    def of(cls, value: Any) -> AttentionEdit:
-        """An AttentionEdit from itself, a mode name or a dict of its fields."""
-        if isinstance(value, AttentionEdit):
-            return value
-        if isinstance(value, str):
-            return cls(mode=value)
-        if isinstance(value, dict):
-            unknown = set(value) - {"mode", "cross_steps", "self_steps", "weights"}
-            if unknown:
-                raise CycleDiffError(f"attention takes mode, cross_steps, self_steps and weights; got "
-                                     f"{sorted(unknown)}")
-            return cls(**value)
-        raise CycleDiffError(f"attention is 'replace', 'refine', a dict or an AttentionEdit; got {value!r}")
+from ..options import ATTENTION_MODES as MODES  # noqa: F401 - re-exported
+from ..options import AttentionEdit
 
 
 def token_map(source: list[int], target: list[int], length: int) -> list[int]:
