@@ -44,19 +44,13 @@ def chosen_seeds(opts: dict[str, Any]) -> list[int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """--device: the one device rule (:mod:`cyclediff.devices`, which job files follow too)."""
+    from ..devices import resolve_device as resolve
+
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise click.BadParameter(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available here; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise click.BadParameter("MPS (Apple GPU) is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise click.BadParameter(f"cyclediff runs on cpu, cuda or mps, not {device.type}; use --device cpu or auto")
-    return device
+        return resolve(name)
+    except CycleDiffError as err:
+        raise click.BadParameter(str(err)) from err
 
 
 def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -15,14 +15,14 @@ from .._seeds import seed_limit, seed_range
 from ..batch.runner import Unit, plan
 from ..batch.tasks import settings_signature
 from ..checks import is_int, json_object
+from ..devices import check_device
 from ..errors import CycleDiffError
-from ..settings import FLOWEDIT_KNOBS, RUN, TASKS, RunOptions, Settings
+from ..options import OPTIONS, knob_default, owners
+from ..settings import RUN, TASKS, RunOptions, Settings
 
 JOB_TASKS = ("edit", "translate", "guide")
-RUN_KEYS = ("device", "dtype", "compile", "size", "fit", "max_pixels", "batch_size", "features", "lora",
-            "quantize", "vae_tiling", "offload", "text_encoders_on_cpu", "base", "target_lora")
+RUN_KEYS = RunOptions.names()  # a job's top level: how it runs (the command line's options), then its own keys
 TOP_LEVEL = {"task", "inputs", "out", "seeds", "settings", "reference", *RUN_KEYS}
-DEVICES = ("auto", "cpu", "cuda")  # each rank of a job takes its own GPU
 SPECS = ("model", "source_model", "target_model", "energy", "clip_model", "mask")  # relative to the job file
 
 
@@ -70,13 +70,13 @@ class Job:
 
 
 def variant(settings: Settings, overrides: dict[str, Any], method: str | None) -> Settings:
-    """An item's settings under one method of a sweep: FlowEdit's knobs (n_avg, n_min) are its own, so the sweep's
-    other methods run (and record) their defaults."""
+    """An item's settings under one method of a sweep: a method's knobs (FlowEdit's n_avg, n_min, …) are its own,
+    so the sweep's other methods run (and record) their defaults."""
     changes = dict(overrides)
     if method:
         changes["method"] = method
-        if method != "flowedit":
-            changes.update({k: v for k, v in FLOWEDIT_KNOBS.items() if k in settings.names()})
+        changes.update({k: knob_default(k) for k in settings.names() if owners(k) and k != "mask"
+                        and k not in OPTIONS[method].knobs()})
     return settings.replace(**changes)
 
 
@@ -200,9 +200,7 @@ def _run_options(raw: dict[str, Any]) -> RunOptions:
     """device, dtype, compile, size, fit, max_pixels, batch_size and features, checked before any work is done."""
     from .evaluate import resolve_features
 
-    device = raw.get("device", RUN.device)
-    if device not in DEVICES:
-        raise CycleDiffError(f"device must be auto, cpu or cuda; got {device!r} (each rank takes its own GPU)")
+    check_device(raw.get("device", RUN.device))  # the command line's rule; whether it is here: when the job runs
     if not isinstance(raw.get("features", RUN.features), str):
         raise CycleDiffError(f"features must be inception, pixels or module:function; got {raw['features']!r}")
     run = RunOptions.from_mapping({k: raw[k] for k in RUN_KEYS if k in raw})

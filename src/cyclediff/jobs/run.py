@@ -29,6 +29,7 @@ from .._files import FolderLock, atomic_write
 from ..batch.runner import Result, Unit, rank_batches, run
 from ..batch.stores import RecordStore, read_records
 from ..batch.tasks import EditTask, GuideTask, TranslateTask, settings_signature
+from ..devices import resolve_device
 from ..errors import CycleDiffError
 from ..latent import DTYPES
 from ..settings import RUN
@@ -218,14 +219,17 @@ def _report(job: Job) -> JobReport:
 
 def distributed(device: str = RUN.device) -> tuple[int, int, torch.device, Callable[[], None], Callable[[Any], Any]]:
     """(rank, world size, device, barrier, broadcast from rank 0) from accelerate: one process when not launched
-    by accelerate / torchrun; under ``accelerate launch`` each rank gets its own GPU (or the CPU, over gloo)."""
+    by accelerate / torchrun, on ``device`` (the command line's rule, :mod:`cyclediff.devices`); under
+    ``accelerate launch`` each rank gets its own GPU (or the CPU, over gloo)."""
     from accelerate import PartialState
 
+    wanted = resolve_device(device)
+    state = PartialState(cpu=wanted.type == "cpu")
+    if state.num_processes == 1:
+        return 0, 1, wanted, state.wait_for_everyone, _broadcast(state)
     if device not in ("auto", "cpu", "cuda"):
-        raise CycleDiffError(f"a job's device is auto, cpu or cuda (each rank takes its own GPU); got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CycleDiffError("the job asks for device cuda but CUDA is not available here; use auto or cpu")
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+        raise CycleDiffError(f"under accelerate launch each rank takes its own GPU: give device cuda, auto or cpu, "
+                             f"not {device!r}")
     return state.process_index, state.num_processes, state.device, state.wait_for_everyone, _broadcast(state)
 
 
