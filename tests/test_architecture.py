@@ -152,3 +152,23 @@ def test_a_setting_default_is_written_once():
                 if "# not a default" not in said:
                     found.append(f"{path.relative_to(SRC)}:{value.lineno} {name}={value.value!r}")
     assert not found, found
+
+
+def test_edit_and_translate_take_at_most_twelve_parameters_and_the_strength_cut_is_written_once():
+    """The common head as keywords, a method's knobs as one options object; and one place (schedule.steps_run)
+    turns (steps, strength) into the steps a run takes — a second copy is how the PIE-Bench count drifted."""
+    import inspect
+
+    from cyclediff import edit, translate
+
+    for fn in (edit, translate):
+        assert len(inspect.signature(fn).parameters) <= 12, (fn.__name__, list(inspect.signature(fn).parameters))
+    copies = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            # a product of a step count and a strength in code (not in messages): the cut computed again
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+                names = {getattr(n, "id", getattr(n, "attr", None)) for n in (node.left, node.right)}
+                if {"steps", "strength"} <= names and path.name != "schedule.py":
+                    copies.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not copies, copies
