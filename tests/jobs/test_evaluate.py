@@ -13,11 +13,12 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from conftest import ddim_config, images, tiny_unet
+from cyclediff import CycleDiffError
 from cyclediff.cli import main
 from cyclediff.jobs.evaluate import EditSpec, evaluate_edit, evaluate_translate
 from cyclediff.metrics import ClipScorer, clip_score, directional_clip, fid, kid, pixel_features, psnr, ssim
-from cyclediff.models import PixelDenoiser, StableDiffusion
-from tiny_sd import photos, sd_pipeline, tiny_clip
+from cyclediff.models import PixelDenoiser, StableDiffusion, StableDiffusion3
+from tiny_sd import photos, sd3_pipeline, sd_pipeline, tiny_clip
 
 
 def _pairs():
@@ -101,7 +102,8 @@ def test_evaluate_edit_end_to_end_with_resume(tmp_path):
         {"encode_text": "a car", "decode_text": "a horse", "img_path": "missing.png"},
     ]))
     spec = EditSpec.load(spec_path)
-    spec.seeds, spec.methods, spec.steps, spec.guidance_scales = [0, 1], ["cyclediffusion", "sdedit"], 6, [1.0, 3.0]
+    spec.seeds, spec.methods, spec.guidance_scales = [0, 1], ["cyclediffusion", "sdedit"], [1.0, 3.0]
+    spec.base = spec.base.replace(steps=6)
     out = tmp_path / "eval"
     rows = evaluate_edit(spec, out, model=sd, scorer=scorer, progress=False)
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -119,6 +121,62 @@ def test_evaluate_edit_end_to_end_with_resume(tmp_path):
     evaluate_edit(spec, out, model=sd, scorer=scorer, progress=False, on_record=done.append)
     assert [r["key"] for r in done if r["status"] == "ok"] == [ok[-1]["key"]]
     assert "| method | selection |" in (out / "summary.md").read_text() and (out / "summary.csv").is_file()
+
+
+def _spec(tmp_path, settings, name="spec.json"):
+    _write_png(tmp_path / "cat.png", photos(1, seed=0)[0])
+    (tmp_path / name).write_text(json.dumps({"items": [{"image": "cat.png", "source": "a cat", "target": "a dog"}],
+                                             "settings": settings}))
+    return EditSpec.load(tmp_path / name)
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_an_edit_spec_is_edit_settings_flowedit_runs_with_its_knobs(tmp_path):
+    """The spec's settings are edit settings plus its axes: FlowEdit's n_avg reaches FlowEdit (two draws a step:
+    twice the network rows) and is recorded; in a sweep the other method runs with its own knobs."""
+    sd3 = StableDiffusion3(sd3_pipeline(tmp_path))
+    rows = [0]
+    sd3.transformer.register_forward_hook(
+        lambda m, a, k, o: rows.__setitem__(0, rows[0] + len(a[0] if a else k["hidden_states"])), with_kwargs=True)
+    scorer = ClipScorer(tiny_clip(tmp_path))
+    spec = _spec(tmp_path, {"methods": ["flowedit", "sdedit"], "n_avg": 2, "steps": 4, "strengths": [0.5],
+                            "guidance_scales": [3.0]})
+    assert spec.base.n_avg == 2 and spec.base.steps == 4
+    evaluate_edit(spec, tmp_path / "eval", model=sd3, scorer=scorer, progress=False)
+    flowedit, sdedit = _records(tmp_path / "eval")
+    assert flowedit["status"] == sdedit["status"] == "ok"
+    assert flowedit["settings"]["n_avg"] == 2 and sdedit["settings"]["n_avg"] == 1
+    # FlowEdit: 2 steps × 2 draws × (source 1 row + target 2 rows); SDEdit: 2 steps × 2 target rows
+    assert rows[0] == 2 * 2 * 3 + 2 * 2
+    with pytest.raises(CycleDiffError, match="spec.json: .*n_min .* must be less than"):
+        _spec(tmp_path, {"methods": ["flowedit"], "n_min": 5, "steps": 4, "strengths": [0.5]})
+    with pytest.raises(CycleDiffError, match="give strengths"):
+        _spec(tmp_path, {"strength": 0.5})
+
+
+def test_an_edit_spec_takes_a_mask(tmp_path):
+    """A mask image beside the spec (white = may change) reaches every edit of the spec; it is recorded."""
+    from PIL import Image
+
+    sd = StableDiffusion.from_pipe(sd_pipeline(tmp_path))
+    scorer = ClipScorer(tiny_clip(tmp_path))
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, :8] = 255
+    Image.fromarray(mask).save(tmp_path / "left.png")
+    outputs = {}
+    for name, extra in (("plain", {}), ("masked", {"mask": "left.png"})):
+        spec = _spec(tmp_path, {"methods": ["cyclediffusion"], "steps": 4, **extra}, name=f"{name}.json")
+        evaluate_edit(spec, tmp_path / name, model=sd, scorer=scorer, progress=False)
+        (record,) = _records(tmp_path / name)
+        assert record["status"] == "ok", record["error"]
+        outputs[name] = record
+    assert outputs["masked"]["settings"]["mask"] == str(tmp_path / "left.png")
+    assert outputs["masked"]["metrics"]["psnr"] != outputs["plain"]["metrics"]["psnr"]  # the mask took effect
+    with pytest.raises(CycleDiffError, match="masks work with methods"):
+        _spec(tmp_path, {"methods": ["sdedit"], "mask": "left.png"})
 
 
 def test_evaluate_translate_end_to_end_with_resume(tmp_path):

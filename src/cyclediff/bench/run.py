@@ -26,7 +26,7 @@ import torch
 from .._files import atomic_write
 from .._paths import safe_id
 from ..errors import CycleDiffError
-from ..jobs.file import variant
+from ..jobs.sweep import variant
 from ..methods import evaluations as method_evaluations
 from ..schedule import Grid
 from ..settings import EDIT, EditSettings, check_setting

@@ -85,7 +85,8 @@ def evaluate_edit_cmd(spec, model_spec, clip_model, out, quiet, **opts):
     \b
     SPEC is JSON: {"model": ID, "items": [{"image", "source", "target"}, ...], "settings": {"seeds": [0, 1],
     "strengths": [0.8], "guidance_scales": [1, 2, 3], "methods": ["cyclediffusion", "sdedit", "ddib"],
-    "steps": 100, "eta": 0.1}}; a bare list in the layout of the paper's data/translate-text.json works too.
+    "steps": 100, "eta": 0.1}} (the settings: those lists and any edit setting, e.g. n_avg, mask, attention); a
+    bare list in the layout of the paper's data/translate-text.json works too.
     """
     from ..jobs.evaluate import EditSpec, evaluate_edit
     from ..metrics import ClipScorer

@@ -42,6 +42,7 @@ from ..settings import (
     TranslateSettings,
     check_setting,
 )
+from .sweep import variant
 
 __all__ = ["IMAGE_SUFFIXES", "EditSpec", "Records", "distribution_scores", "evaluate_edit", "evaluate_translate",
            "fid_kid", "list_images", "means", "pair_scores", "resolve_features", "summarize_edit"]
@@ -75,57 +76,98 @@ def means(records: Iterable[dict]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- editing
+AXES = ("methods", "strengths", "guidance_scales", "seeds")  # what an edit evaluation sweeps
+SINGULAR = {"method": "methods", "strength": "strengths", "guidance_scale": "guidance_scales", "seed": "seeds"}
+
+
 @dataclass
 class EditSpec:
+    """An evaluation of editing: the edit settings every output shares (``base``: steps, η, the source's guidance,
+    a mask, the methods' knobs — :class:`~cyclediff.settings.EditSettings`) and the axes it sweeps; each unit is
+    ``base`` under one method (another method's knobs left out, as a job's sweep does), strength and guidance."""
+
     items: list[dict]  # {"image": path, "source": text, "target": text}
-    model: str | None = None
-    seeds: list[int] = field(default_factory=lambda: [0])
+    base: EditSettings = field(default_factory=lambda: EditSettings(clip_model=CLIP_MODEL))
+    methods: list[str] = field(default_factory=lambda: [EDIT.method])
     strengths: list[float] = field(default_factory=lambda: [EDIT.strength])
     guidance_scales: list[float] = field(default_factory=lambda: [EDIT.guidance_scale])
-    source_guidance_scale: float = EDIT.source_guidance_scale
-    methods: list[str] = field(default_factory=lambda: [EDIT.method])
-    steps: int = EDIT.steps
-    eta: float = EDIT.eta
-    clip_model: str = CLIP_MODEL
-    size: str | None = None
-    attention: Any = None  # Prompt-to-Prompt control for every CycleDiffusion edit ("refine", "replace" or a dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    size: str | None = None  # resize the images first (RunOptions.size)
+
+    @property
+    def model(self) -> str | None:
+        return self.base.model
+
+    @property
+    def clip_model(self) -> str | None:
+        return self.base.clip_model
+
+    def settings(self, item: dict, method: str, strength: float, guidance_scale: float) -> EditSettings:
+        """One unit's edit settings."""
+        return variant(self.base, {"source_prompt": item["source"], "prompt": item["target"], "strength": strength,
+                                   "guidance_scale": guidance_scale}, method)
+
+    def check(self) -> EditSpec:
+        """Every method with every strength checked now (FlowEdit's steps × strength, a knob the method does
+        not take), not when its units run."""
+        for method, strength, w in product(self.methods, self.strengths, self.guidance_scales):
+            check_setting("method", method, required=True)
+            self.settings({"source": None, "target": None}, method, strength, w).options()
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> EditSpec:
         """A JSON file: either {"items": [...], "model": ..., "settings": {...}} or a bare list of items. Items use
-        image/source/target, or the paper's img_path/encode_text/decode_text; relative image paths are taken
-        from the spec's folder (then the working directory)."""
+        image/source/target, or the paper's img_path/encode_text/decode_text; relative image (and mask) paths are
+        taken from the spec's folder (then the working directory). The settings are the axes (methods, strengths,
+        guidance_scales, seeds), size, and any edit setting (steps, eta, n_avg, mask, attention, …)."""
         path = Path(path)
         try:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CycleDiffError(f"cannot read the evaluation spec {path}: {err}") from err
         data = {"items": raw} if isinstance(raw, list) else dict(raw)
-        settings = dict(data.pop("settings", {}))
-        items = []
-        for i, item in enumerate(data.pop("items", [])):
-            try:
-                image = item.get("image") or item["img_path"]
-                source = item.get("source", item.get("encode_text"))
-                target = item.get("target", item.get("decode_text"))
-            except (KeyError, AttributeError) as err:
-                raise CycleDiffError(f"{path}: item {i} needs image, source and target") from err
-            if source is None or target is None:
-                raise CycleDiffError(f"{path}: item {i} needs source and target texts")
-            resolved = Path(image) if Path(image).is_absolute() else path.parent / image
-            items.append({"image": str(resolved if resolved.exists() else Path(image)), "source": source,
-                          "target": target})
-        if not items:
-            raise CycleDiffError(f"{path}: no items to evaluate")
-        known = {f for f in cls.__dataclass_fields__} - {"items"}
-        unknown = set(settings) | (set(data) - known)
-        unknown -= known
+        items = _spec_items(path, data.pop("items", []))
+        settings = {**{k: v for k, v in data.items() if k != "settings"}, **dict(data.get("settings") or {})}
+        singular = sorted(set(settings) & set(SINGULAR))
+        if singular:
+            raise CycleDiffError(f"{path}: {', '.join(singular)}: an evaluation sweeps lists; give "
+                                 f"{', '.join(SINGULAR[k] for k in singular)} (e.g. [{SINGULAR[singular[0]]}])")
+        known = {*AXES, "size", *EditSettings.names()} - EditSettings.batched
+        unknown = set(settings) - known
         if unknown:
             raise CycleDiffError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
-        spec = cls(items=items, **{k: v for k, v in data.items() if k in known}, **settings)
-        for m in spec.methods:
-            check_setting("method", m)
-        return spec
+        axes = {k: settings.pop(k) for k in (*AXES, "size") if k in settings}
+        methods = axes.get("methods", [EDIT.method])
+        if isinstance(settings.get("mask"), str) and settings["mask"] != "auto":
+            mask = Path(settings["mask"])
+            settings["mask"] = str(mask if mask.is_absolute() or not (path.parent / mask).exists()
+                                   else path.parent / mask)
+        try:  # one method: its knobs checked against it; several: each its own (as a job's sweep)
+            base = EditSettings.from_mapping({"clip_model": CLIP_MODEL, **settings,
+                                              "method": methods[0] if len(methods) == 1 else None})
+            return cls(items=items, base=base, **axes).check()
+        except CycleDiffError as err:
+            raise CycleDiffError(f"{path}: {err}") from err
+
+
+def _spec_items(path: Path, raw: list) -> list[dict]:
+    items = []
+    for i, item in enumerate(raw):
+        try:
+            image = item.get("image") or item["img_path"]
+            source = item.get("source", item.get("encode_text"))
+            target = item.get("target", item.get("decode_text"))
+        except (KeyError, AttributeError) as err:
+            raise CycleDiffError(f"{path}: item {i} needs image, source and target") from err
+        if source is None or target is None:
+            raise CycleDiffError(f"{path}: item {i} needs source and target texts")
+        resolved = Path(image) if Path(image).is_absolute() else path.parent / image
+        items.append({"image": str(resolved if resolved.exists() else Path(image)), "source": source,
+                      "target": target})
+    if not items:
+        raise CycleDiffError(f"{path}: no items to evaluate")
+    return items
 
 
 def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progress: bool = True,
@@ -135,19 +177,18 @@ def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progres
     units, item_of = [], {}
     for i, method, strength, w, seed in grid:
         item, key = spec.items[i], f"{i:04d}_{method}_s{strength:g}_w{w:g}_seed{seed}"
-        settings = EditSettings(source_prompt=item["source"], prompt=item["target"], strength=strength,
-                                steps=spec.steps, eta=spec.eta, guidance_scale=w,
-                                source_guidance_scale=spec.source_guidance_scale, method=method,
-                                attention=spec.attention if method == "cyclediffusion" else None)
+        settings = spec.settings(item, method, strength, w)
         units.append(Unit(len(units), key, seed, name=key, settings=settings, input=Path(item["image"])))
         item_of[key] = i
 
     def line(r: Result) -> dict:
         i = item_of[r.unit.key]
         item, s = spec.items[i], r.unit.settings
+        shared = {k: v for k, v in s.record().items() if k not in EditSettings.batched}
         return {"key": r.unit.key, "item": i, **item, "method": s.method, "strength": s.strength,
                 "guidance_scale": s.guidance_scale, "seed": r.unit.seed, "output": r.output,
-                "metrics": r.metrics, "status": r.status, "error": r.error, "seconds": r.seconds}
+                "metrics": r.metrics, "status": r.status, "error": r.error, "seconds": r.seconds,
+                "settings": shared}
 
     store = _store(out, line, on_record)
     run(EditTask(model, RunOptions(size=spec.size), score=True, scorer=scorer), units, store, progress=progress,

@@ -17,8 +17,8 @@ from ..batch.tasks import settings_signature
 from ..checks import is_int, json_object
 from ..devices import check_device
 from ..errors import CycleDiffError
-from ..options import OPTIONS, knob_default, owners
 from ..settings import RUN, TASKS, RunOptions, Settings
+from .sweep import variant
 
 JOB_TASKS = ("edit", "translate", "guide")
 RUN_KEYS = RunOptions.names()  # a job's top level: how it runs (the command line's options), then its own keys
@@ -67,17 +67,6 @@ class Job:
         """Consecutive units in job order, at most batch_size each, sharing every setting that cannot differ
         inside a batch (the runner's plan). Fixed by the job file alone (not by ranks or by what is done)."""
         return plan(self.units(), settings_signature, self.run.batch_size)
-
-
-def variant(settings: Settings, overrides: dict[str, Any], method: str | None) -> Settings:
-    """An item's settings under one method of a sweep: a method's knobs (FlowEdit's n_avg, n_min, …) are its own,
-    so the sweep's other methods run (and record) their defaults."""
-    changes = dict(overrides)
-    if method:
-        changes["method"] = method
-        changes.update({k: knob_default(k) for k in settings.names() if owners(k) and k != "mask"
-                        and k not in OPTIONS[method].knobs()})
-    return settings.replace(**changes)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
