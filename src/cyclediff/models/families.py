@@ -74,9 +74,17 @@ def _sd3_base(keys: list[str]) -> str:
     return "stabilityai/stable-diffusion-3.5-large" if len(blocks) > 30 else "stabilityai/stable-diffusion-3.5-medium"
 
 
-# the order is the order of asking: FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a
-# context_embedder), the flow pixel UNet before the plain one (both have a UNet and a scheduler)
+def _chroma_base(keys: list[str]) -> str:
+    return "lodestones/Chroma1-HD"
+
+
+# the order is the order of asking: Chroma before FLUX (a Chroma network has FLUX's blocks and its own modulation
+# approximator), FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a context_embedder),
+# the flow pixel UNet before the plain one (both have a UNet and a scheduler)
 FAMILIES: tuple[Family, ...] = (
+    Family("chroma", "Chroma", "chroma:Chroma", pipelines=("Chroma",), keys=("distilled_guidance_layer.",),
+           network="transformer", network_class="ChromaTransformer2DModel", gguf_base=_chroma_base,
+           defaults={"steps": 40, "guidance_scale": 4.0}),
     Family("flux", "FLUX.1", "flux:Flux", pipelines=("Flux",),
            keys=("double_blocks.", "single_blocks.", "single_transformer_blocks.", "guidance_in."),
            network="transformer", network_class="FluxTransformer2DModel",
