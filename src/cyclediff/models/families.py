@@ -82,6 +82,13 @@ def _chroma_base(keys: list[str]) -> str:
 # approximator), FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a context_embedder),
 # the flow pixel UNet before the plain one (both have a UNet and a scheduler)
 FAMILIES: tuple[Family, ...] = (
+    # FLUX.2 first: its pipelines' names start with FLUX.1's prefix "Flux", its networks have FLUX.1's
+    # single_transformer_blocks; its modulation layers and fused single-block projection are its own
+    Family("flux2", "FLUX.2 [dev] / [klein]", "flux2:Flux2", pipelines=("Flux2",),
+           keys=("single_stream_modulation.", "double_stream_modulation_img.", "to_qkv_mlp_proj."),
+           network="transformer", network_class="Flux2Transformer2DModel",
+           lora=(("FLUX.2", ("to_qkv_mlp_proj", "ff.linear_in", "ff_context.linear_in", "stream_modulation")),),
+           defaults={"steps": 28, "guidance_scale": 4.0}),  # dev's card; klein Base: 50 steps
     Family("chroma", "Chroma", "chroma:Chroma", pipelines=("Chroma",), keys=("distilled_guidance_layer.",),
            network="transformer", network_class="ChromaTransformer2DModel", gguf_base=_chroma_base,
            defaults={"steps": 40, "guidance_scale": 4.0}),

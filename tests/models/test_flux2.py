@@ -1,0 +1,203 @@
+"""FLUX.2 [klein] (Base and distilled) and [dev] on tiny pipelines built offline (tests/tiny_flux2.py): a seed gives
+the pipeline's own image without and with each kind of guidance, exact reconstruction, batch invariance of edits
+under guidance, loading and the CLI, and the distilled checkpoints' refusal of a guidance scale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import gens
+from cyclediff import decode, edit, encode
+from cyclediff.cli import main
+from cyclediff.errors import CycleDiffError
+from cyclediff.models import from_pipe, load
+from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.flux2 import Flux2
+from cyclediff.sampler import sample_latent
+from tiny_flux2 import dev_pipeline, klein_pipeline
+from tiny_sd import photos
+
+TOLERANCE = 1e-4  # on [0, 1] images, float32 (observed ≈ 4e-7)
+SENSITIVE = 20 * TOLERANCE  # what another seed or guidance scale must change, at least
+EXACT = 1e-5  # float32 reconstruction bound of the issue
+BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
+PROMPT, STEPS, SEED, TOKENS = "a red cat", 4, 3, 32
+
+
+def seed(s: int) -> torch.Generator:
+    return torch.Generator().manual_seed(s)
+
+
+def ours(model, s: int = SEED, size=(16, 16), **condition) -> torch.Tensor:
+    h, w = (n // model.codec.factor for n in size)
+    z = sample_latent(model, 1, steps=STEPS, eta=0.0, generator=seed(s), prompt=PROMPT,
+                      sample_shape=(model.sample_shape[0], h, w), **condition)
+    return to_images(model, decode(z, model))
+
+
+def theirs(pipe, s: int = SEED, size=(16, 16), **call) -> torch.Tensor:
+    with torch.no_grad():
+        return pipe(prompt=PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], generator=seed(s),
+                    output_type="pt", max_sequence_length=TOKENS, **call).images
+
+
+def assert_parity(model, pipe, *, size=(16, 16), pipe_call=None, other_guidance=None, **condition) -> float:
+    mine = ours(model, size=size, **condition)
+    reference = theirs(pipe, size=size, **(pipe_call if pipe_call is not None else condition))
+    assert mine.shape == reference.shape == (1, 3, *size)
+    diff = float((mine - reference).abs().max())
+    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
+    assert float((ours(model, SEED + 1, size=size, **condition) - reference).abs().max()) > SENSITIVE
+    if other_guidance is not None:
+        changed = ours(model, size=size, **{**condition, **other_guidance})
+        assert float((changed - reference).abs().max()) > SENSITIVE
+    return diff
+
+
+@pytest.fixture(scope="module")
+def klein_pipe(tmp_path_factory):
+    return klein_pipeline(tmp_path_factory.mktemp("klein"))
+
+
+@pytest.fixture(scope="module")
+def klein(klein_pipe):
+    return Flux2(klein_pipe, max_sequence_length=TOKENS)
+
+
+@pytest.fixture(scope="module")
+def dev_pipe(tmp_path_factory):
+    return dev_pipeline(tmp_path_factory.mktemp("dev"))
+
+
+@pytest.fixture(scope="module")
+def dev(dev_pipe):
+    return Flux2(dev_pipe, max_sequence_length=TOKENS)
+
+
+# ---------------------------------------------------------------------------------------------------- 1. parity
+@pytest.mark.parametrize("guidance, other, size", [
+    ({"guidance_scale": 1.0}, {"guidance_scale": 4.0}, (16, 16)),
+    ({"guidance_scale": 4.0}, {"guidance_scale": 1.0}, (16, 16)),
+    ({"guidance_scale": 4.0}, {"guidance_scale": 2.0}, (16, 32)),
+], ids=["no-guidance", "cfg", "cfg-16x32"])
+def test_a_seed_gives_flux2_klein_bases_own_image(klein, klein_pipe, guidance, other, size):
+    assert_parity(klein, klein_pipe, size=size, other_guidance=other, **guidance)
+
+
+def test_klein_bases_negative_prompt_is_the_pipelines_negative_embeddings(klein, klein_pipe):
+    negative, _ = klein_pipe.encode_prompt("a blue dog", max_sequence_length=TOKENS)
+    assert_parity(klein, klein_pipe, pipe_call={"guidance_scale": 4.0, "negative_prompt_embeds": negative},
+                  other_guidance={"negative_prompt": ""}, guidance_scale=4.0, negative_prompt="a blue dog")
+
+
+@pytest.mark.parametrize("guidance, size", [
+    ({"guidance_scale": 4.0}, (16, 16)),
+    ({"guidance_scale": 4.0}, (16, 32)),
+    ({"guidance_scale": 1.0}, (16, 16)),
+], ids=["embedded", "embedded-16x32", "embedded-1"])
+def test_a_seed_gives_flux2_devs_own_image(dev, dev_pipe, guidance, size):
+    other = {"guidance_scale": 20.0 if guidance["guidance_scale"] < 10 else 1.0}
+    assert_parity(dev, dev_pipe, size=size, other_guidance=other, **guidance)
+
+
+def test_the_grid_is_the_pipelines_with_mu_from_the_tokens_and_the_steps(klein, klein_pipe):
+    for steps, size in ((4, 16), (9, 16), (4, 32)):
+        seen: list[float] = []
+
+        def record(p, i, t, kw, seen=seen):
+            seen.append(float(t))
+            return kw
+
+        klein_pipe(prompt=PROMPT, num_inference_steps=steps, height=size, width=size, guidance_scale=1.0,
+                   output_type="latent", max_sequence_length=TOKENS,
+                   callback_on_step_end=record)
+        cells = size // klein.codec.factor
+        assert klein.schedule_for((1, 16, cells, cells)).timesteps(steps) == pytest.approx(seen, abs=1e-4)
+
+
+# -------------------------------------------------------------------------------------------- 6. distilled klein
+def test_a_distilled_klein_gives_its_own_image_and_refuses_a_guidance_scale(tmp_path):
+    pipe = klein_pipeline(tmp_path, distilled=True)
+    model = Flux2(pipe, max_sequence_length=TOKENS)
+    assert_parity(model, pipe, pipe_call={"guidance_scale": 4.0}, guidance_scale=1.0)  # the pipeline ignores it
+    with pytest.raises(CycleDiffError, match="step-wise distilled and takes no guidance") as err:
+        model.prepare_condition(1, prompt=PROMPT, guidance_scale=4.0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(CycleDiffError, match="takes no condition 'negative_prompt'"):
+        model.prepare_condition(1, prompt=PROMPT, negative_prompt="a dog")
+    assert model.defaults["guidance_scale"] == 1.0
+
+
+def test_dev_takes_no_negative_prompt(dev):
+    with pytest.raises(CycleDiffError, match="takes no condition 'negative_prompt'; it takes prompt, guidance_scale"):
+        dev.prepare_condition(1, prompt=PROMPT, negative_prompt="a dog")
+
+
+# ---------------------------------------------------------------------------------------------------- 2. reconstruction
+@pytest.mark.parametrize("which", ["klein", "dev"])
+@pytest.mark.parametrize("eta", [0.1, 1.0])
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_decoding_a_flux2_encoding_gives_its_latents_back(request, which, eta, strength):
+    model = request.getfixturevalue(which)
+    x0 = to_model_space(model, photos(2), gens(0, 1))
+    assert x0.shape == (2, 16, 4, 4)
+    z = encode(x0, model, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat",
+               guidance_scale=4.0)
+    torch.testing.assert_close(decode(z, model), x0, rtol=0, atol=EXACT)
+
+
+def test_the_codec_is_the_pipelines_batch_norm_normalisation_of_patchified_latents(klein, klein_pipe):
+    images = photos(1) * 2 - 1
+    mine = klein.codec.encode_images(images, sample=False)
+    theirs_ = klein_pipe._encode_vae_image(images, generator=None)  # the pipeline's own (posterior mode)
+    torch.testing.assert_close(mine, theirs_, rtol=0, atol=1e-6)
+    raw = klein_pipe._patchify_latents(klein_pipe.vae.encode(images).latent_dist.mode())
+    assert float((mine - raw).abs().max()) > 0.1  # the normalisation is not the identity on the tiny VAE
+
+
+# ------------------------------------------------------------------------------------------- 4. batch invariance
+@pytest.mark.parametrize("which", ["klein", "dev"])
+def test_flux2_edits_are_batch_invariant_under_guidance(request, which):
+    model = request.getfixturevalue(which)
+    x = photos(2)
+    kw = dict(steps=5, guidance_scale=4.0, source_guidance_scale=2.0)
+    both = edit(model, x, source_prompt=["a cat", "a car"], prompt=["a dog", "a red car"], generator=gens(0, 1),
+                **kw).images
+    one = edit(model, x[1:], source_prompt="a car", prompt="a red car", generator=gens(1), **kw).images
+    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
+    plain = edit(model, x[1:], source_prompt="a car", prompt="a red car", generator=gens(1), steps=5,
+                 guidance_scale=1.0, source_guidance_scale=1.0).images
+    assert float((plain - one).abs().max()) > SENSITIVE
+
+
+# ---------------------------------------------------------------------------------------------------- 5. loading
+def test_from_pipe_load_and_the_cli_take_flux2(tmp_path, klein_pipe, dev_pipe):
+    from cyclediff._images import save_image
+
+    assert isinstance(from_pipe(klein_pipe), Flux2) and isinstance(from_pipe(dev_pipe), Flux2)
+    klein_pipe.save_pretrained(tmp_path / "klein")
+    model = load(str(tmp_path / "klein"))
+    assert isinstance(model, Flux2) and not model.embedded and model.family == "flux2"
+    save_image(photos(1)[0], tmp_path / "cat.png")
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "klein"),
+                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "3",
+                                    "--guidance-scale", "4", "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+
+
+def test_flux2_files_are_told_apart_from_flux1_by_their_keys():
+    from cyclediff.models.families import family_of_keys, family_of_pipeline, lora_match
+
+    assert family_of_pipeline("Flux2KleinPipeline", {}).name == "flux2"
+    assert family_of_pipeline("Flux2Pipeline", {}).name == "flux2"
+    assert family_of_pipeline("FluxPipeline", {}).name == "flux"
+    assert family_of_keys(["double_blocks.0.img_attn.qkv.weight", "single_stream_modulation.lin.weight"]).name == \
+        "flux2"
+    assert family_of_keys(["single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight"]).name == "flux2"
+    assert family_of_keys(["double_blocks.0.img_attn.qkv.weight"]).name == "flux"
+    assert lora_match(["transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj.lora_A.weight"])[0].name == \
+        "flux2"
+    assert lora_match(["transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight"])[0].name == "flux"
