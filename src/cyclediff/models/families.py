@@ -78,6 +78,10 @@ def _chroma_base(keys: list[str]) -> str:
     return "lodestones/Chroma1-HD"
 
 
+def _qwenimage_base(keys: list[str]) -> str:
+    return "Qwen/Qwen-Image"
+
+
 # the order is the order of asking: Chroma before FLUX (a Chroma network has FLUX's blocks and its own modulation
 # approximator), FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a context_embedder),
 # the flow pixel UNet before the plain one (both have a UNet and a scheduler)
@@ -96,6 +100,13 @@ FAMILIES: tuple[Family, ...] = (
            keys=("double_blocks.", "single_blocks.", "single_transformer_blocks.", "guidance_in."),
            network="transformer", network_class="FluxTransformer2DModel",
            lora=(("FLUX", ("single_transformer_blocks", "double_blocks", "single_blocks")),), gguf_base=_flux_base),
+    # Qwen-Image after FLUX (a FLUX LoRA in BFL's layout also names img_mlp / img_mod, inside double_blocks)
+    Family("qwenimage", "Qwen-Image", "qwenimage:QwenImage",
+           pipelines=("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
+           keys=("img_mod.1.", "txt_mod.1."), network="transformer", network_class="QwenImageTransformer2DModel",
+           lora=(("Qwen-Image", ("img_mlp", "txt_mlp", "img_mod", "txt_mod")),), gguf_base=_qwenimage_base,
+           # not a default: Qwen-Image's model card (50 steps, true CFG 4), strength as the other flow families
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 4.0}),
     Family("sd3", "SD3 / SD3.5", "sd3:StableDiffusion3", pipelines=("StableDiffusion3",), keys=("joint_blocks.",),
            layout=(("transformer_blocks.",), ("context_embedder.",), ("pos_embed.",)),
            network="transformer", network_class="SD3Transformer2DModel", lora=(("SD3", ("joint_blocks",)),),
