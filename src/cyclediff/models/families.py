@@ -107,6 +107,12 @@ FAMILIES: tuple[Family, ...] = (
            lora=(("Qwen-Image", ("img_mlp", "txt_mlp", "img_mod", "txt_mod")),), gguf_base=_qwenimage_base,
            # not a default: Qwen-Image's model card (50 steps, true CFG 4), strength as the other flow families
            defaults={"steps": 50, "strength": 0.8, "guidance_scale": 4.0}),
+    Family("z-image", "Z-Image", "z_image:ZImage",
+           pipelines=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"), keys=("cap_pad_token",),
+           network="transformer", network_class="ZImageTransformer2DModel",
+           gguf_base=lambda keys: "Tongyi-MAI/Z-Image-Turbo",
+           # not a default: Z-Image's card (50 steps, the pipeline's g = 4, our w = g + 1); Turbo: 8 steps, w = 1
+           defaults={"steps": 50, "guidance_scale": 5.0}),
     Family("sd3", "SD3 / SD3.5", "sd3:StableDiffusion3", pipelines=("StableDiffusion3",), keys=("joint_blocks.",),
            layout=(("transformer_blocks.",), ("context_embedder.",), ("pos_embed.",)),
            network="transformer", network_class="SD3Transformer2DModel", lora=(("SD3", ("joint_blocks",)),),
