@@ -187,3 +187,20 @@ def test_from_pipe_load_and_the_cli_take_qwen_image(tmp_path, pipe):
                                     "--guidance-scale", "4", "--out", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+
+
+def test_a_single_qwen_image_transformer_file_loads_with_its_base(tmp_path, pipe, qwen):
+    """A transformer file (told as Qwen-Image's by its tensor names) loads into the pipeline of --base; without a
+    reachable base it is one error naming the file's family."""
+    from safetensors.torch import save_file
+
+    pipe.save_pretrained(tmp_path / "base")
+    file = tmp_path / "qwen-transformer.safetensors"
+    save_file({k: v.contiguous() for k, v in pipe.transformer.state_dict().items()}, str(file))
+    model = load(str(file), base=str(tmp_path / "base"))
+    assert isinstance(model, QwenImage) and model.model_id == str(file)
+    x = torch.randn(1, 4, 4, 4, generator=seed(0))
+    c = qwen.prepare_condition(1, prompt=PROMPT)
+    torch.testing.assert_close(model(x, 500.0, model.prepare_condition(1, prompt=PROMPT)), qwen(x, 500.0, c))
+    with pytest.raises(CycleDiffError, match="could not load a Qwen-Image transformer model"):
+        load(str(file))

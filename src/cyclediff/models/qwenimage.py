@@ -33,10 +33,11 @@ from ..flow import FlowSchedule, image_shift
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, load_pipeline
+from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, is_single_file, load_pipeline
 from .steps import FlowCoordinates
 
 DEFAULT_NEGATIVE = " "  # Qwen-Image's model card: "even an empty negative prompt like ' '" turns true CFG on
+BASE = "Qwen/Qwen-Image"  # where a single transformer file's other parts come from unless config= says
 MAX_SEQUENCE_LENGTH = 1024  # the pipeline's limit on the prompt's tokens (after the template's dropped prefix)
 
 
@@ -123,11 +124,17 @@ class QwenImage(FlowCoordinates, PromptModel):
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **kwargs: Any) -> QwenImage:
         """A hub id or a local diffusers folder of Qwen-Image (e.g. ``Qwen/Qwen-Image``), or a single transformer
-        file with ``config=`` a local folder of the rest."""
-        from diffusers import QwenImagePipeline
+        file in diffusers' names (diffusers' ``from_single_file`` of the transformer; the rest of the pipeline from
+        ``config=`` a local folder or hub id, by default ``Qwen/Qwen-Image``)."""
+        from diffusers import QwenImagePipeline, QwenImageTransformer2DModel
 
-        return cls(load_pipeline(QwenImagePipeline, str(source), dtype, device, "Qwen-Image", **kwargs),
-                   model_id=str(source))
+        source = str(source)
+        base = source
+        if is_single_file(source):
+            base = str(kwargs.pop("config", None) or BASE)
+            kwargs["transformer"] = load_pipeline(QwenImageTransformer2DModel, source, dtype, None,
+                                                  "Qwen-Image transformer", config=base, subfolder="transformer")
+        return cls(load_pipeline(QwenImagePipeline, base, dtype, device, "Qwen-Image", **kwargs), model_id=source)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
