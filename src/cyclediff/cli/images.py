@@ -38,6 +38,7 @@ from .options import (
     setting_option,
     stamp,
     target_lora_option,
+    with_recommended,
 )
 
 
@@ -128,6 +129,7 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     run = RunOptions.from_options(opts)
     check_out_folder(opts["out"])
     model = load_model(settings.model, run)
+    settings = with_recommended(settings, model, quiet=opts["quiet"])
     if opts["source_class"] is not None or opts["target_class"] is not None or "prompt" not in model.condition_keys:
         return _class_edit(model, images, seeds, settings, run, opts)
     condition_for(model, prompt=settings.source_prompt, side="source")  # class options were handled above

@@ -227,6 +227,25 @@ def load_model(spec: str, run: RunOptions) -> Any:
     return model
 
 
+def with_recommended(settings: Any, model: Any, *, quiet: bool = False) -> Any:
+    """``settings`` with the model's recommended values (its family's preset: steps, strength, guidance) for every
+    option the user left at its default, said in one line."""
+    from click.core import ParameterSource
+
+    from ..models.presets import recommended
+
+    ctx = click.get_current_context()
+    unset = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    changes = {k: v for k, v in recommended(model).items() if k in settings.names() and k in ctx.params
+               and ctx.get_parameter_source(k) in unset and getattr(settings, k) != v}
+    if changes and not quiet:
+        said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changes.items())
+        flags = " / ".join(f"--{k.replace('_', '-')}" for k in changes)
+        click.echo(f"{getattr(model, 'kind', 'this model')}: its recommended {said} (give {flags} to choose)",
+                   err=True)
+    return settings.replace(**changes) if changes else settings
+
+
 def load_models(source: str, target: str, run: RunOptions) -> tuple[Any, Any]:
     """A translation's source and target (one load for one spec; --target-lora makes the target its variant)."""
     from ..models import load_pair
