@@ -204,3 +204,22 @@ def test_a_single_qwen_image_transformer_file_loads_with_its_base(tmp_path, pipe
     torch.testing.assert_close(model(x, 500.0, model.prepare_condition(1, prompt=PROMPT)), qwen(x, 500.0, c))
     with pytest.raises(CycleDiffError, match="could not load a Qwen-Image transformer model"):
         load(str(file))
+
+
+def test_a_qwen_image_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(qwenimage_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = qwenimage_pipeline(tmp_path / "fused")
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    guided = {"guidance_scale": 4.0, "negative_prompt": NEGATIVE}
+    reference = theirs(fused, true_cfg_scale=4.0, negative_prompt=NEGATIVE)
+    base = QwenImage.from_pipe(qwenimage_pipeline(tmp_path / "base"))  # the module's model stays without adapters
+    styled = base.with_lora(file)
+    with torch.no_grad():
+        diff = float((ours(styled, **guided) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert far(ours(base, **guided), reference)
