@@ -55,3 +55,12 @@ def test_a_job_file_names_devices_as_the_command_line_does(tmp_path, name):
     assert _job(tmp_path, f'device = "{name}"').run.device == name
     with pytest.raises(CycleDiffError, match="runs on cpu, cuda or mps, not meta"):
         _job(tmp_path, 'device = "meta"')
+
+
+def test_an_unknown_method_in_a_sweep_is_one_line(tmp_path):
+    (tmp_path / "in").mkdir()
+    save_image(photos(1)[0], tmp_path / "in" / "cat.png")
+    (tmp_path / "job.toml").write_text('task = "edit"\ninputs = "in/"\n[settings]\nmodel = "demo:digits"\n'
+                                       'method = ["cyclediffusion", "bogus"]\n')
+    with pytest.raises(CycleDiffError, match="method must be one of .*got 'bogus'"):
+        load_job(tmp_path / "job.toml")

@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from cyclediff import SDEdit, edit, translate  # noqa: E402
+from cyclediff import CycleDiffusion, SDEdit, edit, translate  # noqa: E402
 from cyclediff._images import as_written, load_image, save_image  # noqa: E402
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.models import StableDiffusion, load  # noqa: E402
@@ -126,7 +126,9 @@ def test_api_edit_equals_the_python_api_and_ranks_by_directional_clip(served):
     x = load_image(photo, channels=3)
     for item in gallery:
         seed = int(item["caption"].split(" ")[1])
-        ours = edit(sd, x, source_prompt="a cat", prompt="a dog", generator=_gen(seed), **settings).images
+        head = {k: v for k, v in settings.items() if k != "eta"}  # η is the method's option in the Python API
+        ours = edit(sd, x, source_prompt="a cat", prompt="a dog", generator=_gen(seed), **head,
+                    method=CycleDiffusion(eta=settings["eta"])).images
         torch.testing.assert_close(_png(item["image"], 3), as_written(ours)[0], rtol=0, atol=ONE_LEVEL)
 
 

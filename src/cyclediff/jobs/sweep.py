@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..options import OPTIONS, knob_default, owners
-from ..settings import Settings
+from ..settings import Settings, check_setting
 
 
 def variant(settings: Settings, overrides: dict[str, Any], method: str | None) -> Settings:
@@ -14,7 +14,7 @@ def variant(settings: Settings, overrides: dict[str, Any], method: str | None) -
     so the sweep's other methods run (and record) their defaults."""
     changes = dict(overrides)
     if method:
-        changes["method"] = method
+        changes["method"] = check_setting("method", method, required=True)  # before its knobs are looked up
         changes.update({k: knob_default(k) for k in settings.names() if owners(k) and k != "mask"
                         and k not in OPTIONS[method].knobs()})
     return settings.replace(**changes)

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ..errors import CycleDiffError
+from ..options import OPTIONS
 from ..settings import EDIT, GUIDE, TRANSLATE
 from .components import FileImage, FileImageEditor
 from .results import EVERY, show, u8
@@ -66,6 +67,11 @@ def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]
     return (gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength", elem_id=f"{tab}-strength"),
             gr.Slider(1, 1000, value=defaults.steps, step=1, label="Steps", elem_id=f"{tab}-steps"),
             gr.Slider(0.05, 1.0, value=defaults.eta, step=0.05, label="η (eta)", elem_id=f"{tab}-eta"))
+
+
+def _eta_shown(method: str) -> Any:
+    """η only for the methods that take it (DDIB and FlowEdit have none: the value sent is then left out)."""
+    return gr.update(visible=method not in OPTIONS or "eta" in OPTIONS[method].knobs())
 
 
 def _picture(label: str, **kwargs: Any) -> gr.Image:
@@ -123,6 +129,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
         # another model: its recommended settings (the demo digits' guidance 1; others the settings' defaults)
         e_model.change(functools.partial(_model_defaults, studio), e_model, [e_strength, e_steps, e_eta, e_w, e_sw],
                        api_visibility="private")
+        e_method.change(_eta_shown, e_method, e_eta, api_visibility="private")
         # a new image: the editor shows it (paint cleared), the previous image's latent file goes
         e_image.change(functools.partial(_onto_editor, studio), e_image, [e_mask, e_latent], api_visibility="private")
 
@@ -224,6 +231,7 @@ def _translate_tab(studio: Studio, names: list[str], examples: list[str]) -> Non
                     t_strength, t_steps, t_eta = _sampling(TRANSLATE, "translate")
                     t_refine = gr.Slider(0, 100, value=TRANSLATE.refine_steps, step=1, label="Refinement steps")
                     t_w = gr.Slider(0, 20, value=1, step=0.5, label="Target guidance scale")
+                t_method.change(_eta_shown, t_method, t_eta, api_visibility="private")
                 t_seeds, t_count = _seeds("translate")
                 with gr.Row():
                     t_run = gr.Button("Translate", variant="primary")

@@ -28,6 +28,7 @@ from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
 from ..errors import CycleDiffError
 from ..guidance.energies import DIGITS_CLASSIFIER
+from ..jobs.sweep import variant
 from ..models.loading import demo_names
 from ..settings import (
     EDIT,
@@ -41,7 +42,9 @@ from ..settings import (
     EncodeSettings,
     GuideSettings,
     RunOptions,
+    Settings,
     TranslateSettings,
+    check_setting,
 )
 from .streams import Stopped, first_then, only_file, stream
 from .uploads import Folders, painted_mask, prepare, public, upload
@@ -114,9 +117,11 @@ class Studio:
             return self.models[name]
 
     def defaults(self, name: str, settings: Any = EDIT) -> Any:
-        """``settings`` (a form's defaults) with the served model's recommended values (``model.defaults``, e.g. the
-        demo digits' guidance scale 1) where they name one of its fields."""
-        own = getattr(self.model(name), "defaults", None) or {}
+        """``settings`` (a form's defaults) with the served model's recommended values (its family's preset and
+        ``model.defaults``, e.g. the demo digits' guidance scale 1) where they name one of its fields."""
+        from ..models.presets import recommended
+
+        own = recommended(self.model(name))
         fields = {f.name for f in dataclasses.fields(settings)}
         return settings.replace(**{key: value for key, value in own.items() if key in fields})
 
@@ -246,19 +251,19 @@ class Studio:
                   "mask_threshold": mask_threshold}
         policy = self.options()
         if "prompt" in m.condition_keys:
-            settings: Any = EditSettings(model=model, source_prompt=str(source or ""), prompt=str(target or ""),
-                                         negative_prompt=(negative_prompt or "").strip() or None,
-                                         guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                                         **shared)
+            settings: Any = form_settings(EditSettings, {
+                "model": model, "source_prompt": str(source or ""), "prompt": str(target or ""),
+                "negative_prompt": (negative_prompt or "").strip() or None, "guidance_scale": guidance_scale,
+                "source_guidance_scale": source_guidance_scale, **shared})
             task: Any = EditTask(m, policy, scorer=self.scorer())
         else:  # class-conditional: an edit is a translation between two conditions of one model
             # the form's edit settings are refused as for text models (the translation takes no source scale)
-            EditSettings(guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale, **shared)
+            form_settings(EditSettings, {"guidance_scale": guidance_scale,
+                                         "source_guidance_scale": source_guidance_scale, **shared})
             self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
-            settings = TranslateSettings(source_model=model, target_model=model,
-                                         source_class=_integer(source, "the source class"),
-                                         target_class=_integer(target, "the target class"),
-                                         guidance_scale=guidance_scale, **shared)
+            settings = form_settings(TranslateSettings, {
+                "source_model": model, "target_model": model, "source_class": _integer(source, "the source class"),
+                "target_class": _integer(target, "the target class"), "guidance_scale": guidance_scale, **shared})
             task = TranslateTask(m, m, policy)
         shown = {"image": seen, "note": note, "mask": drawn}
         return first_then(("input", shown), self._run(task, self._units(path, seed_list, settings, "edit"),
@@ -276,10 +281,10 @@ class Studio:
         for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
             cond = self.condition(m, text, guidance_scale=scale)
             sides.update({f"{side}_prompt": cond.get("prompt"), f"{side}_class": cond.get("class_labels")})
-        settings = TranslateSettings(source_model=source_model, target_model=target_model, method=method,
-                                     strength=strength, steps=_int(steps), eta=eta,
-                                     refine_steps=_int(refine_steps), **sides,
-                                     guidance_scale=guidance_scale if guidance_scale not in (None, 1, 1.0) else None)
+        settings = form_settings(TranslateSettings, {
+            "source_model": source_model, "target_model": target_model, "method": method, "strength": strength,
+            "steps": _int(steps), "eta": eta, "refine_steps": _int(refine_steps), **sides,
+            "guidance_scale": guidance_scale if guidance_scale not in (None, 1, 1.0) else None})
         task = TranslateTask(src, dst, self.options())
         units = self._units(path, seed_list, settings, "translate")
         return first_then(("input", {"image": seen, "note": note, "mask": None}), self._run(task, units, folder=folder))
@@ -339,6 +344,14 @@ class Studio:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def form_settings(kind: type[Settings], form: dict[str, Any]) -> Any:
+    """The settings a form gives, through the job files' constructor (``from_mapping``: an unknown field is one
+    error). The form sends every knob it shows (η always); the chosen method takes its own, and the knobs it does
+    not take are left at their defaults, as a job's sweep over methods leaves them."""
+    method = check_setting("method", form.get("method"), required=True)
+    return variant(kind.from_mapping({**form, "method": None}), {}, method)
+
+
 def _int(value: Any) -> Any:
     """Sliders send floats (6.0): whole numbers as int, anything else as given (then refused by the checks)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
