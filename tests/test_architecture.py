@@ -47,7 +47,8 @@ def imports(path: Path) -> set[str]:
             else:
                 name = node.module or ""
             if name.startswith("cyclediff"):
-                found.add(name)
+                if node.module:  # "from . import options" imports the submodule, not the package's names
+                    found.add(name)
                 found.update(f"{name}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("cyclediff"))

@@ -44,7 +44,7 @@ def sdedit(
     ``timesteps`` overrides the grid (used by refinement: the last r steps of the grid).
     """
     p = prepare(x0, target, steps=steps, strength=strength, sampler=sampler, eta=eta, generator=generator,
-                condition=target_condition, timesteps=timesteps)
+                condition=target_condition, timesteps=timesteps, sampling=True)  # η = 0: the img2img ODE
     schedule = target.schedule
     x_start = start_point(x0, schedule.alpha_bar_at(p.timesteps[0]), gaussian_like(x0, p.gens))
     eps, residual = fresh_draws(x0, schedule, p.timesteps, sampler=sampler, eta=p.eta, gens=p.gens)

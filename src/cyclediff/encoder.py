@@ -57,10 +57,10 @@ class Prepared:
 
 def prepare(x0: torch.Tensor, denoiser: Denoiser, *, steps: int, strength: float, condition: dict[str, Any] | None,
             sampler: str | None = None, eta: float | None = None, generator: Generators = None,
-            timesteps: list[int] | None = None) -> Prepared:
+            timesteps: list[int] | None = None, sampling: bool = False) -> Prepared:
     """The checks and set-up that encode, cycle, SDEdit and DDIB share: sampler and η (when the run has a
     sampler), the samples against the model, the grid (or ``timesteps`` given), generators, the condition."""
-    eta = check_sampler(sampler, eta) if sampler is not None else None
+    eta = check_sampler(sampler, eta, sampling=sampling) if sampler is not None else None
     check_images(x0, denoiser.data_range)
     denoiser.check_sample(x0)
     timesteps = list(timesteps or denoiser.schedule_for(tuple(x0.shape)).timesteps(steps, strength))

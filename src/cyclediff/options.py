@@ -23,7 +23,7 @@ from .errors import CycleDiffError
 
 # knob -> (kind, low, high, low open?, high open?): the ranges of every method's numeric options
 KNOB_RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
-    "eta": (float, 0.0, 1.0, True, False),  # 0 is deterministic DDIM: no stochastic latent
+    "eta": (float, 0.0, 1.0, False, False),  # 0: the ODE; the encoders refuse it (nothing to encode into)
     "mask_threshold": (float, 0.0, 1.0, True, True),
     "n_avg": (int, 1, 64, False, False),  # FlowEdit's paper averages 1; each draw is two network calls a step
     "n_min": (int, 0, None, False, False),
@@ -35,9 +35,13 @@ def check_knob(name: str, value: Any) -> Any:
     """One method option checked by its range (None passes: not given)."""
     if value is None or name not in KNOB_RANGES:
         return value
-    if name == "eta" and value == 0:
-        raise CycleDiffError("eta = 0 is deterministic DDIM and has no stochastic latent; use eta in (0, 1]")
     return check_number(name, value, *KNOB_RANGES[name])
+
+
+def refuse_deterministic(eta: Any) -> None:
+    """An encoder's η = 0: no draws to encode into (sampling and SDEdit take it: the ODE)."""
+    if eta == 0:
+        raise CycleDiffError("eta = 0 is deterministic DDIM and has no stochastic latent; use eta in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class _Masked(_Stochastic):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        refuse_deterministic(self.eta)  # an encoder: its latent is its draws
         if isinstance(self.mask, str) and self.mask != "auto":
             raise CycleDiffError(f"mask must be a tensor, a mask image or 'auto'; got {self.mask!r}")
 
@@ -193,7 +198,8 @@ class FlowEdit(Options):
 
 @dataclass(frozen=True)
 class SDEdit(_Stochastic):
-    """SDEdit (Meng et al. 2022): one marginal draw at the first step, then the target's sampler, fresh noise."""
+    """SDEdit (Meng et al. 2022): one marginal draw at the first step, then the target's sampler, fresh noise;
+    η = 0 samples the ODE from that draw, as diffusers' img2img pipelines do (a seed gives their image)."""
 
     name: ClassVar[str] = "sdedit"
     title: ClassVar[str] = "SDEdit"

@@ -22,14 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, ClassVar
 
+from . import options as opt
 from .checks import check_choice, check_count, check_number, check_text, parse_size
 from .errors import CycleDiffError
-from .options import KEEPS_SOURCE, KNOB_RANGES, METHODS, OPTIONS, Options, check_knob, knob_default, options_of
 
 # where an encoder's x_{t-1} comes from: the posterior q(x_{t-1} | x_t, x0) (CycleDiffusion's DPM-Encoder) or an
 # independent marginal q(x_{t-1} | x0) per step (the edit-friendly DDPM inversion of Huberman-Spiegelglas et al.)
 ENCODERS = ("cyclediffusion", "edit-friendly")
-MASKED_METHODS = KEEPS_SOURCE  # their source trajectory ends at the input
+METHODS, MASKED_METHODS = opt.METHODS, opt.KEEPS_SOURCE  # the latter: their source trajectory ends at the input
 SAMPLERS = ("ddim", "ddpm", "fresh")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -50,14 +50,14 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "source_class": (int, 0, None, False, False),
     "target_class": (int, 0, None, False, False),
     "class_label": (int, 0, None, False, False),
-    **KNOB_RANGES,  # the methods' own: eta, mask_threshold, n_avg, n_min
+    **opt.KNOB_RANGES,  # the methods' own: eta, mask_threshold, n_avg, n_min
     "max_pixels": (int, 1, None, False, False),
     "batch_size": (int, 1, None, False, False),
     "max_seeds": (int, 1, None, False, False),
 }
 # --quantize: optimum-quanto's int8 / int4 / fp8, torchao's, bitsandbytes' (CUDA) (cyclediff.models.quantize)
 QUANTIZE = ("int8", "int4", "fp8", "torchao-int8", "torchao-fp8", "nf4", "bnb-int8")
-CHOICES: dict[str, tuple[Any, ...]] = {"method": METHODS, "encoder": ENCODERS, "sampler": SAMPLERS,
+CHOICES: dict[str, tuple[Any, ...]] = {"method": opt.METHODS, "encoder": ENCODERS, "sampler": SAMPLERS,
                                        "fit": ("crop", "resize"), "dtype": DTYPE_NAMES, "compile": (False, True),
                                        "keep_best": (False, True),
                                        "quantize": QUANTIZE, "vae_tiling": (False, True),
@@ -76,8 +76,8 @@ def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
         return None
     if name in COUNTS:
         return check_count(name, value)
-    if name in KNOB_RANGES:
-        return check_knob(name, value)
+    if name in opt.KNOB_RANGES:
+        return opt.check_knob(name, value)
     if name in RANGES:
         return check_number(name, value, *RANGES[name])
     if name in CHOICES:
@@ -167,8 +167,8 @@ class Masked(Settings):
 def _knobs(name: str, *, leave_out: tuple[str, ...] = ()) -> type:
     """A settings base holding every method's own knobs as flat fields (job files, command lines), each with its
     options type's default — so that a new method's knob needs no line here."""
-    names = dict.fromkeys(k for c in OPTIONS.values() for k in c.knobs() if k != "mask" and k not in leave_out)
-    return make_dataclass(name, [(k, Any, field(default=knob_default(k))) for k in names], bases=(Masked,),
+    names = dict.fromkeys(k for c in opt.OPTIONS.values() for k in c.knobs() if k != "mask" and k not in leave_out)
+    return make_dataclass(name, [(k, Any, field(default=opt.knob_default(k))) for k in names], bases=(Masked,),
                           frozen=True)
 
 
@@ -181,21 +181,16 @@ class MethodSettings(_knobs("MethodKnobs")):  # type: ignore[misc]
         if isinstance(method, str):  # a sweep's list of methods is checked per method
             self.options()
 
-    def options(self, mask: Any = None, *, strict: bool = True) -> Options:
+    def options(self, mask: Any = None, *, strict: bool = True) -> opt.Options:
         """The method's options from these settings; ``mask``: the mask as the API takes it (the settings hold
         a file name or "auto")."""
         if self.mask is not None and self.method not in MASKED_METHODS:
             raise CycleDiffError(f"masks work with methods {' and '.join(MASKED_METHODS)}; not with {self.method}")
-        given = {k: getattr(self, k) for k in _knob_names(type(self))}
-        options = options_of(self.method, strict=strict, **given, mask="auto" if mask is None and self.mask == "auto"
-                             else mask)
+        knobs = {k: getattr(self, k) for k in self.names() if opt.owners(k) and k != "mask"}
+        mask = "auto" if mask is None and self.mask == "auto" else mask
+        options = opt.options_of(self.method, strict=strict, **knobs, mask=mask)
         options.check_grid(self.steps, self.strength)  # FlowEdit: steps × strength leaves steps to run
         return options
-
-
-def _knob_names(cls: type) -> list[str]:
-    knobs = {k for c in OPTIONS.values() for k in c.knobs()}
-    return [f.name for f in fields(cls) if f.name in knobs and f.name != "mask"]
 
 
 @dataclass(frozen=True)
@@ -314,6 +309,9 @@ class EncodeSettings(Settings):
     condition: dict[str, Any] = field(default_factory=dict)
 
     task: ClassVar[str] = "encode"
+
+    def check(self) -> None:
+        opt.refuse_deterministic(self.eta)
 
     def api(self, **given: Any) -> dict[str, Any]:
         """:func:`cyclediff.encode`'s keywords."""

@@ -171,3 +171,30 @@ def test_eta_zero_stays_refused_where_it_means_nothing(sd3):
         dataclasses.replace(z, eta=0.0)
     with pytest.raises(ValueError, match="eta must be a number in"):  # the ODE is DDIM's
         dataclasses.replace(sample_latent(model, 1, steps=STEPS, eta=0), sampler="ddpm")
+
+
+@pytest.mark.parametrize("guidance", [{"guidance_scale": 1.0}, CFG], ids=["no-guidance", "cfg-negative"])
+def test_sdedit_at_eta_zero_is_the_img2img_pipelines_image(sd, guidance):
+    """``edit(method=SDEdit(eta=0))``: the VAE posterior's draw, one marginal draw at the strength's first step
+    from the same generator, then the ODE on the cut grid — StableDiffusionImg2ImgPipeline's image (η = 0 is the
+    ODE for SDEdit, as for sampling; the encoders refuse it)."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    from cyclediff import CycleDiffusion, SDEdit, edit
+    from tiny_sd import photos
+
+    model, pipe = sd
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    x = photos(1, seed=5)
+    for strength in (0.5, 0.75):
+        with torch.no_grad():
+            reference = img2img(PROMPT, image=x, strength=strength, num_inference_steps=STEPS, eta=0.0,
+                                generator=seed(SEED), output_type="pt", **guidance).images
+        mine = edit(model, x, source_prompt=PROMPT, prompt=PROMPT, strength=strength, steps=STEPS,
+                    method=SDEdit(eta=0), generator=seed(SEED), **guidance).images
+        assert float((mine - reference).abs().max()) <= TOLERANCE
+        other = edit(model, x, source_prompt=PROMPT, prompt=PROMPT, strength=strength, steps=STEPS,
+                     method=SDEdit(eta=0), generator=seed(SEED + 1), **guidance).images
+        assert float((other - reference).abs().max()) > SENSITIVE
+    with pytest.raises(CycleDiffError, match="eta = 0 is deterministic DDIM"):
+        CycleDiffusion(eta=0)

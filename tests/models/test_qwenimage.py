@@ -89,26 +89,18 @@ def test_the_norm_rescale_is_what_makes_the_pipelines_image(pipe, qwen, monkeypa
 
 
 def test_sdedit_at_eta_zero_is_qwen_images_img2img_pipeline(pipe, qwen):
-    """SDEdit's start, x_σ = (1 − σ)·x0 + σ·ε drawn after the VAE posterior's draw from the same generator, then the
-    sampler's ODE (η = 0) on the strength-cut grid, is QwenImageImg2ImgPipeline. (SDEdit itself takes η in (0, 1]:
-    at η > 0 it draws fresh noise every step, which the pipeline's Euler steps do not, so its start and its ODE are
-    called here as SDEdit and DDIB call them.)"""
+    """SDEdit at η = 0 — its start x_σ = (1 − σ)·x0 + σ·ε drawn after the VAE posterior's draw from the same
+    generator, then the sampler's ODE on the strength-cut grid — is QwenImageImg2ImgPipeline."""
     from diffusers import QwenImageImg2ImgPipeline
 
-    from cyclediff._noise import gaussian_like
-    from cyclediff.baselines import ddim_generate
-    from cyclediff.encoder import start_point
+    from cyclediff import SDEdit, edit
 
     img2img = QwenImageImg2ImgPipeline(**pipe.components)
     x = photos(1, seed=4)
 
-    def mine(strength, s=SEED, **condition):
-        g = [seed(s)]
-        x0 = to_model_space(qwen, x, g)
-        timesteps = qwen.schedule_for(tuple(x0.shape)).timesteps(STEPS, strength)
-        x_start = start_point(x0, qwen.schedule.alpha_bar_at(timesteps[0]), gaussian_like(x0, g))
-        out = ddim_generate(x_start, qwen, qwen.prepare_condition(1, prompt=PROMPT, **condition), list(timesteps))
-        return to_images(qwen, out)
+    def mine(strength, s=SEED, guidance_scale=1.0, **condition):
+        return edit(qwen, x, source_prompt=PROMPT, prompt=PROMPT, strength=strength, steps=STEPS,
+                    guidance_scale=guidance_scale, method=SDEdit(eta=0), generator=seed(s), **condition).images
 
     for strength, guided in ((0.6, {}), (0.75, {"guidance_scale": 4.0, "negative_prompt": NEGATIVE})):
         call = {"true_cfg_scale": guided["guidance_scale"], "negative_prompt": NEGATIVE} if guided else {}
