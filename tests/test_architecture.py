@@ -126,26 +126,61 @@ def _defaults() -> dict[str, set]:
     return out
 
 
+# parameters that hold a setting under another name (a literal given to them is that setting's default again)
+RENAMED = {"threshold": "mask_threshold"}
+# the modules that define the defaults: the settings types and the methods' options types
+DEFINING = ("settings.py", "options.py")
+
+
+def _click_name(call: ast.Call) -> str | None:
+    """The parameter a ``click.option(...)`` / ``click.argument(...)`` call names: its bare name if given, else
+    its longest ``--flag`` as click spells it."""
+    decls = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    bare = [d for d in decls if not d.startswith("-")]
+    if bare:
+        return bare[0]
+    flags = sorted((d.split("/")[0].lstrip("-") for d in decls), key=len, reverse=True)
+    return flags[0].replace("-", "_") if flags else None
+
+
+def _is_click(call: ast.Call) -> bool:
+    f = call.func
+    return isinstance(f, ast.Attribute) and f.attr in ("option", "argument") and isinstance(
+        f.value, ast.Name) and f.value.id == "click"
+
+
+def _given(node: ast.AST) -> list[tuple[str, ast.AST]]:
+    """(name, value) pairs a node gives: parameter defaults, keywords, dict entries, dataclass-style field
+    defaults (``name: type = value``) and click options' ``default=``."""
+    pairs: list[tuple[str, ast.AST]] = []
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        a = node.args
+        pairs += list(zip([x.arg for x in a.args[len(a.args) - len(a.defaults):]], a.defaults))
+        pairs += [(x.arg, d) for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+    elif isinstance(node, ast.Call):
+        pairs += [(k.arg, k.value) for k in node.keywords if k.arg]
+        if _is_click(node) and _click_name(node):
+            pairs += [(_click_name(node), k.value) for k in node.keywords if k.arg == "default"]
+    elif isinstance(node, ast.Dict):
+        pairs += [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)
+                  and isinstance(k.value, str)]
+    elif isinstance(node, ast.ClassDef):  # a field's default in a class body (dataclasses)
+        pairs += [(n.target.id, n.value) for n in node.body if isinstance(n, ast.AnnAssign) and n.value is not None
+                  and isinstance(n.target, ast.Name)]
+    return [(RENAMED.get(name, name), value) for name, value in pairs]
+
+
 def test_a_setting_default_is_written_once():
-    """A literal given to a name the settings define (a parameter default, a keyword, a dict entry) is a second
-    copy of the default: take it from the settings instead."""
+    """A literal given to a name the settings define (a parameter default — also under a renamed parameter —, a
+    keyword, a dict entry, a dataclass field's default, a click option's default) is a second copy of the
+    default: take it from the settings (or the methods' options) instead."""
     names, found = _defaults(), []
     for path in SRC.rglob("*.py"):
-        if path.name == "settings.py" or path.parent.name == "demo":  # the demo's recipe is fixed on purpose
+        if path.name in DEFINING or path.parent.name == "demo":  # the demo's recipe is fixed on purpose
             continue
         lines = path.read_text().splitlines()
         for node in ast.walk(ast.parse(path.read_text())):
-            pairs: list[tuple[str, ast.AST]] = []
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                a = node.args
-                pairs += list(zip([x.arg for x in a.args[len(a.args) - len(a.defaults):]], a.defaults))
-                pairs += [(x.arg, d) for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
-            elif isinstance(node, ast.Call):
-                pairs += [(k.arg, k.value) for k in node.keywords if k.arg]
-            elif isinstance(node, ast.Dict):
-                pairs += [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)
-                          and isinstance(k.value, str)]
-            for name, value in pairs:
+            for name, value in _given(node):
                 if not (name in names and isinstance(value, ast.Constant) and value.value in names[name]) or isinstance(
                         value.value, bool) or (name, value.value) in NOT_DEFAULTS:
                     continue
@@ -153,6 +188,20 @@ def test_a_setting_default_is_written_once():
                 if "# not a default" not in said:
                     found.append(f"{path.relative_to(SRC)}:{value.lineno} {name}={value.value!r}")
     assert not found, found
+
+
+def test_the_default_once_check_sees_renamed_parameters_dataclass_fields_and_click_defaults():
+    """The check's own blind spots, closed: each form of a second copy is found."""
+    code = ast.parse("""
+@dataclass
+class Copy:
+    steps: int = 100
+def f(threshold=0.5): ...
+click.option("--eta", default=0.1)
+click.option("--w", "guidance_scale", default=3.0)
+""")
+    given = {(n, v.value) for node in ast.walk(code) for n, v in _given(node) if isinstance(v, ast.Constant)}
+    assert {("steps", 100), ("mask_threshold", 0.5), ("eta", 0.1), ("guidance_scale", 3.0)} <= given
 
 
 def test_edit_and_translate_take_at_most_twelve_parameters_and_the_strength_cut_is_written_once():

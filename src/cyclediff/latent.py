@@ -65,7 +65,7 @@ class Latent:
     condition: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int | None, ...] | None = None
     path: str = "vp"  # the Gaussian path: "vp" (DDPM / DDIM grids, integer timesteps) or "rectified_flow"
-    encoder: str = "cyclediffusion"  # which encoder made it (settings.ENCODERS); decoding is the same for all
+    encoder: str = ENCODE.encoder  # which encoder made it (settings.ENCODERS); decoding is the same for all
     model_kind: str | None = None  # the encoding model's family in words (its adapter's ``kind``)
     loading: dict[str, Any] | None = None  # how that model was changed at loading (RunOptions.model_record)
 

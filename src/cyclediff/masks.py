@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ._noise import Generators, check_generators, gaussian_like
 from .encoder import start_point
 from .errors import CycleDiffError
+from .options import knob_default
 from .sampler import evaluate
 from .transitions import model_prediction
 
@@ -63,7 +64,7 @@ def blend(keep: torch.Tensor | None, x_target: torch.Tensor, x_source: torch.Ten
 
 @torch.no_grad()
 def auto_mask(x0: torch.Tensor, source: Any, target: Any, timesteps: list[int], *, source_condition: Any,
-              target_condition: Any, threshold: float = 0.5, probe_steps: int = 5,
+              target_condition: Any, threshold: float = knob_default("mask_threshold"), probe_steps: int = 5,
               generator: Generators = None) -> torch.Tensor:
     """A binary mask (B, 1, h, w) at the sample size where the target condition disagrees with the source.
 

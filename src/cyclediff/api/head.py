@@ -12,7 +12,9 @@ import torch
 from ..errors import CycleDiffError
 from ..latent import Latent
 from ..methods import run_method
-from ..options import KEEPS_SOURCE, Options, owners
+from ..options import KEEPS_SOURCE, Options, knob_default, owners
+
+MASK_THRESHOLD = knob_default("mask_threshold")  # the masked methods' own default (options.py)
 
 
 def carry(options: Options, x0: torch.Tensor, image_size: tuple[int, int], source: Any, target: Any, *,
@@ -28,7 +30,7 @@ def carry(options: Options, x0: torch.Tensor, image_size: tuple[int, int], sourc
     keep, shown = resolve_mask(getattr(options, "mask", None), x0, image_size, source, target, options=options,
                                timesteps=list(grid.run), generator=generator, source_condition=source_condition,
                                target_condition=target_condition,
-                               threshold=getattr(options, "mask_threshold", 0.5), copies=copies)
+                               threshold=getattr(options, "mask_threshold", MASK_THRESHOLD), copies=copies)
     with around(list(grid.run)) if around else contextlib.nullcontext():
         out, latent = run_method(options, x0, source, target, grid, generator=generator,
                                  source_condition=source_condition, target_condition=target_condition, mask=keep,
@@ -56,7 +58,7 @@ def moved_keywords(fn: Callable) -> Callable:
 
 def resolve_mask(mask: Any, x0: torch.Tensor, image_size: tuple[int, int], source: Any, target: Any, *,
                  options: Options, timesteps: list[float], generator: Any, source_condition: dict[str, Any],
-                 target_condition: dict[str, Any], threshold: float = 0.5,
+                 target_condition: dict[str, Any], threshold: float = MASK_THRESHOLD,
                  copies: int = 1) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(the mask at the sample size for :func:`run_method`, the mask at image size as used) from a user's mask:
     None, a (B, 1, H, W) tensor at image size, or "auto" (from the two conditions' disagreement, each target's

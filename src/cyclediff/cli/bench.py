@@ -46,8 +46,7 @@ def bench() -> None:
 @click.option("--lpips-weights", default=None,
               help="squeezenet1_1 weights for LPIPS (a state dict file or URL) [default: torchvision's download]")
 @click.option("--score-only", is_flag=True, help="score the outputs already in --out, edit nothing")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
-              help="images per model call")
+@setting_option(RunOptions, "batch_size", help="images per model call")
 @loading_options
 @device_option
 @dtype_option
