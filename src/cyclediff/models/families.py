@@ -113,6 +113,13 @@ FAMILIES: tuple[Family, ...] = (
            gguf_base=lambda keys: "Tongyi-MAI/Z-Image-Turbo",
            # not a default: Z-Image's card (50 steps, the pipeline's g = 4, our w = g + 1); Turbo: 8 steps, w = 1
            defaults={"steps": 50, "guidance_scale": 5.0}),
+    # Lumina 2 after Z-Image (whose networks also have a cap_embedder and context / noise refiners)
+    Family("lumina2", "Lumina 2", "lumina2:Lumina2", pipelines=("Lumina2",),
+           keys=("cap_embedder.0.", "time_caption_embed.caption_embedder."),
+           network="transformer", network_class="Lumina2Transformer2DModel",
+           gguf_base=lambda keys: "Alpha-VLLM/Lumina-Image-2.0",
+           # not a default: Lumina-Image-2.0's card (50 steps, guidance 4, the pipeline's renormalised CFG)
+           defaults={"steps": 50, "guidance_scale": 4.0}),
     Family("sd3", "SD3 / SD3.5", "sd3:StableDiffusion3", pipelines=("StableDiffusion3",), keys=("joint_blocks.",),
            layout=(("transformer_blocks.",), ("context_embedder.",), ("pos_embed.",)),
            network="transformer", network_class="SD3Transformer2DModel", lora=(("SD3", ("joint_blocks",)),),
