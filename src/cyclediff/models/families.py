@@ -120,6 +120,11 @@ FAMILIES: tuple[Family, ...] = (
            gguf_base=lambda keys: "Alpha-VLLM/Lumina-Image-2.0",
            # not a default: Lumina-Image-2.0's card (50 steps, guidance 4, the pipeline's renormalised CFG)
            defaults={"steps": 50, "guidance_scale": 4.0}),
+    # SANA: its GLUMBConv feed-forward (SANA's names, diffusers' names)
+    Family("sana", "SANA", "sana:Sana", pipelines=("SanaPipeline",), keys=("mlp.inverted_conv.", "ff.conv_inverted."),
+           network="transformer", network_class="SanaTransformer2DModel",
+           # not a default: SanaPipeline's own (20 steps, guidance 4.5); strength as the other flow families
+           defaults={"steps": 20, "strength": 0.8, "guidance_scale": 4.5}),
     Family("sd3", "SD3 / SD3.5", "sd3:StableDiffusion3", pipelines=("StableDiffusion3",), keys=("joint_blocks.",),
            layout=(("transformer_blocks.",), ("context_embedder.",), ("pos_embed.",)),
            network="transformer", network_class="SD3Transformer2DModel", lora=(("SD3", ("joint_blocks",)),),
