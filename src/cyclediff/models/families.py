@@ -120,6 +120,10 @@ FAMILIES: tuple[Family, ...] = (
            gguf_base=lambda keys: "Alpha-VLLM/Lumina-Image-2.0",
            # not a default: Lumina-Image-2.0's card (50 steps, guidance 4, the pipeline's renormalised CFG)
            defaults={"steps": 50, "guidance_scale": 4.0}),
+    Family("longcat-image", "LongCat-Image", "longcat_image:LongCatImage", pipelines=("LongCatImagePipeline",),
+           network="transformer", network_class="LongCatImageTransformer2DModel",
+           # not a default: LongCatImagePipeline's own (50 steps, guidance 4.5); strength as the other flow families
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 4.5}),
     # SANA: its GLUMBConv feed-forward (SANA's names, diffusers' names)
     Family("sana", "SANA", "sana:Sana", pipelines=("SanaPipeline",), keys=("mlp.inverted_conv.", "ff.conv_inverted."),
            network="transformer", network_class="SanaTransformer2DModel",

@@ -1,0 +1,83 @@
+"""LongCat-Image on a tiny pipeline built offline (the tiny Qwen-Image tokenizer and Qwen2.5-VL, a 16-channel VAE):
+a seed gives ``LongCatImagePipeline``'s own image (prompt rewriting off) without and with classifier-free guidance
+and its renormalisation, exact reconstruction, batch invariance under guidance, loading and the CLI. Diffusers has
+no LongCat-Image img2img pipeline (LongCatImageEditPipeline feeds the image as reference tokens): no SDEdit check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+from test_pipeline_parity import NEGATIVE, ours, theirs
+
+from conftest import gens
+from cyclediff import decode, edit, encode
+from cyclediff.cli import main
+from cyclediff.models import from_pipe, load
+from cyclediff.models.codec import to_model_space
+from cyclediff.models.longcat_image import LongCatImage
+from tiny_longcat_image import longcat_image_pipeline
+from tiny_sd import photos
+
+TOLERANCE = 1e-4  # on [0, 1] images, float32 (the parity holds to about 4e-7)
+GUIDANCE_MOVES = 3e-4  # the random text moves this tiny model's images little: another guidance scale, ≥ 4e-4
+EXACT = 1e-5
+BATCH_ULPS = 1e-5
+CFG = {"guidance_scale": 4.5, "negative_prompt": NEGATIVE}
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    pipe = longcat_image_pipeline(tmp_path_factory.mktemp("longcat"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def longcat(pipe):
+    return LongCatImage.from_pipe(pipe)
+
+
+@pytest.mark.parametrize("guidance, other, size", [
+    ({"guidance_scale": 1.0}, {"guidance_scale": 2.0}, (16, 16)),
+    (CFG, {"guidance_scale": 2.0}, (16, 16)),
+    ({"guidance_scale": 4.5}, {"guidance_scale": 2.0}, (16, 32)),  # the pipeline's negative prompt: ""
+], ids=["no-guidance", "cfg-negative", "cfg-empty-negative-16x32"])
+def test_a_seed_gives_longcat_images_own_image(longcat, pipe, guidance, other, size):
+    reference = theirs(pipe, size=size, enable_prompt_rewrite=False, **guidance)
+    assert float((ours(longcat, size=size, **guidance) - reference).abs().max()) <= TOLERANCE
+    assert float((ours(longcat, 4, size=size, **guidance) - reference).abs().max()) > 20 * TOLERANCE
+    assert float((ours(longcat, size=size, **{**guidance, **other}) - reference).abs().max()) > GUIDANCE_MOVES
+
+
+@pytest.mark.parametrize("eta", [0.1, 1.0])
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_decoding_a_longcat_image_encoding_gives_its_latents_back(longcat, eta, strength):
+    x0 = to_model_space(longcat, photos(2), gens(0, 1))
+    z = encode(x0, longcat, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
+    torch.testing.assert_close(decode(z, longcat), x0, rtol=0, atol=EXACT)
+
+
+def test_longcat_image_edits_are_batch_invariant_under_guidance(longcat):
+    x = photos(2)
+    kw = dict(steps=4, guidance_scale=4.5, source_guidance_scale=2.0)
+    both = edit(longcat, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
+                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
+    one = edit(longcat, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
+               generator=gens(1), **kw).images
+    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
+
+
+def test_from_pipe_load_and_the_cli_take_longcat_image(tmp_path, pipe):
+    from cyclediff._images import save_image
+
+    assert isinstance(from_pipe(pipe), LongCatImage)
+    pipe.save_pretrained(tmp_path / "lc")
+    model = load(str(tmp_path / "lc"))
+    assert isinstance(model, LongCatImage) and model.family == "longcat-image"
+    save_image(photos(1)[0], tmp_path / "cat.png")
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "lc"),
+                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
+                                    "--guidance-scale", "4.5", "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
