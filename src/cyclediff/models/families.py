@@ -120,6 +120,11 @@ FAMILIES: tuple[Family, ...] = (
            gguf_base=lambda keys: "Alpha-VLLM/Lumina-Image-2.0",
            # not a default: Lumina-Image-2.0's card (50 steps, guidance 4, the pipeline's renormalised CFG)
            defaults={"steps": 50, "guidance_scale": 4.0}),
+    # CogView4 (its control pipeline takes a control image: not this family)
+    Family("cogview4", "CogView4", "cogview4:CogView4", pipelines=("CogView4Pipeline",), network="transformer",
+           network_class="CogView4Transformer2DModel",
+           # not a default: CogView4-6B's card (50 steps, guidance 3.5)
+           defaults={"steps": 50, "guidance_scale": 3.5}),
     Family("longcat-image", "LongCat-Image", "longcat_image:LongCatImage", pipelines=("LongCatImagePipeline",),
            network="transformer", network_class="LongCatImageTransformer2DModel",
            # not a default: LongCatImagePipeline's own (50 steps, guidance 4.5); strength as the other flow families
