@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import torch
+from flow_families import KINDS, T5_XXL
+from flow_families import pipeline as flow_pipeline
 
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
 CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32)
-T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64, feed_forward_proj="gated-gelu")
 SD_VAE = dict(latent_channels=4, block_out_channels=(128, 256, 512, 512))
 SD3_VAE = dict(latent_channels=16, block_out_channels=(128, 256, 512, 512), use_quant_conv=False,
                use_post_quant_conv=False)
@@ -53,6 +54,9 @@ PRESETS = {
         patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
         num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
         axes_dims_rope=(16, 56, 56))},
+    # the 2026 flow families (benchmarks/flow_families.py: configs and their sources)
+    "qwen-image": {"kind": "qwenimage"}, "flux2-dev": {"kind": "flux2"}, "chroma": {"kind": "chroma"},
+    "z-image": {"kind": "z-image"},
     "cpu-sd": {"kind": "tiny-sd"},  # the test suite's tiny pipelines: a smoke run of every column on a CPU
     "cpu-flux": {"kind": "tiny-flux"},
 }
@@ -76,6 +80,8 @@ def build(preset: dict, tmp: Path) -> object:
 
     from tiny_sd import SD_SCHEDULER, flux_pipeline, sd_pipeline, t5_tokenizer, tokenizer
 
+    if preset["kind"] in KINDS:
+        return flow_pipeline(preset["kind"], tmp)
     if preset["kind"] == "tiny-sd":
         return sd_pipeline(tmp / "parts")
     if preset["kind"] == "tiny-flux":
