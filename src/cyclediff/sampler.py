@@ -217,6 +217,8 @@ def sample_latent(
     gens = check_generators(generator, batch_size)
     cond = denoiser.prepare_condition(batch_size, **merge_condition(condition, keywords))
     x_start = gaussian_like(like, gens)
+    if schedule.path == "rectified_flow":  # the flow pipelines start from x_σ0 = ε even where σ0 < 1 (SANA's
+        x_start = x_start / schedule.scale_at(timesteps[0])  # grid): ε in flow coordinates is ε / c in the core's
     eps, residual = fresh_draws(like, schedule, timesteps, sampler=sampler, eta=eta, gens=gens)
     return Latent.from_draws(schedule, denoiser.model_id, x_start=x_start, eps=eps, timesteps=timesteps,
                              residual=residual, sampler=sampler, eta=eta, steps=steps, strength=1.0,

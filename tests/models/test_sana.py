@@ -108,9 +108,9 @@ def test_sanas_flow_dpm_solver_gives_our_image_from_our_first_sample(sana, pipe,
     assert float((ours(sana, 3, steps, **other) - reference).abs().max()) > SENSITIVE
 
 
-@pytest.mark.xfail(strict=True, reason="the core draws the prior in VP coordinates: SANA's grid starts at σ₀ < 1, "
-                                       "where the pipeline's first sample is ε and the core's c(σ₀)·ε (~1.5e-3)")
 def test_a_seed_gives_sanas_own_image_with_its_flow_dpm_solver(sana, pipe):
+    """SANA's grid starts at σ₀ < 1, where the pipeline's first sample is ε: the core's prior draw is ε / c(σ₀) in
+    its coordinates (was ε, 1.5e-3 away), at the one or two steps its DPM solver takes in Euler form."""
     assert float((ours(sana, 3, 2, **CFG) - theirs(pipe, 3, 2, **CFG)).abs().max()) <= TOLERANCE
 
 
