@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_write, check_writable
-from ._images import _check_pixels, _resize, _target_size, _to_uint8, load_image, save_image
+from ._images import _check_pixels, _resize, _scaled_size, _target_size, _to_uint8, load_image, save_image
 from ._paths import IMAGE_SUFFIXES
 from .errors import CycleDiffError
 from .settings import RUN, check_setting
@@ -103,8 +103,13 @@ def read_clip(path: str | os.PathLike, *, max_frames: int | None = None, stride:
         frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
     if frames.shape[1] != channels:
         frames = _channels(frames, channels)
+    scaled = _scaled_size(tuple(frames.shape[2:]), size)
     frames = _resize(frames, size=size, multiple=multiple, fit=fit)
     notes = _length_notes(path, len(frames), total, stride, rate) + notes
+    if tuple(frames.shape[2:]) != scaled:  # brought to the model's multiple: said, as the frame count's cut
+        how = "cropped" if fit == "crop" else "resized"
+        notes.append(f"{path.name}: {scaled[1]}×{scaled[0]} {how} to {frames.shape[3]}×{frames.shape[2]} (sides "
+                     f"multiples of {multiple})")
     return Clip(frames.contiguous(), rate / stride, notes)
 
 

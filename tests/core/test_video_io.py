@@ -119,7 +119,9 @@ def test_audio_is_dropped_with_a_note(tmp_path):
 def test_sizing_grayscale_and_the_pixel_limit(tmp_path):
     path = make_clip(tmp_path / "a.mp4", square_frames())
     assert read_clip(path, size=(16, 24)).frames.shape == (9, 3, 16, 24)
-    assert read_clip(path, multiple=20).frames.shape == (9, 3, 20, 40)  # center-cropped to multiples, as images
+    cropped = read_clip(path, multiple=20)
+    assert cropped.frames.shape == (9, 3, 20, 40)  # center-cropped to multiples, as images
+    assert cropped.notes == ["a.mp4: 48×32 cropped to 40×20 (sides multiples of 20)"]
     gray = read_clip(path, channels=1)
     assert gray.frames.shape == (9, 1, 32, 48)
     with pytest.raises(CycleDiffError, match=r"over the limit of 1,000; downscale it first"):

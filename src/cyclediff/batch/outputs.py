@@ -15,6 +15,7 @@ from ..errors import CycleDiffError
 
 PNG_KEY = "cyclediff"  # the PNG text chunk holding the settings of an output
 RECORD_KEY = "cyclediff.record"  # the same in a latent file's metadata
+CLIP_FACTS = "clip"  # a clip latent's record: the clip's frames and fps (facts of the output, not settings)
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -29,17 +30,29 @@ def settings_key(settings: dict[str, Any]) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (an input's identity: same name, other pixels is another input)."""
+    """SHA-256 of a file's bytes (an input's identity: same name, other pixels is another input); of a folder of
+    frames, its files' names and bytes in order."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for file in sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]:
+        if path.is_dir():
+            h.update(file.name.encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
 def recorded(path: Path) -> dict[str, Any] | None:
     """The settings recorded in an output cyclediff wrote (a PNG's text chunk, a latent file's metadata), or None
     (no such file, another kind of file, nothing recorded)."""
+    from .._video import CLIP_SUFFIXES, read_record
+
+    if path.is_dir() or path.suffix.lower() in CLIP_SUFFIXES:  # a clip (or folder of frames) cyclediff wrote
+        text = read_record(path)
+        try:
+            return json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
     if not path.is_file():
         return None
     try:
@@ -73,11 +86,33 @@ def place(base: Path, record: dict[str, Any], *, overwrite: bool) -> tuple[Path,
     if overwrite or not base.exists():
         return base, False
     want = as_record(record)
-    if recorded(base) == want:
+    if _settings(base) == want:
         return base, True
     suffix = ".latent.safetensors" if base.name.endswith(".latent.safetensors") else base.suffix
     other = base.with_name(f"{base.name[: len(base.name) - len(suffix)]}_{settings_key(want)}{suffix}")
-    return other, recorded(other) == want
+    return other, _settings(other) == want
+
+
+def _settings(path: Path) -> dict[str, Any] | None:
+    """What :func:`recorded` reads, less the output's facts (a clip latent's frames and fps)."""
+    found = recorded(path)
+    return {k: v for k, v in found.items() if k != CLIP_FACTS} if found else found
+
+
+def latent_clip(path: Path) -> dict[str, Any] | None:
+    """The clip facts a latent file records ({"frames", "fps", "suffix"}), {} for a clip's latent that records
+    none (saved through the API), None for an image's latent."""
+    facts = (recorded(path) or {}).get(CLIP_FACTS)
+    if isinstance(facts, dict):
+        return facts
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            shape = json.loads((f.metadata() or {}).get("cyclediff") or "{}").get("shape")
+    except Exception:  # noqa: BLE001 - not a latent: decoding will say why
+        return None
+    return {} if isinstance(shape, list) and len(shape) == 5 else None
 
 
 def check_out_folder(out: Path, option: str = "--out") -> Path:

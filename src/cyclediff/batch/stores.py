@@ -11,16 +11,27 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .._images import save_image
+from .._video import Clip, is_clip, write_clip
 from ..latent import Latent
 from ..settings import Settings
-from .outputs import PNG_KEY, as_record, file_digest, place
+from .outputs import CLIP_FACTS, PNG_KEY, as_record, file_digest, place
 from .runner import Result, Unit
+
+
+@dataclass(frozen=True)
+class ClipLatent:
+    """A clip's latent and the clip's facts (``frames``, ``fps``, the container ``suffix``), which its file's record
+    keeps (``clip``) so that decoding writes the clip back at its frame rate."""
+
+    latent: Latent
+    facts: dict[str, Any]
 
 
 class Records:
@@ -126,6 +137,10 @@ class FileStore:
     def _write_one(self, path: Path, output: Any, record: dict) -> Path:
         if isinstance(output, Latent):
             return output.save(path, dtype=self.latent_dtype, record=record)
+        if isinstance(output, ClipLatent):
+            return output.latent.save(path, dtype=self.latent_dtype, record={**record, CLIP_FACTS: output.facts})
+        if isinstance(output, Clip):
+            return write_clip(path, output.frames, output.fps, record=json.dumps(record))
         return save_image(output, path, text={PNG_KEY: json.dumps(record)})
 
 
@@ -144,12 +159,17 @@ class RecordStore:
         return unit.key in self.finished
 
     def target(self, unit: Unit) -> Path:
-        return self.folder / "images" / f"{unit.name}.png"
+        clip = unit.input is not None and is_clip(unit.input)  # a clip's output: its input's container (or frames)
+        suffix = (unit.input.suffix.lower() if unit.input.is_file() else "") if clip else ".png"
+        return self.folder / "images" / f"{unit.name}{suffix}"
 
     def write(self, unit: Unit, output: Any) -> str:
         """The image at the unit's path; a dict of them (suffix → image: ``{".png": image, "_mask.png": mask}``)
-        beside each other, the first one recorded."""
+        beside each other, the first one recorded; a clip as its input's container."""
         target = self.target(unit)
+        if isinstance(output, Clip):
+            written = write_clip(target, output.frames, output.fps)
+            return written.relative_to(self.folder).as_posix() if self.relative else str(written)
         items = output.items() if isinstance(output, dict) else [(".png", output)]
         paths = [save_image(image, target.with_name(target.stem + suffix)) for suffix, image in items]
         return paths[0].relative_to(self.folder).as_posix() if self.relative else str(paths[0])

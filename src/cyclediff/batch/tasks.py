@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from .._images import as_written
+from .._video import FOLDER_FPS, Clip, is_clip, read_clip
+from ..api.clips import clip_frames, read_clip_for
 from ..api.images import read_for
 from ..errors import CycleDiffError
 from ..models.base import Model
@@ -32,11 +34,17 @@ def generators(units: list[Unit]) -> list[torch.Generator]:
 
 
 def pair_metrics(inputs01: torch.Tensor, outputs01: torch.Tensor) -> list[dict[str, float]]:
-    """PSNR and SSIM of each output against its input (float64, rounded to 5 decimals as recorded)."""
+    """PSNR and SSIM of each output against its input (float64, rounded to 5 decimals as recorded); a clip's are
+    its frames' means."""
     from ..metrics import pair_scores
 
-    scores = pair_scores(inputs01.float().cpu(), outputs01.float().cpu())
-    return [{name: round(values[i], 5) for name, values in scores.items()} for i in range(len(outputs01))]
+    a, b = inputs01.float().cpu(), outputs01.float().cpu()
+    frames = a.shape[2] if a.ndim == 5 else 1
+    if a.ndim == 5:  # (B, C, F, H, W) → the B·F frames, then each clip's mean
+        a, b = (t.transpose(1, 2).flatten(0, 1) for t in (a, b))
+    scores = pair_scores(a, b)
+    return [{name: round(sum(values[i * frames:(i + 1) * frames]) / frames, 5) for name, values in scores.items()}
+            for i in range(len(outputs01))]
 
 
 # what in RunOptions.model_record changes a model's weights (so a latent decodes to another image without it)
@@ -69,6 +77,7 @@ class ImageTask:
     def __init__(self, model: Model, read: RunOptions | None = None, *, score: bool = False,
                  progress: bool = False) -> None:
         self.model, self.policy, self.score, self.progress = model, read or RunOptions(), score, progress
+        self.clips: dict[str, tuple[float, list[str]]] = {}  # unit key -> (fps, notes) of a clip input
 
     def signature(self, unit: Unit) -> Hashable:
         return settings_signature(unit)
@@ -76,8 +85,25 @@ class ImageTask:
     def read(self, unit: Unit) -> Any:
         if unit.input is None:
             return None
+        if is_clip(unit.input):  # a video model's (1, C, F, H, W); its fps and notes kept for the output
+            clip = read_clip_for(self.model, unit.input, size=self.policy.size, fit=self.policy.fit,
+                                 max_pixels=self.policy.max_pixels)
+            self.clips[unit.key] = (clip.fps, clip.notes)
+            return clip.batch
         return read_for(self.model, unit.input, size=self.policy.size, fit=self.policy.fit,
                         max_pixels=self.policy.max_pixels)
+
+    def _clip(self, unit: Unit, x: torch.Tensor) -> Clip:
+        """One output clip (C, F, H, W) at its input's frame rate (24 fps when it had none)."""
+        fps, notes = self.clips.get(unit.key, (FOLDER_FPS, []))
+        return Clip(clip_frames(x), fps, notes)
+
+    def _notes(self, units: list[Unit], metrics: list[dict]) -> list[dict]:
+        """The metrics with each clip's notes (cut, strided, audio dropped, fitted), for the status line."""
+        for unit, m in zip(units, metrics):
+            if self.clips.get(unit.key, (0, []))[1]:
+                m["notes"] = "; ".join(self.clips[unit.key][1])
+        return metrics
 
     def _inputs(self, inputs: list[Any]) -> torch.Tensor:
         return torch.cat(inputs).to(self.model.device)
@@ -89,11 +115,20 @@ class ImageTask:
         spec = units[0].settings.mask
         if spec is None or spec == "auto":
             return spec
-        m = load_image(spec, channels=1, size=tuple(x.shape[2:]), max_pixels=self.policy.max_pixels)
-        return m.expand(x.shape[0], -1, -1, -1).to(x.device)
+        if x.ndim == 5 and is_clip(spec):  # a mask clip: one mask per frame, (B, 1, F, H, W)
+            frames = read_clip(spec, channels=1, size=tuple(x.shape[-2:]), max_frames=x.shape[2],
+                               max_pixels=self.policy.max_pixels).frames
+            if len(frames) != x.shape[2]:
+                raise CycleDiffError(f"the mask clip has {len(frames)} frames, the clip {x.shape[2]}; give one mask "
+                                     "frame per frame, or one mask image for all")
+            return clip_frames(frames)[None].expand(x.shape[0], -1, -1, -1, -1).to(x.device)
+        m = load_image(spec, channels=1, size=tuple(x.shape[-2:]), max_pixels=self.policy.max_pixels)
+        return m.expand(x.shape[0], -1, -1, -1).to(x.device)  # for a clip: one mask for all frames
 
     def _with_mask(self, units: list[Unit], out: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
-        """Outputs, each with its mask preview beside it when the mask was found automatically."""
+        """Outputs, each with its mask preview beside it when the mask was found automatically (clips: none)."""
+        if out.ndim == 5:
+            return [self._clip(u, o) for u, o in zip(units, out)]
         if units[0].settings.mask != "auto" or mask is None:
             return list(out)
         return [{".png": img, "_mask.png": m} for img, m in zip(out, mask.cpu())]
@@ -133,8 +168,8 @@ class EditTask(ImageTask):
             negative_prompt=per_unit(units, "negative_prompt", text=True), generator=generators(units),
             progress=self.progress))
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
-        metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
-        if self.scorer is not None:
+        metrics = self._notes(units, pair_metrics(x, out) if self.score else [{} for _ in units])
+        if self.scorer is not None and out.ndim == 4:  # clips: metrics.video's scores (cyclediff evaluate)
             from ..metrics import clip_score, directional_clip
 
             scores = clip_score(out, targets, self.scorer).tolist()
@@ -167,7 +202,7 @@ class TranslateTask(ImageTask):
             source_condition=self.condition(self.model, units, "source"),
             target_condition=self.condition(self.target, units, "target"), progress=self.progress))
         out = as_written(result.images)
-        metrics = pair_metrics(x, out) if self.score else [{} for _ in units]
+        metrics = self._notes(units, pair_metrics(x, out) if self.score else [{} for _ in units])
         return list(zip(self._with_mask(units, out, result.mask), metrics))
 
 
@@ -234,8 +269,15 @@ class EncodeTask(ImageTask):
 
         s, gens = units[0].settings, generators(units)
         x0 = to_model_space(self.model, self._inputs(inputs), gens[0])
-        z = encode(x0, self.model, **s.api(generator=gens[0], progress=self.progress))
-        return [(replace(z, loading=weights_record(self.policy)), {})]
+        z = replace(encode(x0, self.model, **s.api(generator=gens[0], progress=self.progress)),
+                    loading=weights_record(self.policy))
+        if x0.ndim == 5:  # a clip's latent: its frame count and fps go into the file's record
+            from .stores import ClipLatent
+
+            fps = self.clips.get(units[0].key, (FOLDER_FPS, []))[0]
+            z = ClipLatent(z, {"frames": int(inputs[0].shape[2]), "fps": fps, "suffix": units[0].input.suffix.lower()
+                               if units[0].input.is_file() else ""})
+        return [(z, self._notes(units, [{}])[0])]
 
 
 class DecodeTask(ImageTask):
@@ -249,8 +291,14 @@ class DecodeTask(ImageTask):
 
     def read(self, unit: Unit) -> Any:
         from ..latent import Latent
+        from .outputs import latent_clip
 
-        return Latent.load(unit.input, device=self.model.device)
+        z = Latent.load(unit.input, device=self.model.device)
+        if z.x_start.ndim == 5:  # a clip's latent: decoded at the frame rate its encoding recorded
+            fps = (latent_clip(unit.input) or {}).get("fps")
+            self.clips[unit.key] = (fps, []) if fps else (FOLDER_FPS, [f"{unit.input.name} records no frame rate; "
+                                                                        f"{FOLDER_FPS:g} fps assumed"])
+        return z
 
     def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
         import warnings
@@ -275,9 +323,11 @@ class DecodeTask(ImageTask):
             other = Latent.load(units[0].settings.other, device=self.model.device)
             frames = [to_images(self.model, decode(interpolate(z, other, w), self.model, progress=self.progress,
                                                    **(condition or new))) for w in units[0].settings.weights]
-            x = as_written(torch.cat(frames, dim=3))  # side by side, as the weights go
+            x = as_written(torch.cat(frames, dim=-1))  # side by side, as the weights go
         else:
             x = as_written(to_images(self.model, decode(z, self.model, progress=self.progress, **condition)))
+        if x.ndim == 5:
+            return [(self._clip(units[0], x[0]), self._notes(units, [{}])[0])]
         return [(x[0] if len(x) == 1 else {f"_{i}.png": img for i, img in enumerate(x)}, {})]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .._paths import distinct_paths, unique_names
+from .._video import is_clip
 from ..batch.outputs import check_out_folder, slug
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
@@ -43,17 +44,25 @@ from .options import (
 
 
 def image_units(images: list[Path], seeds: list[int], settings: Settings, stamp: dict[str, Any],
-                name: Callable[[str, int], str]) -> list[Unit]:
+                name: Callable[[str, int], str], *, frames: bool = False) -> list[Unit]:
     """One unit per (image, seed): an image given twice is one input; images whose names repeat in different
-    folders get distinct output names (:func:`~cyclediff._paths.unique_names`)."""
+    folders get distinct output names (:func:`~cyclediff._paths.unique_names`). A clip's output is written in its
+    own container (a folder of frames: a folder of PNGs; ``frames``: every clip as one)."""
     paths, repeated = distinct_paths(list(images))
     note_repeats(repeated)
     units = []
     for path, stem in zip(paths, unique_names(paths)):
         for s in dict.fromkeys(seeds):
-            units.append(Unit(len(units), f"{stem}/seed{s}", s, name=name(stem, s), settings=settings, input=path,
+            out = name(stem, s)
+            if is_clip(path):
+                out = out.removesuffix(".png") + ("" if frames or path.is_dir() else path.suffix.lower())
+            units.append(Unit(len(units), f"{stem}/seed{s}", s, name=out, settings=settings, input=path,
                               stamp=stamp))
     return units
+
+
+frames_option = click.option("--frames", "as_frames", is_flag=True,
+                             help="clips: write each output clip as a folder of PNG frames instead of its container")
 
 
 def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
@@ -106,12 +115,14 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 @click.option("--reweight", multiple=True, metavar="WORD=SCALE",
               help="scale the target's attention to a word of --prompt, e.g. red=2 (repeatable; with --attention)")
 @image_options
+@frames_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True,
               help="folder for the edited images")
 @output_options
 def edit(images: tuple[Path, ...], **opts: Any) -> None:
     """Edit IMAGES from SOURCE-PROMPT to PROMPT with a text-to-image model, or from SOURCE-CLASS to TARGET-CLASS with
-    a class-conditional one (optionally inside a mask).
+    a class-conditional one (optionally inside a mask). With a video model, IMAGES are clips (.mp4, .webm, .mov,
+    .gif, folders of frames), written back in their container at their frame rate.
 
     \b
     Examples:
@@ -138,7 +149,7 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     method = "" if settings.method == "cyclediffusion" else settings.method + "_"
     label = f"{method}s{number(settings.strength)}_w{number(settings.guidance_scale)}"
     units = image_units(images, seeds, settings, stamp("edit", run),
-                        lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png")
+                        lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png", frames=opts["as_frames"])
     run_and_report(EditTask(model, run), units, FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
                    batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 
@@ -160,7 +171,7 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
     label = f"{'' if settings.method == 'cyclediffusion' else settings.method + '_'}s{number(settings.strength)}"
     units = image_units(images, seeds, settings, stamp("edit", run),
                         lambda stem, s: f"{stem}_class{settings.target_class}_{label}_w"
-                                        f"{number(settings.guidance_scale)}_seed{s}.png")
+                                        f"{number(settings.guidance_scale)}_seed{s}.png", frames=opts["as_frames"])
     run_and_report(TranslateTask(model, model, run), units,
                    FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]), batch_size=run.batch_size,
                    quiet=opts["quiet"], as_json=opts["as_json"])
@@ -190,6 +201,7 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
 @compile_option
 @mask_options
 @image_options
+@frames_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("translations"), show_default=True,
               help="folder for the translated images")
 @output_options
@@ -214,7 +226,8 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
                   guidance_scale=settings.guidance_scale, side="target")
     refine = f"_r{settings.refine_steps}" if settings.refine_steps else ""
     units = image_units(images, seeds, settings, stamp("translate", run),
-                        lambda stem, s: f"{stem}_{settings.method}_s{number(settings.strength)}{refine}_seed{s}.png")
+                        lambda stem, s: f"{stem}_{settings.method}_s{number(settings.strength)}{refine}_seed{s}.png",
+                        frames=opts["as_frames"])
     run_and_report(TranslateTask(source, target, run), units,
                    FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]), batch_size=run.batch_size,
                    quiet=opts["quiet"], as_json=opts["as_json"])

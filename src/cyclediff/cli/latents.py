@@ -14,13 +14,14 @@ import torch
 
 from .._paths import distinct_paths, unique_names
 from .._seeds import seed_limit
-from ..batch.outputs import check_out_file, check_out_folder
+from ..batch.outputs import check_out_file, check_out_folder, latent_clip
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EncodeTask, SampleTask
 from ..errors import CycleDiffError
 from ..models.conditions import condition_for
 from ..settings import DecodeSettings, EncodeSettings, RunOptions, SampleSettings
+from .images import frames_option
 from .main import main
 from .options import (
     compile_option,
@@ -64,7 +65,8 @@ def _condition(model: Any, opts: dict[str, Any]) -> dict[str, Any]:
               help="float16 halves the files; decoding is then exact to about 1e-3 only")
 @output_options
 def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any) -> None:
-    """Encode IMAGES into latent files (decode them later with other prompts, classes or models).
+    """Encode IMAGES into latent files (decode them later with other prompts, classes or models). With a video
+    model, IMAGES are clips; their files record the frame count and fps, and decode writes the clip back.
 
     \b
     Examples:
@@ -104,6 +106,7 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True,
               help="folder for OUT/<latent>.png")
+@frames_option
 @output_options
 def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, out: Path, **opts: Any) -> None:
     """Decode latent files into PNG images: with the recorded condition they give the encoded image back; with
@@ -125,14 +128,23 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
     model = load_model(opts["model"], run)
     settings, marks = DecodeSettings(condition=_condition(model, opts)), stamp("decode", run, model=opts["model"])
     stems = unique_names([p.with_name(p.name.removesuffix(".safetensors").removesuffix(".latent")) for p in paths])
-    units = [Unit(i, stem, 0, name=f"{stem}.png", settings=settings, input=path, stamp=marks)
-             for i, (path, stem) in enumerate(zip(paths, stems))]
+    units = [Unit(i, stem, 0, name=stem + _decoded_suffix(path, opts["as_frames"]), settings=settings, input=path,
+                  stamp=marks) for i, (path, stem) in enumerate(zip(paths, stems))]
     if weight_list is not None:  # one strip: the first latent towards the second
         settings = settings.replace(weights=weight_list, other=str(paths[1]))
         units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
                       input=paths[0], stamp=marks)]
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"])
     run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
+
+
+def _decoded_suffix(path: Path, frames: bool) -> str:
+    """A decoded latent's suffix: .png for an image's; a clip's: its encoded container (.mp4 when it recorded none),
+    or none for a folder of frames."""
+    facts = latent_clip(path)
+    if facts is None:
+        return ".png"
+    return "" if frames else facts.get("suffix", ".mp4")
 
 
 def _weights(text: str | None, count: int) -> list[float] | None:

@@ -292,6 +292,7 @@ def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: i
                 energy = result.metrics
                 note = (f"  energy {energy['energy_start']:.4f} → {energy['energy_end']:.4f}"
                         if "energy_start" in energy else "")
+                note += f"  [{energy['notes']}]" if energy.get("notes") else ""  # a clip's cut, fps, fit
                 click.echo(f"{result.output}  ({result.seconds:.1f}s){note}")
 
     run(task, units, store, batch_size=batch_size, progress=not quiet, on_result=show)

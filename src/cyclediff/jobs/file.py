@@ -12,6 +12,7 @@ from typing import Any
 
 from .._paths import IMAGE_SUFFIXES, distinct_paths, list_images, safe_id, unique_names
 from .._seeds import seed_limit, seed_range
+from .._video import CLIP_SUFFIXES, list_clips
 from ..batch.runner import Unit, plan
 from ..batch.tasks import settings_signature
 from ..checks import is_int, json_object
@@ -211,12 +212,12 @@ def _items(inputs: Any, base: Path, task: str) -> list[Item]:
     where = _path(base, inputs)
     if inputs.endswith(".jsonl"):
         return _manifest(where, task)
-    if where.is_dir():
-        return _dedupe_ids(list_images(where))
-    if where.is_file():  # one image
-        if where.suffix.lower() not in IMAGE_SUFFIXES:
-            raise CycleDiffError(f"inputs {inputs!r} is a file but not an image ({', '.join(IMAGE_SUFFIXES)}); give "
-                                 "an image, a folder, a glob, a .jsonl manifest or a list")
+    if where.is_dir():  # a folder of clips (video models: one item per clip), else of images
+        return _dedupe_ids(list_clips(where) or list_images(where))
+    if where.is_file():  # one image or clip
+        if where.suffix.lower() not in IMAGE_SUFFIXES + CLIP_SUFFIXES:
+            raise CycleDiffError(f"inputs {inputs!r} is a file but not an image ({', '.join(IMAGE_SUFFIXES)}) or a "
+                                 "clip; give an image, a clip, a folder, a glob, a .jsonl manifest or a list")
         return _dedupe_ids([where])
     if glob.has_magic(inputs):
         files = sorted(Path(p) for p in glob.glob(str(where), recursive=True) if Path(p).is_file())

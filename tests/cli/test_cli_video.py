@@ -1,0 +1,134 @@
+"""Clips through the front ends: edit / translate / encode / decode of clips and jobs over folders of clips, on a
+tiny Wan pipeline saved to a folder (clips of 4k + 1 frames, sides multiples of 16)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cyclediff._video import read_clip, read_record, write_clip
+from cyclediff.batch.outputs import latent_clip
+from cyclediff.cli import main
+from tiny_wan import wan_pipeline
+
+STEPS = ["--steps", "3"]
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wan")
+    wan_pipeline(folder / "build").save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def clip(path: Path, frames: int = 11, h: int = 20, w: int = 24, fps: float = 12, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    return write_clip(path, torch.rand(frames, 3, h, w), fps)
+
+
+def cli(*args: str) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def failures(output: str) -> list[str]:
+    """The FAILED lines (progress bars share the terminal's lines, redrawn after a carriage return)."""
+    return [line[line.index("FAILED"):] for line in re.split(r"[\r\n]", output) if "FAILED" in line]
+
+
+def test_edit_a_clip_keeps_container_fps_and_says_the_fit(tmp_path, wan):
+    source = clip(tmp_path / "walk.webm")
+    args = ["edit", source, "--model", wan, "--source-prompt", "a cat", "--prompt", "a dog", *STEPS,
+            "--out", tmp_path / "out"]
+    res = cli(*args)
+    assert res.exit_code == 0, res.output
+    (out,) = sorted((tmp_path / "out").iterdir())
+    assert out.suffix == ".webm" and out.name.startswith("walk_a-dog_")
+    made = read_clip(out)
+    assert made.frames.shape == (9, 3, 16, 16) and made.fps == 12  # 11 → 9 = 1 + 4·2 frames; 20×24 → 16×16
+    assert "11 frames cut to 9 (Wan takes 1 + 4·k)" in res.output and "24×20 cropped to 16×16" in res.output
+    assert json.loads(read_record(out))["prompt"] == "a dog"
+    again = cli(*args)  # the same settings: skipped, per clip
+    assert again.exit_code == 0 and "exists" in again.output
+
+
+def test_frames_on_request_and_folders_of_frames_in_and_out(tmp_path, wan):
+    frames = clip(tmp_path / "frames_in", frames=5, h=16, w=16)  # a folder of PNGs is a clip too
+    source = clip(tmp_path / "a.mp4", frames=5, h=16, w=32, fps=25)
+    res = cli("edit", source, frames, "--model", wan, "--source-prompt", "a", "--prompt", "b", *STEPS,
+              "--out", tmp_path / "out", "--frames")
+    assert res.exit_code == 0, res.output
+    outs = sorted((tmp_path / "out").iterdir())
+    assert [p.is_dir() for p in outs] == [True, True]
+    assert sorted(len(list(p.iterdir())) for p in outs) == [5, 5]
+    assert "a folder of frames has no frame rate; 24 fps assumed" in res.output
+
+
+def test_translate_a_clip(tmp_path, wan):
+    source = clip(tmp_path / "a.gif", frames=5, h=16, w=16, fps=10)
+    res = cli("translate", source, "--source-model", wan, "--target-model", wan, "--source-prompt", "a cat",
+              "--target-prompt", "a dog", *STEPS, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    (out,) = (tmp_path / "out").iterdir()
+    made = read_clip(out)
+    assert out.suffix == ".gif" and made.frames.shape == (5, 3, 16, 16) and made.fps == 10
+
+
+def test_encode_records_frames_and_fps_and_decode_writes_the_clip_back(tmp_path, wan):
+    source = clip(tmp_path / "a.mov", frames=9, h=16, w=16, fps=15)
+    latent = tmp_path / "a.latent.safetensors"
+    res = cli("encode", source, "--model", wan, "--prompt", "a cat", *STEPS, "-o", latent)
+    assert res.exit_code == 0, res.output
+    assert latent_clip(latent) == {"frames": 9, "fps": 15.0, "suffix": ".mov"}
+    again = cli("encode", source, "--model", wan, "--prompt", "a cat", *STEPS, "-o", latent)
+    assert "exists" in again.output  # the clip facts do not count as settings: still skipped
+    res = cli("decode", latent, "--model", wan, "--out", tmp_path / "dec")
+    assert res.exit_code == 0, res.output
+    (out,) = (tmp_path / "dec").iterdir()
+    made = read_clip(out)
+    assert out.name == "a.mov" and made.frames.shape == (9, 3, 16, 16) and made.fps == 15
+    res = cli("decode", latent, "--model", wan, "--prompt", "a dog", "--out", tmp_path / "dec2", "--frames")
+    assert res.exit_code == 0 and len(list((tmp_path / "dec2" / "a").iterdir())) == 9
+
+
+def test_an_image_model_given_a_clip_and_a_bad_clip_fail_alone_in_one_line(tmp_path, wan):
+    source = clip(tmp_path / "a.mp4", frames=5, h=16, w=16)
+    res = cli("edit", source, "--model", "demo:digits", "--source-class", "3", "--target-class", "8",
+              "--out", tmp_path / "o1")
+    assert res.exit_code == 1
+    failed = failures(res.output)
+    assert len(failed) == 1 and "is a clip, but the model is" in failed[0] and "video model" in failed[0]
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 500)
+    res = cli("edit", tmp_path / "bad.mp4", source, "--model", wan, "--source-prompt", "a", "--prompt", "b", *STEPS,
+              "--out", tmp_path / "o2")
+    assert res.exit_code == 1 and len(list((tmp_path / "o2").iterdir())) == 1  # the good clip is written
+    failed = failures(res.output)
+    assert len(failed) == 1 and "re-encode it as .mp4" in failed[0] and "Traceback" not in res.output
+
+
+def test_a_job_over_a_folder_of_clips_resumes_per_clip(tmp_path, wan):
+    for i in range(2):
+        clip(tmp_path / "clips" / f"c{i}.mp4", frames=5, h=16, w=16, seed=i)
+    job = tmp_path / "job.toml"
+    job.write_text(f"""task = "edit"
+inputs = "clips"
+out = "out"
+[settings]
+model = "{wan}"
+source_prompt = "a cat"
+prompt = "a dog"
+steps = 3
+""")
+    res = cli("run", job, "--quiet")
+    assert res.exit_code == 0, res.output
+    made = sorted((tmp_path / "out" / "images").iterdir())
+    assert [p.suffix for p in made] == [".mp4", ".mp4"] and all(read_clip(p).fps == 12 for p in made)
+    made[0].unlink()  # resume: only the missing clip is computed again
+    stamps = made[1].stat().st_mtime_ns
+    res = cli("run", job, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert made[0].is_file() and made[1].stat().st_mtime_ns == stamps
