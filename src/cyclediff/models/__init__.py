@@ -31,7 +31,21 @@ for _name, _text in (("torchao", "Failed to load"), ("torch.utils._pytree", "is 
 # / fp8 load, the first sentence twice: nothing a user can act on while it is the one CPU backend for those types
 warnings.filterwarnings("ignore", message=r"`Quanto(Config|Quantizer)` is deprecated", category=FutureWarning)
 
+# the adapters of the newer families, imported when first named (cyclediff.models.QwenImage): the records in
+# models/families.py name them, and a command that never uses one does not pay for importing it
+_LAZY = {"Chroma": "chroma", "CogView4": "cogview4", "Flux2": "flux2", "Lumina2": "lumina2",
+         "LongCatImage": "longcat_image", "QwenImage": "qwenimage", "Sana": "sana", "ZImage": "z_image"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["BatchedDenoiser", "Codec", "Condition", "Denoiser", "FlowPixelDenoiser", "Flux", "Model", "PixelCodec",
            "PixelDenoiser", "StableDiffusion", "StableDiffusion3", "VaeCodec", "as_condition", "check_same_space",
            "condition_for", "demo_names", "from_guided_diffusion", "from_pipe", "images_of", "load", "load_pair",
-           "to_images", "to_model_space"]
+           "to_images", "to_model_space", *_LAZY]
