@@ -24,11 +24,12 @@ _RANGE_SLACK = 1e-3
 
 def check_images(x0: torch.Tensor, data_range: tuple[float, float] | None = (-1.0, 1.0), *, name: str = "x0",
                  fix: str = "use x / 127.5 - 1; images in [0, 1] map with x * 2 - 1") -> None:
-    """``x0`` must be a finite floating (B, C, H, W) tensor with data, within ``data_range`` (None: unbounded);
-    one error naming ``name`` and, for values out of range or integers, ``fix``."""
-    if not isinstance(x0, torch.Tensor) or x0.ndim != 4:
+    """``x0`` must be a finite floating (B, C, H, W) tensor with data ((B, C, F, H, W) for clips), within
+    ``data_range`` (None: unbounded); one error naming ``name`` and, for values out of range or integers, ``fix``."""
+    if not isinstance(x0, torch.Tensor) or x0.ndim not in (4, 5):
         shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise IncompatibleModelError(f"{name} must be a (B, C, H, W) tensor; got {shape}")
+        raise IncompatibleModelError(f"{name} must be a (B, C, H, W) tensor (or (B, C, F, H, W) for clips); got "
+                                     f"{shape}")
     if x0.shape[0] == 0:
         raise IncompatibleModelError(f"{name} is an empty batch (0 images); pass at least one image")
     if x0.is_meta:

@@ -95,9 +95,9 @@ class Latent:
         x, eps = self.x_start, self.eps
         if x.is_meta or eps.is_meta:
             return "x_start and eps are on the meta device (shapes without values); make them on the CPU or a GPU"
-        if x.ndim != 4:
-            return f"x_start must be (B, C, H, W), got shape {tuple(x.shape)}"
-        if eps.ndim != 5 or tuple(eps.shape[1:]) != tuple(x.shape):
+        if x.ndim not in (4, 5):
+            return f"x_start must be (B, C, H, W) (or (B, C, F, H, W) for clips), got shape {tuple(x.shape)}"
+        if eps.ndim != x.ndim + 1 or tuple(eps.shape[1:]) != tuple(x.shape):
             return f"eps must be (K, *x_start.shape) = (K, {tuple(x.shape)}), got {tuple(eps.shape)}"
         if eps.dtype != x.dtype:
             return f"eps is {eps.dtype} but x_start is {x.dtype}"

@@ -24,8 +24,9 @@ from .sampler import evaluate
 from .transitions import model_prediction
 
 
-def check_mask(mask: Any, batch: int, size: tuple[int, int]) -> torch.Tensor:
-    """A mask as (B, 1, H, W) float in [0, 1] for ``batch`` images of ``size`` (H, W); one error otherwise."""
+def check_mask(mask: Any, batch: int, size: tuple[int, ...]) -> torch.Tensor:
+    """A mask as (B, 1, H, W) float in [0, 1] for ``batch`` images of ``size`` (H, W); for clips of ``size``
+    (F, H, W), (B, 1, F, H, W): a mask per frame, or a (B, 1, H, W) one for every frame. One error otherwise."""
     if not isinstance(mask, torch.Tensor) or mask.is_meta:
         raise CycleDiffError(f"a mask is a (B, 1, H, W) tensor in [0, 1] (or 'auto'); got {type(mask).__name__}")
     m = mask.float()
@@ -33,17 +34,29 @@ def check_mask(mask: Any, batch: int, size: tuple[int, int]) -> torch.Tensor:
         m = m[None, None]
     elif m.dim() == 3:
         m = m[:, None] if m.shape[0] == batch and m.shape[0] != 1 else m[None]
-    if m.dim() != 4 or m.shape[1] != 1 or m.shape[0] not in (1, batch) or tuple(m.shape[2:]) != tuple(size):
-        raise CycleDiffError(f"the mask must be (B, 1, H, W) = ({batch}, 1, {size[0]}, {size[1]}) (the images' size "
-                             f"after resizing); got {tuple(mask.shape)}")
+    if len(size) == 3 and m.dim() == 4 and tuple(m.shape[2:]) == tuple(size[1:]):
+        m = m.unsqueeze(2).expand(-1, -1, size[0], -1, -1)  # one mask for every frame
+    if m.dim() != 2 + len(size) or m.shape[1] != 1 or m.shape[0] not in (1, batch) or tuple(m.shape[2:]) != tuple(
+            size):
+        want = ", ".join(str(n) for n in (batch, 1, *size))
+        axes = "(B, 1, F, H, W) or (B, 1, H, W)" if len(size) == 3 else "(B, 1, H, W)"
+        raise CycleDiffError(f"the mask must be {axes} = ({want}) (the {'clips' if len(size) == 3 else 'images'}' "
+                             f"size after resizing); got {tuple(mask.shape)}")
     if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
         raise CycleDiffError("the mask's values must lie in [0, 1] (1 = may change)")
-    return m.expand(batch, -1, -1, -1)
+    return m.expand(batch, *m.shape[1:])
 
 
-def to_sample_mask(mask: torch.Tensor, sample_size: tuple[int, int]) -> torch.Tensor:
+def to_sample_mask(mask: torch.Tensor, sample_size: tuple[int, ...]) -> torch.Tensor:
     """An image-size mask at the model's sample size (latent models: 1/8 of the image): a sample cell may change
-    when any of its pixels may (max-pooling), so nothing the user masked is kept and nothing outside changes."""
+    when any of its pixels may (max-pooling), so nothing the user masked is kept and nothing outside changes. A clip's
+    (B, 1, F, H, W) mask is pooled in time as a causal video VAE groups frames (:func:`frame_groups`)."""
+    if mask.dim() == 5:
+        groups = frame_groups(mask.shape[2], sample_size[0])
+        mask = torch.stack([mask[:, :, a:b].amax(dim=2) for a, b in groups], dim=2)
+        b, _, f, h, w = mask.shape
+        return to_sample_mask(mask.transpose(1, 2).reshape(b * f, 1, h, w), sample_size[1:]).reshape(
+            b, f, 1, *sample_size[1:]).transpose(1, 2)
     h, w = mask.shape[2:]
     if (h, w) == tuple(sample_size):
         return mask
@@ -52,8 +65,24 @@ def to_sample_mask(mask: torch.Tensor, sample_size: tuple[int, int]) -> torch.Te
     return F.max_pool2d(mask, kernel_size=(h // sample_size[0], w // sample_size[1]))
 
 
-def to_image_mask(mask: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """A sample-size mask shown at image size (nearest: each cell a block), for previews."""
+def frame_groups(frames: int, latent_frames: int) -> list[tuple[int, int]]:
+    """The frames [a, b) behind each latent frame of a causal video VAE (Wan's, LTX's, HunyuanVideo's): the first
+    frame alone, then groups of k = (F − 1)/(f − 1); one group per frame when F = f."""
+    if frames == latent_frames:
+        return [(i, i + 1) for i in range(frames)]
+    if latent_frames < 1 or (latent_frames == 1 and frames != 1) or (frames - 1) % max(latent_frames - 1, 1):
+        raise CycleDiffError(f"a mask of {frames} frames does not group into the model's {latent_frames} latent "
+                             "frames (1 + k·(f − 1) frames)")
+    k = (frames - 1) // (latent_frames - 1)
+    return [(0, 1)] + [(1 + k * i, 1 + k * (i + 1)) for i in range(latent_frames - 1)]
+
+
+def to_image_mask(mask: torch.Tensor, image_size: tuple[int, ...]) -> torch.Tensor:
+    """A sample-size mask shown at image size (nearest: each cell a block; a latent frame over its frames), for
+    previews."""
+    if mask.dim() == 5:
+        index = [i for i, (a, b) in enumerate(frame_groups(image_size[0], mask.shape[2])) for _ in range(a, b)]
+        return F.interpolate(mask[:, :, index], size=tuple(image_size), mode="nearest")
     return F.interpolate(mask, size=tuple(image_size), mode="nearest")
 
 
@@ -75,7 +104,8 @@ def auto_mask(x0: torch.Tensor, source: Any, target: Any, timesteps: list[int], 
         raise CycleDiffError(f"the mask threshold must lie in (0, 1); got {threshold}")
     gens = check_generators(generator, x0.shape[0])
     total = torch.zeros(x0.shape[0], 1, *x0.shape[2:], device=x0.device)
-    scale = torch.zeros(x0.shape[0], 1, 1, 1, device=x0.device)
+    axes = tuple(range(1, x0.dim()))
+    scale = torch.zeros(x0.shape[0], *[1] * (x0.dim() - 1), device=x0.device)
     for t in timesteps[: max(1, probe_steps)]:
         ab = source.schedule.alpha_bar_at(t)
         x_t = start_point(x0, ab, gaussian_like(x0, gens))
@@ -83,11 +113,11 @@ def auto_mask(x0: torch.Tensor, source: Any, target: Any, timesteps: list[int], 
         eps_s = model_prediction(source.schedule, out_s, x_t, ab)[1]
         eps_t = model_prediction(target.schedule, out_t, x_t, target.schedule.alpha_bar_at(t))[1]
         total += (eps_t - eps_s).abs().float().mean(dim=1, keepdim=True)
-        scale += eps_s.abs().float().mean(dim=(1, 2, 3), keepdim=True)
+        scale += eps_s.abs().float().mean(dim=axes, keepdim=True)
     # disagreement at float-rounding level (identical conditions computed in different rows) is no disagreement:
     # scaled against at least 1e-4 of the noise's own size, it stays far below any threshold
-    peak = torch.maximum(total.amax(dim=(1, 2, 3), keepdim=True), 1e-4 * scale).clamp_min(1e-12)
+    peak = torch.maximum(total.amax(dim=axes, keepdim=True), 1e-4 * scale).clamp_min(1e-12)
     return (total / peak >= threshold).float()
 
 
-__all__ = ["auto_mask", "blend", "check_mask", "to_image_mask", "to_sample_mask"]
+__all__ = ["auto_mask", "blend", "check_mask", "frame_groups", "to_image_mask", "to_sample_mask"]

@@ -19,6 +19,8 @@ class Codec(Protocol):
 
     #: image sides must be multiples of this (1: any size)
     multiple: int
+    #: frames per latent frame of a video codec ((B, C, F, H, W) clips); 1 for images
+    temporal: int
     #: (H, W) images must have (pixel models: their training size), or None (any multiple of ``multiple``)
     image_size: tuple[int, int] | None
     #: channels of the images (1 or 3)
@@ -40,6 +42,7 @@ class PixelCodec:
     """Pixel-space models: samples are the images themselves, in [−1, 1]."""
 
     multiple = 1
+    temporal = 1
 
     def __init__(self, channels: int, image_size: tuple[int, int], *, foreground: str | None = None) -> None:
         self.channels, self.image_size = channels, image_size
@@ -66,6 +69,7 @@ class VaeCodec:
 
     channels = 3
     image_size = None
+    temporal = 1  # a video VAE's codec (models/wan.py) says its own
     execution_device: Any = None  # where the VAE runs when offloading stores it elsewhere (its hooks move it)
 
     def __init__(self, vae: Any, *, downsampling: int, latent_size: tuple[int, int]) -> None:

@@ -125,6 +125,12 @@ FAMILIES: tuple[Family, ...] = (
            network_class="CogView4Transformer2DModel",
            # not a default: CogView4-6B's card (50 steps, guidance 3.5)
            defaults={"steps": 50, "guidance_scale": 3.5}),
+    # Wan's video transformer: its time projection (diffusers' names) or head modulation (Wan's own)
+    Family("wan", "Wan 2.1 / 2.2 (video)", "wan:Wan", pipelines=("WanPipeline", "WanVideoToVideoPipeline"),
+           keys=("condition_embedder.time_proj.", "head.modulation"), network="transformer",
+           network_class="WanTransformer3DModel",
+           # not a default: the Wan 2.1 card (50 steps, guidance 5); strength as the other flow families
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 5.0}),
     Family("longcat-image", "LongCat-Image", "longcat_image:LongCatImage", pipelines=("LongCatImagePipeline",),
            network="transformer", network_class="LongCatImageTransformer2DModel",
            # not a default: LongCatImagePipeline's own (50 steps, guidance 4.5); strength as the other flow families

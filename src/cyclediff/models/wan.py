@@ -1,0 +1,222 @@
+"""Wan 2.1 / 2.2 text-to-video: rectified flow, a 3-D transformer over 1×2×2 patches of a causal video VAE's
+latents, T5 (umT5) text. The core sees 5-D samples (B, C, f, h, w) as they are: nothing is packed here.
+
+Followed from diffusers' ``WanPipeline`` / ``WanVideoToVideoPipeline``:
+
+- **Clips** are (B, 3, F, H, W) in [0, 1] with F = 4k + 1 frames and sides multiples of 16 (:meth:`Wan.fit_clip`);
+  the VAE makes (B, 16, (F − 1)/4 + 1, H/8, W/8) latents, normalised per channel by ``latents_mean`` /
+  ``latents_std`` (the codec's :class:`~cyclediff.models.codec.LatentAffine`).
+- **Prompts** go through the pipeline's ``encode_prompt``: T5's states of the prompt's own tokens, zero-padded to
+  ``max_sequence_length`` (512), so every branch stacks into one call.
+- **Guidance**: classifier-free with a ``negative_prompt`` (the empty prompt when none is given), as the pipeline's
+  ``guidance_scale``. Wan 2.2 (A14B) has a second, low-noise transformer: steps at timesteps below
+  ``boundary_ratio`` · T run it, with ``guidance_scale_2`` (the first scale when not given), as the pipeline does.
+  Wan 2.2 TI2V (``expand_timesteps``) gets the timestep per patch, as its pipeline gives it.
+- **The grid** is the pipeline's scheduler's ``set_timesteps(N)`` (its shift); the transformer sees σ·T. Wan's
+  checkpoints ship UniPC (a multistep solver the core's one-step sampler is not): their ``flow_shift`` becomes the
+  flow-matching grid's shift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import IncompatibleModelError
+from ..flow import FlowSchedule
+from ._accel import UNetRunner
+from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
+from .codec import VaeCodec
+from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
+from .steps import FlowCoordinates
+
+BASE = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # where a single transformer file's other parts come from by default
+
+
+class _VideoTransformer(torch.nn.Module):
+    """Wan's transformer(s) called as the runner calls a UNet: (B, C, f, h, w) latents and timesteps σ·T in, the
+    velocity out; ``low_noise`` picks Wan 2.2's second transformer."""
+
+    def __init__(self, transformer: torch.nn.Module, transformer_2: torch.nn.Module | None,
+                 expand_timesteps: bool) -> None:
+        super().__init__()
+        self.transformer, self.transformer_2, self.expand_timesteps = transformer, transformer_2, expand_timesteps
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, return_dict: bool = False, *,
+                encoder_hidden_states: torch.Tensor, low_noise: bool = False) -> Any:
+        net = self.transformer_2 if low_noise else self.transformer
+        if self.expand_timesteps:  # one timestep per patch (Wan 2.2 TI2V)
+            _, ph, pw = net.config.patch_size
+            tokens = x.shape[2] * (x.shape[3] // ph) * (x.shape[4] // pw)
+            timesteps = timesteps[:, None].expand(-1, tokens)
+        return net(hidden_states=x, timestep=timesteps, encoder_hidden_states=encoder_hidden_states,
+                   return_dict=False)
+
+
+class VideoCodec(VaeCodec):
+    """A causal video VAE's codec: (B, 3, F, H, W) clips with F = 1 + ``temporal``·k frames ↔ 5-D latents."""
+
+    def __init__(self, vae: Any, *, downsampling: int, latent_size: tuple[int, int], frames: int) -> None:
+        super().__init__(vae, downsampling=downsampling, latent_size=latent_size)
+        self.temporal = int(vae.config.get("scale_factor_temporal") or 4)
+        self.frames = frames  # of the clips the model makes by default
+
+    def encode(self, images01: torch.Tensor, generator: Any = None) -> torch.Tensor:
+        """Clips in [0, 1] → the VAE posterior's mode, normalised, as Wan's video-to-video pipeline encodes them
+        (no draw: ``generator`` is not used)."""
+        return self.encode_images(images01 * 2 - 1, generator, sample=False)
+
+    def encode_images(self, images: torch.Tensor, generator: Any = None, *, sample: bool = True) -> torch.Tensor:
+        if isinstance(images, torch.Tensor) and images.ndim != 5:
+            raise IncompatibleModelError(f"a video model encodes clips (B, 3, F, H, W) in [0, 1]; got shape "
+                                         f"{tuple(images.shape)} (one image is x[:, :, None], a clip of one frame)")
+        if (images.shape[2] - 1) % self.temporal:
+            raise IncompatibleModelError(f"clips must have 1 + {self.temporal}·k frames for this model; got "
+                                         f"{images.shape[2]} (model.fit_clip(F, H, W) gives the frames to keep)")
+        return super().encode_images(images, generator, sample=sample)
+
+
+class Wan(FlowCoordinates, PromptModel):
+    """A ``WanPipeline`` (or ``WanVideoToVideoPipeline``) over its VAE latents. Conditions: ``prompt``,
+    ``negative_prompt``, ``guidance_scale`` (classifier-free; 1: none), ``guidance_scale_2`` (Wan 2.2's low-noise
+    stage). ``frames`` and ``size`` (H, W): the clips it makes by default (the pipeline's 81 at 480×832)."""
+
+    condition_keys = ("prompt", "negative_prompt", "guidance_scale", "guidance_scale_2")
+    kind = "Wan's video transformer"
+    family = "wan"  # its record in models/families.py
+
+    def __init__(self, pipe: Any, *, model_id: str | None = None, max_sequence_length: int = 512, frames: int = 81,
+                 size: tuple[int, int] = (480, 832)) -> None:
+        self._adopt(pipe, ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+                    "Wan needs a Wan text-to-video pipeline", model_id)
+        self.transformer = self.network = pipe.transformer
+        self.transformer_2 = getattr(pipe, "transformer_2", None)
+        if self.transformer_2 is not None:
+            self.transformer_2.eval().requires_grad_(False)
+        config = dict(pipe.config)
+        ratio = config.get("boundary_ratio")
+        if ratio is not None and self.transformer_2 is None:
+            raise IncompatibleModelError("this Wan pipeline has a boundary_ratio but no transformer_2; load the whole "
+                                         "Wan 2.2 pipeline")
+        scheduler = dict(pipe.scheduler.config)
+        self.boundary = None if ratio is None else float(ratio) * int(scheduler.get("num_train_timesteps", 1000))
+        self.runner = UNetRunner(_VideoTransformer(self.transformer, self.transformer_2,
+                                                   bool(config.get("expand_timesteps"))))
+        self.max_sequence_length = max_sequence_length
+        self.schedule = FlowSchedule.from_flow_config(euler_config(scheduler))
+        f, h, w, _ = self.fit_clip(frames, *size)
+        self.frames, self.size = f, (h, w)
+        factor = int(pipe.vae.config.get("scale_factor_spatial") or 8)
+        self.codec = VideoCodec(pipe.vae, downsampling=self._patch[1], latent_size=(h // factor, w // factor),
+                                frames=f)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, **kwargs: Any) -> Wan:
+        """A hub id or a local diffusers folder of Wan (e.g. ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``), or a single
+        transformer file (diffusers' ``from_single_file`` of the transformer; the rest of the pipeline from
+        ``config=`` a local folder or hub id, by default ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``)."""
+        from diffusers import WanPipeline, WanTransformer3DModel
+
+        source = str(source)
+        base = source
+        if is_single_file(source):
+            base = str(kwargs.pop("config", None) or BASE)
+            kwargs["transformer"] = load_pipeline(WanTransformer3DModel, source, dtype, None, "Wan transformer",
+                                                  config=base, subfolder="transformer")
+        return cls(load_pipeline(WanPipeline, base, dtype, device, "Wan", **kwargs), model_id=source)
+
+    @property
+    def _patch(self) -> tuple[int, int, int]:
+        return tuple(int(p) for p in self.transformer.config.patch_size)  # type: ignore[return-value]
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int, int]:  # type: ignore[override]
+        factor = self.codec.factor
+        f = (self.frames - 1) // self.codec.temporal + 1
+        return (int(self.transformer.config.in_channels), f, self.size[0] // factor, self.size[1] // factor)
+
+    def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
+        """(F', H', W', note): the frames and size this model takes for a clip of ``frames`` at H×W — the first
+        1 + 4k frames (a clip cannot be lengthened), the sides cut down to multiples of 16 (the pipeline's
+        rounding); the note says what changed ("" when nothing)."""
+        temporal = int(self.pipe.vae.config.get("scale_factor_temporal") or 4)
+        multiple = int(self.pipe.vae.config.get("scale_factor_spatial") or 8) * self._patch[1]
+        if frames < 1 or height < multiple or width < multiple:
+            raise IncompatibleModelError(f"Wan takes clips of at least 1 frame of {multiple}×{multiple} pixels; got "
+                                         f"{frames} frames of {height}×{width}")
+        f = (frames - 1) // temporal * temporal + 1
+        h, w = height // multiple * multiple, width // multiple * multiple
+        notes = ([f"{frames} frames cut to {f} (Wan takes 1 + {temporal}·k)"] if f != frames else []) + (
+            [f"{height}×{width} cut to {h}×{w} (multiples of {multiple})"] if (h, w) != (height, width) else [])
+        return f, h, w, "; ".join(notes)
+
+    def check_sample(self, x: torch.Tensor) -> None:
+        c, (_, ph, pw) = int(self.transformer.config.in_channels), self._patch
+        if x.ndim != 5 or x.shape[1] != c:
+            raise IncompatibleModelError(f"this model works on {c}-channel video latents (B, {c}, f, h, w); got "
+                                         f"shape {tuple(x.shape)}. Encode clips with model.codec first")
+        if x.shape[3] % ph or x.shape[4] % pw:
+            raise IncompatibleModelError(f"latent sides must be multiples of {ph}; got {tuple(x.shape[3:])}")
+
+    # ------------------------------------------------------------------ conditioning
+    def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,
+                          negative_prompt: str | list[str] | None = None, guidance_scale: float = 1.0,
+                          guidance_scale_2: float | None = None, **unknown: Any) -> Condition:
+        refuse_unknown(unknown, self.condition_keys, "a Wan model")
+        if guidance_scale_2 is not None and self.boundary is None:
+            raise IncompatibleModelError("guidance_scale_2 is for Wan 2.2's two-stage pipelines (a boundary_ratio); "
+                                         "this one has one transformer: drop it")
+        prompts = as_list("" if prompt is None else prompt, batch_size, "prompt")
+        negatives = as_list(negative_prompt, batch_size, "negative_prompt")
+        w = condition_scale(guidance_scale)
+        w2 = w if guidance_scale_2 is None else condition_scale(guidance_scale_2)
+        cond = self._encode(prompts)
+        uncond = self._encode(negatives or [""] * batch_size) if (w, w2) != (1, 1) else None
+        record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}
+        if guidance_scale_2 is not None:
+            record["guidance_scale_2"] = w2
+        if negatives is not None:
+            record["negative_prompt"] = negatives
+        return Condition(inputs={"cond": cond, "uncond": uncond, "scale": w, "scale_2": w2}, record=record)
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        """T5 states of each prompt's tokens, zero-padded to ``max_sequence_length``, as the pipeline makes them."""
+        self.use_adapters()  # a LoRA variant's text encoder carries its adapters
+        with torch.no_grad(), diffusers_quiet():
+            embeds, _ = self.pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=self.text_device,
+                                                max_sequence_length=self.max_sequence_length)
+        return embeds
+
+    def low_noise(self, t: float) -> bool:
+        """Whether the step at model timestep ``t`` is Wan 2.2's low-noise stage (t below the boundary, compared
+        in float32 as the pipeline compares its timesteps)."""
+        return self.boundary is not None and not bool(torch.tensor(t, dtype=torch.float32) >= self.boundary)
+
+    def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: float) -> list[torch.Tensor]:
+        """All branches and their unconditional rows in one transformer call (the stage's transformer and scale);
+        x̂0 per branch."""
+        low = self.low_noise(t)
+
+        def rows(c: Condition) -> Any:
+            staged = Condition(inputs={**c.inputs, "scale": c.inputs["scale_2"]}, record=c.record) if low else c
+            return guided_rows(staged, "cond")
+
+        x_all, inputs, plan = stack_branches(branches, rows)
+        text = torch.cat(inputs["cond"]).to(self.device, self.dtype)
+        self.use_adapters()
+        return guided_call(self, x_all, t, plan, encoder_hidden_states=text, low_noise=low)
+
+
+def euler_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flow-matching scheduler config of a Wan pipeline's scheduler: itself when it is one; UniPC's flow
+    config (Wan's checkpoints) as the flow-matching grid of its ``flow_shift``."""
+    if "flow_shift" not in config or "shift" in config:
+        return config
+    return {"num_train_timesteps": int(config.get("num_train_timesteps", 1000)),
+            "shift": float(config.get("flow_shift") or 1.0)}
+
+
+__all__ = ["VideoCodec", "Wan", "euler_config"]

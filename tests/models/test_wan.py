@@ -1,0 +1,255 @@
+"""Wan on a tiny pipeline built offline (T5 as tests/tiny_sd.py builds it, Wan's causal VAE, a two-layer 3-D
+transformer), with 5-D latents through the core: a seed gives ``WanPipeline``'s own clip (no guidance,
+classifier-free guidance with and without a negative prompt, Wan 2.2's two transformers), SDEdit's path equals
+``WanVideoToVideoPipeline``, exact reconstruction, batch invariance, the five methods, masks per frame, loading."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
+
+from conftest import gens
+from cyclediff import CycleDiffusion, decode, edit, encode
+from cyclediff._noise import gaussian_like
+from cyclediff.baselines import ddim_generate
+from cyclediff.cycle import cycle
+from cyclediff.encoder import start_point
+from cyclediff.errors import CycleDiffError
+from cyclediff.models import from_pipe, load
+from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.wan import Wan
+from cyclediff.sampler import sample_latent
+from tiny_sd import photos
+from tiny_wan import FRAMES, SIZE, wan_pipeline
+
+TOKENS = 16  # prompts padded to 16 tokens, not 512: the prompt's few tokens then weigh on the random network
+EXACT = 1e-5  # float32 reconstruction bound of the issue
+BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
+CFG = {"guidance_scale": 5.0, "negative_prompt": NEGATIVE}
+
+
+def clips(batch: int, seed: int = 0, frames: int = FRAMES) -> torch.Tensor:
+    """(B, 3, F, 16, 16) clips in [0, 1]: a picture sliding one pixel a frame."""
+    base = photos(batch, size=SIZE, seed=seed)
+    return torch.stack([torch.roll(base, shifts=i, dims=-1) for i in range(frames)], dim=2)
+
+
+def seed(s: int) -> torch.Generator:
+    return torch.Generator().manual_seed(s)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    pipe = wan_pipeline(tmp_path_factory.mktemp("wan"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def wan(pipe):
+    return Wan(pipe, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+
+
+# ---------------------------------------------------------------------------------------------------- parity
+def ours(model, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **condition) -> torch.Tensor:
+    f = (frames - 1) // model.codec.temporal + 1
+    h, w = (n // model.codec.factor for n in size)
+    z = sample_latent(model, 1, steps=STEPS, eta=0, generator=seed(s), prompt=PROMPT,
+                      sample_shape=(model.sample_shape[0], f, h, w), **condition)
+    return to_images(model, decode(z, model))
+
+
+def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> torch.Tensor:
+    """The pipeline's clip as (B, 3, F, H, W) in [0, 1] (it gives (B, F, 3, H, W))."""
+    with torch.no_grad():
+        out = pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
+                   generator=seed(s), output_type="pt", max_sequence_length=TOKENS, **call).frames
+    return out.transpose(1, 2)
+
+
+def assert_video_parity(model, pipe, other, frames=FRAMES, size=(SIZE, SIZE), **condition) -> float:
+    mine, reference = ours(model, 3, frames, size, **condition), theirs(pipe, 3, frames, size, **condition)
+    assert mine.shape == reference.shape == (1, 3, frames, *size)
+    diff = float((mine - reference).abs().max())
+    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
+    assert float((ours(model, 4, frames, size, **condition) - reference).abs().max()) > SENSITIVE
+    assert float((ours(model, 3, frames, size, **{**condition, **other}) - reference).abs().max()) > SENSITIVE
+    return diff
+
+
+@pytest.mark.parametrize("guidance, other, frames, size", [
+    ({"guidance_scale": 1.0}, CFG, FRAMES, (SIZE, SIZE)),
+    (CFG, {"guidance_scale": 1.0}, FRAMES, (SIZE, SIZE)),
+    ({"guidance_scale": 5.0}, CFG, FRAMES, (SIZE, SIZE)),  # the pipeline's empty negative prompt
+    (CFG, {"guidance_scale": 1.0}, 5, (16, 32)),
+], ids=["no-guidance", "cfg-negative", "cfg-empty-negative", "cfg-5-frames-16x32"])
+def test_a_seed_gives_wans_own_clip(wan, pipe, guidance, other, frames, size):
+    assert_video_parity(wan, pipe, other, frames, size, **guidance)
+
+
+def test_a_seed_gives_wan_22s_own_clip_with_its_two_transformers(tmp_path):
+    """Wan 2.2 A14B: steps above the boundary run the first transformer at guidance_scale, those below the second
+    at guidance_scale_2."""
+    pipe = wan_pipeline(tmp_path, two_stage=True)
+    pipe.set_progress_bar_config(disable=True)
+    model = Wan(pipe, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    steps = model.schedule.grid(STEPS)
+    assert any(model.low_noise(t) for t in steps) and not all(model.low_noise(t) for t in steps)
+    two = {**CFG, "guidance_scale_2": 2.0}
+    assert_video_parity(model, pipe, {"guidance_scale_2": 5.0}, **two)
+    with pytest.raises(CycleDiffError, match="guidance_scale_2 is for Wan 2.2"):
+        Wan(wan_pipeline(tmp_path / "one"), frames=FRAMES, size=(SIZE, SIZE)).prepare_condition(1, guidance_scale_2=2)
+
+
+@pytest.mark.parametrize("strength, guidance", [(0.5, {"guidance_scale": 1.0}), (0.75, CFG), (1.0, CFG)])
+def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guidance, monkeypatch):
+    """The clip's VAE posterior mode (the pipeline's "argmax"), x_start from q(x_t | x0) at the strength's first
+    step (its one draw), then the ODE on the strength-cut grid: ``WanVideoToVideoPipeline``'s clip."""
+    import diffusers.pipelines.wan.pipeline_wan_video2video as module
+    from diffusers import WanVideoToVideoPipeline
+
+    # diffusers' video-to-video module calls ftfy without asking whether it is installed (WanPipeline asks): the
+    # text as WanPipeline cleans it without ftfy
+    monkeypatch.setattr(module, "ftfy", SimpleNamespace(fix_text=lambda text: text), raising=False)
+    v2v = WanVideoToVideoPipeline.from_pipe(pipe)
+    v2v.set_progress_bar_config(disable=True)
+    x = clips(1, seed=1)
+
+    def mine(s: int) -> torch.Tensor:
+        g = seed(s)
+        x0 = to_model_space(wan, x, g)
+        timesteps = list(wan.schedule_for(tuple(x0.shape)).timesteps(STEPS, strength))
+        x_start = start_point(x0, wan.schedule.alpha_bar_at(timesteps[0]), gaussian_like(x0, g))
+        return to_images(wan, ddim_generate(x_start, wan, wan.prepare_condition(1, prompt=PROMPT, **guidance),
+                                            timesteps))
+
+    with torch.no_grad():
+        reference = v2v(video=x.transpose(1, 2), prompt=PROMPT, strength=strength, num_inference_steps=STEPS,
+                        height=SIZE, width=SIZE, generator=seed(5), output_type="pt", max_sequence_length=TOKENS,
+                        **guidance).frames.transpose(1, 2)
+    assert float((mine(5) - reference).abs().max()) <= TOLERANCE
+    assert float((mine(6) - reference).abs().max()) > SENSITIVE
+
+
+# ---------------------------------------------------------------------------------------------------- the core
+@pytest.mark.parametrize("eta", [0.1, 1.0])
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_decoding_a_wan_encoding_gives_its_5d_latents_back(wan, eta, strength):
+    x0 = to_model_space(wan, clips(2), None)
+    assert x0.shape == (2, 16, 3, 2, 2)
+    z = encode(x0, wan, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
+    assert z.path == "rectified_flow" and z.sample_shape == (16, 3, 2, 2)
+    torch.testing.assert_close(decode(z, wan), x0, rtol=0, atol=EXACT)
+
+
+def test_wan_edits_are_batch_invariant_under_guidance(wan):
+    x = clips(2)
+    kw = dict(steps=5, guidance_scale=5.0, source_guidance_scale=2.0)
+    both = edit(wan, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
+                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
+    one = edit(wan, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
+               generator=gens(1), **kw).images
+    assert both.shape == (2, 3, FRAMES, SIZE, SIZE)
+    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
+    plain = edit(wan, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
+                 **kw).images
+    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+
+
+@pytest.mark.parametrize("method", ["cyclediffusion", "edit-friendly", "flowedit", "sdedit", "ddib"])
+def test_the_five_methods_edit_a_clip(wan, method):
+    x = clips(1)
+    out = edit(wan, x, source_prompt="a cat", prompt="a dog", steps=4, guidance_scale=3.0, generator=gens(0),
+               method=method).images
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert float((out - to_images(wan, to_model_space(wan, x, None))).abs().max()) > SENSITIVE
+
+
+def test_a_mask_per_frame_keeps_the_latents_outside_it_and_the_frames_before_it(wan):
+    """A (B, 1, F, H, W) mask reaches the latents pooled in space (8×8 pixels a cell) and in time as the causal VAE
+    groups frames (frame 0 alone, then 4 a latent frame): outside it the latents are the input's exactly, so the
+    frames decoded before the masked latent frames (the VAE is causal) are the VAE's reconstruction exactly; a mask
+    of zeros (one for every frame) gives the reconstruction in every frame."""
+    x = clips(2)
+    x0 = to_model_space(wan, x, None)
+    recon = to_images(wan, x0)
+    kw = dict(source_prompt="a cat", prompt="a dog", steps=5, guidance_scale=3.0)
+    pixel = torch.zeros(2, 1, FRAMES, SIZE, SIZE)
+    pixel[:, :, 6, 2, 3] = 1  # one pixel of frame 6: latent frame 2 (frames 5–8), cell (0, 0)
+    out = edit(wan, x, method=CycleDiffusion(mask=pixel), generator=gens(0, 1), **kw)
+    assert out.mask.shape == (2, 1, FRAMES, SIZE, SIZE)
+    assert out.mask.sum() == 2 * 4 * 8 * 8 and out.mask[:, :, 5:, :8, :8].all()
+    assert torch.equal(out.images[:, :, :5], recon[:, :, :5])  # latent frames 0 and 1 unchanged
+    keep = torch.zeros(2, 1, 3, 2, 2)
+    keep[:, :, 1, 1, 0] = 1  # inside it the latents change (the tiny random VAE decodes them only faintly)
+    latents, _ = cycle(x0, wan, steps=5, strength=0.8, generator=gens(0, 1), mask=keep, source_condition={
+        "prompt": "a cat"}, target_condition={"prompt": "a dog", "guidance_scale": 3.0})
+    assert torch.equal(latents * (1 - keep), x0 * (1 - keep)) and (latents - x0).mul(keep).abs().max() > 1e-3
+    nothing = edit(wan, x, method=CycleDiffusion(mask=torch.zeros(2, 1, SIZE, SIZE)), generator=gens(0, 1), **kw)
+    assert nothing.mask.shape == (2, 1, FRAMES, SIZE, SIZE)
+    torch.testing.assert_close(nothing.images, recon, rtol=0, atol=0)
+
+
+def test_the_automatic_mask_of_clips_is_one_per_clip_and_frame(wan):
+    """The disagreement is scaled per clip (over channels, latent frames and cells) and shown over the clip's frames."""
+    out = edit(wan, clips(2), source_prompt=["a cat", "a red car"], prompt=["a dog", "a red car"], steps=5,
+               guidance_scale=1.0, generator=gens(0, 1), method=CycleDiffusion(mask="auto", mask_threshold=0.5))
+    assert out.mask.shape == (2, 1, FRAMES, SIZE, SIZE) and set(out.mask.unique().tolist()) <= {0.0, 1.0}
+    assert out.mask[0].any() and not out.mask[1].any()  # the second clip's prompts agree: nothing may change
+    assert all(torch.equal(out.mask[:, :, i], out.mask[:, :, i + 1]) for i in range(1, 4))  # 4 frames a latent
+
+
+def test_clip_masks_of_the_wrong_shape_are_one_line_errors(wan):
+    x = clips(1)
+    for mask in (torch.zeros(1, 1, 8, SIZE, SIZE), torch.zeros(1, 1, 9, 8, 8)):
+        with pytest.raises(CycleDiffError, match=r"\(B, 1, F, H, W\) or \(B, 1, H, W\)") as err:
+            edit(wan, x, source_prompt="a cat", prompt="a dog", steps=4, method=CycleDiffusion(mask=mask))
+        assert "\n" not in str(err.value)
+
+
+def test_clips_the_model_cannot_take_are_one_line_errors(wan):
+    with pytest.raises(CycleDiffError, match=r"1 \+ 4·k frames .*fit_clip"):
+        to_model_space(wan, clips(1, frames=8), None)
+    with pytest.raises(CycleDiffError, match="encodes clips"):
+        to_model_space(wan, photos(1), None)
+    with pytest.raises(CycleDiffError, match="video latents"):
+        wan.check_sample(torch.zeros(1, 16, 2, 2))
+
+
+def test_fit_clip_rounds_as_the_pipeline_requires(wan):
+    assert wan.fit_clip(81, 480, 832) == (81, 480, 832, "")
+    f, h, w, note = wan.fit_clip(100, 490, 850)
+    assert (f, h, w) == (97, 480, 848) and "100 frames cut to 97" in note and "490×850 cut to 480×848" in note
+    assert wan.fit_clip(4, 16, 16)[0] == 1
+    with pytest.raises(CycleDiffError, match="at least"):
+        wan.fit_clip(9, 8, 16)
+    assert wan.frames == FRAMES and wan.codec.temporal == 4 and wan.sample_shape == (16, 3, 2, 2)
+    assert Wan.from_pipe(wan.pipe).sample_shape == (16, 21, 60, 104)  # the pipeline's 81 frames of 480×832
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def test_from_pipe_and_load_take_wan_and_vae_tiling_reaches_its_vae(tmp_path, pipe):
+    from diffusers import WanVideoToVideoPipeline
+
+    assert isinstance(from_pipe(pipe), Wan)
+    assert isinstance(from_pipe(WanVideoToVideoPipeline.from_pipe(pipe)), Wan)
+    pipe.save_pretrained(tmp_path / "wan")
+    model = load(str(tmp_path / "wan"))
+    assert isinstance(model, Wan) and model.family == "wan"
+    tiled = load(str(tmp_path / "wan"), vae_tiling=True)
+    assert tiled.codec.vae.use_tiling and tiled.codec.vae.use_slicing
+
+
+def test_a_wan_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    seen = []
+    monkeypatch.setattr(Wan, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
+    for keys in (["condition_embedder.time_proj.weight", "blocks.0.attn1.to_q.weight"],
+                 ["head.modulation", "blocks.0.self_attn.q.weight"]):
+        save_file({k: torch.zeros(1) for k in keys}, str(tmp_path / "wan.safetensors"))
+        load(str(tmp_path / "wan.safetensors"))
+    assert seen == [Wan, Wan]
