@@ -132,3 +132,23 @@ steps = 3
     res = cli("run", job, "--quiet")
     assert res.exit_code == 0, res.output
     assert made[0].is_file() and made[1].stat().st_mtime_ns == stamps
+
+
+def test_a_mask_image_for_all_frames_or_a_mask_clip_with_one_frame_per_frame(tmp_path, wan):
+    source = clip(tmp_path / "a.webm", frames=5, h=16, w=16)
+    mask = torch.zeros(5, 1, 16, 16)
+    mask[..., 8:] = 1
+    for name, frames in (("right.webm", 5), ("short.webm", 3)):
+        write_clip(tmp_path / name, mask[:frames], 24)
+    for spec, ok in (("right.webm", True), ("short.webm", False)):
+        res = cli("edit", source, "--model", wan, "--source-prompt", "a", "--prompt", "b", *STEPS, "--mask",
+                  tmp_path / spec, "--out", tmp_path / spec.replace(".", "_"))
+        assert (res.exit_code == 0) == ok, res.output
+    assert "the mask clip has 3 frames, the clip 5" in failures(res.output)[0]
+    from cyclediff._images import save_image
+
+    save_image(mask[0], tmp_path / "mask.png")
+    res = cli("edit", source, "--model", wan, "--source-prompt", "a", "--prompt", "b", *STEPS, "--mask",
+              tmp_path / "mask.png", "--out", tmp_path / "png_mask")
+    assert res.exit_code == 0, res.output
+    assert read_clip(next((tmp_path / "png_mask").iterdir())).frames.shape == (5, 3, 16, 16)
