@@ -120,6 +120,12 @@ FAMILIES: tuple[Family, ...] = (
            gguf_base=lambda keys: "Alpha-VLLM/Lumina-Image-2.0",
            # not a default: Lumina-Image-2.0's card (50 steps, guidance 4, the pipeline's renormalised CFG)
            defaults={"steps": 50, "guidance_scale": 4.0}),
+    # HiDream-I1: its double- / single-stream blocks (the same names in HiDream's files and diffusers')
+    Family("hidream", "HiDream-I1", "hidream_image:HiDreamImage", pipelines=("HiDreamImagePipeline",),
+           keys=("double_stream_blocks.",), network="transformer", network_class="HiDreamImageTransformer2DModel",
+           lora=(("HiDream-I1", ("double_stream_blocks", "single_stream_blocks")),),
+           # not a default: HiDream-I1-Full's card (50 steps, guidance 5); Dev 28 / Fast 16 steps with guidance 0
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 5.0}),
     # CogView4 (its control pipeline takes a control image: not this family)
     Family("cogview4", "CogView4", "cogview4:CogView4", pipelines=("CogView4Pipeline",), network="transformer",
            network_class="CogView4Transformer2DModel",
