@@ -17,9 +17,10 @@ Followed from diffusers' ``HiDreamImagePipeline`` (which has no img2img sibling)
   pipeline's μ, from the transformer's ``max_seq``, only for a scheduler that shifts dynamically): the core's step
   is its step. Full ships ``UniPCMultistepScheduler`` with flow sigmas: levels linspace(1, 1/T, N + 1) without the
   last, shifted by ``flow_shift``, the first lowered by 1e-6, then σ = 0; the network sees the integer part of σ·T
-  (:class:`UniPCFlowSchedule`). The core's first-order step is UniPC's on the first step (one step is the
-  pipeline's image); from the second step on UniPC adds its corrector and second-order predictor, which are not
-  reproduced (the grid is).
+  (:class:`UniPCFlowSchedule`). The core's first-order step is UniPC's first step and its final step to σ = 0
+  (which reads the x̂0 of the sample before UniPC's corrector moves it): at 1 and 2 steps a seed gives the
+  pipeline's image. From 3 steps on UniPC's corrector and second-order predictor are not reproduced (its grid is;
+  ``FlowMatchEulerDiscreteScheduler`` swapped into the pipeline gives the core's steps exactly).
 """
 
 from __future__ import annotations
