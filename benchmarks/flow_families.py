@@ -43,14 +43,14 @@ TRANSFORMERS: dict[str, tuple[str, dict]] = {
         n_heads=30, n_kv_heads=30, norm_eps=1e-5, qk_norm=True, cap_feat_dim=2560, rope_theta=256.0, t_scale=1000.0,
         axes_dims=[32, 48, 48], axes_lens=[1536, 512, 512])),
 }
-# the same layouts, few layers of width 256 (head dim 64), reading the tiny pipelines' text widths
+# the same layouts, three blocks of width 256 (head dim 64), reading the tiny pipelines' text widths
 SMALL: dict[str, dict] = {
     "qwenimage": dict(patch_size=2, in_channels=16, out_channels=4, num_layers=3, attention_head_dim=64,
                       num_attention_heads=4, joint_attention_dim=16, guidance_embeds=False, axes_dims_rope=(8, 28, 28)),
-    "flux2": dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=3, attention_head_dim=64,
+    "flux2": dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=64,
                   num_attention_heads=4, joint_attention_dim=48, timestep_guidance_channels=64,
                   axes_dims_rope=(16, 16, 16, 16), guidance_embeds=True),
-    "chroma": dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=3, attention_head_dim=64,
+    "chroma": dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=64,
                    num_attention_heads=4, joint_attention_dim=32, axes_dims_rope=(8, 28, 28),
                    approximator_num_channels=16, approximator_hidden_dim=256, approximator_layers=2),
     "z-image": dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=256, n_layers=3,

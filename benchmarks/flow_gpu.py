@@ -3,16 +3,28 @@ transformer floor (the same transformer calls alone), random weights, one GPU, o
 
     PYTHONPATH=src:tests python benchmarks/flow_gpu.py --preset sd3-medium --log benchmarks/results/flow_gpu.jsonl
     PYTHONPATH=src:tests python benchmarks/flow_gpu.py --preset flux-dev --log benchmarks/results/flow_gpu.jsonl
+    PYTHONPATH=src:tests python benchmarks/flow_gpu.py --preset qwen-image,flux2-dev,chroma,z-image \
+        --log benchmarks/results/flow_gpu.jsonl
     PYTHONPATH=src:tests python benchmarks/flow_gpu.py --preset tiny-sd3 --device cpu --dtype float32   # smoke
+    OMP_NUM_THREADS=1 PYTHONPATH=src:tests python benchmarks/flow_gpu.py --device cpu --dtype float32 --clock process \
+        --preset small-qwen-image,small-flux2-dev,small-chroma,small-z-image --no-compile --batches 1 --repeats 1
 
 The transformer and the VAE have the published architectures (SD3-medium: 24 MMDiT blocks of width 1536, 16
 latent channels; FLUX.1-dev: 19 double + 38 single blocks of width 3072, 2×2-packed latents, embedded guidance);
 the text encoders are one-layer stand-ins of the right widths (prompt encoding happens once per edit and is not
 what is measured). The edit: 1024², 28 steps at strength 0.8 (22 run), η 0.1; SD3 with target CFG 4 and source
-scale 1 (three rows per image and step), FLUX with embedded guidance (two rows). Phases (JSON lines):
+scale 1 (three rows per image and step), FLUX with embedded guidance (two rows).
 
-- ``floor``: seconds for the edit's transformer calls alone (same rows, shapes and dtype; compiled when the edit
-  is), the least any implementation can take (the edit also encodes the prompts and runs the VAE both ways);
+The 2026 families (benchmarks/flow_families.py holds their configs and sources): Qwen-Image (20B MMDiT, true CFG
+4 / source 1: three rows), FLUX.2 [dev] (32B, embedded guidance 4: two rows), Chroma (8.9B, CFG 4 / source 1:
+three rows), Z-Image (6B single-stream, CFG 5 / source 1: three rows), with text encoders cut to the layers the
+pipelines read, at their published widths; ``small-*``: the test suite's tiny pipelines of each family with a
+three-block, width-256 transformer of the family's layout on 256 image tokens, for the CPU ratio edit / floor. The
+rows are counted by ``cyclediff.methods.evaluations``. Phases (JSON lines):
+
+- ``floor``: seconds for the edit's transformer calls alone (the rows ``evaluations`` counts, as many calls as the
+  grid has steps, same shapes and dtype; compiled when the edit is), the least any implementation can take (the
+  edit also encodes the prompts and runs the VAE both ways);
 - ``edit``: cyclediff's ``edit``, eager, then compiled (``optimize(compile=True)``), at batch 1 and the largest
   batch of --batches that fits, with ``vs_floor`` (target ≤ 1.15).
 """
@@ -20,13 +32,26 @@ scale 1 (three rows per image and step), FLUX with embedded guidance (two rows).
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
-from gpu_edit import Bench, sync, timed
+from flow_families import KINDS
+from flow_families import adapter as family_adapter
+from flow_families import pipeline as family_pipeline
+from gpu_edit import Bench, sync
 
 from cyclediff import CycleDiffusion, edit
+from cyclediff.methods import evaluations
 from cyclediff.models import Flux, StableDiffusion3
+
+# guidance per kind: the edit's scales, and whether a guided branch takes an unconditional row (False: embedded)
+GUIDANCE = {"sd3": ({"guidance_scale": 4.0, "source_guidance_scale": 1.0}, True),
+            "flux": ({"guidance_scale": 3.5}, False),
+            "qwenimage": ({"guidance_scale": 4.0, "source_guidance_scale": 1.0}, True),  # true CFG
+            "flux2": ({"guidance_scale": 4.0}, False),  # [dev]: embedded
+            "chroma": ({"guidance_scale": 4.0, "source_guidance_scale": 1.0}, True),
+            "z-image": ({"guidance_scale": 5.0, "source_guidance_scale": 1.0}, True)}  # w = the pipeline's g + 1
 
 PRESETS = {
     "sd3-medium": {"kind": "sd3", "size": 1024, "transformer": dict(
@@ -45,11 +70,24 @@ PRESETS = {
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32, guidance_embeds=True,
         axes_dims_rope=(4, 6, 6)), "vae_channels": (8, 16), "latent_channels": 4},
+    # the 2026 families at their published sizes (benchmarks/flow_families.py), and small versions for a CPU
+    **{name: {"kind": kind, "size": 1024, "family_size": "stand-in"} for name, kind in (
+        ("qwen-image", "qwenimage"), ("flux2-dev", "flux2"), ("chroma", "chroma"), ("z-image", "z-image"))},
+    # 256 image tokens each (the tiny VAEs: Qwen-Image's 4×, the others' 2×; 2×2 patches)
+    **{name: {"kind": kind, "size": size, "family_size": "small"} for name, kind, size in (
+        ("small-qwen-image", "qwenimage", 128), ("small-flux2-dev", "flux2", 64), ("small-chroma", "chroma", 64),
+        ("small-z-image", "z-image", 64))},
 }
 
 
 def build(preset: dict, device: str, dtype: torch.dtype, tmp) -> object:
     """The pipeline of the preset with random weights, wrapped by its cyclediff adapter."""
+    if preset["kind"] in KINDS:
+        torch.manual_seed(0)
+        pipe = family_pipeline(preset["kind"], tmp, preset["family_size"]).to(device, dtype)
+        if preset["family_size"] == "stand-in":
+            pipe.default_sample_size = preset["size"] // pipe.vae_scale_factor
+        return family_adapter(preset["kind"], pipe, preset["family_size"])
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -95,31 +133,45 @@ def build(preset: dict, device: str, dtype: torch.dtype, tmp) -> object:
     return model
 
 
-def main() -> None:
+def rows_per_step(preset: dict, grid) -> int:
+    """Network rows per image and step the edit needs: ``cyclediff.methods.evaluations`` over the steps run."""
+    scales, unconditional_rows = GUIDANCE[preset["kind"]]
+    total = evaluations(CycleDiffusion(eta=0.1), grid, source_guidance=unconditional_rows
+                        and scales.get("source_guidance_scale", 1.0) != 1,
+                        target_guidance=unconditional_rows and scales["guidance_scale"] != 1)
+    return total // len(grid.run)
+
+
+def interleaved(fns: list, device: str, repeats: int, clock: str) -> list[float]:
+    """Median seconds of each of ``fns`` over ``repeats`` rounds, called in turn (edit, floor, edit, floor, …) so a
+    change of load between them falls on both. ``clock``: "wall" (``perf_counter``), or "process" (this process's
+    CPU seconds: on a CPU shared with other work, run on one thread, what the neighbours take is not counted)."""
+    now = time.perf_counter if clock == "wall" else time.process_time
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            sync(device)
+            start = now()
+            fn()
+            sync(device)
+            spent.append(now() - start)
+    return [statistics.median(t) for t in times]
+
+
+def bench_preset(bench: Bench, args: argparse.Namespace, name: str) -> None:
+    """One preset: setup, then edit and floor at each batch (eager, then compiled unless --no-compile)."""
     import tempfile
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="sd3-medium")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
-    parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--strength", type=float, default=0.8)
-    parser.add_argument("--batches", default="1,2,4,8")
-    parser.add_argument("--log", default=None)
-    parser.add_argument("--deadline", type=float, default=None)
-    parser.add_argument("--no-compile", action="store_true")
-    args = parser.parse_args()
-    bench, device, dtype = Bench(args), args.device, getattr(torch, args.dtype)
-    preset = PRESETS[args.preset]
+    device, dtype, preset = args.device, getattr(torch, args.dtype), PRESETS[name]
     model = build(preset, device, dtype, Path(tempfile.mkdtemp()))
-    size = preset["size"]
-    flux = preset["kind"] == "flux"
-    scales = {"guidance_scale": 3.5} if flux else {"guidance_scale": 4.0, "source_guidance_scale": 1.0}
-    rows_per_image = 2 if flux else 3
-    run = len(model.schedule.timesteps(args.steps, args.strength))
-    bench.emit("setup", preset=args.preset, device=torch.cuda.get_device_name() if device.startswith("cuda")
-               else device, dtype=args.dtype, steps=args.steps, strength=args.strength, steps_run=run,
+    size, scales = preset["size"], GUIDANCE[preset["kind"]][0]
+    shape = (model.sample_shape[0], size // model.codec.factor, size // model.codec.factor)
+    grid = model.schedule_for(shape).plan(args.steps, args.strength)
+    rows = rows_per_step(preset, grid)
+    bench.emit("setup", preset=name, device=torch.cuda.get_device_name() if device.startswith("cuda") else device,
+               dtype=args.dtype, steps=args.steps, strength=args.strength, steps_run=len(grid.run),
+               rows_per_image_step=rows, sample_shape=list(shape),
                transformer_parameters=sum(p.numel() for p in model.transformer.parameters()))
     images = torch.rand(max(int(b) for b in args.batches.split(",")), 3, size, size, device=device)
 
@@ -128,12 +180,15 @@ def main() -> None:
              strength=args.strength, generator=[torch.Generator().manual_seed(i) for i in range(batch)], **scales,
              method=CycleDiffusion(eta=0.1))
 
+    inputs: dict[int, tuple] = {}  # the floor's rows and their condition, made once: the network alone is timed
+
     @torch.no_grad()
     def floor(batch: int) -> None:
-        c, h, w = model.sample_shape[0], size // model.codec.factor, size // model.codec.factor
-        x = torch.randn(batch * rows_per_image, c, h, w, device=device)
-        cond = model.prepare_condition(batch * rows_per_image, prompt="a photo of a dog")
-        for t in model.schedule.timesteps(args.steps, args.strength):
+        if batch not in inputs:
+            inputs[batch] = (torch.randn(batch * rows, *shape, device=device),
+                             model.prepare_condition(batch * rows, prompt="a photo of a dog"))
+        x, cond = inputs[batch]
+        for t in grid.run:
             model.predict_batch([(x, cond)], t)
 
     for compiled in (False, True) if not args.no_compile else (False,):
@@ -142,22 +197,51 @@ def main() -> None:
             model.optimize(compile=True)
             ours(1)
             sync(device)
-            bench.emit("compile", seconds=round(time.perf_counter() - start, 1))
+            bench.emit("compile", preset=name, seconds=round(time.perf_counter() - start, 1))
         for batch in [int(b) for b in args.batches.split(",")]:
             if not bench.time_left(120):
                 break
             try:
-                ours(batch)  # warm-up (a compiled model compiles each new batch size once)
-                seconds, _ = timed(lambda b=batch: ours(b), device, 2)
+                ours(batch)  # warm-ups (a compiled model compiles each new batch size once)
                 floor(batch)
-                floor_s, _ = timed(lambda b=batch: floor(b), device, 2)
+                seconds, floor_s = interleaved([lambda b=batch: ours(b), lambda b=batch: floor(b)], device,
+                                               args.repeats, args.clock)
             except torch.OutOfMemoryError:
-                bench.emit("edit", compiled=compiled, batch=batch, out_of_memory=True)
+                bench.emit("edit", preset=name, compiled=compiled, batch=batch, out_of_memory=True)
                 torch.cuda.empty_cache()
                 break
-            bench.emit("edit", compiled=compiled, batch=batch, seconds=round(seconds, 3),
+            bench.emit("edit", preset=name, compiled=compiled, batch=batch, seconds=round(seconds, 3),
                        images_per_s=round(batch / seconds, 3), floor_s=round(floor_s, 3),
-                       vs_floor=round(seconds / floor_s, 3))
+                       vs_floor=round(seconds / floor_s, 3), clock=args.clock)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="sd3-medium", help=f"comma-separated, run in order: {', '.join(PRESETS)}")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--strength", type=float, default=0.8)
+    parser.add_argument("--batches", default="1,2,4,8")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each (the median is reported)")
+    parser.add_argument("--clock", choices=["wall", "process"], default="wall",
+                        help="process: CPU seconds of this process (a shared CPU, OMP_NUM_THREADS=1)")
+    parser.add_argument("--log", default=None)
+    parser.add_argument("--deadline", type=float, default=None)
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    names = args.preset.split(",")
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if args.clock == "process" and args.device != "cpu":
+        parser.error("--clock process measures CPU seconds: use it with --device cpu")
+    bench = Bench(args)
+    for name in names:
+        try:
+            bench_preset(bench, args, name)
+        except Exception as err:  # noqa: BLE001 - one preset that cannot run is a line; the others still run
+            bench.emit("error", preset=name, error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
 
 
 if __name__ == "__main__":
