@@ -11,6 +11,7 @@ import torch
 import tiny_chroma
 import tiny_cogview4
 import tiny_flux2
+import tiny_hidream
 import tiny_longcat_image
 import tiny_lumina2
 import tiny_qwenimage
@@ -24,10 +25,12 @@ from cyclediff.options import METHODS
 
 FAMILIES = {
     "sd": tiny_sd.sd_pipeline, "sd3": tiny_sd.sd3_pipeline, "flux": tiny_sd.flux_pipeline,
-    "flux2-klein": tiny_flux2.klein_pipeline, "flux2-dev": tiny_flux2.dev_pipeline, "chroma": tiny_chroma.chroma_pipeline,
+    "flux2-klein": tiny_flux2.klein_pipeline, "flux2-dev": tiny_flux2.dev_pipeline,
+    "chroma": tiny_chroma.chroma_pipeline,
     "qwenimage": tiny_qwenimage.qwenimage_pipeline, "z-image": tiny_z_image.z_image_pipeline,
     "lumina2": tiny_lumina2.lumina2_pipeline, "cogview4": tiny_cogview4.cogview4_pipeline,
     "sana": tiny_sana.sana_pipeline, "longcat-image": tiny_longcat_image.longcat_image_pipeline,
+    "hidream": tiny_hidream.hidream_pipeline,
 }
 STEPS, HEAD = 4, {"source_prompt": "a cat", "prompt": "a dog", "steps": 4, "strength": 0.75, "guidance_scale": 2.0}
 
