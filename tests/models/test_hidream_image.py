@@ -165,6 +165,24 @@ def test_hidream_conditions_and_samples_are_checked_in_one_line(hidream):
     assert "\n" not in str(err.value)
 
 
+def test_a_hidream_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (HiDreamImageLoraLoaderMixin's adapters, on for the variant's calls) equals the pipeline's
+    load_lora_weights + fuse_lora of the same file, seed for seed; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(hidream_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = hidream_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, 3, 3, **CFG)
+    base = HiDreamImage.from_pipe(hidream_pipeline(tmp_path / "base"))
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        assert float((ours(styled, 3, 3, **CFG) - reference).abs().max()) <= TOLERANCE
+        assert float((ours(base, 3, 3, **CFG) - reference).abs().max()) > SENSITIVE
+
+
 # ---------------------------------------------------------------------------------------------------- loading
 def test_from_pipe_load_and_the_cli_take_hidream(tmp_path, pipe):
     from cyclediff._images import save_image
