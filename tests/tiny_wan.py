@@ -23,18 +23,31 @@ def wan_vae(seed: int = 0) -> Any:
     return vae
 
 
-def wan_transformer(seed: int = 0) -> Any:
+def ti2v_vae(seed: int = 0) -> Any:
+    """Wan 2.2 TI2V's VAE shape: 2×2 pixel patches folded into channels before it (16× in space), 48 channels."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    return AutoencoderKLWan(base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+                            latents_mean=[0.0] * 48, latents_std=[1.0] * 48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            scale_factor_spatial=16, scale_factor_temporal=4,
+                            temperal_downsample=[False, True, True]).eval()
+
+
+def wan_transformer(seed: int = 0, channels: int = 16) -> Any:
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-                                 out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
-                                 cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                 in_channels=channels, out_channels=channels, text_dim=32, freq_dim=256, ffn_dim=32,
+                                 num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                 rope_max_seq_len=32).eval()
 
 
-def wan_pipeline(tmp: Path, seed: int = 0, *, two_stage: bool = False, video2video: bool = False) -> Any:
-    """Wan-shaped (2.1; ``two_stage``: 2.2's second, low-noise transformer with a boundary ratio), a shifted
-    flow-matching scheduler."""
+def wan_pipeline(tmp: Path, seed: int = 0, *, two_stage: bool = False, video2video: bool = False,
+                 ti2v: bool = False) -> Any:
+    """Wan-shaped (2.1; ``two_stage``: 2.2 A14B's second, low-noise transformer with a boundary ratio; ``ti2v``:
+    2.2 TI2V's VAE with its timestep per patch), a shifted flow-matching scheduler."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanVideoToVideoPipeline
     from transformers import T5Config, T5EncoderModel
 
@@ -46,6 +59,9 @@ def wan_pipeline(tmp: Path, seed: int = 0, *, two_stage: bool = False, video2vid
                                  scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
     if video2video:
         return WanVideoToVideoPipeline(**parts)
+    if ti2v:
+        return WanPipeline(**{**parts, "vae": ti2v_vae(seed), "transformer": wan_transformer(seed, 48)},
+                           expand_timesteps=True)
     if two_stage:
         return WanPipeline(**parts, transformer_2=wan_transformer(seed + 1), boundary_ratio=0.875)
     return WanPipeline(**parts)

@@ -104,6 +104,41 @@ def test_a_seed_gives_wan_22s_own_clip_with_its_two_transformers(tmp_path):
         Wan(wan_pipeline(tmp_path / "one"), frames=FRAMES, size=(SIZE, SIZE)).prepare_condition(1, guidance_scale_2=2)
 
 
+def test_a_seed_gives_wan_22_ti2vs_own_clip_and_its_clips_come_back(tmp_path):
+    """Wan 2.2 TI2V: a VAE that folds 2×2 pixels into its 12 input channels (RGB clips in, 16× in space), 48
+    latent channels, the timestep given per patch (``expand_timesteps``)."""
+    pipe = wan_pipeline(tmp_path, ti2v=True)
+    pipe.set_progress_bar_config(disable=True)
+    model = Wan(pipe, frames=FRAMES, size=(32, 32), max_sequence_length=TOKENS)
+    assert model.sample_shape == (48, 3, 2, 2) and model.codec.multiple == 32
+    assert_video_parity(model, pipe, {"guidance_scale": 1.0}, size=(32, 32), **CFG)
+    x = torch.nn.functional.interpolate(clips(1).flatten(1, 2), size=(32, 32)).reshape(1, 3, FRAMES, 32, 32)
+    x0 = to_model_space(model, x, None)
+    z = encode(x0, model, steps=4, strength=0.5, eta=1.0, generator=gens(0), prompt="a cat", **CFG)
+    torch.testing.assert_close(decode(z, model), x0, rtol=0, atol=EXACT)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_seed_gives_wans_own_clip_with_its_unipc_scheduler(pipe, steps):
+    """Wan's checkpoints ship UniPC with flow sigmas: its grid (shifted by ``flow_shift``, integer timesteps to the
+    transformer) is ours, and at 1 and 2 steps its updates are the core's first-order step (from 3 steps its
+    corrector and second-order predictor are not)."""
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    theirs_pipe = WanPipeline.from_pipe(pipe, scheduler=unipc)
+    theirs_pipe.set_progress_bar_config(disable=True)
+    model = Wan(theirs_pipe, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    unipc.set_timesteps(steps)
+    assert [model.network_time(t) for t in model.schedule.grid(steps)] == unipc.timesteps.tolist()
+    z = sample_latent(model, 1, steps=steps, eta=0, generator=seed(3), prompt=PROMPT, sample_shape=(16, 3, 2, 2),
+                      **CFG)
+    with torch.no_grad():
+        reference = theirs_pipe(PROMPT, num_inference_steps=steps, height=SIZE, width=SIZE, num_frames=FRAMES,
+                                generator=seed(3), output_type="pt", max_sequence_length=TOKENS, **CFG).frames
+    assert float((to_images(model, decode(z, model)) - reference.transpose(1, 2)).abs().max()) <= TOLERANCE
+
+
 @pytest.mark.parametrize("strength, guidance", [(0.5, {"guidance_scale": 1.0}), (0.75, CFG), (1.0, CFG)])
 def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guidance, monkeypatch):
     """The clip's VAE posterior mode (the pipeline's "argmax"), x_start from q(x_t | x0) at the strength's first
@@ -171,26 +206,25 @@ def test_the_five_methods_edit_a_clip(wan, method):
 def test_a_mask_per_frame_keeps_the_latents_outside_it_and_the_frames_before_it(wan):
     """A (B, 1, F, H, W) mask reaches the latents pooled in space (8×8 pixels a cell) and in time as the causal VAE
     groups frames (frame 0 alone, then 4 a latent frame): outside it the latents are the input's exactly, so the
-    frames decoded before the masked latent frames (the VAE is causal) are the VAE's reconstruction exactly; a mask
-    of zeros (one for every frame) gives the reconstruction in every frame."""
+    frames before the masked latent frames (the VAE is causal) are what a mask of zeros gives (one mask for every
+    frame): the VAE's reconstruction of the input, or the input itself where edit keeps its pixels outside a mask."""
     x = clips(2)
     x0 = to_model_space(wan, x, None)
-    recon = to_images(wan, x0)
     kw = dict(source_prompt="a cat", prompt="a dog", steps=5, guidance_scale=3.0)
+    nothing = edit(wan, x, method=CycleDiffusion(mask=torch.zeros(2, 1, SIZE, SIZE)), generator=gens(0, 1), **kw)
+    assert nothing.mask.shape == (2, 1, FRAMES, SIZE, SIZE)
+    assert torch.equal(nothing.images, to_images(wan, x0)) or torch.equal(nothing.images, x)
     pixel = torch.zeros(2, 1, FRAMES, SIZE, SIZE)
     pixel[:, :, 6, 2, 3] = 1  # one pixel of frame 6: latent frame 2 (frames 5–8), cell (0, 0)
     out = edit(wan, x, method=CycleDiffusion(mask=pixel), generator=gens(0, 1), **kw)
     assert out.mask.shape == (2, 1, FRAMES, SIZE, SIZE)
     assert out.mask.sum() == 2 * 4 * 8 * 8 and out.mask[:, :, 5:, :8, :8].all()
-    assert torch.equal(out.images[:, :, :5], recon[:, :, :5])  # latent frames 0 and 1 unchanged
+    assert torch.equal(out.images[:, :, :5], nothing.images[:, :, :5])  # latent frames 0 and 1 unchanged
     keep = torch.zeros(2, 1, 3, 2, 2)
     keep[:, :, 1, 1, 0] = 1  # inside it the latents change (the tiny random VAE decodes them only faintly)
     latents, _ = cycle(x0, wan, steps=5, strength=0.8, generator=gens(0, 1), mask=keep, source_condition={
         "prompt": "a cat"}, target_condition={"prompt": "a dog", "guidance_scale": 3.0})
     assert torch.equal(latents * (1 - keep), x0 * (1 - keep)) and (latents - x0).mul(keep).abs().max() > 1e-3
-    nothing = edit(wan, x, method=CycleDiffusion(mask=torch.zeros(2, 1, SIZE, SIZE)), generator=gens(0, 1), **kw)
-    assert nothing.mask.shape == (2, 1, FRAMES, SIZE, SIZE)
-    torch.testing.assert_close(nothing.images, recon, rtol=0, atol=0)
 
 
 def test_the_automatic_mask_of_clips_is_one_per_clip_and_frame(wan):

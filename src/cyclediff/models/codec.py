@@ -82,6 +82,11 @@ class VaeCodec:
         return spatial_factor(self.vae.config)
 
     @property
+    def image_channels(self) -> int:
+        """The channels of the images the VAE takes (:func:`image_channels` of its config)."""
+        return image_channels(self.vae.config)
+
+    @property
     def normalisation(self) -> LatentAffine:
         """The VAE latents' normalisation, read from its config now (:meth:`LatentAffine.of`)."""
         return LatentAffine.of(self.vae.config)
@@ -110,7 +115,7 @@ class VaeCodec:
         """
         from .._noise import check_generators
 
-        m, channels = self.multiple, image_channels(self.vae.config)
+        m, channels = self.multiple, self.image_channels
         if images.ndim not in (4, 5) or images.shape[1] != channels:
             raise IncompatibleModelError(
                 f"images must be (B, {channels}, H, W) (or (B, {channels}, F, H, W) for a video VAE); got shape "

@@ -12,13 +12,15 @@ Followed from diffusers' ``WanPipeline`` / ``WanVideoToVideoPipeline``:
   ``guidance_scale``. Wan 2.2 (A14B) has a second, low-noise transformer: steps at timesteps below
   ``boundary_ratio`` · T run it, with ``guidance_scale_2`` (the first scale when not given), as the pipeline does.
   Wan 2.2 TI2V (``expand_timesteps``) gets the timestep per patch, as its pipeline gives it.
-- **The grid** is the pipeline's scheduler's ``set_timesteps(N)`` (its shift); the transformer sees σ·T. Wan's
-  checkpoints ship UniPC (a multistep solver the core's one-step sampler is not): their ``flow_shift`` becomes the
-  flow-matching grid's shift.
+- **The grid** is the pipeline's scheduler's: a flow-matching Euler scheduler's ``set_timesteps(N)`` (its shift),
+  the transformer seeing σ·T; or, as Wan's checkpoints ship, UniPC with flow sigmas (HiDream-I1-Full's grid:
+  :class:`~cyclediff.models.hidream_image.UniPCFlowSchedule`), the transformer seeing the integer part of σ·T as
+  UniPC gives it. UniPC is a multistep solver: the core's first-order step is its step at 1 and 2 steps only.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
+from .hidream_image import UniPCFlowSchedule
 from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
 
@@ -62,6 +65,12 @@ class VideoCodec(VaeCodec):
         super().__init__(vae, downsampling=downsampling, latent_size=latent_size)
         self.temporal = int(vae.config.get("scale_factor_temporal") or 4)
         self.frames = frames  # of the clips the model makes by default
+
+    @property
+    def image_channels(self) -> int:
+        """RGB: Wan 2.2 TI2V's VAE folds 2×2 pixels into its 12 input channels itself (``patch_size``)."""
+        patch = int(self.vae.config.get("patch_size") or 1)
+        return super().image_channels // (patch * patch)
 
     def encode(self, images01: torch.Tensor, generator: Any = None) -> torch.Tensor:
         """Clips in [0, 1] → the VAE posterior's mode, normalised, as Wan's video-to-video pipeline encodes them
@@ -105,7 +114,7 @@ class Wan(FlowCoordinates, PromptModel):
         self.runner = UNetRunner(_VideoTransformer(self.transformer, self.transformer_2,
                                                    bool(config.get("expand_timesteps"))))
         self.max_sequence_length = max_sequence_length
-        self.schedule = FlowSchedule.from_flow_config(euler_config(scheduler))
+        self.schedule = wan_schedule(scheduler)
         f, h, w, _ = self.fit_clip(frames, *size)
         self.frames, self.size = f, (h, w)
         factor = int(pipe.vae.config.get("scale_factor_spatial") or 8)
@@ -190,10 +199,19 @@ class Wan(FlowCoordinates, PromptModel):
                                                 max_sequence_length=self.max_sequence_length)
         return embeds
 
+    def network_time(self, t: float) -> float:
+        """The timestep the transformer sees at grid timestep ``t``: t (flow-matching Euler), or its integer part
+        (UniPC's integer timesteps)."""
+        return float(math.floor(t)) if isinstance(self.schedule, UniPCFlowSchedule) else t
+
+    def model_timesteps(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        return super().model_timesteps(self.network_time(t), x)
+
     def low_noise(self, t: float) -> bool:
-        """Whether the step at model timestep ``t`` is Wan 2.2's low-noise stage (t below the boundary, compared
-        in float32 as the pipeline compares its timesteps)."""
-        return self.boundary is not None and not bool(torch.tensor(t, dtype=torch.float32) >= self.boundary)
+        """Whether the step at grid timestep ``t`` is Wan 2.2's low-noise stage (its timestep below the boundary,
+        compared in float32 as the pipeline compares them)."""
+        return self.boundary is not None and not bool(
+            torch.tensor(self.network_time(t), dtype=torch.float32) >= self.boundary)
 
     def predict_batch(self, branches: list[tuple[torch.Tensor, Condition]], t: float) -> list[torch.Tensor]:
         """All branches and their unconditional rows in one transformer call (the stage's transformer and scale);
@@ -210,13 +228,23 @@ class Wan(FlowCoordinates, PromptModel):
         return guided_call(self, x_all, t, plan, encoder_hidden_states=text, low_noise=low)
 
 
-def euler_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The flow-matching scheduler config of a Wan pipeline's scheduler: itself when it is one; UniPC's flow
-    config (Wan's checkpoints) as the flow-matching grid of its ``flow_shift``."""
-    if "flow_shift" not in config or "shift" in config:
-        return config
-    return {"num_train_timesteps": int(config.get("num_train_timesteps", 1000)),
-            "shift": float(config.get("flow_shift") or 1.0)}
+def wan_schedule(config: dict[str, Any]) -> FlowSchedule:
+    """The grid of a Wan pipeline's scheduler: UniPC with flow sigmas (:class:`UniPCFlowSchedule`), or a
+    flow-matching Euler scheduler's own; any other is refused in one line."""
+    if config.get("use_flow_sigmas"):
+        odd = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_dynamic_shifting",
+                           "shift_terminal") if config.get(k)]
+        if odd or config.get("final_sigmas_type", "zero") != "zero":
+            raise IncompatibleModelError(f"this UniPC scheduler ({', '.join(odd) or 'final σ above 0'}) is not Wan's; "
+                                         "cyclediff takes its flow sigmas ending at σ = 0")
+        base = FlowSchedule.from_flow_config(config)
+        return UniPCFlowSchedule(alpha_bar=base.alpha_bar, final_alpha_bar=1.0, prediction_type="sample",
+                                 timestep_spacing="linspace", config=base.config)
+    if "shift" in config and not config.get("use_dynamic_shifting"):  # FlowMatchEulerDiscreteScheduler
+        return FlowSchedule.from_flow_config(config)
+    raise IncompatibleModelError("Wan needs a rectified-flow scheduler (UniPCMultistepScheduler with use_flow_sigmas, "
+                                 "or FlowMatchEulerDiscreteScheduler without dynamic shifting); this pipeline's is "
+                                 "neither")
 
 
-__all__ = ["VideoCodec", "Wan", "euler_config"]
+__all__ = ["VideoCodec", "Wan", "wan_schedule"]
