@@ -3,7 +3,8 @@
 A mask is (B, 1, H, W) in [0, 1] at image size, 1 where the output may change. The cycle blends, after every
 step, the target trajectory inside the mask with the source trajectory outside it; the source trajectory is the
 encoder's, which ends exactly at the input, so outside a binary mask the output *is* the input (for latent
-models: its VAE latents, so the decoded pixels are the VAE reconstruction there).
+models: its VAE latents; the API then keeps the input's own pixels there, :func:`cyclediff.api.head.outside_kept`,
+as the VAE decoder would move them).
 
 :func:`auto_mask` finds the region from the disagreement of the source- and target-conditioned noise predictions
 on noised copies of the input over the first steps of the grid (as DiffEdit does).

@@ -16,7 +16,7 @@ from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
 from ..options import Options, options_of
 from ..settings import EDIT
-from .head import carry, moved_keywords
+from .head import carry, moved_keywords, outside_kept
 from .images import PilImages, for_model
 
 
@@ -84,7 +84,8 @@ def edit(
     out, latent, shown = carry(options, x0, tuple(x.shape[2:]), model, model, steps=steps, strength=strength,
                                generator=gens, source_condition=source_condition, target_condition=target_condition,
                                copies=copies, progress=progress, around=around)
-    return EditResult(images=to_images(model, out), latent=latent, mask=shown)
+    images = outside_kept(to_images(model, out), x.repeat_interleave(copies, dim=0), shown)
+    return EditResult(images=images, latent=latent, mask=shown)
 
 
 def _is_label(value: Any) -> bool:

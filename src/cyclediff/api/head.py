@@ -38,6 +38,16 @@ def carry(options: Options, x0: torch.Tensor, image_size: tuple[int, int], sourc
     return out, latent, shown
 
 
+def outside_kept(images: torch.Tensor, inputs: torch.Tensor, shown: torch.Tensor | None) -> torch.Tensor:
+    """The decoded output inside the mask used (at image size) and the input's own pixels outside it: a latent
+    model's VAE decoder sees every latent, so its pixels outside the mask would move by its reconstruction error
+    and its receptive field (pixel models: already the input there)."""
+    if shown is None:
+        return images
+    shown = shown.to(images)
+    return shown * images + (1 - shown) * inputs.to(images).expand_as(images)
+
+
 def moved_keywords(fn: Callable) -> Callable:
     """Refuse, in one line naming the new spelling, the keywords that became a method's options (η, masks,
     attention, FlowEdit's knobs) or conditions (class labels)."""

@@ -17,7 +17,7 @@ from ..models.codec import check_same_space, to_images, to_model_space
 from ..models.conditions import as_condition
 from ..options import Options, options_of
 from ..settings import TRANSLATE
-from .head import carry, moved_keywords
+from .head import carry, moved_keywords, outside_kept
 from .images import PilImages, for_model
 
 
@@ -56,8 +56,7 @@ def translate(
     target at η = 1 (the paper's final refinement). Conditions: a class label (or one per image), a prompt, or a
     dict of condition keywords. Models whose timestep grids or sample shapes differ are refused; different β
     schedules on the same grid are fine. A mask (``CycleDiffusion(mask=…)``: (B, 1, H, W) in [0, 1] at image size,
-    or ``"auto"``): only the masked region changes; outside a binary mask the output is the input (pixel models)
-    or its VAE reconstruction (latent models).
+    or ``"auto"``): only the masked region changes; outside a binary mask the output is the input's own pixels.
     """
     options = options_of(method)
     if getattr(options, "attention", None) is not None:
@@ -81,4 +80,4 @@ def translate(
                      timesteps=target.schedule_for(tuple(out.shape)).grid(steps)[-refine_steps:], progress=progress)
         if shown is not None:  # refinement changes nothing outside the mask either
             out = blend(to_sample_mask(shown, tuple(x0.shape[2:])), out, x0)
-    return TranslateResult(images=to_images(target, out), latent=latent, mask=shown)
+    return TranslateResult(images=outside_kept(to_images(target, out), x, shown), latent=latent, mask=shown)
