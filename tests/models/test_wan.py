@@ -12,7 +12,7 @@ import torch
 from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
 
 from conftest import gens
-from cyclediff import CycleDiffusion, decode, edit, encode
+from cyclediff import CycleDiffusion, SDEdit, decode, edit, encode
 from cyclediff._noise import gaussian_like
 from cyclediff.baselines import ddim_generate
 from cyclediff.cycle import cycle
@@ -142,7 +142,8 @@ def test_a_seed_gives_wans_own_clip_with_its_unipc_scheduler(pipe, steps):
 @pytest.mark.parametrize("strength, guidance", [(0.5, {"guidance_scale": 1.0}), (0.75, CFG), (1.0, CFG)])
 def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guidance, monkeypatch):
     """The clip's VAE posterior mode (the pipeline's "argmax"), x_start from q(x_t | x0) at the strength's first
-    step (its one draw), then the ODE on the strength-cut grid: ``WanVideoToVideoPipeline``'s clip."""
+    step (its one draw), then the ODE on the strength-cut grid: ``WanVideoToVideoPipeline``'s clip, composed from
+    the parts and through ``edit(method=SDEdit(eta=0))``."""
     import diffusers.pipelines.wan.pipeline_wan_video2video as module
     from diffusers import WanVideoToVideoPipeline
 
@@ -167,6 +168,9 @@ def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guida
                         **guidance).frames.transpose(1, 2)
     assert float((mine(5) - reference).abs().max()) <= TOLERANCE
     assert float((mine(6) - reference).abs().max()) > SENSITIVE
+    edited = edit(wan, x, source_prompt="a cat", prompt=PROMPT, steps=STEPS, strength=strength, generator=seed(5),
+                  method=SDEdit(eta=0.0), **guidance).images  # the public API: the same draws, in the same order
+    assert float((edited - reference).abs().max()) <= TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------------------- the core
