@@ -185,8 +185,10 @@ def test_a_hidream_lora_gives_the_pipelines_fused_lora_image(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- loading
 def test_from_pipe_load_and_the_cli_take_hidream(tmp_path, pipe):
+    import cyclediff.models
     from cyclediff._images import save_image
 
+    assert cyclediff.models.HiDreamImage is HiDreamImage  # named by the package, imported when first named
     assert isinstance(from_pipe(pipe), HiDreamImage)
     pipe.save_pretrained(tmp_path / "hidream")
     model = load(str(tmp_path / "hidream"))

@@ -33,8 +33,9 @@ warnings.filterwarnings("ignore", message=r"`Quanto(Config|Quantizer)` is deprec
 
 # the adapters of the newer families, imported when first named (cyclediff.models.QwenImage): the records in
 # models/families.py name them, and a command that never uses one does not pay for importing it
-_LAZY = {"Chroma": "chroma", "CogView4": "cogview4", "Flux2": "flux2", "Lumina2": "lumina2",
-         "LongCatImage": "longcat_image", "QwenImage": "qwenimage", "Sana": "sana", "ZImage": "z_image"}
+_LAZY = {"Chroma": "chroma", "CogView4": "cogview4", "Flux2": "flux2", "HiDreamImage": "hidream_image",
+         "Lumina2": "lumina2", "LongCatImage": "longcat_image", "QwenImage": "qwenimage", "Sana": "sana",
+         "ZImage": "z_image"}
 
 
 def __getattr__(name: str):
