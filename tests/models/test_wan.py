@@ -281,6 +281,26 @@ def test_from_pipe_and_load_take_wan_and_vae_tiling_reaches_its_vae(tmp_path, pi
     assert tiled.codec.vae.use_tiling and tiled.codec.vae.use_slicing
 
 
+def test_the_cli_edits_a_clip_with_a_wan_folder(tmp_path, pipe):
+    """10 frames are cut to Wan's 9 (said in the status line); the edit is written as an .mp4 of 9 frames at the
+    input's frame rate."""
+    from click.testing import CliRunner
+
+    from cyclediff._video import read_clip, write_clip
+    from cyclediff.cli import main
+
+    pipe.save_pretrained(tmp_path / "wan")
+    write_clip(tmp_path / "cat.mp4", clips(1, frames=10)[0].transpose(0, 1), 8.0)
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "wan"),
+                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
+                                    "--guidance-scale", "3", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "10 frames cut to 9" in res.output
+    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
+    clip = read_clip(written)
+    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+
+
 def test_a_wan_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
