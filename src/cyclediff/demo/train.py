@@ -19,6 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from .data import NULL_LABEL, SOURCE_DIGIT, TARGET_DIGIT, split
+from .video_data import FRAMES, SIZE, moving_digits
 
 SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                  prediction_type="epsilon", clip_sample=True, variance_type="fixed_small")
@@ -41,8 +42,21 @@ def train_unet(
     """ε-prediction DDPM training with EMA; with labels, drops them to the null label with prob. p_uncond.
     ``flow``: rectified flow instead, x_σ = (1 − σ)·x0 + σ·ε with σ ~ U(0, 1), timestep σ·1000, target v = ε − x0."""
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
     unet = make_unet(NULL_LABEL + 1 if labels is not None else None)
+
+    def draw(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        return x[idx], None if labels is None else labels[idx]
+
+    return fit(unet, draw, iters=iters, seed=seed, lr=lr, p_uncond=p_uncond, ema_decay=ema_decay, desc=desc,
+               flow=flow)
+
+
+def fit(unet: UNet2DModel, draw, *, iters: int, seed: int, lr: float = 2e-3, p_uncond: float = 0.15,
+        ema_decay: float = 0.999, desc: str = "train", flow: bool = False) -> UNet2DModel:
+    """Train ``unet`` on batches ``draw(generator) -> (x0, labels or None)`` (AdamW, warm-up then cosine, EMA);
+    returns the EMA copy."""
+    g = torch.Generator().manual_seed(seed)
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = DDPMScheduler(**SCHEDULER)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
@@ -50,19 +64,19 @@ def train_unet(
     lr_at = lambda i: lr * min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / iters))  # noqa: E731
     unet.train()
     for i in tqdm(range(iters), desc=desc, leave=False):
-        idx = torch.randint(0, len(x), (batch_size,), generator=g)
-        x0 = x[idx]
+        x0, y = draw(g)
+        batch_size = len(x0)
         noise = torch.randn(x0.shape, generator=g)
         if flow:
             sigma = torch.rand(batch_size, generator=g)
-            s4 = sigma[:, None, None, None]
+            s4 = sigma.view(-1, *[1] * (x0.ndim - 1))
             x_t, t, target = (1 - s4) * x0 + s4 * noise, sigma * FLOW_SCHEDULER["num_train_timesteps"], noise - x0
         else:
             t = torch.randint(0, SCHEDULER["num_train_timesteps"], (batch_size,), generator=g)
             x_t, target = sched.add_noise(x0, noise, t), noise
         kwargs = {}
-        if labels is not None:
-            y = labels[idx].clone()
+        if y is not None:
+            y = y.clone()
             y[torch.rand(batch_size, generator=g) < p_uncond] = NULL_LABEL
             kwargs["class_labels"] = y
         loss = torch.nn.functional.mse_loss(unet(x_t, t, **kwargs).sample, target)
@@ -79,7 +93,7 @@ def train_unet(
 
 
 def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, description: str,
-               flow: bool = False) -> Path:
+               flow: bool = False, frames: int | None = None) -> Path:
     """Save as a diffusers UNet folder; weights in float16 (half the size; loaded back as float32)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -89,6 +103,8 @@ def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, descr
     meta = {"null_class_label": null_label, "description": description, "data_range": [-1.0, 1.0],
             "foreground": "light",  # sklearn's digits: light strokes on a dark ground
             "defaults": {"guidance_scale": 1.0}}  # stronger guidance turns these small models' edits into blobs
+    if frames is not None:
+        meta["frames"] = frames  # a video UNet: frames folded into its channels (models/pixel_video.py)
     (folder / "cyclediff.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
@@ -108,3 +124,47 @@ def train_all(out: Path, *, iters: int = 4000, seed: int = 0, threads: int | Non
                             out / "digits-flow", null_label=NULL_LABEL, flow=True,
                             description="class-conditional rectified flow on sklearn digits (0-9, null 10)"))
     return paths
+
+
+# ------------------------------------------------------------------------------------------ the video demo model
+VIDEO_MODEL = "moving-digits"
+VIDEO_ITERS = 1500
+
+
+def make_video_unet(frames: int = FRAMES, size: int = SIZE) -> UNet2DModel:
+    """A class-conditional UNet2DModel over ``frames`` one-channel frames folded into its channels."""
+    return UNet2DModel(
+        sample_size=size, in_channels=frames, out_channels=frames, layers_per_block=1,
+        block_out_channels=(16, 32, 64), down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=16,
+        num_class_embeds=NULL_LABEL + 1,
+    )
+
+
+def train_video(out: Path, *, iters: int = VIDEO_ITERS, seed: int = 0, batch_size: int = 32,
+                ema_decay: float = 0.99, threads: int | None = 1) -> Path:
+    """Train the moving-digits rectified flow (clips of the training split's digits bouncing on fresh paths each
+    batch) and save it as ``out/moving-digits``; deterministic for a seed."""
+    if threads:
+        torch.set_num_threads(threads)
+    x, y, _, _ = split()
+    torch.manual_seed(seed)
+    unet = make_video_unet()
+
+    def draw(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        video, _ = moving_digits((x[idx] + 1) / 2, g)
+        return (video * 2 - 1).flatten(1, 2), y[idx]  # (B, F, H, W): frames folded into channels, in [−1, 1]
+
+    ema = fit(unet, draw, iters=iters, seed=seed, ema_decay=ema_decay, desc=VIDEO_MODEL, flow=True)
+    return save_model(ema, out / VIDEO_MODEL, null_label=NULL_LABEL, flow=True, frames=FRAMES,
+                      description=f"class-conditional rectified flow on sklearn digits bouncing over {SIZE}x{SIZE} "
+                                  f"for {FRAMES} frames, frames folded into channels (0-9, null 10); "
+                                  f"cyclediff.demo.train.train_video(iters={iters}, seed={seed}, "
+                                  f"batch_size={batch_size}, ema_decay={ema_decay})")
+
+
+if __name__ == "__main__":  # python -m cyclediff.demo.train DIR: retrain the video demo model into DIR
+    import sys
+
+    print(train_video(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-models")))

@@ -98,8 +98,9 @@ class PixelDenoiser(DiscreteSteps, Optimizable):
                 continue
             if device is not None:
                 unet = unet.to(device)
-            adapter = _adapter_for(cls, config, source)
-            return adapter(unet, config, model_id=source, **_extra_settings(source, subfolders[0]))
+            extra = _extra_settings(source, subfolders[0])
+            adapter = _adapter_for(cls, config, source, frames=extra.get("frames"))
+            return adapter(unet, config, model_id=source, **extra)
         raise CycleDiffError(
             f"could not load a pixel diffusion model from {source!r}. Pass a hub id or a folder saved by diffusers "
             "(model_index.json with unet/ and scheduler/, or a UNet2DModel folder with scheduler_config.json). "
@@ -264,12 +265,18 @@ def set_attention_heads(unet: Any, heads: dict[str, int]) -> None:
             module.heads, module.scale = n, (channels // n) ** -0.5
 
 
-def _adapter_for(cls: type, scheduler_config: Any, source: str) -> type:
+def _adapter_for(cls: type, scheduler_config: Any, source: str, frames: int | None = None) -> type:
     """The adapter of a UNet with this scheduler, as its family record says (a FlowMatch scheduler: the
-    rectified-flow UNet's); it must be ``cls`` or a subclass of it."""
+    rectified-flow UNet's; with ``frames`` from its cyclediff.json, the frames-folded video UNet's); it must be
+    ``cls`` or a subclass of it."""
     from .families import family_of_pipeline
 
-    found = family_of_pipeline("", {"unet": "UNet2DModel", "scheduler": str(scheduler_config.get("_class_name", ""))})
+    components = {"unet": "UNet2DModel", "scheduler": str(scheduler_config.get("_class_name", "")),
+                  "frames": str(frames or "")}
+    found = family_of_pipeline("", components)
+    if frames is not None and (found is None or "frames" not in found.components):
+        raise CycleDiffError(f"{source}: a video UNet (cyclediff.json's frames) needs a FlowMatch scheduler; its "
+                             f"scheduler is {scheduler_config.get('_class_name')}")
     adapter = found.adapter_class() if found is not None else cls
     if not issubclass(adapter, cls):
         raise CycleDiffError(f"{source} is {found.title} (its scheduler is "
@@ -286,5 +293,6 @@ def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
     if not path.is_file():
         return {}
     meta = json.loads(path.read_text())
+    video = {"frames": meta["frames"]} if meta.get("frames") is not None else {}  # a frames-folded video UNet
     return {"null_class_label": meta.get("null_class_label"), "attention_heads": meta.get("attention_heads"),
-            "foreground": meta.get("foreground"), "defaults": meta.get("defaults")}
+            "foreground": meta.get("foreground"), "defaults": meta.get("defaults"), **video}
