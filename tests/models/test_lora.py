@@ -98,3 +98,10 @@ def test_a_lora_of_another_family_a_pickle_or_on_a_pixel_model_is_one_line(tmp_p
         sd.load_lora(legacy)
     with pytest.raises(CycleDiffError, match="a LoRA needs a text-to-image model"):
         load("demo:digits", lora=[str(lora_file)])
+
+
+def test_a_loaded_lora_is_frozen_like_the_rest_of_the_model(tmp_path, lora_file):
+    """peft makes a new adapter trainable; sampling outside no_grad then built autograd graphs through it."""
+    model = StableDiffusion.from_pipe(sd_pipeline(tmp_path / "frozen")).load_lora(lora_file, 0.7)
+    trainable = [n for n, p in model.pipe.unet.named_parameters() if p.requires_grad]
+    assert not trainable, trainable[:3]

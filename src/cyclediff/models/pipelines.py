@@ -143,6 +143,10 @@ class PromptModel(Optimizable):
             with diffusers_quiet():
                 self.pipe.load_lora_weights(str(source), adapter_name=name)
                 self.pipe.set_adapters([*loras, name], [*loras.values(), scale])
+            for part in NETWORKS:  # peft makes the new adapter trainable: frozen like the rest (no autograd graphs)
+                module = getattr(self.pipe, part, None)
+                if module is not None:
+                    module.requires_grad_(False)
         except (ValueError, KeyError, OSError, RuntimeError) as err:
             raise size_mismatch(source, file, err, self) or CycleDiffError(
                 f"the LoRA {source} does not load into {self.kind}: {str(err).splitlines()[0]}") from err
