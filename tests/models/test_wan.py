@@ -173,6 +173,24 @@ def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guida
     assert float((edited - reference).abs().max()) <= TOLERANCE
 
 
+def test_a_wan_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with classifier-free guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(wan_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = wan_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, 3, **CFG)
+    base = Wan(wan_pipeline(tmp_path / "base"), frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    styled = base.with_lora(file)
+    with torch.no_grad():
+        assert float((ours(styled, 3, **CFG) - reference).abs().max()) <= TOLERANCE
+        assert float((ours(base, 3, **CFG) - reference).abs().max()) > SENSITIVE
+
+
 # ---------------------------------------------------------------------------------------------------- the core
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
