@@ -216,6 +216,26 @@ def test_wan_edits_are_batch_invariant_under_guidance(wan):
     assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
 
 
+def test_many_targets_translation_and_interpolation_take_clips(wan):
+    """One encoding decoded under k prompts equals k edits; a translation of the model to itself is its edit; two
+    clips' latents interpolate and decode."""
+    from cyclediff import interpolate, translate
+
+    x = clips(1)
+    kw = dict(source_prompt="a cat", steps=4, guidance_scale=3.0, source_guidance_scale=1.0)
+    many = edit(wan, x, prompt=["a dog", "a red car"], generator=gens(2), **kw)
+    assert many.latent.x_start.shape == (1, 16, 3, 2, 2) and many.images.shape == (2, 3, FRAMES, SIZE, SIZE)
+    for i, prompt in enumerate(["a dog", "a red car"]):
+        one = edit(wan, x, prompt=prompt, generator=gens(2), **kw)
+        torch.testing.assert_close(many.images[i:i + 1], one.images, rtol=0, atol=BATCH_ULPS)
+    out = translate(x, wan, wan, steps=4, generator=gens(2), source_condition={"prompt": "a cat"},
+                    target_condition={"prompt": "a dog", "guidance_scale": 3.0})
+    torch.testing.assert_close(out.images, many.images[:1], rtol=0, atol=BATCH_ULPS)
+    other = edit(wan, clips(1, seed=3), prompt="a dog", generator=gens(4), **kw).latent
+    halfway = interpolate(many.latent, other, 0.5)
+    assert to_images(wan, decode(halfway, wan, prompt="a dog")).shape == x.shape
+
+
 @pytest.mark.parametrize("method", ["cyclediffusion", "edit-friendly", "flowedit", "sdedit", "ddib"])
 def test_the_five_methods_edit_a_clip(wan, method):
     x = clips(1)
