@@ -18,6 +18,7 @@ from cyclediff.baselines import ddim_generate
 from cyclediff.cycle import cycle
 from cyclediff.encoder import start_point
 from cyclediff.errors import CycleDiffError
+from cyclediff.latent import Latent
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_images, to_model_space
 from cyclediff.models.wan import Wan
@@ -194,12 +195,16 @@ def test_a_wan_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
 # ---------------------------------------------------------------------------------------------------- the core
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
-def test_decoding_a_wan_encoding_gives_its_5d_latents_back(wan, eta, strength):
+def test_decoding_a_wan_encoding_gives_its_5d_latents_back(wan, eta, strength, tmp_path):
     x0 = to_model_space(wan, clips(2), None)
     assert x0.shape == (2, 16, 3, 2, 2)
     z = encode(x0, wan, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
     assert z.path == "rectified_flow" and z.sample_shape == (16, 3, 2, 2)
     torch.testing.assert_close(decode(z, wan), x0, rtol=0, atol=EXACT)
+    if eta == 1.0 and strength == 1.0:  # a latent file of a clip holds its 5-D draws
+        z.save(tmp_path / "clip.latent.safetensors")
+        torch.testing.assert_close(decode(Latent.load(tmp_path / "clip.latent.safetensors"), wan), x0, rtol=0,
+                                   atol=EXACT)
 
 
 def test_wan_edits_are_batch_invariant_under_guidance(wan):
