@@ -137,6 +137,15 @@ FAMILIES: tuple[Family, ...] = (
            network_class="WanTransformer3DModel",
            # not a default: the Wan 2.1 card (50 steps, guidance 5); strength as the other flow families
            defaults={"steps": 50, "strength": 0.8, "guidance_scale": 5.0}),
+    # LTX-Video: its patch projection in Lightricks' files; in diffusers' names the layout of proj_in, a caption
+    # projection and a time embedding (asked after every family's keys)
+    Family("ltx", "LTX-Video (video)", "ltx:LTXVideo", pipelines=("LTXPipeline", "LTXImageToVideoPipeline"),
+           keys=("patchify_proj.",), layout=(("proj_in.",), ("caption_projection.",), ("time_embed.emb.",),
+                                             ("transformer_blocks.",)),
+           network="transformer", network_class="LTXVideoTransformer3DModel",
+           gguf_base=lambda keys: "Lightricks/LTX-Video",
+           # not a default: LTXPipeline's own (50 steps, guidance 3); strength as the other flow families
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 3.0}),
     Family("longcat-image", "LongCat-Image", "longcat_image:LongCatImage", pipelines=("LongCatImagePipeline",),
            network="transformer", network_class="LongCatImageTransformer2DModel",
            # not a default: LongCatImagePipeline's own (50 steps, guidance 4.5); strength as the other flow families

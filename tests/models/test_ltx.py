@@ -1,0 +1,261 @@
+"""LTX-Video on a tiny pipeline built offline (T5 as tests/tiny_sd.py builds it, LTX's video VAE at its real 32× /
+8× compression with per-channel latent statistics, a one-layer transformer, LTX's dynamic-shift scheduler), with
+5-D latents through the core: a seed gives ``LTXPipeline``'s own clip (no guidance, classifier-free guidance with and
+without a negative prompt, guidance rescale, a timestep-conditioned decoder), exact reconstruction, batch
+invariance, the five methods, masks per frame, fit_clip, loading and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
+
+from conftest import gens
+from cyclediff import CycleDiffusion, decode, edit, encode
+from cyclediff.cycle import cycle
+from cyclediff.errors import CycleDiffError
+from cyclediff.models import from_pipe, load
+from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.ltx import LTXVideo
+from cyclediff.sampler import sample_latent
+from tiny_ltx import FRAMES, SIZE, ltx_pipeline
+from tiny_sd import photos
+
+TOKENS = 16  # prompts padded to 16 tokens, not 128: the prompt's few tokens then weigh on the random network
+EXACT = 1e-5  # float32 reconstruction bound of the issue
+BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
+CFG = {"guidance_scale": 3.0, "negative_prompt": NEGATIVE}
+
+
+def clips(batch: int, seed: int = 0, frames: int = FRAMES, size: tuple[int, int] = (SIZE, SIZE)) -> torch.Tensor:
+    """(B, 3, F, H, W) clips in [0, 1]: a picture sliding two pixels a frame."""
+    base = photos(batch, size=max(size), seed=seed)[..., :size[0], :size[1]]
+    return torch.stack([torch.roll(base, shifts=2 * i, dims=-1) for i in range(frames)], dim=2)
+
+
+def seed(s: int) -> torch.Generator:
+    return torch.Generator().manual_seed(s)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    pipe = ltx_pipeline(tmp_path_factory.mktemp("ltx"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def ltx(pipe):
+    return LTXVideo(pipe, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+
+
+# ---------------------------------------------------------------------------------------------------- parity
+def ours(model, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **condition) -> torch.Tensor:
+    f = (frames - 1) // model.codec.temporal + 1
+    h, w = (n // model.codec.factor for n in size)
+    z = sample_latent(model, 1, steps=STEPS, eta=0, generator=seed(s), prompt=PROMPT,
+                      sample_shape=(model.sample_shape[0], f, h, w), **condition)
+    return to_images(model, decode(z, model))
+
+
+def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> torch.Tensor:
+    """The pipeline's clip as (B, 3, F, H, W) in [0, 1] (it gives (B, F, 3, H, W)); guidance 1 unless asked (its
+    default is 3)."""
+    call = {"guidance_scale": 1.0, **call}
+    with torch.no_grad():
+        out = pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
+                   generator=seed(s), output_type="pt", max_sequence_length=TOKENS, **call).frames
+    return out.transpose(1, 2)
+
+
+def assert_video_parity(model, pipe, other, frames=FRAMES, size=(SIZE, SIZE), call=None, **condition) -> float:
+    mine = ours(model, 3, frames, size, **condition)
+    reference = theirs(pipe, 3, frames, size, **condition, **(call or {}))
+    assert mine.shape == reference.shape == (1, 3, frames, *size)
+    diff = float((mine - reference).abs().max())
+    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
+    assert float((ours(model, 4, frames, size, **condition) - reference).abs().max()) > SENSITIVE
+    assert float((ours(model, 3, frames, size, **{**condition, **other}) - reference).abs().max()) > SENSITIVE
+    return diff
+
+
+@pytest.mark.parametrize("guidance, other, frames, size", [
+    ({"guidance_scale": 1.0}, CFG, FRAMES, (SIZE, SIZE)),
+    (CFG, {"guidance_scale": 1.0}, FRAMES, (SIZE, SIZE)),
+    ({"guidance_scale": 3.0}, CFG, FRAMES, (SIZE, SIZE)),  # the pipeline's empty negative prompt
+    ({**CFG, "guidance_scale": 9.0, "guidance_rescale": 0.7}, {"guidance_rescale": 0.0}, FRAMES, (SIZE, SIZE)),
+    (CFG, {"guidance_scale": 1.0}, 17, (64, 32)),  # another μ: 3 latent frames of 2×1 cells
+], ids=["no-guidance", "cfg-negative", "cfg-empty-negative", "cfg-rescale", "cfg-17-frames-64x32"])
+def test_a_seed_gives_ltxs_own_clip(ltx, pipe, guidance, other, frames, size):
+    assert_video_parity(ltx, pipe, other, frames, size, **guidance)
+
+
+def test_a_seed_gives_ltx_091s_own_clip_with_its_decode_timestep(tmp_path):
+    """LTX 0.9.1 on: a timestep-conditioned decoder, given the pipeline's ``decode_timestep`` (the noise the
+    pipeline can mix in before decoding is not added here: ``decode_noise_scale=0``)."""
+    pipe = ltx_pipeline(tmp_path, timestep_conditioning=True)
+    pipe.set_progress_bar_config(disable=True)
+    model = LTXVideo(pipe, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS, decode_timestep=0.05)
+    call = {"decode_timestep": 0.05, "decode_noise_scale": 0.0}
+    assert_video_parity(model, pipe, {"guidance_scale": 1.0}, call=call, **CFG)
+    at_zero = theirs(pipe, 3, **CFG, decode_timestep=0.0, decode_noise_scale=0.0)
+    assert float((ours(model, 3, **CFG) - at_zero).abs().max()) > SENSITIVE  # the timestep reaches the decoder
+
+
+def test_ltxs_grid_is_the_pipelines_for_each_clip_size(ltx, pipe):
+    """linspace(1, 1/N, N) shifted by the μ of latent frames × cells, then stretched to shift_terminal."""
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
+
+    for shape in ((8, 2, 1, 1), (8, 3, 2, 1), (8, 21, 16, 22)):
+        c = pipe.scheduler.config
+        mu = calculate_shift(shape[1] * shape[2] * shape[3], c.base_image_seq_len, c.max_image_seq_len,
+                             c.base_shift, c.max_shift)
+        timesteps, _ = retrieve_timesteps(pipe.scheduler, STEPS, sigmas=np.linspace(1.0, 1 / STEPS, STEPS),
+                                          mu=mu)
+        torch.testing.assert_close(torch.tensor(ltx.schedule_for(shape).grid(STEPS), dtype=torch.float64),
+                                   timesteps.double(),
+                                   rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- the core
+@pytest.mark.parametrize("eta", [0.1, 1.0])
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_decoding_an_ltx_encoding_gives_its_5d_latents_back(ltx, eta, strength):
+    x0 = to_model_space(ltx, clips(2), None)
+    assert x0.shape == (2, 8, 2, 1, 1)
+    z = encode(x0, ltx, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat",
+               guidance_rescale=0.5, **CFG)
+    assert z.path == "rectified_flow" and z.sample_shape == (8, 2, 1, 1)
+    torch.testing.assert_close(decode(z, ltx), x0, rtol=0, atol=EXACT)
+
+
+def test_ltx_edits_are_batch_invariant_under_guidance(ltx):
+    x = clips(2)
+    kw = dict(steps=5, guidance_scale=3.0, source_guidance_scale=2.0)
+    both = edit(ltx, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
+                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
+    one = edit(ltx, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
+               generator=gens(1), **kw).images
+    assert both.shape == (2, 3, FRAMES, SIZE, SIZE)
+    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
+    plain = edit(ltx, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
+                 **kw).images
+    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+
+
+def test_guidance_rescale_is_per_clip_in_a_batch(ltx):
+    """The rescale divides by each clip's own velocity std: a clip's cycle in a batch is its cycle alone."""
+    x0 = to_model_space(ltx, clips(2), None)
+    target = {"guidance_scale": 9.0, "guidance_rescale": 0.7}
+    both, _ = cycle(x0, ltx, steps=4, strength=0.8, generator=gens(0, 1), source_condition={
+        "prompt": ["a cat", "a red car"]}, target_condition={"prompt": ["a dog", "a blue car"], **target})
+    one, _ = cycle(x0[1:], ltx, steps=4, strength=0.8, generator=gens(1), source_condition={"prompt": "a red car"},
+                   target_condition={"prompt": "a blue car", **target})
+    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
+    plain, _ = cycle(x0[1:], ltx, steps=4, strength=0.8, generator=gens(1), source_condition={"prompt": "a red car"},
+                     target_condition={"prompt": "a blue car", "guidance_scale": 9.0})
+    assert float((plain - one).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["cyclediffusion", "edit-friendly", "flowedit", "sdedit", "ddib"])
+def test_the_five_methods_edit_a_clip(ltx, method):
+    x = clips(1)
+    out = edit(ltx, x, source_prompt="a cat", prompt="a dog", steps=4, guidance_scale=3.0, generator=gens(0),
+               method=method).images
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert float((out - to_images(ltx, to_model_space(ltx, x, None))).abs().max()) > SENSITIVE
+
+
+def test_a_mask_per_frame_keeps_the_latents_and_the_pixels_outside_it(ltx):
+    """A (B, 1, F, H, W) mask reaches the latents pooled in space (32×32 pixels a cell) and in time as LTX's causal
+    encoder groups frames (frame 0 alone, then 8 a latent frame): outside it the latents are the input's exactly
+    and edit returns the input's own pixels."""
+    size = (64, 32)
+    x = clips(2, size=size)
+    x0 = to_model_space(ltx, x, None)
+    assert x0.shape == (2, 8, 2, 2, 1)
+    kw = dict(source_prompt="a cat", prompt="a dog", steps=5, guidance_scale=3.0)
+    pixel = torch.zeros(2, 1, FRAMES, *size)
+    pixel[:, :, 6, 40, 3] = 1  # one pixel of frame 6: latent frame 1 (frames 1–8), cell (1, 0)
+    out = edit(ltx, x, method=CycleDiffusion(mask=pixel), generator=gens(0, 1), **kw)
+    assert out.mask.shape == (2, 1, FRAMES, *size)
+    assert out.mask.sum() == 2 * 8 * 32 * 32 and out.mask[:, :, 1:, 32:, :].all()
+    assert torch.equal(out.images * (1 - out.mask), x * (1 - out.mask))
+    assert float((out.images - x).abs().max()) > SENSITIVE  # inside it the clip changes
+    keep = torch.zeros(2, 1, 2, 2, 1)
+    keep[:, :, 1, 1, 0] = 1
+    latents, _ = cycle(x0, ltx, steps=5, strength=0.8, generator=gens(0, 1), mask=keep, source_condition={
+        "prompt": "a cat"}, target_condition={"prompt": "a dog", "guidance_scale": 3.0})
+    assert torch.equal(latents * (1 - keep), x0 * (1 - keep)) and (latents - x0).mul(keep).abs().max() > 1e-3
+
+
+def test_clips_the_model_cannot_take_are_one_line_errors(ltx):
+    with pytest.raises(CycleDiffError, match=r"1 \+ 8·k frames .*fit_clip"):
+        to_model_space(ltx, clips(1, frames=8), None)
+    with pytest.raises(CycleDiffError, match="encodes clips"):
+        to_model_space(ltx, photos(1, size=SIZE), None)
+    with pytest.raises(CycleDiffError, match="multiples of 32"):
+        to_model_space(ltx, clips(1, size=(48, 32)), None)
+    with pytest.raises(CycleDiffError, match="video latents"):
+        ltx.check_sample(torch.zeros(1, 8, 2, 2))
+    with pytest.raises(CycleDiffError, match="guidance_rescale must lie in"):
+        ltx.prepare_condition(1, prompt="a cat", guidance_scale=3.0, guidance_rescale=2.0)
+
+
+def test_fit_clip_rounds_as_the_pipeline_requires(ltx):
+    assert ltx.fit_clip(161, 512, 704) == (161, 512, 704, "")
+    f, h, w, note = ltx.fit_clip(100, 490, 850)
+    assert (f, h, w) == (97, 480, 832) and "100 frames cut to 97" in note and "490×850 cut to 480×832" in note
+    assert ltx.fit_clip(8, 32, 32)[0] == 1
+    with pytest.raises(CycleDiffError, match="at least"):
+        ltx.fit_clip(9, 16, 32)
+    assert ltx.frames == FRAMES and ltx.codec.temporal == 8 and ltx.codec.factor == 32
+    assert ltx.sample_shape == (8, 2, 1, 1)
+    assert LTXVideo.from_pipe(ltx.pipe).sample_shape == (8, 21, 16, 22)  # the pipeline's 161 frames of 512×704
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def test_from_pipe_and_load_take_ltx(tmp_path, pipe):
+    from diffusers import LTXImageToVideoPipeline
+
+    assert isinstance(from_pipe(pipe), LTXVideo)
+    assert isinstance(from_pipe(LTXImageToVideoPipeline.from_pipe(pipe)), LTXVideo)
+    pipe.save_pretrained(tmp_path / "ltx")
+    model = load(str(tmp_path / "ltx"))
+    assert isinstance(model, LTXVideo) and model.family == "ltx"
+    torch.testing.assert_close(model.codec.normalisation.shift, pipe.vae.latents_mean)  # its buffers, saved
+
+
+def test_the_cli_edits_a_clip_with_an_ltx_folder(tmp_path, pipe):
+    """10 frames are cut to LTX's 9 (said in the status line); the edit is written as an .mp4 of 9 frames at the
+    input's frame rate."""
+    from click.testing import CliRunner
+
+    from cyclediff._video import read_clip, write_clip
+    from cyclediff.cli import main
+
+    pipe.save_pretrained(tmp_path / "ltx")
+    write_clip(tmp_path / "cat.mp4", clips(1, frames=10)[0].transpose(0, 1), 8.0)
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "ltx"),
+                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
+                                    "--guidance-scale", "3", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "10 frames cut to 9" in res.output
+    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
+    clip = read_clip(written)
+    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+
+
+def test_an_ltx_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from tiny_ltx import ltx_transformer
+
+    seen = []
+    monkeypatch.setattr(LTXVideo, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
+    lightricks = ["model.diffusion_model.patchify_proj.weight", "model.diffusion_model.adaln_single.linear.weight"]
+    for state in ({k: torch.zeros(1) for k in lightricks}, ltx_transformer().state_dict()):
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "ltx.safetensors"))
+        load(str(tmp_path / "ltx.safetensors"))
+    assert seen == [LTXVideo, LTXVideo]
