@@ -86,6 +86,13 @@ def _qwenimage_base(keys: list[str]) -> str:
 # approximator), FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a context_embedder),
 # the flow pixel UNet before the plain one (both have a UNet and a scheduler)
 FAMILIES: tuple[Family, ...] = (
+    # HunyuanVideo first: its original files have FLUX's double_blocks / single_blocks, its diffusers layout FLUX's
+    # single_transformer_blocks; the text token refiner is its own (HunyuanVideo's names, diffusers' names)
+    Family("hunyuan-video", "HunyuanVideo (video)", "hunyuan_video:HunyuanVideo", pipelines=("HunyuanVideoPipeline",),
+           keys=("txt_in.individual_token_refiner.", "context_embedder.token_refiner."), network="transformer",
+           network_class="HunyuanVideoTransformer3DModel",
+           # not a default: HunyuanVideo's card (50 steps, embedded guidance 6); strength as the other flow families
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 6.0}),
     # FLUX.2 first: its pipelines' names start with FLUX.1's prefix "Flux", its networks have FLUX.1's
     # single_transformer_blocks; its modulation layers and fused single-block projection are its own
     Family("flux2", "FLUX.2 [dev] / [klein]", "flux2:Flux2", pipelines=("Flux2",),
@@ -139,7 +146,8 @@ FAMILIES: tuple[Family, ...] = (
            defaults={"steps": 50, "strength": 0.8, "guidance_scale": 5.0}),
     # LTX-Video: its patch projection in Lightricks' files; in diffusers' names the layout of proj_in, a caption
     # projection and a time embedding (asked after every family's keys)
-    Family("ltx", "LTX-Video (video)", "ltx:LTXVideo", pipelines=("LTXPipeline", "LTXImageToVideoPipeline"),
+    Family("ltx", "LTX-Video (video)", "ltx:LTXVideo", pipelines=("LTXPipeline", "LTXImageToVideoPipeline",
+                                                                   "LTXConditionPipeline"),
            keys=("patchify_proj.",), layout=(("proj_in.",), ("caption_projection.",), ("time_embed.emb.",),
                                              ("transformer_blocks.",)),
            network="transformer", network_class="LTXVideoTransformer3DModel",
