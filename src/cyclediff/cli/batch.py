@@ -21,6 +21,7 @@ from .options import (
     quiet_option,
     sampling_options,
     setting_option,
+    settings_of,
     target_lora_option,
 )
 
@@ -134,7 +135,7 @@ def evaluate_translate_cmd(source_model, target_model, images, reference, method
     seed_list, feature_fn = parse_seeds(seeds), resolve_features(opts["features"])  # refused before any work
     for method in methods.split(","):
         check_setting("method", method)
-    run, settings = RunOptions.from_options(opts), TranslateSettings.from_options(opts)
+    run, settings = RunOptions.from_options(opts), settings_of(TranslateSettings, opts)
     source, target = load_models(source_model, target_model, run)
     failed: list[dict] = []
     evaluate_translate(source, target, images, reference, out, methods=methods.split(","), seeds=seed_list,

@@ -23,6 +23,7 @@ from .options import (
     run_and_report,
     seed_options,
     setting_option,
+    settings_of,
     stamp,
 )
 
@@ -70,7 +71,7 @@ def guide(**opts: Any) -> None:
 
     if opts["energy"] == "classifier" and opts["classifier"] is None and str(opts["model"]).startswith("demo:"):
         opts = {**opts, "classifier": DIGITS_CLASSIFIER}
-    settings, run = GuideSettings.from_options(opts), RunOptions.from_options(opts)
+    settings, run = settings_of(GuideSettings, opts), RunOptions.from_options(opts)
     if settings.energy == "clip" and not settings.text:
         raise click.UsageError("--energy clip needs --text")
     if (settings.energy == "classifier") != (settings.target_class is not None):

@@ -37,10 +37,12 @@ from .options import (
     sampling_options,
     seed_options,
     setting_option,
+    settings_of,
     stamp,
     target_lora_option,
     with_recommended,
 )
+from .sweep import contact_sheets, strengths_of, sweep_units
 
 
 def image_units(images: list[Path], seeds: list[int], settings: Settings, stamp: dict[str, Any],
@@ -94,7 +96,7 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 @model_options
 @compile_option
 @sampling_options(EditSettings, "the paper's text-guided editing setting (it skips 15–50 of about 100 "
-                                 "steps; 0.8 sits inside)")
+                                 "steps; 0.8 sits inside)", sweep=True)
 @setting_option(EditSettings, "guidance_scale", help="classifier-free guidance scale of the target prompt or class")
 @setting_option(EditSettings, "source_guidance_scale",
                 help="1 (the paper's setting) needs no unconditional pass for the source")
@@ -136,26 +138,35 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     recorded inside; one made with these very settings is skipped unless --overwrite.
     """
     seeds = chosen_seeds(opts)
-    settings = EditSettings.from_options(opts, attention=_attention(opts))  # refused before any model loads
+    strengths, opts = strengths_of(opts)
+    settings = settings_of(EditSettings, opts, attention=_attention(opts))  # refused before any model loads
     run = RunOptions.from_options(opts)
     check_out_folder(opts["out"])
     model = load_model(settings.model, run)
     settings = with_recommended(settings, model, quiet=opts["quiet"])
+    strengths = strengths if len(strengths) > 1 else (settings.strength,)  # the model's recommended one, if taken
     if opts["source_class"] is not None or opts["target_class"] is not None or "prompt" not in model.condition_keys:
-        return _class_edit(model, images, seeds, settings, run, opts)
+        return _class_edit(model, images, seeds, settings, run, opts, strengths)
     condition_for(model, prompt=settings.source_prompt, side="source")  # class options were handled above
     if settings.source_prompt is None or settings.prompt is None:
         raise click.UsageError("a text model edits from --source-prompt to --prompt: give both")
     method = "" if settings.method == "cyclediffusion" else settings.method + "_"
-    label = f"{method}s{number(settings.strength)}_w{number(settings.guidance_scale)}"
-    units = image_units(images, seeds, settings, stamp("edit", run),
-                        lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png", frames=opts["as_frames"])
-    run_and_report(EditTask(model, run), units, FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
-                   batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
+
+    def units_at(strength: float) -> list[Unit]:
+        label = f"{method}s{number(strength)}_w{number(settings.guidance_scale)}"
+        return image_units(images, seeds, settings.replace(strength=strength), stamp("edit", run),
+                           lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png",
+                           frames=opts["as_frames"])
+
+    units = sweep_units(strengths, units_at)
+    with contact_sheets(units, opts["out"], strengths, quiet=opts["quiet"]):
+        run_and_report(EditTask(model, run), units, FileStore(lambda u: opts["out"] / u.name,
+                                                              overwrite=opts["overwrite"]),
+                       batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_settings: EditSettings,
-                run: RunOptions, opts: dict[str, Any]) -> None:
+                run: RunOptions, opts: dict[str, Any], strengths: tuple[float, ...]) -> None:
     """``edit`` on a class-conditional model: the translation between two of its classes (as the API's and the
     web app's class edits)."""
     if edit_settings.attention is not None:
@@ -168,13 +179,19 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
     shared = {k: getattr(edit_settings, k) for k in set(EditSettings.names()) & set(TranslateSettings.names())}
     settings = TranslateSettings(source_model=edit_settings.model, target_model=edit_settings.model,
                                  source_class=opts["source_class"], target_class=opts["target_class"], **shared)
-    label = f"{'' if settings.method == 'cyclediffusion' else settings.method + '_'}s{number(settings.strength)}"
-    units = image_units(images, seeds, settings, stamp("edit", run),
-                        lambda stem, s: f"{stem}_class{settings.target_class}_{label}_w"
-                                        f"{number(settings.guidance_scale)}_seed{s}.png", frames=opts["as_frames"])
-    run_and_report(TranslateTask(model, model, run), units,
-                   FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]), batch_size=run.batch_size,
-                   quiet=opts["quiet"], as_json=opts["as_json"])
+    method = "" if settings.method == "cyclediffusion" else settings.method + "_"
+
+    def units_at(strength: float) -> list[Unit]:
+        label = f"{method}s{number(strength)}_w{number(settings.guidance_scale)}"
+        return image_units(images, seeds, settings.replace(strength=strength), stamp("edit", run),
+                           lambda stem, s: f"{stem}_class{settings.target_class}_{label}_seed{s}.png",
+                           frames=opts["as_frames"])
+
+    units = sweep_units(strengths, units_at)
+    with contact_sheets(units, opts["out"], strengths, quiet=opts["quiet"]):
+        run_and_report(TranslateTask(model, model, run), units,
+                       FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
+                       batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
 @main.command()
@@ -216,7 +233,7 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
       cyclediff translate photo.png --source-model M --target-model M --target-lora watercolor.safetensors:0.9 \\
           --source-prompt "a photo" --target-prompt "a watercolor painting"   # one load: M → its own style
     """
-    settings = TranslateSettings.from_options(opts)
+    settings = settings_of(TranslateSettings, opts)
     run, seeds = RunOptions.from_options(opts), chosen_seeds(opts)
     check_out_folder(opts["out"])
     source, target = load_models(settings.source_model, settings.target_model, run)

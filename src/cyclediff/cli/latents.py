@@ -34,6 +34,7 @@ from .options import (
     run_and_report,
     sampling_options,
     setting_option,
+    settings_of,
     stamp,
 )
 
@@ -77,13 +78,13 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
     if output is not None and len(images) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several images")
     run, seed = RunOptions.from_options(opts), opts["seed"]
-    EncodeSettings.from_options(opts)  # refused before any model loads
+    settings_of(EncodeSettings, opts)  # refused before any model loads
     paths, repeated = distinct_paths(list(images))
     note_repeats(repeated)
     seed_limit(seed + len(paths) - 1)
     check_out_file(output) if output is not None else check_out_folder(out)
     model = load_model(opts["model"], run)
-    settings = EncodeSettings.from_options(opts, condition=_condition(model, opts))
+    settings = settings_of(EncodeSettings, opts, condition=_condition(model, opts))
     marks = {**stamp("encode", run, model=opts["model"]), "store_dtype": opts["store_dtype"]}
     units = [Unit(i, stem, seed + i, name=f"{stem}.latent.safetensors", settings=settings, input=path, stamp=marks)
              for i, (path, stem) in enumerate(zip(paths, unique_names(paths)))]
@@ -180,12 +181,12 @@ def _weights(text: str | None, count: int) -> list[float] | None:
 def sample(out: Path, **opts: Any) -> None:
     """Sample images from the prior latent N(0, I), one per seed (for pixel models, seed s gives the image
     diffusers' DDIM / DDPM pipeline gives for s)."""
-    SampleSettings.from_options(opts)  # refused before any model loads
+    settings_of(SampleSettings, opts)  # refused before any model loads
     seeds = list(dict.fromkeys(parse_seeds(opts["seeds"])))
     check_out_folder(out)
     run = RunOptions.from_options(opts)
     model = load_model(opts["model"], run)
-    settings = SampleSettings.from_options(opts, condition=_condition(model, opts))
+    settings = settings_of(SampleSettings, opts, condition=_condition(model, opts))
     marks = stamp("sample", run, model=opts["model"])
     units = [Unit(i, f"seed{s}", s, name=f"seed{s:04d}.png", settings=settings, stamp=marks)
              for i, s in enumerate(seeds)]

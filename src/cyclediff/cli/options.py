@@ -112,8 +112,9 @@ def setting_option(cls: type[Settings], name: str, *decls: str, **kwargs: Any) -
         kwargs.setdefault("type", click.Choice(choices))
     else:
         kwargs.setdefault("type", kind)
+    kwargs.setdefault("callback", check)
     return click.option(f"--{name.replace('_', '-')}", name, *decls, default=kwargs.pop("default", default),
-                        show_default=default not in (None, False), callback=check, **kwargs)
+                        show_default=default not in (None, False), **kwargs)
 
 
 def device_option(f: Callable) -> Callable:
@@ -155,15 +156,28 @@ def compile_option(f: Callable) -> Callable:
                                "new batch size compiles first (a minute or more)")(f)
 
 
-def sampling_options(cls: type[Settings], why: str = "") -> Callable:
+def settings_of(cls: type[Settings], opts: dict[str, Any], **extra: Any) -> Any:
+    """A task's settings from the command's options; a refused combination (η = 0 for an encoder, a knob of another
+    method) is a usage error, as a bad option is."""
+    try:
+        return cls.from_options(opts, **extra)
+    except CycleDiffError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def sampling_options(cls: type[Settings], why: str = "", *, sweep: bool = False) -> Callable:
     """--steps, --strength, --eta with a task's defaults (its settings type); ``why`` says why the default
-    strength is what it is for this task."""
+    strength is what it is for this task; ``sweep``: --strength takes a comma list (cli/sweep.py)."""
 
     def wrap(f: Callable) -> Callable:
         f = setting_option(cls, "eta", help="DDIM η in (0, 1]; 1 is DDPM's variance")(f)
         if "strength" in cls.names():
+            from .sweep import parse_strengths
+
+            extra = {"type": str, "callback": parse_strengths} if sweep else {}
             f = setting_option(cls, "strength", help="fraction of the steps run (start part-way, as img2img)"
-                               + (f"; the default: {why}" if why else ""))(f)
+                               + ("; a comma list (0.5,0.6,0.7) edits at each and writes a contact sheet"
+                                  if sweep else "") + (f"; the default: {why}" if why else ""), **extra)(f)
         return setting_option(cls, "steps", help="steps of the sampler's grid (--strength picks how many of them "
                                                  "run)" if "strength" in cls.names() else "steps of the sampler")(f)
 
