@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
 
 from conftest import gens
@@ -15,6 +16,7 @@ from cyclediff.cycle import cycle
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.families import lora_match
 from cyclediff.models.hunyuan_video import HunyuanVideo
 from cyclediff.sampler import sample_latent
 from tiny_hunyuan_video import FRAMES, SIZE, hunyuan_pipeline
@@ -192,6 +194,27 @@ def test_the_cli_edits_a_clip_with_a_hunyuan_video_folder(tmp_path, pipe):
     (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
     clip = read_clip(written)
     assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+
+
+def test_a_hunyuan_video_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
+    """with_lora(file) (HunyuanVideoLoraLoaderMixin's adapters, on for the variant's calls; its token refiner's
+    layers tell it from a FLUX LoRA) equals the pipeline's load_lora_weights + fuse_lora, seed for seed."""
+    from tiny_sd import make_lora
+
+    file = make_lora(hunyuan_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = hunyuan_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, 3, guidance_scale=6.0)
+    base = HunyuanVideo(hunyuan_pipeline(tmp_path / "base"), frames=FRAMES, size=(SIZE, SIZE),
+                        max_sequence_length=TOKENS)
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        assert float((ours(styled, 3, guidance_scale=6.0) - reference).abs().max()) <= TOLERANCE
+        assert float((ours(base, 3, guidance_scale=6.0) - reference).abs().max()) > SENSITIVE
+    original = ["diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight"]  # HunyuanVideo's own names
+    assert lora_match(original)[0].name == lora_match(load_file(file))[0].name == "hunyuan-video"
 
 
 def test_a_hunyuan_video_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):

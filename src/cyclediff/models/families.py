@@ -91,6 +91,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("hunyuan-video", "HunyuanVideo (video)", "hunyuan_video:HunyuanVideo", pipelines=("HunyuanVideoPipeline",),
            keys=("txt_in.individual_token_refiner.", "context_embedder.token_refiner."), network="transformer",
            network_class="HunyuanVideoTransformer3DModel",
+           lora=(("HunyuanVideo", ("img_attn_qkv", "txt_attn_qkv", "individual_token_refiner", "token_refiner")),),
            # not a default: HunyuanVideo's card (50 steps, embedded guidance 6); strength as the other flow families
            defaults={"steps": 50, "strength": 0.8, "guidance_scale": 6.0}),
     # FLUX.2 first: its pipelines' names start with FLUX.1's prefix "Flux", its networks have FLUX.1's
