@@ -64,7 +64,7 @@ def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> tor
     default is 3)."""
     call = {"guidance_scale": 1.0, **call}
     with torch.no_grad():
-        out = pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
+        out = pipe(prompt=PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
                    generator=seed(s), output_type="pt", max_sequence_length=TOKENS, **call).frames
     return out.transpose(1, 2)
 
@@ -116,6 +116,56 @@ def test_ltxs_grid_is_the_pipelines_for_each_clip_size(ltx, pipe):
         torch.testing.assert_close(torch.tensor(ltx.schedule_for(shape).grid(STEPS), dtype=torch.float64),
                                    timesteps.double(),
                                    rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def conditioned(pipe):
+    """``LTXConditionPipeline`` over the same parts, with an unshifted scheduler (its steps are then its grid's)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline
+
+    cond = LTXConditionPipeline.from_pipe(pipe, scheduler=FlowMatchEulerDiscreteScheduler())
+    cond.set_progress_bar_config(disable=True)
+    return cond
+
+
+def test_a_seed_gives_ltx_condition_pipelines_own_clip(conditioned):
+    """Its linear-quadratic grid, given to the scheduler as timesteps, and its scaled video coordinates."""
+    model = LTXVideo(conditioned, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    assert assert_video_parity(model, conditioned, {"guidance_scale": 1.0}, **CFG) <= TOLERANCE
+    assert_video_parity(model, conditioned, CFG, 17, (64, 32), guidance_scale=1.0)
+
+
+@pytest.mark.parametrize("strength, guidance", [(0.5, {"guidance_scale": 1.0}), (0.75, CFG), (1.0, CFG)])
+def test_sdedit_is_ltx_condition_pipelines_denoise_strength(conditioned, strength, guidance):
+    """The clip's latents (the VAE posterior's mode) given to ``LTXConditionPipeline`` with ``denoise_strength``:
+    its one draw mixes them at the first σ of the int(N × strength) steps it runs, then its ODE — which
+    ``edit(method=SDEdit(eta=0))`` gives."""
+    from cyclediff import SDEdit
+
+    model = LTXVideo(conditioned, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    x = clips(1, seed=1)
+    x0 = to_model_space(model, x, None)
+
+    def reference(s: int) -> torch.Tensor:
+        with torch.no_grad():
+            return conditioned(prompt=PROMPT, latents=x0, denoise_strength=strength, num_inference_steps=STEPS,
+                               height=SIZE, width=SIZE, num_frames=FRAMES, generator=seed(s), output_type="pt",
+                               max_sequence_length=TOKENS, **{"guidance_scale": 1.0, **guidance}
+                               ).frames.transpose(1, 2)
+
+    theirs5 = reference(5)
+    edited = edit(model, x, source_prompt="a cat", prompt=PROMPT, steps=STEPS, strength=strength, generator=seed(5),
+                  method=SDEdit(eta=0.0), **guidance).images
+    assert float((edited - theirs5).abs().max()) <= TOLERANCE
+    assert float((edited - reference(6)).abs().max()) > SENSITIVE
+
+
+def test_ltx_condition_pipelines_shifted_schedulers_are_refused_in_one_line(pipe):
+    from diffusers import LTXConditionPipeline
+
+    with pytest.raises(CycleDiffError, match="unshifted scheduler") as err:
+        LTXVideo(LTXConditionPipeline.from_pipe(pipe), frames=FRAMES, size=(SIZE, SIZE))
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------- the core
@@ -216,15 +266,18 @@ def test_fit_clip_rounds_as_the_pipeline_requires(ltx):
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def test_from_pipe_and_load_take_ltx(tmp_path, pipe):
+def test_from_pipe_and_load_take_ltx(tmp_path, pipe, conditioned):
     from diffusers import LTXImageToVideoPipeline
 
     assert isinstance(from_pipe(pipe), LTXVideo)
     assert isinstance(from_pipe(LTXImageToVideoPipeline.from_pipe(pipe)), LTXVideo)
+    assert from_pipe(conditioned).conditioned and not from_pipe(pipe).conditioned
     pipe.save_pretrained(tmp_path / "ltx")
     model = load(str(tmp_path / "ltx"))
-    assert isinstance(model, LTXVideo) and model.family == "ltx"
+    assert isinstance(model, LTXVideo) and model.family == "ltx" and not model.conditioned
     torch.testing.assert_close(model.codec.normalisation.shift, pipe.vae.latents_mean)  # its buffers, saved
+    conditioned.save_pretrained(tmp_path / "ltx-condition")  # a folder of LTXConditionPipeline runs as it
+    assert load(str(tmp_path / "ltx-condition")).conditioned
 
 
 def test_the_cli_edits_a_clip_with_an_ltx_folder(tmp_path, pipe):

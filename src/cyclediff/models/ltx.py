@@ -2,7 +2,7 @@
 (one token per latent frame and cell), T5 text with its attention mask. The core sees 5-D samples (B, C, f, h, w);
 the packing into tokens lives here.
 
-Followed from diffusers' ``LTXPipeline``:
+Followed from diffusers' ``LTXPipeline`` (and ``LTXConditionPipeline``, whose grid and positions differ: below):
 
 - **Clips** are (B, 3, F, H, W) in [0, 1] with F = 8k + 1 frames and sides multiples of 32 (:meth:`LTXVideo.fit_clip`);
   the VAE makes (B, 128, (F − 1)/8 + 1, H/32, W/32) latents, normalised per channel by its ``latents_mean`` /
@@ -17,18 +17,27 @@ Followed from diffusers' ``LTXPipeline``:
   pipeline's ``guidance_rescale`` (the guided velocity's std rescaled towards the conditional one's).
 - **The grid**: linspace(1, 1/N, N) through the scheduler with the μ of the latent frames × cells (LTX's
   ``base_shift`` / ``max_shift`` and ``shift_terminal``), as the pipeline passes them.
+- **LTXConditionPipeline** (a pipeline of that class, or a folder whose model_index.json names it): its
+  linear-quadratic grid given to the scheduler as timesteps, cut by ``denoise_strength`` as int(N × strength)
+  steps (:class:`LinearQuadraticSchedule`; SDEdit from a clip's latents is its ``latents=`` with
+  ``denoise_strength``), and its positions: the latent cells' coordinates scaled by the VAE's ratios, frames
+  shifted back causally and divided by ``frame_rate``. Its steps go from each timestep to the scheduler's next
+  lower level, which is the grid's next timestep only for an unshifted scheduler: another is refused in one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import IncompatibleModelError
+from ..errors import ConfigError, IncompatibleModelError
 from ..flow import FlowSchedule, image_shift
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, refuse_unknown, stack_branches
@@ -42,24 +51,56 @@ BASE = "Lightricks/LTX-Video"  # where a single transformer file's other parts c
 
 class _TokenTransformer(torch.nn.Module):
     """LTX's transformer called as the runner calls a UNet: (B, C, f, h, w) latents and timesteps σ·T in, the
-    velocity (B, C, f, h, w) out; the latents packed into tokens and unpacked as the pipeline does."""
+    velocity (B, C, f, h, w) out; the latents packed into tokens and unpacked as the pipeline does, their positions
+    as ``LTXPipeline`` gives them (the rope interpolation scale) or, for ``conditioned`` (``LTXConditionPipeline``),
+    as that pipeline's scaled video coordinates."""
 
-    def __init__(self, transformer: torch.nn.Module) -> None:
+    def __init__(self, transformer: torch.nn.Module, vae: Any, conditioned: bool) -> None:
         super().__init__()
-        self.transformer = transformer
+        self.transformer, self.conditioned = transformer, conditioned
+        self.spatial, self.temporal = int(vae.spatial_compression_ratio), int(vae.temporal_compression_ratio)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, return_dict: bool = False, *,
-                encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor,
-                rope_interpolation_scale: tuple[float, float, float]) -> Any:
-        from diffusers import LTXPipeline
+                encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor, frame_rate: float) -> Any:
+        from diffusers import LTXConditionPipeline, LTXPipeline
 
         p, pt = int(self.transformer.config.patch_size), int(self.transformer.config.patch_size_t)
-        _, _, f, h, w = x.shape
-        out = self.transformer(hidden_states=LTXPipeline._pack_latents(x, p, pt), timestep=timesteps,
-                               encoder_hidden_states=encoder_hidden_states,
-                               encoder_attention_mask=encoder_attention_mask, num_frames=f, height=h, width=w,
-                               rope_interpolation_scale=rope_interpolation_scale, return_dict=False)[0]
+        b, _, f, h, w = x.shape
+        text = {"encoder_hidden_states": encoder_hidden_states, "encoder_attention_mask": encoder_attention_mask}
+        if self.conditioned:
+            ids = LTXConditionPipeline._prepare_video_ids(b, f, h, w, patch_size=p, patch_size_t=pt, device=x.device)
+            coords = LTXConditionPipeline._scale_video_ids(ids, scale_factor=self.spatial,
+                                                           scale_factor_t=self.temporal, frame_index=0).float()
+            coords[:, 0] = coords[:, 0] * (1.0 / frame_rate)
+            out = self.transformer(hidden_states=LTXPipeline._pack_latents(x, p, pt), timestep=timesteps[:, None],
+                                   video_coords=coords, return_dict=False, **text)[0]
+        else:
+            out = self.transformer(hidden_states=LTXPipeline._pack_latents(x, p, pt), timestep=timesteps,
+                                   num_frames=f, height=h, width=w, return_dict=False, **text,
+                                   rope_interpolation_scale=(self.temporal / frame_rate, self.spatial, self.spatial))[0]
         return (LTXPipeline._unpack_latents(out, f, h, w, p, pt),)
+
+
+@dataclass(frozen=True, eq=False)
+class LinearQuadraticSchedule(FlowSchedule):
+    """``LTXConditionPipeline``'s grid: LTX's linear-quadratic levels (``linear_quadratic_schedule``) given to the
+    scheduler as timesteps σ·1000, cut by ``denoise_strength`` as int(N × strength) steps."""
+
+    cut = "floor"
+
+    def grid(self, steps: int) -> list[float]:  # type: ignore[override]
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import linear_quadratic_schedule
+
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer; got {steps!r}")
+        return [float(t) for t in (linear_quadratic_schedule(steps) * 1000).float()]
+
+    def cut_rule(self, steps: int, strength: float) -> str:
+        return f"int({steps} × {strength})"
+
+    def fingerprint(self) -> str:
+        text = json.dumps(["ltx-linear-quadratic", self.config], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class LTXCodec(VideoCodec):
@@ -103,9 +144,10 @@ class LTXCodec(VideoCodec):
 
 
 class LTXVideo(FlowCoordinates, PromptModel):
-    """An ``LTXPipeline`` over its VAE latents. Conditions: ``prompt``, ``negative_prompt``, ``guidance_scale``
-    (classifier-free; 1: none), ``guidance_rescale``. ``frames`` and ``size`` (H, W): the clips it makes by
-    default (the pipeline's 161 at 512×704); ``frame_rate``: the rate its positions assume (the pipeline's 25)."""
+    """An ``LTXPipeline`` (or ``LTXConditionPipeline``: ``conditioned``) over its VAE latents. Conditions:
+    ``prompt``, ``negative_prompt``, ``guidance_scale`` (classifier-free; 1: none), ``guidance_rescale``.
+    ``frames`` and ``size`` (H, W): the clips it makes by default (the pipeline's 161 at 512×704); ``frame_rate``:
+    the rate its positions assume (the pipeline's 25); ``decode_timestep``: a timestep-conditioned decoder's."""
 
     condition_keys = ("prompt", "negative_prompt", "guidance_scale", "guidance_rescale")
     kind = "LTX-Video's video transformer"
@@ -117,19 +159,17 @@ class LTXVideo(FlowCoordinates, PromptModel):
         self._adopt(pipe, ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
                     "LTX-Video needs an LTX-Video pipeline", model_id)
         self.transformer = self.network = pipe.transformer
-        self.runner = UNetRunner(_TokenTransformer(self.transformer))
+        self.conditioned = type(pipe).__name__.startswith("LTXConditionPipeline")
+        self.runner = UNetRunner(_TokenTransformer(self.transformer, pipe.vae, self.conditioned))
         self.max_sequence_length = max_sequence_length
         self.frame_rate = frame_rate
-        config = dict(pipe.scheduler.config)
-        if "shift" not in config or config.get("use_karras_sigmas") or config.get("invert_sigmas"):
-            raise IncompatibleModelError("LTX-Video needs its flow-matching Euler scheduler "
-                                         "(FlowMatchEulerDiscreteScheduler); this pipeline's is not")
+        self.schedule = ltx_schedule(dict(pipe.scheduler.config), self.conditioned)
         f, h, w, _ = self.fit_clip(frames, *size)
         self.frames, self.size = f, (h, w)
         factor = int(pipe.vae.spatial_compression_ratio)
         self.codec = LTXCodec(pipe.vae, latent_size=(h // factor, w // factor), frames=f,
                               decode_timestep=decode_timestep)
-        self.schedule = self._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape)
+        self.schedule = self.schedule_for(self.sample_shape)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
@@ -137,7 +177,7 @@ class LTXVideo(FlowCoordinates, PromptModel):
         """A hub id or a local diffusers folder of LTX-Video (e.g. ``Lightricks/LTX-Video``), or a single
         transformer file (diffusers' ``from_single_file`` of the transformer; the rest of the pipeline from
         ``config=`` a local folder or hub id, by default ``Lightricks/LTX-Video``)."""
-        from diffusers import LTXPipeline, LTXVideoTransformer3DModel
+        from diffusers import LTXVideoTransformer3DModel
 
         source = str(source)
         base = source
@@ -145,20 +185,13 @@ class LTXVideo(FlowCoordinates, PromptModel):
             base = str(kwargs.pop("config", None) or BASE)
             kwargs["transformer"] = load_pipeline(LTXVideoTransformer3DModel, source, dtype, None,
                                                   "LTX-Video transformer", config=base, subfolder="transformer")
-        return cls(load_pipeline(LTXPipeline, base, dtype, device, "LTX-Video", **kwargs), model_id=source)
+        return cls(load_pipeline(_pipeline_class(base), base, dtype, device, "LTX-Video", **kwargs), model_id=source)
 
     @property
     def sample_shape(self) -> tuple[int, int, int, int]:  # type: ignore[override]
         factor, temporal = int(self.pipe.vae.spatial_compression_ratio), int(self.pipe.vae.temporal_compression_ratio)
         return (int(self.transformer.config.in_channels), (self.frames - 1) // temporal + 1,
                 self.size[0] // factor, self.size[1] // factor)
-
-    @property
-    def rope_interpolation_scale(self) -> tuple[float, float, float]:
-        """The pipeline's (temporal ratio / frame rate, spatial ratio, spatial ratio)."""
-        vae = self.pipe.vae
-        return (vae.temporal_compression_ratio / self.frame_rate, vae.spatial_compression_ratio,
-                vae.spatial_compression_ratio)
 
     def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
         """(F', H', W', note): the frames and size this model takes for a clip of ``frames`` at H×W — the first
@@ -183,14 +216,13 @@ class LTXVideo(FlowCoordinates, PromptModel):
                                          f"shape {tuple(x.shape)}. Encode clips with model.codec first")
 
     def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
-        """The grid for latents of ``shape`` (…, f, h, w): shifted by the μ of f·h·w tokens, as the pipeline."""
-        return self._grid(self.schedule, tuple(shape))
-
-    @staticmethod
-    def _grid(schedule: FlowSchedule, shape: tuple[int, ...]) -> FlowSchedule:
+        """The grid for latents of ``shape`` (…, f, h, w): shifted by the μ of f·h·w tokens, as ``LTXPipeline``
+        (``LTXConditionPipeline``'s is one grid for every shape)."""
+        if self.conditioned:
+            return self.schedule
         f, h, w = shape[-3:]
-        mu = image_shift(schedule.config, f * h * w)
-        return schedule if schedule.mu == mu else dataclasses.replace(schedule, mu=mu)
+        mu = image_shift(self.schedule.config, f * h * w)
+        return self.schedule if self.schedule.mu == mu else dataclasses.replace(self.schedule, mu=mu)
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,
@@ -238,7 +270,7 @@ class LTXVideo(FlowCoordinates, PromptModel):
         out = self.runner(self.model_input(x_all, t).to(self.dtype), self.model_timesteps(t, x_all), x_all.dtype,
                           encoder_hidden_states=torch.cat(inputs["cond"]).to(self.device, self.dtype),
                           encoder_attention_mask=torch.cat(inputs["mask"]).to(self.device),
-                          rope_interpolation_scale=self.rope_interpolation_scale)
+                          frame_rate=self.frame_rate)
         results, row = [], 0
         for (parts, w, batch), (x, c) in zip(plan, branches):
             chunks = out[row: row + parts * batch].split(batch)
@@ -252,4 +284,32 @@ class LTXVideo(FlowCoordinates, PromptModel):
         return results
 
 
-__all__ = ["LTXCodec", "LTXVideo"]
+def _pipeline_class(source: str) -> Any:
+    """``LTXConditionPipeline`` for a local folder whose model_index.json names it, else ``LTXPipeline``."""
+    from diffusers import LTXConditionPipeline, LTXPipeline
+
+    index = Path(source) / "model_index.json"
+    named = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    return LTXConditionPipeline if named == "LTXConditionPipeline" else LTXPipeline
+
+
+def ltx_schedule(config: dict[str, Any], conditioned: bool) -> FlowSchedule:
+    """The grid of an LTX pipeline's flow-matching Euler scheduler: ``LTXPipeline``'s linspace(1, 1/N, N) levels
+    (shifted by μ per clip size), or ``LTXConditionPipeline``'s linear-quadratic timesteps, whose steps are this
+    grid's only when the scheduler leaves its levels unshifted; any other is refused in one line."""
+    if "shift" not in config or any(config.get(k) for k in ("use_karras_sigmas", "use_exponential_sigmas",
+                                                             "use_beta_sigmas", "invert_sigmas")):
+        raise IncompatibleModelError("LTX-Video needs its flow-matching Euler scheduler "
+                                     "(FlowMatchEulerDiscreteScheduler, no Karras / exponential / beta sigmas)")
+    if not conditioned:
+        return FlowSchedule.from_flow_config(config, flux_sigmas=True)
+    if config.get("use_dynamic_shifting") or config.get("shift_terminal") or float(config["shift"]) != 1:
+        raise IncompatibleModelError("LTXConditionPipeline steps from its timesteps to its scheduler's shifted "
+                                     "levels; cyclediff takes it with an unshifted scheduler (shift 1, no dynamic "
+                                     "shifting or shift_terminal), or load the folder as an LTXPipeline")
+    base = FlowSchedule.from_flow_config(config)
+    return LinearQuadraticSchedule(alpha_bar=base.alpha_bar, final_alpha_bar=1.0, prediction_type="sample",
+                                   timestep_spacing="linspace", config=base.config)
+
+
+__all__ = ["LTXCodec", "LTXVideo", "LinearQuadraticSchedule", "ltx_schedule"]
