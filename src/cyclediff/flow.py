@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
@@ -148,4 +149,26 @@ class FlowSchedule(Schedule):
         return list(flow_grid(self.config, steps, 1.0, mu=self.mu, flux_sigmas=self.flux_sigmas).timesteps)
 
 
-__all__ = ["FlowGrid", "FlowSchedule", "flow_grid", "image_shift", "rectified_flow"]
+@dataclass(frozen=True, eq=False)
+class UniPCFlowSchedule(FlowSchedule):
+    """The grid of a UniPC scheduler with flow sigmas (HiDream-I1-Full's, Wan's checkpoints'): σ_k = shift(s_k),
+    s = linspace(1, 1/T, N + 1) without its last, shift(s) = f·s / (1 + (f − 1)·s) with f = ``flow_shift``, σ_0
+    lowered by 1e-6 when it is 1; then σ = 0. Timesteps are σ·T as floats (the core reads σ back); the network sees
+    their integer part (the core's first-order step is UniPC's at one or two steps)."""
+
+    def grid(self, steps: int) -> list[float]:  # type: ignore[override]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer; got {steps!r}")
+        n, shift = self.num_train_timesteps, float(self.config.get("flow_shift", 1.0))
+        levels = np.linspace(1, 1 / n, steps + 1)[:-1]
+        sigmas = shift * levels / (1 + (shift - 1) * levels)
+        if abs(sigmas[0] - 1) < 1e-6:
+            sigmas[0] -= 1e-6
+        return [float(t) for t in sigmas * n]
+
+    def fingerprint(self) -> str:
+        text = json.dumps(["unipc-flow", self.config], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+__all__ = ["FlowGrid", "FlowSchedule", "UniPCFlowSchedule", "flow_grid", "image_shift", "rectified_flow"]

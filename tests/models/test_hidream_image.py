@@ -16,10 +16,11 @@ from conftest import gens
 from cyclediff import decode, edit, encode
 from cyclediff.cli import main
 from cyclediff.errors import CycleDiffError
+from cyclediff.flow import UniPCFlowSchedule
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_images, to_model_space
 from cyclediff.models.families import family_of_keys, lora_match
-from cyclediff.models.hidream_image import HiDreamImage, UniPCFlowSchedule, hidream_schedule
+from cyclediff.models.hidream_image import HiDreamImage, hidream_schedule
 from cyclediff.sampler import sample_latent
 from tiny_hidream import SIZE, hidream_pipeline, unipc
 from tiny_sd import photos

@@ -25,17 +25,13 @@ Followed from diffusers' ``HiDreamImagePipeline`` (which has no img2img sibling)
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import CycleDiffError, IncompatibleModelError
-from ..flow import FlowSchedule
+from ..flow import FlowSchedule, UniPCFlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
@@ -44,29 +40,6 @@ from .steps import FlowCoordinates
 
 BASE = "HiDream-ai/HiDream-I1-Dev"  # a single transformer file's other parts (diffusers' own choice), by default
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"  # the Llama the HiDream-I1 repositories do not hold
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class UniPCFlowSchedule(FlowSchedule):
-    """The grid of HiDream-I1-Full's UniPC with flow sigmas: σ_k = shift(s_k), s = linspace(1, 1/T, N + 1) without
-    its last, shift(s) = f·s / (1 + (f − 1)·s) with f = ``flow_shift``, σ_0 lowered by 1e-6 when it is 1; then
-    σ = 0. Timesteps are σ·T as floats (the core reads σ back); the network sees their integer part."""
-
-    def grid(self, steps: int) -> list[float]:  # type: ignore[override]
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"steps must be a positive integer; got {steps!r}")
-        n, shift = self.num_train_timesteps, float(self.config.get("flow_shift", 1.0))
-        levels = np.linspace(1, 1 / n, steps + 1)[:-1]
-        sigmas = shift * levels / (1 + (shift - 1) * levels)
-        if abs(sigmas[0] - 1) < 1e-6:
-            sigmas[0] -= 1e-6
-        return [float(t) for t in sigmas * n]
-
-    def fingerprint(self) -> str:
-        text = json.dumps(["unipc-flow", self.config], sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def hidream_schedule(config: Any, mu: float) -> FlowSchedule:
@@ -231,4 +204,4 @@ def _llama(dtype: torch.dtype | None) -> dict[str, Any]:
                              f"not be loaded: {str(err).splitlines()[0]}") from err
 
 
-__all__ = ["HiDreamImage", "UniPCFlowSchedule", "hidream_schedule"]
+__all__ = ["HiDreamImage", "hidream_schedule"]

@@ -14,7 +14,7 @@ Followed from diffusers' ``WanPipeline`` / ``WanVideoToVideoPipeline``:
   Wan 2.2 TI2V (``expand_timesteps``) gets the timestep per patch, as its pipeline gives it.
 - **The grid** is the pipeline's scheduler's: a flow-matching Euler scheduler's ``set_timesteps(N)`` (its shift),
   the transformer seeing σ·T; or, as Wan's checkpoints ship, UniPC with flow sigmas (HiDream-I1-Full's grid:
-  :class:`~cyclediff.models.hidream_image.UniPCFlowSchedule`), the transformer seeing the integer part of σ·T as
+  :class:`~cyclediff.flow.UniPCFlowSchedule`), the transformer seeing the integer part of σ·T as
   UniPC gives it. UniPC is a multistep solver: the core's first-order step is its step at 1 and 2 steps only.
 """
 
@@ -27,11 +27,10 @@ from typing import Any
 import torch
 
 from ..errors import IncompatibleModelError
-from ..flow import FlowSchedule
+from ..flow import FlowSchedule, UniPCFlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .hidream_image import UniPCFlowSchedule
 from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
 
