@@ -103,6 +103,17 @@ def test_a_seed_gives_ltx_091s_own_clip_with_its_decode_timestep(tmp_path):
     assert float((ours(model, 3, **CFG) - at_zero).abs().max()) > SENSITIVE  # the timestep reaches the decoder
 
 
+def test_a_slicing_timestep_conditioned_vae_decodes_each_clip_with_its_timestep(tmp_path):
+    """diffusers' sliced decode pairs the latents' slices with each other, not with the timesteps': the codec
+    decodes one clip at a time itself, and a batch decodes as its clips alone."""
+    model = LTXVideo(ltx_pipeline(tmp_path, timestep_conditioning=True), frames=FRAMES, size=(SIZE, SIZE),
+                     decode_timestep=0.05)
+    x0 = to_model_space(model, clips(2), None)
+    alone = torch.cat([model.codec.decode(x0[i:i + 1]) for i in range(2)])
+    model.codec.vae.enable_slicing()
+    torch.testing.assert_close(model.codec.decode(x0), alone, rtol=0, atol=1e-6)
+
+
 def test_ltxs_grid_is_the_pipelines_for_each_clip_size(ltx, pipe):
     """linspace(1, 1/N, N) shifted by the μ of latent frames × cells, then stretched to shift_terminal."""
     from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
