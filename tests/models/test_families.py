@@ -128,3 +128,25 @@ def test_the_pixel_adapter_is_chosen_by_the_record_and_a_mismatch_is_one_line(tm
                                              "FlowPixelDenoiser; load it with cyclediff.models.load") as err:
         FlowPixelDenoiser.from_pretrained(tmp_path / "ddpm")
     assert "\n" not in str(err.value)
+
+
+def test_a_family_takes_the_loras_of_a_layout_it_shares_and_refuses_another_familys():
+    """Chroma's and HunyuanVideo's LoRAs carry FLUX's block names (single_transformer_blocks): they were refused
+    as FLUX LoRAs on their own models; an SD3 LoRA is still refused."""
+    from pathlib import Path
+
+    from cyclediff.errors import CycleDiffError
+    from cyclediff.models.lora import check_lora_family
+
+    class Chroma:
+        family, kind = "chroma", "Chroma"
+
+    class Hunyuan:
+        family, kind = "hunyuan-video", "HunyuanVideo"
+
+    flux_layout = ["transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight"]
+    for model in (Chroma(), Hunyuan()):
+        check_lora_family(Path("style.safetensors"), flux_layout, model)
+    with pytest.raises(CycleDiffError, match="looks like a LoRA for SD3"):
+        check_lora_family(Path("sd3.safetensors"), ["transformer.joint_blocks.0.x_block.attn.qkv.lora_A.weight"],
+                          Chroma())

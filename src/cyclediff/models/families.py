@@ -44,6 +44,8 @@ class Family:
     network_class: str | None = None
     #: (what a LoRA is for, its key fragments): the LoRAs this family takes, most specific first
     lora: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: families whose LoRA layout this family shares (Chroma's and HunyuanVideo's LoRAs carry FLUX's block names)
+    lora_like: tuple[str, ...] = ()
     #: tensor names of a GGUF network -> the hub id of its official pipeline (None: --base must be given)
     gguf_base: Callable[[list[str]], str] | None = None
     #: recommended edit settings for models of this family ({}: the settings' own defaults)
@@ -92,6 +94,7 @@ FAMILIES: tuple[Family, ...] = (
            keys=("txt_in.individual_token_refiner.", "context_embedder.token_refiner."), network="transformer",
            network_class="HunyuanVideoTransformer3DModel",
            lora=(("HunyuanVideo", ("img_attn_qkv", "txt_attn_qkv", "individual_token_refiner", "token_refiner")),),
+           lora_like=("flux",),
            # not a default: HunyuanVideo's card (50 steps, embedded guidance 6); strength as the other flow families
            defaults={"steps": 50, "strength": 0.8, "guidance_scale": 6.0}),
     # FLUX.2 first: its pipelines' names start with FLUX.1's prefix "Flux", its networks have FLUX.1's
@@ -102,7 +105,7 @@ FAMILIES: tuple[Family, ...] = (
            lora=(("FLUX.2", ("to_qkv_mlp_proj", "ff.linear_in", "ff_context.linear_in", "stream_modulation")),),
            defaults={"steps": 28, "guidance_scale": 4.0}),  # dev's card; klein Base: 50 steps
     Family("chroma", "Chroma", "chroma:Chroma", pipelines=("Chroma",), keys=("distilled_guidance_layer.",),
-           network="transformer", network_class="ChromaTransformer2DModel", gguf_base=_chroma_base,
+           network="transformer", network_class="ChromaTransformer2DModel", gguf_base=_chroma_base, lora_like=("flux",),
            defaults={"steps": 40, "guidance_scale": 4.0}),
     Family("flux", "FLUX.1", "flux:Flux", pipelines=("Flux",),
            keys=("double_blocks.", "single_blocks.", "single_transformer_blocks.", "guidance_in."),
@@ -219,12 +222,14 @@ def family_of_keys(keys: Iterable[str]) -> Family | None:
 
 def lora_match(keys: Iterable[str]) -> tuple[Family, str] | None:
     """(family, what it is for) of a LoRA's tensor names, or None when they say nothing clear."""
+    found = lora_matches(keys)
+    return found[0] if found else None
+
+
+def lora_matches(keys: Iterable[str]) -> list[tuple[Family, str]]:
+    """Every (family, what it is for) whose LoRA fragments a LoRA's tensor names carry, in the records' order."""
     keys = list(keys)
-    for fam in FAMILIES:
-        for label, fragments in fam.lora:
-            if _has(keys, fragments):
-                return fam, label
-    return None
+    return [(fam, label) for fam in FAMILIES for label, fragments in fam.lora if _has(keys, fragments)]
 
 
 def _has(keys: list[str], fragments: Iterable[str]) -> bool:

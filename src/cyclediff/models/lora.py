@@ -105,13 +105,15 @@ def lora_target(file: Path) -> str | None:
 
 def check_lora_family(path: Path, keys: list[str], model: Any) -> None:
     """Refuse a LoRA made for another family than ``model``'s (its adapter class's ``family``), naming the family
-    it seems to be for."""
-    from .families import family, lora_match
+    it seems to be for; a LoRA whose names also fit the model's family, or a family whose layout it shares
+    (``lora_like``), is taken."""
+    from .families import family, lora_matches
 
-    found = lora_match(keys)
+    found = lora_matches(keys)
     name = getattr(model, "family", None)
-    if found is None or name is None or found[0].name == name:
+    if not found or name is None or any(f.name in (name, *family(name).lora_like) for f, _ in found):
         return
+    found = found[0]
     fits = family(name).lora_labels
     also = f" ({' / '.join(fits)})" if fits else ""
     raise CycleDiffError(f"{path.name} looks like a LoRA for {found[1]}; this model is {model.kind}{also}: give a "
