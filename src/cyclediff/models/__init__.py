@@ -35,7 +35,7 @@ warnings.filterwarnings("ignore", message=r"`Quanto(Config|Quantizer)` is deprec
 # models/families.py name them, and a command that never uses one does not pay for importing it
 _LAZY = {"Chroma": "chroma", "CogView4": "cogview4", "Flux2": "flux2", "HiDreamImage": "hidream_image",
          "Lumina2": "lumina2", "LongCatImage": "longcat_image", "QwenImage": "qwenimage", "Sana": "sana",
-         "ZImage": "z_image"}
+         "ZImage": "z_image", "Wan": "wan", "LTXVideo": "ltx", "HunyuanVideo": "hunyuan_video"}
 
 
 def __getattr__(name: str):
