@@ -21,3 +21,12 @@ def test_eta_is_shown_only_for_the_methods_that_take_it(tmp_path):
              if any(trigger[1] == "change" and trigger[0] in radios for trigger in d["targets"])]
     assert {"edit-eta", "translate-eta"} <= set(shown)
     app.close()
+
+
+def test_the_edit_form_sends_its_strengths_to_compare_as_the_last_api_parameter(tmp_path):
+    """The "Strengths to compare" box reaches /edit last (so API calls that leave it out still mean one strength)."""
+    app = build_app(Studio(["demo:digits"], workdir=tmp_path))
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in app.config["components"]}
+    (edit,) = [d for d in app.config["dependencies"] if d.get("api_name") == "edit"]
+    assert ids[edit["inputs"][-1]] == "edit-strengths" and ids[edit["inputs"][4]] == "edit-strength"
+    app.close()

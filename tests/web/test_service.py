@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 
 def test_serving_lists_the_shipped_demos_without_importing_the_trainer():
@@ -54,3 +56,62 @@ def test_the_form_builds_settings_as_a_job_file_does_and_drops_knobs_the_method_
         form_settings(EditSettings, {"method": "bogus", "eta": 0.7})
     with pytest.raises(CycleDiffError, match="the edit task has no settings"):
         form_settings(EditSettings, {"method": "sdedit", "colour": "red"})
+
+
+DIGIT = Path(__file__).resolve().parents[2] / "examples" / "digits" / "three.png"
+
+
+def _sweep(studio, strengths: str, **kw):
+    return studio.edit(str(DIGIT), "demo:digits", "3", "8", strength=kw.pop("strength", 0.8), steps=kw.pop("steps", 8),
+                       eta=0.7, guidance_scale=1.0, strengths=strengths, **kw)
+
+
+def test_a_strength_list_edits_at_each_streams_captions_and_ends_with_a_contact_sheet(tmp_path):
+    """"Strengths to compare": one edit per strength (each the single edit at that strength), captioned with its
+    strength as it comes, then the contact sheet (the input, then each output, 2 px gaps) as the gallery's last
+    item; a bad list is one line naming the fix, refused before any upload is read or model loaded."""
+    pytest.importorskip("gradio")
+    from cyclediff import CycleDiffError
+    from cyclediff._images import load_image
+    from cyclediff.web import Studio
+    from cyclediff.web.results import show
+
+    studio = Studio(["demo:digits"], workdir=tmp_path / "w")
+    events = list(_sweep(studio, "0.5, 0.75,1"))
+    results = [v for k, v in events if k == "result"]
+    assert [(r.status, r.unit.settings.strength) for r in results] == [("ok", 0.5), ("ok", 0.75), ("ok", 1.0)]
+    (sheet,) = [v for k, v in events if k == "sheet"]
+    assert sheet.strengths == (0.5, 0.75, 1.0) and sheet.seed == 0 and [k for k, _ in events][-2:] == ["sheet", "done"]
+    outs = [load_image(r.output) for r in results]
+    assert all((a - b).abs().max() > 0.05 for a, b in ((outs[0], outs[1]), (outs[1], outs[2])))  # strength applied
+    single = [v for k, v in _sweep(studio, "", strength=0.75) if k == "done"][0][0]
+    torch.testing.assert_close(load_image(single.output), outs[1], rtol=0, atol=0)  # the edit at that strength
+    tiles, (h, w) = load_image(sheet.path), outs[0].shape[-2:]
+    assert tiles.shape[-2:] == (h, 4 * w + 3 * 2)
+    torch.testing.assert_close(tiles[..., :w], load_image(DIGIT, size=(h, w), fit="resize"), rtol=0, atol=0)
+    for k, out in enumerate(outs, start=1):
+        torch.testing.assert_close(tiles[..., k * (w + 2):k * (w + 2) + w], out, rtol=0, atol=0)
+        assert (tiles[..., k * (w + 2) - 2:k * (w + 2)] == 1).all()  # the white gap before it
+    *_, (gallery, status, *_) = show(iter(events), 1, lambda *a, **k: None)
+    assert [caption for _, caption in gallery] == ["strength 0.5 · seed 0", "strength 0.75 · seed 0",
+                                                   "strength 1 · seed 0", "seed 0: input, then strength 0.5, 0.75, 1"]
+    assert gallery[-1][0] == str(sheet.path) and status.startswith("3 of 3 done")
+    for bad, words in (("0.5,2", "strength must lie in (0, 1]; got 2"), ("0.5,abc", "give a number or a comma list"),
+                       ("0.5,nan", "finite")):
+        with pytest.raises(CycleDiffError, match="strengths to compare") as err:
+            studio.edit(None, "demo:digits", "3", "8", strength=0.8, steps=8, eta=0.7, guidance_scale=1.0,
+                        strengths=bad)
+        assert words in str(err.value) and "\n" not in str(err.value) and "/" not in str(err.value)
+
+
+def test_stopping_a_strength_sweep_stops_it_and_writes_no_sheet(tmp_path):
+    from cyclediff.web import Studio
+
+    studio = Studio(["demo:digits"], workdir=tmp_path / "w", batch_size=1)
+    events = _sweep(studio, "0.5,0.75,1", steps=400)
+    first = next(v for k, v in events if k == "result")
+    events.close()  # the page's Stop: the request's generator closed
+    with studio._device:  # held by the work until its thread has really ended
+        pass
+    folder = Path(first.output).parent
+    assert [p.name for p in folder.glob("*_edit_*.png")] == [Path(first.output).name]

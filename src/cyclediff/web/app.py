@@ -117,7 +117,7 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                     box.render()
                 e_mask, e_mode, e_threshold = _mask_inputs()
                 # the first model's recommended settings
-                e_strength, e_steps, e_eta, e_w, e_sw, e_neg, e_method = _edit_settings(studio, names[0])
+                e_strength, e_strengths, e_steps, e_eta, e_w, e_sw, e_neg, e_method = _edit_settings(studio, names[0])
                 e_seeds, e_count = _seeds("edit")
                 with gr.Row():
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
@@ -136,18 +136,19 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
         @_errors
         def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
                  negative_prompt, seeds, count, method, mask=None, mask_mode="painted",
-                 mask_threshold=EDIT.mask_threshold, progress=gr.Progress()):  # noqa: B008
-            """Edit an image from a source prompt (or class) to a target one; one result per seed, only where
-            the mask allows (painted; nothing painted: everywhere; or automatic)."""
+                 mask_threshold=EDIT.mask_threshold, strengths="", progress=gr.Progress()):  # noqa: B008
+            """Edit an image from a source prompt (or class) to a target one; one result per seed (and per strength
+            of a comma list, then a contact sheet), only where the mask allows (painted; nothing painted:
+            everywhere; or automatic)."""
             events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
                                  guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
                                  negative_prompt=negative_prompt, seeds=seeds, count=count, method=method,
-                                 mask=mask, mask_mode=mask_mode, mask_threshold=mask_threshold)
+                                 mask=mask, mask_mode=mask_mode, mask_threshold=mask_threshold, strengths=strengths)
             total = len(seeds_of(seeds, count))
             yield from show(events, total, progress, rank=studio.scorer() is not None)
 
         e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
-                                     e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold],
+                                     e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold, e_strengths],
                               shown, api_name="edit", show_progress_on=shown[0], **HEAVY)
         e_stop.click(None, shown[1], shown[1], js=STOPPED, cancels=[e_event])
 
@@ -166,13 +167,16 @@ def _edit_settings(studio: Studio, model: str) -> tuple[Any, ...]:
     start = studio.defaults(model, EDIT)
     with gr.Accordion("Settings", open=False, elem_id="edit-settings"):
         strength, steps, eta = _sampling(start, "edit")
+        strengths = gr.Textbox("", label="Strengths to compare", placeholder="0.5,0.6,0.7,0.8",
+                               info="one edit per strength, then a contact sheet; empty: the slider's strength",
+                               elem_id="edit-strengths")
         w = gr.Slider(0, 20, value=start.guidance_scale, step=0.5, label="Target guidance scale",
                       elem_id="edit-guidance")
         sw = gr.Slider(0, 20, value=start.source_guidance_scale, step=0.5, label="Source guidance scale",
                        elem_id="edit-source-guidance")
         negative = gr.Textbox(label="Negative prompt (text models)")
         method = gr.Radio(studio.methods(), value=start.method, label="Method")
-    return strength, steps, eta, w, sw, negative, method
+    return strength, strengths, steps, eta, w, sw, negative, method
 
 
 @_errors

@@ -25,8 +25,10 @@ def stage_progress(progress: Any, value: tuple[str, int, int], done: int, total:
 
 def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: bool = False) -> Iterator[tuple]:
     """The runner's results as a growing gallery and a status line, with the input the model saw, the mask used
-    and a before / after pair: (gallery, status, input, mask, before-after)."""
+    and a before / after pair: (gallery, status, input, mask, before-after). A strength sweep's results say their
+    strength, and its contact sheets come last. ``total``: the results expected, unless the input event says."""
     shown: list[Any] = []
+    sheets: list[Any] = []
     failed: list[str] = []
     seen: dict[str, Any] = {}
     last = 0.0
@@ -41,6 +43,9 @@ def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: 
             continue
         if kind == "input":
             seen = dict(value)
+            total = seen.get("total", total)
+        if kind == "sheet":
+            sheets.append(value)
         if kind == "result":
             if value.status == "failed":
                 failed.append(f"seed {value.unit.seed}: {public(value.error)}")
@@ -50,10 +55,11 @@ def show(events: Iterator[tuple[str, Any]], total: int, progress: Any, *, rank: 
         ranked = rank and kind == "done" and any("directional_clip" in r.metrics for r in shown)
         if ranked:  # the paper's best of N: the largest directional CLIP first
             shown.sort(key=lambda r: -r.metrics.get("directional_clip", 0.0))
-        items = [(_files(r)[0], _caption(r)) for r in shown]
+        items = [(_files(r)[0], _caption(r, bool(seen.get("strengths")))) for r in shown]
         lines = [f"{len(shown)} of {total} done" + (" · ranked by directional CLIP" if ranked else "")]
         lines += [seen["note"]] * ("note" in seen) + [f"**failed** {f}" for f in failed]
         pair = (seen["image"], items[0][0]) if items and seen.get("image") else None
+        items += [(str(sheet.path), _sheet_caption(sheet)) for sheet in sheets]
         yield items, "\n\n".join(lines), seen.get("image"), _str(seen.get("mask")), pair
 
 
@@ -67,12 +73,17 @@ def _str(path: Any) -> str | None:
     return None if path is None else str(path)
 
 
-def _caption(result: Any) -> str:
-    parts = [f"seed {result.unit.seed}"]
+def _caption(result: Any, strength: bool = False) -> str:
+    parts = [f"strength {result.unit.settings.strength:g}"] * strength + [f"seed {result.unit.seed}"]
     if "directional_clip" in result.metrics:
         parts.append(f"directional CLIP {result.metrics['directional_clip']:.3f}")
         parts.append(f"CLIP {result.metrics['clip_score']:.3f}")
     return " · ".join(parts)
+
+
+def _sheet_caption(sheet: Any) -> str:
+    """A contact sheet's caption: what its tiles are, left to right."""
+    return f"seed {sheet.seed}: input, then strength {', '.join(f'{s:g}' for s in sheet.strengths)}"
 
 
 def u8(images01: Any) -> Any:

@@ -24,6 +24,7 @@ import torch
 from .._progress import each_step
 from .._seeds import check_seed_count, seed_limit, seed_range
 from ..batch.runner import Result, Unit, run
+from ..batch.sheets import strengths_from, sweep_units, write_sheets
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
 from ..errors import CycleDiffError
@@ -182,8 +183,8 @@ class Studio:
         have no field for it) and how the models were loaded."""
         return {"task": task, **models, **self.options().model_record()}
 
-    def _units(self, path: Path, seeds: list[int], settings: Any, action: str) -> list[Unit]:
-        middle = "" if settings.method == "cyclediffusion" else f"_{settings.method}"
+    def _units(self, path: Path, seeds: list[int], settings: Any, action: str, tag: str = "") -> list[Unit]:
+        middle = ("" if settings.method == "cyclediffusion" else f"_{settings.method}") + tag
         return [Unit(i, f"{path.stem}/seed{s}", s, name=f"{path.stem}_{action}{middle}_seed{s}.png", settings=settings,
                      input=path, stamp=self.stamp(action)) for i, s in enumerate(seeds)]
 
@@ -213,10 +214,11 @@ class Studio:
 
         return stream(held, self.tick)
 
-    def _run(self, task: Any, units: list[Unit], *, batch_size: int | None = None,
-             folder: Path | None = None) -> Iterator[tuple[str, Any]]:
+    def _run(self, task: Any, units: list[Unit], *, batch_size: int | None = None, folder: Path | None = None,
+             sheets: bool = False) -> Iterator[tuple[str, Any]]:
         """The units through the runner in a background thread: ("progress", …) per step, ("result", Result) per
-        unit, then ("done", [Result])."""
+        unit, with ``sheets`` (a strength sweep) ("sheet", batch.sheets.Sheet) per contact sheet, then
+        ("done", [Result])."""
         folder = folder or self.folder()
 
         def work(emit: Callable[[str, Any], None], stop: threading.Event) -> list[Result]:
@@ -225,8 +227,11 @@ class Studio:
                 if stop.is_set():
                     raise Stopped
 
-            return run(task, units, FileStore(lambda u: folder / u.name), batch_size=batch_size or self.batch_size,
-                       progress=False, on_result=seen)
+            results = run(task, units, FileStore(lambda u: folder / u.name),
+                          batch_size=batch_size or self.batch_size, progress=False, on_result=seen)
+            for sheet in write_sheets(units, folder) if sheets else []:
+                emit("sheet", sheet)
+            return results
 
         return self._stream(work)
 
@@ -235,13 +240,19 @@ class Studio:
              guidance_scale: float, source_guidance_scale: float = EDIT.source_guidance_scale,
              negative_prompt: str | None = None, seeds: Any = "0", count: Any = 1,
              method: str = EDIT.method, mask: Any = None, mask_mode: str = "painted",
-             mask_threshold: float = EDIT.mask_threshold) -> Iterator[tuple[str, Any]]:
+             mask_threshold: float = EDIT.mask_threshold, strengths: Any = "") -> Iterator[tuple[str, Any]]:
         """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models):
-        first ("input", {"image", "note", "mask"}) (what the model sees and the mask used), then the results.
-        ``mask``: the image editor's value (paint where the edit may change the image; nothing painted: all of
-        it); ``mask_mode="automatic"``: where source and target disagree, at ``mask_threshold``."""
+        first ("input", {"image", "note", "mask", "total", "strengths"}) (what the model sees, the mask used, how
+        many results will come), then the results. ``mask``: the image editor's value (paint where the edit may
+        change the image; nothing painted: all of it); ``mask_mode="automatic"``: where source and target
+        disagree, at ``mask_threshold``. ``strengths``: a comma list ("0.5,0.6,0.7") runs one edit per strength
+        (instead of ``strength``) and adds a contact sheet per seed (the CLI's sweep)."""
+        sweep, seed_list = strengths_of(strengths), seeds_of(seeds, count)
+        if len(sweep or ()) * len(seed_list) > MAX_SEEDS:
+            raise CycleDiffError(f"{len(sweep)} strengths × {len(seed_list)} seeds is over {MAX_SEEDS} results: "
+                                 f"ask for fewer")
+        strength = sweep[0] if sweep else strength
         m, path, folder = self.model(model), upload(image, "an image"), self.folder()
-        seed_list = seeds_of(seeds, count)
         seen, note = prepare(m, path, folder, self.max_pixels)
         if mask_mode not in ("painted", "automatic"):
             raise CycleDiffError(f"mask must be painted or automatic; got {public(repr(mask_mode), 60)}")
@@ -265,9 +276,10 @@ class Studio:
                 "source_model": model, "target_model": model, "source_class": _integer(source, "the source class"),
                 "target_class": _integer(target, "the target class"), "guidance_scale": guidance_scale, **shared})
             task = TranslateTask(m, m, policy)
-        shown = {"image": seen, "note": note, "mask": drawn}
-        return first_then(("input", shown), self._run(task, self._units(path, seed_list, settings, "edit"),
-                                                   folder=folder))
+        units = sweep_units(sweep or (strength,), lambda s: self._units(
+            path, seed_list, settings.replace(strength=s), "edit", f"_s{s:g}" if sweep else ""))
+        shown = {"image": seen, "note": note, "mask": drawn, "total": len(units), "strengths": sweep}
+        return first_then(("input", shown), self._run(task, units, folder=folder, sheets=len(sweep or ()) > 1))
 
     def translate(self, image: Any, source_model: str, target_model: str, *, source: Any = "", target: Any = "",
                   method: str = TRANSLATE.method, strength: float, steps: int, eta: float,
@@ -350,6 +362,16 @@ def form_settings(kind: type[Settings], form: dict[str, Any]) -> Any:
     not take are left at their defaults, as a job's sweep over methods leaves them."""
     method = check_setting("method", form.get("method"), required=True)
     return variant(kind.from_mapping({**form, "method": None}), {}, method)
+
+
+def strengths_of(text: Any) -> tuple[float, ...] | None:
+    """The form's "strengths to compare" (a comma list), or None when it is empty (the slider's strength)."""
+    if not str(text or "").strip():
+        return None
+    try:
+        return strengths_from(text)
+    except CycleDiffError as err:
+        raise CycleDiffError(f"strengths to compare: {public(str(err), 200)}") from err
 
 
 def _int(value: Any) -> Any:
