@@ -71,8 +71,8 @@ def test_demo_runs_end_to_end(tmp_path):
     # progress: the first line says how long, what --quick does and the threads; then one line per stage
     first = res.output.splitlines()[0]
     assert "--quick" in first and "minute" in first and "thread" in first, first
-    stages = re.findall(r"\[(\d)/6\] ([^\n\r]*)", res.output)  # the bars share stderr, with \r
-    assert [int(i) for i, _ in stages] == list(range(1, 7)), res.output
+    stages = re.findall(r"\[(\d)/7\] ([^\n\r]*)", res.output)  # the bars share stderr, with \r
+    assert [int(i) for i, _ in stages] == list(range(1, 8)), res.output
     stages = [line for _, line in stages]
     assert any("translation 3 → 8" in line for line in stages) and any("guidance" in line for line in stages)
     results = json.loads((tmp_path / "demo.json").read_text())
@@ -95,6 +95,17 @@ def test_demo_runs_end_to_end(tmp_path):
         "cyclediffusion": 2 * steps, "edit-friendly": 2 * steps, "flowedit": 2 * steps, "sdedit": steps,
         "ddib": 2 * steps}
     assert "(rectified flow)" in (tmp_path / "demo.md").read_text()
+    # the video rows: 3 → 8 clips by the three methods at equal steps, per-frame accuracy and trajectory distance
+    video = results["video"]
+    assert set(video["methods"]) == {"cyclediffusion", "flowedit", "sdedit"}
+    assert video["steps"] == results["settings"]["steps"]
+    for r in video["methods"].values():
+        assert 0 <= r["frame_accuracy"] <= 1 and 0 <= r["trajectory_distance"] < video["size"][0]
+    assert {m: r["evaluations_per_edit"] for m, r in video["methods"].items()} == {
+        "cyclediffusion": 2 * steps, "flowedit": 2 * steps, "sdedit": steps}
+    assert video["inputs"]["frame_accuracy_as_source"] >= 0.9 and any("clip edits 3 → 8" in s for s in stages)
+    assert "trajectory distance (px)" in (tmp_path / "demo.md").read_text()
+    assert (tmp_path / "demo-video.png").stat().st_size > 0
 
 
 def test_the_flow_demo_model_samples_the_requested_digits():

@@ -6,8 +6,11 @@
 3. Class editing: held-out real digits of every class → class (c + 5) mod 10 with the class-conditional model,
    and with the rectified-flow one (there FlowEdit too): the family that differs in where each step's noise
    comes from, at equal steps and strength.
+4. Clips: held-out 3s bouncing over 8 frames → 8s with the moving-digits video flow model (CycleDiffusion, FlowEdit,
+   SDEdit at equal steps): per-frame accuracy and the distance between input and output trajectories (:mod:`.video`).
 
-Writes OUT/demo.png (inputs and outputs side by side), OUT/demo.json and OUT/demo.md, and returns the results.
+Writes OUT/demo.png (inputs and outputs side by side), OUT/demo-video.png (one clip before and after), OUT/demo.json
+and OUT/demo.md, and returns the results.
 Per method: target-class accuracy (SVC), SSIM and PSNR of output against input, FID and KID (raw 8×8 pixel
 features) of outputs against the real target-domain digits, and the model evaluations one edit takes.
 """
@@ -32,6 +35,8 @@ from ..options import METHODS, OPTIONS, options_of
 from .data import SOURCE_DIGIT, TARGET_DIGIT, classify, split
 from .guidance import guided_digits
 from .models import load_demo
+from .video import VIDEO_FILE, VIDEO_METHODS, VIDEO_MODEL, video_edits, write_strip
+from .video import markdown as video_markdown
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class DemoSettings:
     max_translate: int | None = None  # all held-out source digits
     guide_per_class: int = 5
     guide_langevin_steps: int = 30
+    video_clips: int = 20  # 3 → 8 clip edits with demo:moving-digits, at ``steps`` and ``strength``
     seed: int = 0
 
 
@@ -105,8 +111,8 @@ def sample_accuracy(model, settings: DemoSettings, guidance_scale: float) -> tup
     return float(np.mean(classify(x) == labels.numpy())), _to01(x)
 
 
-DEMO_FILES = ("demo.png", "demo.json", "demo.md")
-STAGES = 6
+DEMO_FILES = ("demo.png", "demo.json", "demo.md", VIDEO_FILE)
+STAGES = 7
 
 
 def check_demo_out(out: Path, *, overwrite: bool = False) -> Path:
@@ -193,6 +199,13 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
     flow = load_demo("digits-flow", root=root)
     say(f"class edits c → c + 5: {len(applicable(flow))} methods × {len(edit_in)} digits (rectified-flow model)")
     results["class_edit_flow"] = class_edits(flow)[0]
+    # 3c. clips: 3s bouncing over 8 frames edited into 8s by the video flow model, keeping the motion?
+    video = load_demo(VIDEO_MODEL, root=root if root is not None and (root / VIDEO_MODEL).is_dir() else None)
+    say(f"clip edits {SOURCE_DIGIT} → {TARGET_DIGIT}: {len(VIDEO_METHODS)} methods × {s.video_clips} clips of "
+        f"{video.frames} frames (moving-digits model)")
+    results["video"], shown_video = video_edits(
+        video, n=s.video_clips, steps=s.steps, strength=s.strength, eta=s.eta, guidance_scale=s.edit_guidance_scale,
+        seed=s.seed, counted=_counted, progress=not quiet)
     # 4. plug-and-play guidance: a classifier energy steers the unconditional (null-label) model to each class
     say(f"classifier guidance: {10 * s.guide_per_class} digits, {s.guide_langevin_steps} Langevin steps each")
     guided = guided_digits(digits, per_class=s.guide_per_class, langevin_steps=s.guide_langevin_steps,
@@ -203,12 +216,13 @@ def run_demo(out: Path, *, settings: DemoSettings | None = None, root: Path | No
 
     out.mkdir(parents=True, exist_ok=True)
     _write_grid(out / "demo.png", shown, shown_edit, samples, guided_images)
+    write_strip(out / VIDEO_FILE, shown_video)
     atomic_write(out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
     table = markdown(results)
     atomic_write(out / "demo.md", lambda tmp: Path(tmp).write_text(table))
     if not quiet:
         print(table)
-        print(f"wrote {out / 'demo.png'}, {out / 'demo.json'}, {out / 'demo.md'} in {results['seconds']} s")
+        print(f"wrote {', '.join(str(out / name) for name in DEMO_FILES)} in {results['seconds']} s")
     return results
 
 
@@ -236,7 +250,9 @@ def markdown(results: dict[str, Any]) -> str:
             evaluations = f"{r['evaluations_per_edit']:g}"
             lines.append(f"| {name} | {method} | {r['target_accuracy']:.1%} | {r['ssim']:.3f} | {r['psnr']:.2f} | "
                          f"{r['fid']:.3f} | {r['kid']:.4f} ± {r['kid_std']:.4f} | {evaluations} |")
-    return "\n".join(lines) + "\n"
+    if "video" in results:
+        lines += ["", video_markdown(results["video"])]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _write_grid(path: Path, translation: dict, edit: dict, samples: torch.Tensor, guided: torch.Tensor,

@@ -135,7 +135,7 @@ def make_video_unet(frames: int = FRAMES, size: int = SIZE) -> UNet2DModel:
     """A class-conditional UNet2DModel over ``frames`` one-channel frames folded into its channels."""
     return UNet2DModel(
         sample_size=size, in_channels=frames, out_channels=frames, layers_per_block=1,
-        block_out_channels=(16, 32, 64), down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        block_out_channels=(32, 64, 64), down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=16,
         num_class_embeds=NULL_LABEL + 1,
     )
