@@ -124,3 +124,22 @@ def test_a_short_clip_edit_keeps_the_motion():
     scores = clip_scores(inputs, result.images, 8)
     assert scores["trajectory_distance"] < 1.0, scores
     assert float(trajectory_distance(inputs, inputs.roll(1, 0)).mean()) >= 3.0
+
+
+def test_train_video_writes_a_loadable_model_deterministically(tmp_path):
+    from safetensors.torch import load_file
+
+    from cyclediff.demo.models import load_demo
+    from cyclediff.demo.train import train_video
+    from cyclediff.models.pixel_video import FlowPixelVideo
+
+    before = torch.get_num_threads()
+    try:
+        a = train_video(tmp_path / "a", iters=2, batch_size=4, threads=None)
+        b = train_video(tmp_path / "b", iters=2, batch_size=4, threads=None)
+    finally:
+        torch.set_num_threads(before)
+    wa, wb = (load_file(p / "diffusion_pytorch_model.safetensors") for p in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    model = load_demo("moving-digits", root=tmp_path / "a")
+    assert isinstance(model, FlowPixelVideo) and model.sample_shape == (1, FRAMES, SIZE, SIZE)
