@@ -24,12 +24,11 @@ import torch
 
 from ..flow import FlowSchedule
 from ._accel import UNetRunner
-from .base import Condition, condition_scale, refuse_unknown, stack_branches
+from .base import Condition, refuse_unknown, stack_branches
 from .codec import VaeCodec
 from .flux import Flux
 from .pipelines import (
     PromptModel,
-    as_list,
     check_latents,
     diffusers_quiet,
     guided_rows,
@@ -119,15 +118,7 @@ class LongCatImage(FlowCoordinates, PromptModel):
                           negative_prompt: str | list[str] | None = None, guidance_scale: float = 1.0,
                           **unknown: Any) -> Condition:
         refuse_unknown(unknown, self.condition_keys, "a LongCat-Image model")
-        prompts = as_list("" if prompt is None else prompt, batch_size, "prompt")
-        negatives = as_list(negative_prompt, batch_size, "negative_prompt")
-        w = condition_scale(guidance_scale)
-        cond = self._encode(prompts)
-        uncond = self._encode(negatives or [""] * batch_size) if w != 1 else None
-        record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}
-        if negatives is not None:
-            record["negative_prompt"] = negatives
-        return Condition(inputs={"cond": cond, "uncond": uncond, "scale": w}, record=record)
+        return self.cfg_condition(batch_size, prompt, negative_prompt, guidance_scale)
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
         self.use_adapters()  # a LoRA variant's text encoder carries its adapters

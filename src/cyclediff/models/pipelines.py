@@ -16,7 +16,7 @@ from ..errors import CycleDiffError, IncompatibleModelError
 from ..schedule import Schedule
 from ._accel import Optimizable, UNetRunner
 from ._compat import diffusers_quiet, dtype_kwargs
-from .base import Condition
+from .base import Condition, condition_scale
 from .checkpoints import check_not_legacy_pickle, checkpoint_keys
 from .codec import VaeCodec
 
@@ -125,6 +125,19 @@ class PromptModel(Optimizable):
     @property
     def vae(self) -> Any:
         return self.codec.vae
+
+    def cfg_condition(self, batch_size: int, prompt: Any, negative_prompt: Any, guidance_scale: float) -> Any:
+        """The condition of a family with plain classifier-free guidance over its own ``_encode``: the prompts'
+        embeddings, and at a scale w ≠ 1 the negative prompts' ("" where none is given, as those pipelines do)."""
+        prompts = as_list("" if prompt is None else prompt, batch_size, "prompt")
+        negatives = as_list(negative_prompt, batch_size, "negative_prompt")
+        w = condition_scale(guidance_scale)
+        cond = self._encode(prompts)
+        uncond = self._encode(negatives or [""] * batch_size) if w != 1 else None
+        record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}
+        if negatives is not None:
+            record["negative_prompt"] = negatives
+        return Condition(inputs={"cond": cond, "uncond": uncond, "scale": w}, record=record)
 
     def load_lora(self, source: str | Path, scale: float = 1.0, *, name: str | None = None) -> Any:
         """A LoRA adapter on the pipeline through diffusers' ``load_lora_weights`` (its diffusers, kohya and peft

@@ -21,10 +21,10 @@ import torch
 
 from ..flow import FlowSchedule
 from ._accel import UNetRunner
-from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
+from .base import Condition, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
 from .flux import Flux
-from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, guided_rows, load_pipeline
+from .pipelines import PromptModel, check_latents, diffusers_quiet, guided_rows, load_pipeline
 from .steps import FlowCoordinates
 
 
@@ -86,15 +86,7 @@ class ZImage(FlowCoordinates, PromptModel):
                           negative_prompt: str | list[str] | None = None, guidance_scale: float = 1.0,
                           **unknown: Any) -> Condition:
         refuse_unknown(unknown, self.condition_keys, "a Z-Image model")
-        prompts = as_list("" if prompt is None else prompt, batch_size, "prompt")
-        negatives = as_list(negative_prompt, batch_size, "negative_prompt")
-        w = condition_scale(guidance_scale)
-        cond = self._encode(prompts)
-        uncond = self._encode(negatives or [""] * batch_size) if w != 1 else None
-        record: dict[str, Any] = {"prompt": prompts, "guidance_scale": w}
-        if negatives is not None:
-            record["negative_prompt"] = negatives
-        return Condition(inputs={"cond": cond, "uncond": uncond, "scale": w}, record=record)
+        return self.cfg_condition(batch_size, prompt, negative_prompt, guidance_scale)
 
     def _encode(self, prompts: list[str]) -> list[torch.Tensor]:
         """One (tokens, width) embedding per prompt, its padding dropped, as the pipeline encodes it."""
