@@ -117,6 +117,24 @@ def test_the_grid_is_the_pipelines_with_mu_from_the_tokens_and_the_steps(klein, 
         assert klein.schedule_for((1, 16, cells, cells)).timesteps(steps) == pytest.approx(seen, abs=1e-4)
 
 
+def test_a_flux2_klein_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(klein_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = klein_pipeline(tmp_path / "fused")
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, guidance_scale=4.0)
+    base = Flux2(klein_pipeline(tmp_path / "base"), max_sequence_length=TOKENS)
+    styled = base.with_lora(file)
+    with torch.no_grad():
+        diff = float((ours(styled, guidance_scale=4.0) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert float((ours(base, guidance_scale=4.0) - reference).abs().max()) > SENSITIVE
+
+
 # -------------------------------------------------------------------------------------------- 6. distilled klein
 def test_a_distilled_klein_gives_its_own_image_and_refuses_a_guidance_scale(tmp_path):
     pipe = klein_pipeline(tmp_path, distilled=True)
