@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, TOLERANCE, assert_parity
+from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, TOLERANCE, assert_parity, ours, theirs
 
 from conftest import gens
 from cyclediff import decode, edit, encode
@@ -92,6 +92,25 @@ def test_sdedits_path_is_chromas_img2img_pipeline(chroma, pipe, strength, guidan
                             max_sequence_length=chroma.max_sequence_length, **guidance).images
     assert float((ours(5) - reference).abs().max()) <= TOLERANCE
     assert float((ours(6) - reference).abs().max()) > SENSITIVE
+
+
+def test_a_chroma_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(chroma_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = chroma_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    base = Chroma.from_pipe(chroma_pipeline(tmp_path / "base"))
+    reference = theirs(fused, **CFG, max_sequence_length=base.max_sequence_length)
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        diff = float((ours(styled, **CFG) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert float((ours(base, **CFG) - reference).abs().max()) > SENSITIVE
 
 
 # ---------------------------------------------------------------------------------------------------- the core
