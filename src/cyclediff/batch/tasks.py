@@ -169,7 +169,12 @@ class EditTask(ImageTask):
             progress=self.progress))
         out = as_written(result.images)  # metrics of the very bytes written: as reproducible as the file
         metrics = self._notes(units, pair_metrics(x, out) if self.score else [{} for _ in units])
-        if self.scorer is not None and out.ndim == 4:  # clips: metrics.video's scores (cyclediff evaluate)
+        if out.ndim == 5 and (self.score or self.scorer is not None):  # clips: per-frame CLIP, temporal, background
+            from ..metrics.video import edit_scores
+
+            for m, scores in zip(metrics, edit_scores(x, out, sources, targets, self.scorer, result.mask)):
+                m.update(scores)
+        elif self.scorer is not None:
             from ..metrics import clip_score, directional_clip
 
             scores = clip_score(out, targets, self.scorer).tolist()

@@ -48,6 +48,8 @@ __all__ = ["IMAGE_SUFFIXES", "EditSpec", "Records", "distribution_scores", "eval
            "fid_kid", "list_images", "means", "pair_scores", "resolve_features", "summarize_edit"]
 
 METRICS_EDIT = ("clip_score", "directional_clip", "psnr", "ssim")
+# a clip's too (metrics.video): summarised when the items are clips
+METRICS_VIDEO = ("temporal_consistency", "background_psnr", "background_ssim")
 
 
 def _write_tables(out: Path, rows: list[dict], columns: list[str]) -> None:
@@ -194,7 +196,8 @@ def evaluate_edit(spec: EditSpec, out: Path, *, model: Any, scorer: Any, progres
     run(EditTask(model, RunOptions(size=spec.size), score=True, scorer=scorer), units, store, progress=progress,
         report_skipped=False)
     rows = summarize_edit(store.records.ok(), spec)
-    _write_tables(out, rows, ["method", "selection", "items", *METRICS_EDIT])
+    video = [m for m in METRICS_VIDEO if any(row.get(m) is not None for row in rows)]
+    _write_tables(out, rows, ["method", "selection", "items", *METRICS_EDIT, *video])
     return rows
 
 
@@ -220,7 +223,8 @@ def summarize_edit(ok: list[dict], spec: EditSpec) -> list[dict]:
             chosen = list(chosen)
             mean = means(chosen)
             rows.append({"method": method, "selection": selection, "items": len(chosen),
-                         **{m: mean.get(m) for m in METRICS_EDIT}})
+                         **{m: mean.get(m) for m in METRICS_EDIT},
+                         **{m: mean[m] for m in METRICS_VIDEO if m in mean}})
     return rows
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import CycleDiffError
 from . import psnr, ssim
-from .clip import ClipScorer, _texts
+from .clip import ClipScorer, _texts, directional_clip
 
 
 def check_clips(clips: torch.Tensor, name: str = "clips") -> torch.Tensor:
@@ -88,6 +88,23 @@ def video_scores(sources: torch.Tensor, outputs: torch.Tensor, texts: str | Sequ
     if features is not None:
         columns["temporal_consistency"] = temporal_consistency(outputs, features).tolist()
     return [{k: _round(v[i]) for k, v in columns.items()} for i in range(outputs.shape[0])]
+
+
+def edit_scores(sources: torch.Tensor, outputs: torch.Tensor, source_texts: str | Sequence[str],
+                texts: str | Sequence[str], scorer: ClipScorer | None = None,
+                mask: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """An edited clip's record: :func:`video_scores` (with the ``scorer``: the per-frame CLIP score, its mean,
+    temporal consistency; under a ``mask``: the background PSNR / SSIM) and, with the scorer, ``directional_clip``
+    of each frame pair averaged over the clip (what ``evaluate``'s best-of-N selects by)."""
+    sources, outputs = check_clips(sources, "sources").float().cpu(), check_clips(outputs, "outputs").float().cpu()
+    records = video_scores(sources, outputs, texts, scorer=scorer, mask=None if mask is None else mask.cpu())
+    if scorer is not None:
+        b, f = outputs.shape[0], outputs.shape[2]
+        each = [t for t in _texts(texts, b) for _ in range(f)], [t for t in _texts(source_texts, b) for _ in range(f)]
+        direction = directional_clip(frames_of(sources), frames_of(outputs), each[1], each[0], scorer)
+        for record, value in zip(records, direction.reshape(b, f).mean(1).tolist()):
+            record["directional_clip"] = _round(value)
+    return records
 
 
 def _round(value: Any) -> Any:
