@@ -200,11 +200,11 @@ def test_sdedit_at_eta_zero_is_the_img2img_pipelines_image(sd, guidance):
         CycleDiffusion(eta=0)
 
 
-@pytest.mark.parametrize("family", ["sd3"])
+@pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_sdedit_at_eta_zero_is_the_flow_img2img_pipelines_image(request, family):
-    """SD3's img2img pipeline: the VAE's draw, σ·ε + (1 − σ)·x0 at the cut grid's first level, the Euler ODE —
-    SDEdit at η = 0 through the public API. (FluxImg2ImgPipeline differs by 2e-2 on the tiny FLUX: not yet found
-    why; FLUX is not claimed.)"""
+    """SD3's and FLUX's img2img pipelines: the VAE's draw, σ·ε + (1 − σ)·x0 at the cut grid's first level, the Euler
+    ODE — SDEdit at η = 0 through the public API. FLUX's pipeline is told our T5 length (its default pads to 512
+    tokens, which without an attention mask changes the text the transformer sees)."""
     from diffusers import FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline
 
     from cyclediff import SDEdit, edit
@@ -215,10 +215,11 @@ def test_sdedit_at_eta_zero_is_the_flow_img2img_pipelines_image(request, family)
     img2img = kind(**pipe.components)
     x = photos(1, seed=5)
     guidance = {"guidance_scale": 4.0, "negative_prompt": NEGATIVE} if family == "sd3" else {"guidance_scale": 3.5}
+    length = {} if family == "sd3" else {"max_sequence_length": model.max_sequence_length}
     for strength in (0.5, 0.75):
         with torch.no_grad():
             reference = img2img(PROMPT, image=x, strength=strength, num_inference_steps=STEPS, height=16, width=16,
-                                generator=seed(SEED), output_type="pt", **guidance).images
+                                generator=seed(SEED), output_type="pt", **guidance, **length).images
         mine = edit(model, x, source_prompt=PROMPT, prompt=PROMPT, strength=strength, steps=STEPS,
                     method=SDEdit(eta=0), generator=seed(SEED), **guidance).images
         assert float((mine - reference).abs().max()) <= TOLERANCE, (family, strength)
