@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, TOLERANCE, assert_parity
+from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, TOLERANCE, assert_parity, ours, theirs
 
 from conftest import gens
 from cyclediff import decode, edit, encode
@@ -83,6 +83,25 @@ def test_sdedits_path_is_z_images_img2img_pipeline(zimage, pipe, strength, guida
                             **pipeline_scale(guidance)).images
     assert float((ours(5) - reference).abs().max()) <= TOLERANCE
     assert float((ours(6) - reference).abs().max()) > SENSITIVE
+
+
+def test_a_z_image_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(z_image_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = z_image_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, **pipeline_scale(CFG))
+    base = ZImage.from_pipe(z_image_pipeline(tmp_path / "base"))
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        diff = float((ours(styled, **CFG) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert float((ours(base, **CFG) - reference).abs().max()) > SENSITIVE
 
 
 # ---------------------------------------------------------------------------------------------------- the core
