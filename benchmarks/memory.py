@@ -12,6 +12,9 @@ once to a temporary folder and loaded for every configuration, so every row is o
 ``torch.cuda.max_memory_allocated`` over one edit (the weights the device holds plus the activations); on the CPU,
 where nothing is offloaded, the column is the bytes of weights held (offloading configurations are skipped there).
 One warm-up edit of two steps precedes each timed one.
+
+Video presets (Wan2.1 1.3B / 14B, LTX-Video, HunyuanVideo: benchmarks/video_families.py) build as the others do;
+``video_edit_memory`` estimates a Wan clip edit's memory from a meta build, without running it (docs/guide.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 import torch
 from flow_families import KINDS, T5_XXL
 from flow_families import pipeline as flow_pipeline
+from video_families import VIDEO_KINDS
+from video_families import pipeline as video_pipeline
 
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
 CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32)
@@ -57,6 +62,9 @@ PRESETS = {
     # the 2026 flow families (benchmarks/flow_families.py: configs and their sources)
     "qwen-image": {"kind": "qwenimage"}, "flux2-dev": {"kind": "flux2"}, "chroma": {"kind": "chroma"},
     "z-image": {"kind": "z-image"},
+    # the video families (benchmarks/video_families.py: configs and their sources); see video_edit_memory
+    "wan-1.3b": {"kind": "wan-1.3b"}, "wan-14b": {"kind": "wan-14b"}, "ltx-video": {"kind": "ltx-video"},
+    "hunyuan-video": {"kind": "hunyuan-video"},
     "cpu-sd": {"kind": "tiny-sd"},  # the test suite's tiny pipelines: a smoke run of every column on a CPU
     "cpu-flux": {"kind": "tiny-flux"},
 }
@@ -82,6 +90,8 @@ def build(preset: dict, tmp: Path) -> object:
 
     if preset["kind"] in KINDS:
         return flow_pipeline(preset["kind"], tmp)
+    if preset["kind"] in VIDEO_KINDS:
+        return video_pipeline(preset["kind"], tmp)
     if preset["kind"] == "tiny-sd":
         return sd_pipeline(tmp / "parts")
     if preset["kind"] == "tiny-flux":
@@ -118,6 +128,36 @@ def build(preset: dict, tmp: Path) -> object:
         tokenizer=tok, text_encoder_2=t5, tokenizer_2=t5_tok, scheduler=FlowMatchEulerDiscreteScheduler(
             shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
             max_image_seq_len=4096))
+
+
+def video_edit_memory(pipe, frames: int = 81, height: int = 480, width: int = 832, rows: int = 2,
+                      text_on_cpu: bool = False, vae_tiling: bool = False) -> dict:
+    """Estimated GPU bytes of one Wan edit of a clip, from a (meta) build of the pipeline: bf16 weights held, plus
+    the larger of the transformer's and the VAE's activations (they do not run at once).
+
+    Transformer: ``rows`` sequences per call (2: the classifier-free pair; FlowEdit's source and target pairs: 4)
+    of (f, h/2, w/2) latent tokens, each block holding 6 widths (residual, norm, q, k, v, attention out) and twice the
+    feed-forward width (the projection and its GELU); attention through SDPA keeps no token × token matrix. VAE: Wan's
+    decodes a latent frame (4 frames) at a time, 4 live tensors of the full-resolution stage's width (base × 2)
+    × H × W; tiling cuts H × W to its 256² tiles; slicing splits a batch of clips, nothing for one clip. The clip
+    in and out (bf16) is added. ``text_on_cpu``: the text encoder's weights stay on the host."""
+    bf16 = 2
+    net, vae = pipe.transformer.config, pipe.vae.config
+    weights = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) * bf16
+               for name in ("transformer", "text_encoder", "vae")}
+    if text_on_cpu:
+        weights["text_encoder"] = 0
+    latent_frames = (frames - 1) // 4 + 1
+    tokens = latent_frames * (height // 16) * (width // 16)
+    dim = net.num_attention_heads * net.attention_head_dim
+    transformer = rows * tokens * (6 * dim + 2 * net.ffn_dim) * bf16
+    area = min(height, 256) * min(width, 256) if vae_tiling else height * width
+    decode = 4 * 4 * vae.base_dim * 2 * area * bf16
+    clip = 2 * frames * 3 * height * width * bf16
+    total = sum(weights.values()) + max(transformer, decode) + clip
+    return {"weights_gib": {k: v / 2**30 for k, v in weights.items()}, "transformer_activations_gib":
+            transformer / 2**30, "vae_activations_gib": decode / 2**30, "clip_gib": clip / 2**30,
+            "total_gib": total / 2**30, "fits_24gb": total < 23 * 2**30}  # a 24 GB card less ~1 GiB of context
 
 
 def measure(folder: Path, device: str, dtype: torch.dtype, quantize: str | None, offload: str | None, size: int,

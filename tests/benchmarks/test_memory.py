@@ -54,3 +54,41 @@ def test_the_cpu_smoke_run_measures_memory_and_time(memory, capsys):
     assert all(r["seconds_per_edit"] > 0 for r in rows)
     assert rows[1]["peak_mib"] < rows[0]["peak_mib"]  # int8 weights take less room
     assert "| cpu-sd | 16² | int8 | none |" in capsys.readouterr().out
+
+
+# video (benchmarks/video_families.py): transformer, text encoder and VAE, billions. Wan2.1's "1.3B" and "14B" name
+# checkpoints of 1.42 B and 14.3 B (their bf16 safetensors), UMT5-XXL's encoder 5.68 B, Wan-VAE 127 M (the Wan
+# report); LTX-Video 2B with T5-XXL's encoder; HunyuanVideo 13B with llava-llama-3-8b's LlamaModel (Llama-3-8B's
+# 8.03 B less its 0.53 B output head), its VAE 0.25 B
+VIDEO_CARDS = {"wan-1.3b": (1.42, 5.68, 0.127), "wan-14b": (14.3, 5.68, 0.127), "ltx-video": (2.0, 4.76, None),
+               "hunyuan-video": (13.0, 7.50, None)}
+
+
+def _billions(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e9
+
+
+@pytest.mark.parametrize("name", list(VIDEO_CARDS))
+def test_the_video_presets_have_the_published_sizes(memory, name, tmp_path):
+    with torch.device("meta"):
+        pipe = memory.build(memory.PRESETS[name], tmp_path)
+    for module, card in zip((pipe.transformer, pipe.text_encoder, pipe.vae), VIDEO_CARDS[name]):
+        if card is not None:
+            assert abs(_billions(module) / card - 1) < 0.04, (type(module).__name__, _billions(module))
+
+
+def test_a_480p_wan_edit_is_estimated_from_the_meta_build(memory, tmp_path):
+    with torch.device("meta"):
+        small, large = (memory.build(memory.PRESETS[n], tmp_path / n) for n in ("wan-1.3b", "wan-14b"))
+    full = memory.video_edit_memory(small)
+    assert full["weights_gib"]["transformer"] == pytest.approx(_billions(small.transformer) * 2e9 / 2**30)
+    parts = sum(full["weights_gib"].values()) + full["clip_gib"]
+    assert full["total_gib"] == pytest.approx(parts + max(full["transformer_activations_gib"],
+                                                          full["vae_activations_gib"]))
+    on_cpu = memory.video_edit_memory(small, text_on_cpu=True)
+    assert full["total_gib"] - on_cpu["total_gib"] == pytest.approx(full["weights_gib"]["text_encoder"])
+    tiled = memory.video_edit_memory(small, vae_tiling=True)
+    assert tiled["vae_activations_gib"] < full["vae_activations_gib"] / 5  # 256² tiles of 832 × 480
+    assert memory.video_edit_memory(small, rows=4)["transformer_activations_gib"] == pytest.approx(
+        2 * full["transformer_activations_gib"])
+    assert full["fits_24gb"] and not memory.video_edit_memory(large)["fits_24gb"]  # 14B: 26.6 GiB of bf16 weights
