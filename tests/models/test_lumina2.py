@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, SENSITIVE, assert_parity
+from test_pipeline_parity import NEGATIVE, SENSITIVE, TOLERANCE, assert_parity, ours, theirs
 
 from conftest import gens
 from cyclediff import decode, edit, encode
@@ -55,6 +55,25 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
         "system-prompt"])
 def test_a_seed_gives_luminas_own_image(lumina, pipe, guidance, other, size):
     assert_parity(lumina, pipe, size=size, other_guidance=other, **guidance)
+
+
+def test_a_lumina2_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(lumina2_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = lumina2_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, size=SIZE, **CFG)
+    base = Lumina2.from_pipe(lumina2_pipeline(tmp_path / "base"))
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        diff = float((ours(styled, size=SIZE, **CFG) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert float((ours(base, size=SIZE, **CFG) - reference).abs().max()) > SENSITIVE
 
 
 # ---------------------------------------------------------------------------------------------------- the core
