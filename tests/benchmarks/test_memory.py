@@ -91,4 +91,4 @@ def test_a_480p_wan_edit_is_estimated_from_the_meta_build(memory, tmp_path):
     assert tiled["vae_activations_gib"] < full["vae_activations_gib"] / 5  # 256² tiles of 832 × 480
     assert memory.video_edit_memory(small, rows=4)["transformer_activations_gib"] == pytest.approx(
         2 * full["transformer_activations_gib"])
-    assert full["fits_24gb"] and not memory.video_edit_memory(large)["fits_24gb"]  # 14B: 26.6 GiB of bf16 weights
+    assert full["fits_24gb"] and not memory.video_edit_memory(large)["fits_24gb"]  # 14B: transformer 26.6 GiB
