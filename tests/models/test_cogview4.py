@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, SENSITIVE, assert_parity
+from test_pipeline_parity import NEGATIVE, SENSITIVE, TOLERANCE, assert_parity, ours, theirs
 
 from conftest import gens
 from cyclediff import decode, edit, encode
@@ -64,6 +64,25 @@ def test_cogviews_grid_is_its_pipelines(cogview, pipe):
     assert [schedule.network_time(t) for t in levels] == [1000.0, 750.0, 500.0, 250.0, 1.0]
     with pytest.raises(CycleDiffError, match="not on CogView4's grid"):
         schedule.network_time(123.0)
+
+
+def test_a_cogview4_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(cogview4_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = cogview4_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, **CFG)
+    base = CogView4.from_pipe(cogview4_pipeline(tmp_path / "base"))
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        diff = float((ours(styled, **CFG) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert float((ours(base, **CFG) - reference).abs().max()) > SENSITIVE
 
 
 # ---------------------------------------------------------------------------------------------------- the core
