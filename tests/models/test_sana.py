@@ -138,6 +138,25 @@ def test_the_complex_human_instruction_is_the_pipelines(sana, pipe):
     assert float((plain - cond).abs().max()) > 1e-3
 
 
+def test_a_sana_lora_gives_the_pipelines_fused_lora_image(tmp_path):
+    """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
+    fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
+    from tiny_sd import make_lora
+
+    file = make_lora(sana_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = sana_pipeline(tmp_path / "fused")
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file))
+    fused.fuse_lora()
+    reference = theirs(fused, 3, 2, **CFG)
+    base = Sana.from_pipe(sana_pipeline(tmp_path / "base"))
+    styled = base.with_lora(file)
+    with torch.no_grad():  # the LoRA's parameters ask for gradients
+        diff = float((ours(styled, 3, 2, **CFG) - reference).abs().max())
+        assert diff <= TOLERANCE, diff
+        assert float((ours(base, 3, 2, **CFG) - reference).abs().max()) > SENSITIVE
+
+
 # ---------------------------------------------------------------------------------------------------- the core
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
