@@ -81,3 +81,13 @@ def test_from_pipe_load_and_the_cli_take_longcat_image(tmp_path, pipe):
                                     "--guidance-scale", "4.5", "--out", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+
+
+def test_a_lora_on_a_pipeline_without_a_lora_loader_is_one_line(tmp_path):
+    """diffusers' LongCatImagePipeline has no load_lora_weights: one line, not Python's AttributeError."""
+    from cyclediff.errors import CycleDiffError
+    from cyclediff.models import from_pipe
+
+    model = from_pipe(longcat_image_pipeline(tmp_path))
+    with pytest.raises(CycleDiffError, match="takes no LoRA here"):
+        model.with_lora(tmp_path / "style.safetensors", 0.5)

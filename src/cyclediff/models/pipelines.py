@@ -145,6 +145,9 @@ class PromptModel(Optimizable):
         model family, or a legacy pickle, is refused in one line before it is applied."""
         from .lora import check_lora_family, check_scale, lora_file, size_mismatch
 
+        if getattr(self.pipe, "load_lora_weights", None) is None:  # diffusers' LongCatImagePipeline has no loader
+            raise CycleDiffError(f"{self.kind} takes no LoRA here: diffusers' {type(self.pipe).__name__} has no LoRA "
+                                 "loader; drop --lora")
         scale = check_scale(scale, source)  # a NaN scale made every output black
         file = lora_file(source)
         check_not_legacy_pickle(file)  # refused before anything reads it
