@@ -19,12 +19,12 @@ from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .flux import Flux, _PackedTransformer
-from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, guided_rows, load_pipeline
-from .steps import FlowCoordinates
+from .flux import _PackedTransformer
+from .packed import PackedLatents
+from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, load_pipeline
 
 
-class Chroma(FlowCoordinates, PromptModel):
+class Chroma(PackedLatents, PromptModel):
     """A ``ChromaPipeline`` over its VAE latents. Conditions: ``prompt``, ``negative_prompt``,
     ``guidance_scale`` (classifier-free; 1: none)."""
 
@@ -38,7 +38,7 @@ class Chroma(FlowCoordinates, PromptModel):
         config = dict(pipe.scheduler.config)
         self.runner = UNetRunner(_PackedTransformer(self.transformer, int(config.get("num_train_timesteps", 1000))))
         self.max_sequence_length = min(max_sequence_length, pipe.tokenizer.model_max_length)
-        self.schedule = Flux._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
+        self.schedule = self._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
         self.codec = VaeCodec(pipe.vae, downsampling=2, latent_size=self.sample_shape[1:])  # 2×2 patches
 
     @classmethod
@@ -50,17 +50,6 @@ class Chroma(FlowCoordinates, PromptModel):
 
         return cls(load_pipeline(ChromaPipeline, str(source), dtype, device, "Chroma", **kwargs), model_id=str(source))
 
-    @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        size = int(self.pipe.default_sample_size)
-        return (int(self.transformer.config.in_channels) // 4, size, size)
-
-    def check_sample(self, x: torch.Tensor) -> None:
-        check_latents(x, int(self.transformer.config.in_channels) // 4, 2)
-
-    def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
-        """The grid for latents of ``shape`` (…, h, w): shifted by the image-size μ the pipeline computes."""
-        return Flux._grid(self.schedule, tuple(shape[-2:]))
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,

@@ -9,19 +9,18 @@ Latents stay (B, C, h, w) for the core; packing and position ids live here.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import IncompatibleModelError
-from ..flow import FlowSchedule, image_shift
+from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, guided_rows, load_pipeline
-from .steps import FlowCoordinates
+from .packed import PackedLatents
+from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, load_pipeline
 
 
 class _PackedTransformer(torch.nn.Module):
@@ -43,7 +42,7 @@ class _PackedTransformer(torch.nn.Module):
         return (out.reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w),)
 
 
-class Flux(FlowCoordinates, PromptModel):
+class Flux(PackedLatents, PromptModel):
     """A ``FluxPipeline`` over its VAE latents. Conditions: ``prompt``, ``guidance_scale`` (the embedded guidance
     of FLUX-dev; ignored by schnell), ``negative_prompt`` with ``true_cfg_scale`` (real CFG)."""
 
@@ -70,22 +69,6 @@ class Flux(FlowCoordinates, PromptModel):
 
         return cls(load_pipeline(FluxPipeline, str(source), dtype, device, "FLUX", **kwargs), model_id=str(source))
 
-    @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        size = int(self.pipe.default_sample_size)
-        return (int(self.transformer.config.in_channels) // 4, size, size)
-
-    def check_sample(self, x: torch.Tensor) -> None:
-        check_latents(x, int(self.transformer.config.in_channels) // 4, 2)
-
-    def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
-        """The grid for latents of ``shape`` (…, h, w): shifted by the image-size μ the pipeline computes."""
-        return self._grid(self.schedule, tuple(shape[-2:]))
-
-    @staticmethod
-    def _grid(schedule: FlowSchedule, size: tuple[int, ...]) -> FlowSchedule:
-        mu = image_shift(schedule.config, (size[0] // 2) * (size[1] // 2))
-        return schedule if schedule.mu == mu else dataclasses.replace(schedule, mu=mu)
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,

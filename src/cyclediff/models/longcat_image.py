@@ -26,17 +26,15 @@ from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .flux import Flux
+from .packed import PackedLatents
 from .pipelines import (
     PromptModel,
-    check_latents,
     diffusers_quiet,
     guided_rows,
     is_single_file,
     load_pipeline,
 )
 from .qwenimage import pack, unpack
-from .steps import FlowCoordinates
 
 
 def renormed(uncond: torch.Tensor, cond: torch.Tensor, w: float, floor: float = 0.0) -> torch.Tensor:
@@ -71,7 +69,7 @@ class _PackedTransformer(torch.nn.Module):
         return (unpack(out, h, w),)
 
 
-class LongCatImage(FlowCoordinates, PromptModel):
+class LongCatImage(PackedLatents, PromptModel):
     """A ``LongCatImagePipeline`` over its VAE latents. Conditions: ``prompt``, ``negative_prompt`` (the
     pipeline's "" when none is given), ``guidance_scale`` (classifier-free with its renormalisation; 1: none)."""
 
@@ -84,7 +82,7 @@ class LongCatImage(FlowCoordinates, PromptModel):
         self.transformer = self.network = pipe.transformer
         config = dict(pipe.scheduler.config)
         self.runner = UNetRunner(_PackedTransformer(self.transformer, int(config.get("num_train_timesteps", 1000))))
-        self.schedule = Flux._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
+        self.schedule = self._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
         self.codec = VaeCodec(pipe.vae, downsampling=2, latent_size=self.sample_shape[1:])  # 2×2 patches
 
     @classmethod
@@ -101,17 +99,6 @@ class LongCatImage(FlowCoordinates, PromptModel):
         return cls(load_pipeline(LongCatImagePipeline, str(source), dtype, device, "LongCat-Image", **kwargs),
                    model_id=str(source))
 
-    @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        size = int(getattr(self.pipe, "default_sample_size", 128))
-        return (int(self.transformer.config.in_channels) // 4, size, size)
-
-    def check_sample(self, x: torch.Tensor) -> None:
-        check_latents(x, int(self.transformer.config.in_channels) // 4, 2)
-
-    def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
-        """The grid for latents of ``shape`` (…, h, w): shifted by the image-size μ the pipeline computes."""
-        return Flux._grid(self.schedule, tuple(shape[-2:]))
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,

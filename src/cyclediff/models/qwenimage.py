@@ -21,7 +21,6 @@ Followed from diffusers' ``QwenImagePipeline`` / ``QwenImageImg2ImgPipeline``:
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,12 @@ from typing import Any
 import torch
 
 from ..errors import IncompatibleModelError
-from ..flow import FlowSchedule, image_shift
+from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, condition_scale, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .pipelines import PromptModel, as_list, check_latents, diffusers_quiet, is_single_file, load_pipeline
-from .steps import FlowCoordinates
+from .packed import PackedLatents, image_size_grid
+from .pipelines import PromptModel, as_list, diffusers_quiet, is_single_file, load_pipeline
 
 DEFAULT_NEGATIVE = " "  # Qwen-Image's model card: "even an empty negative prompt like ' '" turns true CFG on
 BASE = "Qwen/Qwen-Image"  # where a single transformer file's other parts come from unless config= says
@@ -96,7 +95,7 @@ class FrameCodec(VaeCodec):
         return super().decode_latents(latents.unsqueeze(2)).squeeze(2)
 
 
-class QwenImage(FlowCoordinates, PromptModel):
+class QwenImage(PackedLatents, PromptModel):
     """A ``QwenImagePipeline`` (or its img2img / inpaint siblings) over its VAE latents. Conditions: ``prompt``,
     ``negative_prompt``, ``guidance_scale`` (the pipeline's true CFG scale; 1: none)."""
 
@@ -136,24 +135,12 @@ class QwenImage(FlowCoordinates, PromptModel):
                                                   "Qwen-Image transformer", config=base, subfolder="transformer")
         return cls(load_pipeline(QwenImagePipeline, base, dtype, device, "Qwen-Image", **kwargs), model_id=source)
 
-    @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        size = int(getattr(self.pipe, "default_sample_size", 128))
-        return (int(self.transformer.config.in_channels) // 4, size, size)
-
-    def check_sample(self, x: torch.Tensor) -> None:
-        check_latents(x, int(self.transformer.config.in_channels) // 4, 2)
-
-    def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
-        """The grid for latents of ``shape`` (…, h, w): shifted by the μ of its h/2 · w/2 tokens."""
-        return self._grid(self.schedule, tuple(shape[-2:]))
 
     @staticmethod
     def _grid(schedule: FlowSchedule, size: tuple[int, ...]) -> FlowSchedule:
         if not schedule.config.get("use_dynamic_shifting"):
             return schedule
-        mu = image_shift(schedule.config, (size[0] // 2) * (size[1] // 2))
-        return schedule if schedule.mu == mu else dataclasses.replace(schedule, mu=mu)
+        return image_size_grid(schedule, size)
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,

@@ -23,7 +23,7 @@ from ..flow import FlowSchedule
 from ._accel import UNetRunner
 from .base import Condition, guided_call, refuse_unknown, stack_branches
 from .codec import VaeCodec
-from .flux import Flux
+from .packed import image_size_grid
 from .pipelines import PromptModel, check_latents, diffusers_quiet, guided_rows, load_pipeline
 from .steps import FlowCoordinates
 
@@ -57,7 +57,7 @@ class ZImage(FlowCoordinates, PromptModel):
         config = dict(pipe.scheduler.config)
         self.runner = UNetRunner(_ListTransformer(self.transformer, int(config.get("num_train_timesteps", 1000))))
         self.max_sequence_length = max_sequence_length
-        self.schedule = Flux._grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
+        self.schedule = image_size_grid(FlowSchedule.from_flow_config(config, flux_sigmas=True), self.sample_shape[1:])
         self.codec = VaeCodec(pipe.vae, downsampling=2, latent_size=self.sample_shape[1:])  # 2×2 patches
 
     @classmethod
@@ -79,7 +79,7 @@ class ZImage(FlowCoordinates, PromptModel):
 
     def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
         """The grid for latents of ``shape`` (…, h, w): with the image-size μ when the scheduler shifts by it."""
-        return Flux._grid(self.schedule, tuple(shape[-2:]))
+        return image_size_grid(self.schedule, tuple(shape[-2:]))
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,
