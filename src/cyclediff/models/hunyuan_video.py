@@ -31,6 +31,7 @@ from ._accel import UNetRunner
 from .base import Condition, condition_scale, guided_call, refuse_unknown, stack_branches
 from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
+from .video import check_video_latents, fit_clip_to
 from .wan import VideoCodec
 
 BASE = "hunyuanvideo-community/HunyuanVideo"  # where a single transformer file's other parts come from by default
@@ -135,26 +136,13 @@ class HunyuanVideo(FlowCoordinates, PromptModel):
         return (int(self.transformer.config.in_channels), f, self.size[0] // factor, self.size[1] // factor)
 
     def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
-        """(F', H', W', note): the frames and size this model takes for a clip of ``frames`` at H×W — the first
-        1 + 4k frames (the pipeline makes 4·((F − 1) // 4) + 1 of F), the sides cut down to multiples of 16 (the
-        pipeline refuses others); the note says what changed ("" when nothing)."""
-        temporal, multiple = self.codec.temporal, self.codec.multiple
-        if frames < 1 or height < multiple or width < multiple:
-            raise IncompatibleModelError(f"HunyuanVideo takes clips of at least 1 frame of {multiple}×{multiple} "
-                                         f"pixels; got {frames} frames of {height}×{width}")
-        f = (frames - 1) // temporal * temporal + 1
-        h, w = height // multiple * multiple, width // multiple * multiple
-        notes = ([f"{frames} frames cut to {f} (HunyuanVideo takes 1 + {temporal}·k)"] if f != frames else []) + (
-            [f"{height}×{width} cut to {h}×{w} (multiples of {multiple})"] if (h, w) != (height, width) else [])
-        return f, h, w, "; ".join(notes)
+        """(F', H', W', note): the first 1 + 4k frames (the pipeline makes 4·((F − 1) // 4) + 1 of F), the sides
+        cut down to multiples of 16 (the pipeline refuses others): :func:`~cyclediff.models.video.fit_clip_to`."""
+        return fit_clip_to("HunyuanVideo", frames, height, width, temporal=self.codec.temporal,
+                           multiple=self.codec.multiple)
 
     def check_sample(self, x: torch.Tensor) -> None:
-        c, p = int(self.transformer.config.in_channels), self._patch
-        if x.ndim != 5 or x.shape[1] != c:
-            raise IncompatibleModelError(f"this model works on {c}-channel video latents (B, {c}, f, h, w); got "
-                                         f"shape {tuple(x.shape)}. Encode clips with model.codec first")
-        if x.shape[3] % p or x.shape[4] % p:
-            raise IncompatibleModelError(f"latent sides must be multiples of {p}; got {tuple(x.shape[3:])}")
+        check_video_latents(x, int(self.transformer.config.in_channels), (self._patch, self._patch))
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,

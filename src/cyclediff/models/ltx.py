@@ -44,6 +44,7 @@ from .base import Condition, condition_scale, refuse_unknown, stack_branches
 from .codec import LatentAffine, VaeCodec
 from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
+from .video import check_video_latents, fit_clip_to
 from .wan import VideoCodec
 
 BASE = "Lightricks/LTX-Video"  # where a single transformer file's other parts come from by default
@@ -194,26 +195,15 @@ class LTXVideo(FlowCoordinates, PromptModel):
                 self.size[0] // factor, self.size[1] // factor)
 
     def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
-        """(F', H', W', note): the frames and size this model takes for a clip of ``frames`` at H×W — the first
-        1 + 8k frames (a clip cannot be lengthened), the sides cut down to multiples of 32 (the pipeline's check);
-        the note says what changed ("" when nothing)."""
+        """(F', H', W', note): the first 1 + 8k frames, the sides cut down to multiples of 32 (the pipeline's
+        check): :func:`~cyclediff.models.video.fit_clip_to`."""
         vae = self.pipe.vae
-        temporal = int(vae.temporal_compression_ratio)
         multiple = math.lcm(32, int(vae.spatial_compression_ratio) * int(self.transformer.config.patch_size))
-        if frames < 1 or height < multiple or width < multiple:
-            raise IncompatibleModelError(f"LTX-Video takes clips of at least 1 frame of {multiple}×{multiple} "
-                                         f"pixels; got {frames} frames of {height}×{width}")
-        f = (frames - 1) // temporal * temporal + 1
-        h, w = height // multiple * multiple, width // multiple * multiple
-        notes = ([f"{frames} frames cut to {f} (LTX-Video takes 1 + {temporal}·k)"] if f != frames else []) + (
-            [f"{height}×{width} cut to {h}×{w} (multiples of {multiple})"] if (h, w) != (height, width) else [])
-        return f, h, w, "; ".join(notes)
+        return fit_clip_to("LTX-Video", frames, height, width, temporal=int(vae.temporal_compression_ratio),
+                           multiple=multiple)
 
     def check_sample(self, x: torch.Tensor) -> None:
-        c = int(self.transformer.config.in_channels)
-        if x.ndim != 5 or x.shape[1] != c:
-            raise IncompatibleModelError(f"this model works on {c}-channel video latents (B, {c}, f, h, w); got "
-                                         f"shape {tuple(x.shape)}. Encode clips with model.codec first")
+        check_video_latents(x, int(self.transformer.config.in_channels))
 
     def schedule_for(self, shape: tuple[int, ...]) -> FlowSchedule:
         """The grid for latents of ``shape`` (…, f, h, w): shifted by the μ of f·h·w tokens, as ``LTXPipeline``

@@ -33,6 +33,7 @@ from .base import Condition, condition_scale, guided_call, refuse_unknown, stack
 from .codec import VaeCodec
 from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
+from .video import check_video_latents, fit_clip_to
 
 BASE = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # where a single transformer file's other parts come from by default
 
@@ -147,27 +148,14 @@ class Wan(FlowCoordinates, PromptModel):
         return (int(self.transformer.config.in_channels), f, self.size[0] // factor, self.size[1] // factor)
 
     def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
-        """(F', H', W', note): the frames and size this model takes for a clip of ``frames`` at H×W — the first
-        1 + 4k frames (a clip cannot be lengthened), the sides cut down to multiples of 16 (the pipeline's
-        rounding); the note says what changed ("" when nothing)."""
+        """(F', H', W', note): the first 1 + 4k frames, the sides cut down to multiples of 16 (the pipeline's
+        rounding): :func:`~cyclediff.models.video.fit_clip_to`."""
         temporal = int(self.pipe.vae.config.get("scale_factor_temporal") or 4)
         multiple = int(self.pipe.vae.config.get("scale_factor_spatial") or 8) * self._patch[1]
-        if frames < 1 or height < multiple or width < multiple:
-            raise IncompatibleModelError(f"Wan takes clips of at least 1 frame of {multiple}×{multiple} pixels; got "
-                                         f"{frames} frames of {height}×{width}")
-        f = (frames - 1) // temporal * temporal + 1
-        h, w = height // multiple * multiple, width // multiple * multiple
-        notes = ([f"{frames} frames cut to {f} (Wan takes 1 + {temporal}·k)"] if f != frames else []) + (
-            [f"{height}×{width} cut to {h}×{w} (multiples of {multiple})"] if (h, w) != (height, width) else [])
-        return f, h, w, "; ".join(notes)
+        return fit_clip_to("Wan", frames, height, width, temporal=temporal, multiple=multiple)
 
     def check_sample(self, x: torch.Tensor) -> None:
-        c, (_, ph, pw) = int(self.transformer.config.in_channels), self._patch
-        if x.ndim != 5 or x.shape[1] != c:
-            raise IncompatibleModelError(f"this model works on {c}-channel video latents (B, {c}, f, h, w); got "
-                                         f"shape {tuple(x.shape)}. Encode clips with model.codec first")
-        if x.shape[3] % ph or x.shape[4] % pw:
-            raise IncompatibleModelError(f"latent sides must be multiples of {ph}; got {tuple(x.shape[3:])}")
+        check_video_latents(x, int(self.transformer.config.in_channels), self._patch[1:])
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,
