@@ -2,8 +2,9 @@
 
     .venv/bin/python examples/before_after.py [OUT.png]      # default: docs/before-after.png
 
-It also writes the two example inputs the README's tour uses (examples/digits/three.png and five.png: the first 3
-and the first 5 of the held-out split of scikit-learn's digits, as the demo and the web app pick them).
+It also writes the example inputs the README's tour uses (examples/digits/three.png and five.png: the first 3
+and the first 5 of the held-out split of scikit-learn's digits, as the demo and the web app pick them; and
+three-moving.gif: a held-out 3 bouncing over 8 frames at 8 fps, the video demo model's input).
 """
 
 import sys
@@ -14,7 +15,9 @@ import torch.nn.functional as F
 
 from cyclediff import edit
 from cyclediff._images import save_image
+from cyclediff._video import write_clip
 from cyclediff.demo.data import split
+from cyclediff.demo.video_data import clips
 from cyclediff.models import load
 
 root = Path(__file__).resolve().parents[1]
@@ -25,6 +28,7 @@ pairs = [(3, 8), (5, 6), (1, 7), (4, 9)]
 before = torch.cat([(x[(y == c).nonzero()[0, 0]][None] + 1) / 2 for c, _ in pairs])
 for c, name in ((3, "three"), (5, "five")):
     save_image(before[[c for c, _ in pairs].index(c)], root / "examples" / "digits" / f"{name}.png")
+write_clip(root / "examples" / "digits" / "three-moving.gif", clips(1, seed=0, digit=3)[0][0].transpose(0, 1), 8)
 after = edit(model, before, source_prompt=[c for c, _ in pairs], prompt=[t for _, t in pairs], guidance_scale=1.0,
              generator=[torch.Generator().manual_seed(0) for _ in pairs]).images
 big = F.interpolate(torch.cat([before, after]), scale_factor=16, mode="nearest")
