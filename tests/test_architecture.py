@@ -128,8 +128,8 @@ def _defaults() -> dict[str, set]:
 
 # parameters that hold a setting under another name (a literal given to them is that setting's default again)
 RENAMED = {"threshold": "mask_threshold"}
-# the modules that define the defaults: the settings types and the methods' options types
-DEFINING = ("settings.py", "options.py")
+# the modules that define the defaults: the settings types (RunOptions in its own module) and the methods' options types
+DEFINING = ("settings.py", "run_options.py", "options.py")
 
 
 def _click_name(call: ast.Call) -> str | None:
