@@ -73,7 +73,7 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=key)
 
 
-def read_clip(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1, channels: int = 3,
+def read_clip(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = RUN.stride, channels: int = 3,
               size: tuple[int, int] | int | None = None, multiple: int = 1, fit: str = RUN.fit,
               max_pixels: int = RUN.max_pixels, fps: float | None = None) -> Clip:
     """A clip as :class:`Clip`: every ``stride``-th frame (the frame rate divided by it), at most ``max_frames`` of

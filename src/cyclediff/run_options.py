@@ -30,6 +30,8 @@ class RunOptions(Settings):
     offload: str | None = None  # weights on the CPU between uses: model, sequential or group (GPU runs)
     text_encoders_on_cpu: bool = False  # the text encoders stay on the CPU and run there, once per prompt
     base: str | None = None  # where a single file's other parts come from (a GGUF network's pipeline)
+    max_frames: int | None = None  # clips: at most this many frames (after the stride); None: the model's own length
+    stride: int = 1  # clips: every stride-th frame (the frame rate divided by it); images ignore both
 
     task: ClassVar[str] = "run"
 
@@ -44,6 +46,12 @@ class RunOptions(Settings):
         of its outputs: only what is set, so that outputs made without them keep their records."""
         record = {**self.loading(), "target_lora": self.target_lora}
         return {k: list(v) if k.endswith("lora") else v for k, v in record.items() if v}
+
+    def clip_reading(self) -> dict[str, Any]:
+        """How clips are read (--max-frames, --stride), for the records of their outputs: only what differs from
+        reading every frame up to the model's own length, so that other outputs keep their records."""
+        given = {"max_frames": self.max_frames, "stride": self.stride}
+        return {k: v for k, v in given.items() if v != getattr(RunOptions, k)}
 
     def check(self) -> None:
         for name in ("lora", "target_lora"):

@@ -41,6 +41,8 @@ RANGES: dict[str, tuple[type, float | None, float | None, bool, bool]] = {
     "max_pixels": (int, 1, None, False, False),
     "batch_size": (int, 1, None, False, False),
     "max_seeds": (int, 1, None, False, False),
+    "max_frames": (int, 1, None, False, False),
+    "stride": (int, 1, None, False, False),
 }
 # --quantize: optimum-quanto's int8 / int4 / fp8, torchao's, bitsandbytes' (CUDA) (cyclediff.models.quantize)
 QUANTIZE = ("int8", "int4", "fp8", "torchao-int8", "torchao-fp8", "nf4", "bnb-int8")
@@ -50,7 +52,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {"method": opt.METHODS, "encoder": ENCODER
                                        "quantize": QUANTIZE, "vae_tiling": (False, True),
                                        "offload": ("model", "sequential", "group"),
                                        "text_encoders_on_cpu": (False, True)}
-COUNTS = ("max_pixels", "batch_size", "max_seeds")  # positive integers (their RANGES entry gives the kind)
+# positive integers (their RANGES entry gives the kind)
+COUNTS = ("max_pixels", "batch_size", "max_seeds", "max_frames", "stride")
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device",
          "base", "classifier")

@@ -11,6 +11,7 @@ import torch
 from .._video import Clip, read_clip
 from ..errors import IncompatibleModelError
 from ..models.base import Model
+from ..settings import RUN
 
 
 def is_video_model(model: Any) -> bool:
@@ -29,7 +30,7 @@ def check_video_model(model: Any, path: Path) -> None:
 
 
 def read_clip_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels: int,
-                  max_frames: int | None = None, stride: int = 1) -> Clip:
+                  max_frames: int | None = RUN.max_frames, stride: int = RUN.stride) -> Clip:
     """A clip file (or folder of frames) as ``model`` takes it: its channels, sides brought to its multiple (``size``
     resizes first, as for images), at most ``max_frames`` frames (by default the model's own clip length), then
     ``model.fit_clip(F, H, W)``'s frames and size where the model has one. :attr:`Clip.notes` says each change."""

@@ -87,7 +87,8 @@ class ImageTask:
             return None
         if is_clip(unit.input):  # a video model's (1, C, F, H, W); its fps and notes kept for the output
             clip = read_clip_for(self.model, unit.input, size=self.policy.size, fit=self.policy.fit,
-                                 max_pixels=self.policy.max_pixels)
+                                 max_pixels=self.policy.max_pixels, max_frames=self.policy.max_frames,
+                                 stride=self.policy.stride)
             self.clips[unit.key] = (clip.fps, clip.notes)
             return clip.batch
         return read_for(self.model, unit.input, size=self.policy.size, fit=self.policy.fit,

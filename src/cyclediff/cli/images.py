@@ -30,6 +30,7 @@ from .options import (
     loading_options,
     mask_options,
     model_options,
+    note_clip_reading,
     note_repeats,
     number,
     output_options,
@@ -141,6 +142,7 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     strengths, opts = strengths_of(opts)
     settings = settings_of(EditSettings, opts, attention=_attention(opts))  # refused before any model loads
     run = RunOptions.from_options(opts)
+    note_clip_reading(run, images)
     check_out_folder(opts["out"])
     model = load_model(settings.model, run)
     settings = with_recommended(settings, model, quiet=opts["quiet"])
@@ -235,6 +237,7 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
     """
     settings = settings_of(TranslateSettings, opts)
     run, seeds = RunOptions.from_options(opts), chosen_seeds(opts)
+    note_clip_reading(run, images)
     check_out_folder(opts["out"])
     source, target = load_models(settings.source_model, settings.target_model, run)
     condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class,

@@ -28,6 +28,7 @@ from .options import (
     image_options,
     load_model,
     model_options,
+    note_clip_reading,
     note_repeats,
     output_options,
     parse_seeds,
@@ -78,6 +79,7 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
     if output is not None and len(images) != 1:
         raise click.UsageError("-o/--output names one file; use --out DIR for several images")
     run, seed = RunOptions.from_options(opts), opts["seed"]
+    note_clip_reading(run, images)
     settings_of(EncodeSettings, opts)  # refused before any model loads
     paths, repeated = distinct_paths(list(images))
     note_repeats(repeated)

@@ -185,6 +185,10 @@ def sampling_options(cls: type[Settings], why: str = "", *, sweep: bool = False)
 
 
 def image_options(f: Callable) -> Callable:
+    f = setting_option(RunOptions, "stride", metavar="K",
+                       help="clips: take every K-th frame (the frame rate divided by K)")(f)
+    f = setting_option(RunOptions, "max_frames", metavar="N",
+                       help="clips: at most N frames after --stride (the rest cut; default: the model's length)")(f)
     f = setting_option(RunOptions, "max_pixels", help="refuse larger images (decompression bombs)")(f)
     f = setting_option(RunOptions, "fit",
                        help="sides not a multiple of the model's factor: center-crop the rest, or resize")(f)
@@ -281,7 +285,15 @@ def target_lora_option(f: Callable) -> Callable:
 def stamp(task: str, run: RunOptions, **specs: Any) -> dict[str, Any]:
     """What every output of a command records beside its settings: the task, the model specs, how it ran."""
     return {"task": task, **specs, "dtype": run.dtype, "size": run.size, "fit": run.fit,
-            **run.model_record()}
+            **run.model_record(), **run.clip_reading()}
+
+
+def note_clip_reading(run: RunOptions, inputs: Any) -> None:
+    """--max-frames / --stride given with no clip among the inputs: said once (images ignore them)."""
+    from .._video import is_clip
+
+    if run.clip_reading() and not any(is_clip(p) for p in inputs):
+        click.echo("note: --max-frames and --stride apply to clips only; the images ignore them", err=True)
 
 
 # ---------------------------------------------------------------------------------------------------- running

@@ -165,7 +165,7 @@ def _record(job: Job, result: Result, rank: int) -> dict:
 def _settings_record(job: Job, unit: Unit) -> dict[str, Any]:
     """What a unit's record says made it: its settings and how the job reads and runs (dtype, size, fit)."""
     return {**unit.settings.record(), **{k: getattr(job.run, k) for k in ("dtype", "size", "fit")},
-            **job.run.model_record()}
+            **job.run.model_record(), **job.run.clip_reading()}
 
 
 def _merge(job: Job) -> None:
