@@ -88,6 +88,14 @@ def _qwenimage_base(keys: list[str]) -> str:
 # approximator), FLUX before SD3 (a FLUX network also has SD3's layout: transformer_blocks and a context_embedder),
 # the flow pixel UNet before the plain one (both have a UNet and a scheduler)
 FAMILIES: tuple[Family, ...] = (
+    # HunyuanVideo 1.5 before 1.0: its transformer has 1.0's token refiner (context_embedder.token_refiner) and its
+    # own condition-type embedding (cond_type_embed in diffusers' names, cond_type_embedding in Tencent's)
+    Family("hunyuan-video-1.5", "HunyuanVideo 1.5 (video)", "hunyuan_video15:HunyuanVideo15",
+           pipelines=("HunyuanVideo15Pipeline",), keys=("cond_type_embed",), network="transformer",
+           network_class="HunyuanVideo15Transformer3DModel",
+           # a checkpoint's guider may say another guidance scale; strength as the other flow families
+           # not a default: the pipeline's 50 steps, HunyuanVideo's guidance 6
+           defaults={"steps": 50, "strength": 0.8, "guidance_scale": 6.0}),
     # HunyuanVideo first: its original files have FLUX's double_blocks / single_blocks, its diffusers layout FLUX's
     # single_transformer_blocks; the text token refiner is its own (HunyuanVideo's names, diffusers' names)
     Family("hunyuan-video", "HunyuanVideo (video)", "hunyuan_video:HunyuanVideo", pipelines=("HunyuanVideoPipeline",),
