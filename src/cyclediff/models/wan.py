@@ -84,7 +84,12 @@ class VideoCodec(VaeCodec):
         if (images.shape[2] - 1) % self.temporal:
             raise IncompatibleModelError(f"clips must have 1 + {self.temporal}·k frames for this model; got "
                                          f"{images.shape[2]} (model.fit_clip(F, H, W) gives the frames to keep)")
-        return super().encode_images(images, generator, sample=sample)
+        z = super().encode_images(images, generator, sample=sample)
+        if z.shape[2] != (images.shape[2] - 1) // self.temporal + 1:  # diffusers' Wan VAE groups frames by 4
+            raise IncompatibleModelError(f"this VAE encoded {images.shape[2]} frames into {z.shape[2]} latent frames, "
+                                         f"not the 1 + (F − 1)/{self.temporal} its config says: its time "
+                                         "compression is not what its encoder does; use the family's own VAE")
+        return z
 
 
 class Wan(FlowCoordinates, PromptModel):
