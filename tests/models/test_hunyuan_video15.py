@@ -189,3 +189,23 @@ def test_a_single_file_and_a_lora_are_refused_in_one_line(tmp_path, model):
     with pytest.raises(CycleDiffError, match="HunyuanVideo15Pipeline has no LoRA loader") as err:
         model.with_lora(tmp_path / "style.safetensors")
     assert "\n" not in str(err.value)
+
+
+def test_the_cli_edits_a_clip_with_a_hunyuan_video15_folder(tmp_path, pipe):
+    """6 frames are cut to 5 (said in the status line); the edit is written as an .mp4 of 5 frames at the input's
+    frame rate. The saved folder has the pipeline's own text lengths (1000 Qwen tokens, 256 ByT5, 729 image)."""
+    from click.testing import CliRunner
+
+    from cyclediff._video import read_clip, write_clip
+    from cyclediff.cli import main
+
+    pipe.save_pretrained(tmp_path / "hunyuan15")
+    write_clip(tmp_path / "cat.mp4", clips(1, frames=6)[0].transpose(0, 1), 8.0)
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "hunyuan15"),
+                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "2",
+                                    "--guidance-scale", "4", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "6 frames cut to 5" in res.output
+    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
+    clip = read_clip(written)
+    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
