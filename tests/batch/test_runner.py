@@ -43,7 +43,7 @@ class MemoryStore:
     def target(self, unit: Unit) -> Path:
         return Path(unit.name)
 
-    def write(self, unit: Unit, output: torch.Tensor) -> str:
+    def write(self, unit: Unit, output: torch.Tensor, metrics: dict | None = None) -> str:
         self.written[unit.key] = output
         return unit.name
 

@@ -16,6 +16,7 @@ from ..errors import CycleDiffError
 PNG_KEY = "cyclediff"  # the PNG text chunk holding the settings of an output
 RECORD_KEY = "cyclediff.record"  # the same in a latent file's metadata
 CLIP_FACTS = "clip"  # a clip latent's record: the clip's frames and fps (facts of the output, not settings)
+SCORES = "scores"  # an output's record: its scores (edit --score), facts of the output, not settings
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -94,9 +95,9 @@ def place(base: Path, record: dict[str, Any], *, overwrite: bool) -> tuple[Path,
 
 
 def _settings(path: Path) -> dict[str, Any] | None:
-    """What :func:`recorded` reads, less the output's facts (a clip latent's frames and fps)."""
+    """What :func:`recorded` reads, less the output's facts (a clip latent's frames and fps, the scores)."""
     found = recorded(path)
-    return {k: v for k, v in found.items() if k != CLIP_FACTS} if found else found
+    return {k: v for k, v in found.items() if k not in (CLIP_FACTS, SCORES)} if found else found
 
 
 def latent_clip(path: Path) -> dict[str, Any] | None:

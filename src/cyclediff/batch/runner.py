@@ -85,8 +85,8 @@ class Store(Protocol):
     def target(self, unit: Unit) -> Path:
         """The file the unit's output goes to."""
 
-    def write(self, unit: Unit, output: Any) -> str:
-        """Write the output atomically; returns its path as recorded."""
+    def write(self, unit: Unit, output: Any, metrics: dict[str, Any] | None = None) -> str:
+        """Write the output atomically (a store may record its ``metrics`` in it); returns its path as recorded."""
 
     def record(self, results: list[Result]) -> None:
         """Keep a batch's results (one write)."""
@@ -191,4 +191,4 @@ def _compute(task: Task, store: Store, group: list[tuple[Unit, Any]], done: set[
     for unit, (output, metrics) in zip(units, outputs):
         if unit.key in done:
             continue  # finished earlier: computed again only because it shares this batch
-        results[unit.key] = Result(unit, "ok", output=store.write(unit, output), metrics=metrics)
+        results[unit.key] = Result(unit, "ok", output=store.write(unit, output, metrics), metrics=metrics)

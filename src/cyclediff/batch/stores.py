@@ -21,7 +21,7 @@ from .._images import save_image
 from .._video import Clip, is_clip, write_clip
 from ..latent import Latent
 from ..settings import Settings
-from .outputs import CLIP_FACTS, PNG_KEY, as_record, file_digest, place
+from .outputs import CLIP_FACTS, PNG_KEY, SCORES, as_record, file_digest, place
 from .runner import Result, Unit
 
 
@@ -85,11 +85,12 @@ def read_records(paths: Iterable[Path]) -> Iterable[dict]:
 
 class FileStore:
     """Outputs at ``name(unit)``, each recording its settings (``record(unit)``: the unit's settings, its seed and
-    the SHA-256 of its input); see :func:`~cyclediff.batch.outputs.place` for names and skipping."""
+    the SHA-256 of its input); see :func:`~cyclediff.batch.outputs.place` for names and skipping. ``scores``: each
+    file also records its task's scores (``scores``: PSNR, SSIM, CLIP scores; not settings, so not compared)."""
 
     def __init__(self, name: Callable[[Unit], Path], *, overwrite: bool = False,
-                 latent_dtype: torch.dtype | None = None) -> None:
-        self.name, self.overwrite, self.latent_dtype = name, overwrite, latent_dtype
+                 latent_dtype: torch.dtype | None = None, scores: bool = False) -> None:
+        self.name, self.overwrite, self.latent_dtype, self.scores = name, overwrite, latent_dtype, scores
         self._placed: dict[str, tuple[Path, bool, dict]] = {}
 
     def record(self, results: list[Result]) -> None:
@@ -124,10 +125,12 @@ class FileStore:
         except OSError:
             return self.name(unit)
 
-    def write(self, unit: Unit, output: Any) -> str:
+    def write(self, unit: Unit, output: Any, metrics: dict[str, Any] | None = None) -> str:
         """One output (an image or a latent) at the unit's path; a dict of them (suffix → output, e.g.
         ``{".png": image, "_chain.png": strip}``) beside each other, the first one's path recorded."""
         path, _, record = self._place(unit)
+        scores = {k: v for k, v in (metrics or {}).items() if k != "notes"} if self.scores else {}
+        record = {**record, SCORES: scores} if scores else record
         if not isinstance(output, dict):
             return str(self._write_one(path, output, record))
         stem = path.name.removesuffix(".latent.safetensors").removesuffix(".png")
@@ -163,9 +166,9 @@ class RecordStore:
         suffix = (unit.input.suffix.lower() if unit.input.is_file() else "") if clip else ".png"
         return self.folder / "images" / f"{unit.name}{suffix}"
 
-    def write(self, unit: Unit, output: Any) -> str:
+    def write(self, unit: Unit, output: Any, metrics: dict[str, Any] | None = None) -> str:
         """The image at the unit's path; a dict of them (suffix → image: ``{".png": image, "_mask.png": mask}``)
-        beside each other, the first one recorded; a clip as its input's container."""
+        beside each other, the first one recorded; a clip as its input's container (``metrics``: the records line's)."""
         target = self.target(unit)
         if isinstance(output, Clip):
             written = write_clip(target, output.frames, output.fps)

@@ -66,6 +66,18 @@ def image_units(images: list[Path], seeds: list[int], settings: Settings, stamp:
 
 frames_option = click.option("--frames", "as_frames", is_flag=True,
                              help="clips: write each output clip as a folder of PNG frames instead of its container")
+score_option = click.option("--score", is_flag=True,
+                            help="score each output against its input (PSNR, SSIM; clips: their frames' means and the "
+                                 "background's under a mask), print the scores on its line and record them in it")
+
+
+def _scoring(opts: dict[str, Any], clip_model: str | None, model: Any) -> tuple[bool, Any]:
+    """--score / --clip-model: whether outputs are scored, and the CLIP scorer (None: the pixel scores only)."""
+    if clip_model is None:
+        return opts["score"], None
+    from ..metrics import ClipScorer
+
+    return True, ClipScorer(clip_model, device=model.device)
 
 
 def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
@@ -119,6 +131,10 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
               help="scale the target's attention to a word of --prompt, e.g. red=2 (repeatable; with --attention)")
 @image_options
 @frames_option
+@score_option
+@setting_option(EditSettings, "clip_model", "--clip", metavar="MODEL",
+                help="score with this CLIP too (implies --score): CLIP score, directional CLIP; clips: per frame and "
+                     "temporal consistency (a hub id or local folder)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edits"), show_default=True,
               help="folder for the edited images")
 @output_options
@@ -160,10 +176,10 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
                            lambda stem, s: f"{stem}_{slug(settings.prompt)}_{label}_seed{s}.png",
                            frames=opts["as_frames"])
 
-    units = sweep_units(strengths, units_at)
+    units, (score, scorer) = sweep_units(strengths, units_at), _scoring(opts, settings.clip_model, model)
     with contact_sheets(units, opts["out"], strengths, quiet=opts["quiet"]):
-        run_and_report(EditTask(model, run), units, FileStore(lambda u: opts["out"] / u.name,
-                                                              overwrite=opts["overwrite"]),
+        run_and_report(EditTask(model, run, score=score, scorer=scorer), units,
+                       FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"], scores=score),
                        batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
@@ -173,6 +189,8 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
     web app's class edits)."""
     if edit_settings.attention is not None:
         raise click.UsageError("--attention needs a text-conditioned UNet model; class edits have no prompts")
+    if edit_settings.clip_model is not None:
+        raise click.UsageError("--clip-model scores against prompts; class edits have none: give --score alone")
     condition_for(model, prompt=edit_settings.source_prompt, class_labels=opts["source_class"], side="source")
     condition_for(model, prompt=edit_settings.prompt, class_labels=opts["target_class"], side="target",
                   guidance_scale=edit_settings.guidance_scale)
@@ -191,8 +209,8 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
 
     units = sweep_units(strengths, units_at)
     with contact_sheets(units, opts["out"], strengths, quiet=opts["quiet"]):
-        run_and_report(TranslateTask(model, model, run), units,
-                       FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]),
+        run_and_report(TranslateTask(model, model, run, score=opts["score"]), units,
+                       FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"], scores=opts["score"]),
                        batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 
 
@@ -221,6 +239,7 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
 @mask_options
 @image_options
 @frames_option
+@score_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("translations"), show_default=True,
               help="folder for the translated images")
 @output_options
@@ -248,6 +267,6 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
     units = image_units(images, seeds, settings, stamp("translate", run),
                         lambda stem, s: f"{stem}_{settings.method}_s{number(settings.strength)}{refine}_seed{s}.png",
                         frames=opts["as_frames"])
-    run_and_report(TranslateTask(source, target, run), units,
-                   FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"]), batch_size=run.batch_size,
-                   quiet=opts["quiet"], as_json=opts["as_json"])
+    run_and_report(TranslateTask(source, target, run, score=opts["score"]), units,
+                   FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"], scores=opts["score"]),
+                   batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])

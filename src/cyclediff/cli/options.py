@@ -319,6 +319,7 @@ def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: i
                 note = (f"  energy {energy['energy_start']:.4f} → {energy['energy_end']:.4f}"
                         if "energy_start" in energy else "")
                 note += f"  [{energy['notes']}]" if energy.get("notes") else ""  # a clip's cut, fps, fit
+                note += scores_text(energy)
                 click.echo(f"{result.output}  ({result.seconds:.1f}s){note}")
 
     run(task, units, store, batch_size=batch_size, progress=not quiet, on_result=show)
@@ -332,6 +333,14 @@ def run_and_report(task: Task, units: list[Unit], store: Store, *, batch_size: i
     if failed:
         click.echo(f"{len(failed)} of {len(results)} failed: " + ", ".join(_input(r) for r in failed), err=True)
     sys.exit(1 if failed else 0)
+
+
+def scores_text(metrics: dict[str, Any]) -> str:
+    """An output's scores (--score) for its line: each number by name (per-frame lists left out: their mean is
+    there); "" when it has none."""
+    said = [f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("energy_start", "energy_end")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return "  " + ", ".join(said) if said else ""
 
 
 def _input(result: Result) -> str:
