@@ -1,26 +1,29 @@
 """The Gradio app: forms, galleries and plots over :class:`~cyclediff.web.service.Studio`; nothing here computes.
 
-Every action is also a named API endpoint (``/edit``, ``/translate``, ``/guide``, ``/encode``, ``/decode``) for
-``gradio_client``. Heavy actions share one queue slot (one job at a time on the device), the queue is bounded,
-and each can be stopped from the page.
+Every action is also a named API endpoint (``/edit``, ``/translate``, ``/edit_clip``, ``/guide``, ``/encode``,
+``/decode``) for ``gradio_client``. Heavy actions share one queue slot (one job at a time on the device), the
+queue is bounded, and each can be stopped from the page.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
-from ..errors import CycleDiffError
-from ..options import OPTIONS
 from ..settings import EDIT, GUIDE, TRANSLATE
 from .components import FileImage, FileImageEditor
+from .controls import HEAVY, STOPPED
+from .controls import errors as _errors
+from .controls import eta_shown as _eta_shown
+from .controls import model_defaults as _model_defaults
+from .controls import sampling as _sampling
 from .results import EVERY, show, u8
 from .service import Studio, seeds_of
-from .uploads import for_painting, public
+from .uploads import for_painting
+from .video import video_tab
 
 # tiny demo images (8 × 8 digits) are enlarged crisply; whole images, never under a label or a caption: the label
 # gets its own row (padding), captions go below the image and wrap (never cut off), a gallery keeps four columns
@@ -37,41 +40,6 @@ CSS = (".cyclediff-pixels img { image-rendering: pixelated; object-fit: contain;
 GALLERY = {"format": "png", "columns": 4, "height": "auto", "object_fit": "contain",
            "elem_classes": ["cyclediff-pixels"], "buttons": ["download", "download_all", "fullscreen"]}
 TICK = 0.25  # seconds: a stopped request ends within this and the result being computed
-# Stop, in the browser: the status line says the run was stopped (unless it had finished: "N of N done")
-STOPPED = r"""(s) => { s = s || ""; const m = /^(\d+) of (\d+) done/.exec(s);
-  if (m && m[1] === m[2]) return s; return m ? s.replace(m[0], m[0] + " · stopped") : "stopped"; }"""
-HEAVY = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time on the model's device
-
-
-def _errors(fn):
-    """Errors a user can fix shown as one message on the page (and the API's error), never a traceback, never a
-    server path."""
-
-    @functools.wraps(fn)  # gradio reads the signature (its gr.Progress parameter) through __wrapped__
-    def wrapped(*args, **kwargs):
-        try:
-            result = fn(*args, **kwargs)
-            if isinstance(result, Iterator):
-                yield from result
-            else:
-                yield result
-        except CycleDiffError as err:
-            raise gr.Error(public(err), print_exception=False) from err
-        except MemoryError as err:
-            raise gr.Error("out of memory: ask for fewer seeds or smaller images", print_exception=False) from err
-
-    return wrapped
-
-
-def _sampling(defaults: Any, tab: str) -> tuple[gr.Slider, gr.Slider, gr.Slider]:
-    return (gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength", elem_id=f"{tab}-strength"),
-            gr.Slider(1, 1000, value=defaults.steps, step=1, label="Steps", elem_id=f"{tab}-steps"),
-            gr.Slider(0.05, 1.0, value=defaults.eta, step=0.05, label="η (eta)", elem_id=f"{tab}-eta"))
-
-
-def _eta_shown(method: str) -> Any:
-    """η only for the methods that take it (DDIB and FlowEdit have none: the value sent is then left out)."""
-    return gr.update(visible=method not in OPTIONS or "eta" in OPTIONS[method].knobs())
 
 
 def _picture(label: str, **kwargs: Any) -> gr.Image:
@@ -87,7 +55,7 @@ def _seeds(tab: str) -> tuple[gr.Textbox, gr.Slider]:
 
 
 def build_app(studio: Studio) -> gr.Blocks:
-    """The page: Edit, Translate, Guide and Latents tabs over the studio's models."""
+    """The page: Edit, Translate, Video, Guide and Latents tabs over the studio's models."""
     names = studio.names
     examples = _examples(studio)
     # gradio's copies of uploads and results: those older than an hour deleted every ten minutes
@@ -95,6 +63,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown("## cyclediff — edit, translate and guide with the stochastic latent space of diffusion models")
         _edit_tab(studio, names, examples)
         _translate_tab(studio, names, examples)
+        video_tab(studio, names)
         _guide_tab(studio, names)
         _latents_tab(studio, names)
     return app
@@ -177,13 +146,6 @@ def _edit_settings(studio: Studio, model: str) -> tuple[Any, ...]:
         negative = gr.Textbox(label="Negative prompt (text models)")
         method = gr.Radio(studio.methods(), value=start.method, label="Method")
     return strength, strengths, steps, eta, w, sw, negative, method
-
-
-@_errors
-def _model_defaults(studio: Studio, model: str) -> tuple[float, int, float, float, float]:
-    """The Edit form's sampling and guidance values for a model: its recommended ones, else the settings'."""
-    s = studio.defaults(model, EDIT)
-    return s.strength, s.steps, s.eta, s.guidance_scale, s.source_guidance_scale
 
 
 def _edit_results() -> list[Any]:

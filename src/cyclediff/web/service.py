@@ -260,6 +260,16 @@ class Studio:
         region = "auto" if mask_mode == "automatic" else None if drawn is None else str(drawn)
         shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method, "mask": region,
                   "mask_threshold": mask_threshold}
+        settings, task = self.edit_task(m, model, source, target, shared, guidance_scale, source_guidance_scale,
+                                        negative_prompt)
+        units = sweep_units(sweep or (strength,), lambda s: self._units(
+            path, seed_list, settings.replace(strength=s), "edit", f"_s{s:g}" if sweep else ""))
+        shown = {"image": seen, "note": note, "mask": drawn, "total": len(units), "strengths": sweep}
+        return first_then(("input", shown), self._run(task, units, folder=folder, sheets=len(sweep or ()) > 1))
+
+    def edit_task(self, m: Any, model: str, source: Any, target: Any, shared: dict[str, Any], guidance_scale: float,
+                  source_guidance_scale: float, negative_prompt: str | None = None) -> tuple[Any, Any]:
+        """A form's (settings, task) for images and clips: text models edit, class-conditional ones translate."""
         policy = self.options()
         if "prompt" in m.condition_keys:
             settings: Any = form_settings(EditSettings, {
@@ -276,10 +286,7 @@ class Studio:
                 "source_model": model, "target_model": model, "source_class": _integer(source, "the source class"),
                 "target_class": _integer(target, "the target class"), "guidance_scale": guidance_scale, **shared})
             task = TranslateTask(m, m, policy)
-        units = sweep_units(sweep or (strength,), lambda s: self._units(
-            path, seed_list, settings.replace(strength=s), "edit", f"_s{s:g}" if sweep else ""))
-        shown = {"image": seen, "note": note, "mask": drawn, "total": len(units), "strengths": sweep}
-        return first_then(("input", shown), self._run(task, units, folder=folder, sheets=len(sweep or ()) > 1))
+        return settings, task
 
     def translate(self, image: Any, source_model: str, target_model: str, *, source: Any = "", target: Any = "",
                   method: str = TRANSLATE.method, strength: float, steps: int, eta: float,
