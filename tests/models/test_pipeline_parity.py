@@ -1,7 +1,8 @@
 """A seed gives the family's own image: ``sample_latent`` (η = 0, the ODE) decoded through the model's codec equals
 the family's diffusers pipeline called with the same generator, steps, size and guidance, within 1e-4 on [0, 1]
 images. One check fixes the initial noise's shape and draw order, the grid, the timestep scaling, the packing and
-the guidance formula; every new family copies it (a pipeline builder in tests/tiny_sd.py, one parametrised test).
+the guidance formula; every new family calls it (a pipeline builder in tests/tiny_sd.py, one parametrised test;
+the check itself is tests/models/family_checks.py's).
 
 Each case also checks that the tiny random model can fail it: another seed, and another guidance scale, change the
 image by far more than the tolerance (the parity itself holds to about 1e-6).
@@ -13,6 +14,7 @@ import dataclasses
 
 import pytest
 import torch
+from family_checks import NEGATIVE, PROMPT, SEED, SENSITIVE, STEPS, TOLERANCE, assert_parity, ours, seed, theirs
 
 from cyclediff.encoder import encode
 from cyclediff.errors import CycleDiffError
@@ -21,43 +23,6 @@ from cyclediff.models import Flux, StableDiffusion, StableDiffusion3
 from cyclediff.models.codec import to_images
 from cyclediff.sampler import decode, sample_latent
 from tiny_sd import flux_pipeline, sd3_pipeline, sd_pipeline
-
-TOLERANCE = 1e-4  # on [0, 1] images, float32
-SENSITIVE = 20 * TOLERANCE  # what another seed or guidance scale must change, at least (seeds: ~0.4, guidance: 4e-3+)
-PROMPT, NEGATIVE, STEPS, SEED = "a red cat", "a blue dog", 4, 3
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
-
-
-def ours(model, s: int = SEED, size=(16, 16), eta: float = 0.0, **condition) -> torch.Tensor:
-    """Our image for seed s: a prior latent decoded by the sampler, then through the model's codec."""
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=STEPS, eta=eta, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(model.sample_shape[0], h, w), **condition)
-    return to_images(model, decode(z, model))
-
-
-def theirs(pipe, s: int = SEED, size=(16, 16), **call) -> torch.Tensor:
-    """The family's own pipeline's image for seed s (images in [0, 1])."""
-    with torch.no_grad():
-        return pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], generator=seed(s),
-                    output_type="pt", **call).images
-
-
-def assert_parity(model, pipe, *, size=(16, 16), pipe_call=None, other_guidance=None, **condition) -> float:
-    """Ours equals the pipeline's image; another seed (and another guidance, when given) is far from it."""
-    mine = ours(model, size=size, **condition)
-    reference = theirs(pipe, size=size, **(pipe_call if pipe_call is not None else condition))
-    assert mine.shape == reference.shape == (1, 3, *size)
-    diff = float((mine - reference).abs().max())
-    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
-    assert float((ours(model, SEED + 1, size=size, **condition) - reference).abs().max()) > SENSITIVE
-    if other_guidance is not None:
-        changed = ours(model, size=size, **{**condition, **other_guidance})
-        assert float((changed - reference).abs().max()) > SENSITIVE
-    return diff
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
