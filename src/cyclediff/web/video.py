@@ -95,7 +95,7 @@ def _first_view(studio: Studio, example: Any, model: str) -> tuple[str | None, s
     if example is None:
         return None, ""
     try:
-        path, note = clip_input(studio, example, model)
+        path, note = clip_input(studio, example, model, example.parent)  # kept: no request's folder
     except CycleDiffError as err:  # the page still opens; the status line says why there is no input shown
         return None, public(err)
     return str(path), note
