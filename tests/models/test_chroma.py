@@ -72,10 +72,9 @@ def test_the_t5_attention_mask_is_the_pipelines(chroma, pipe, monkeypatch):
 
 @pytest.mark.parametrize("strength, guidance", [(0.5, {"guidance_scale": 1.0}), (0.75, CFG), (1.0, CFG)])
 def test_sdedits_path_is_chromas_img2img_pipeline(chroma, pipe, strength, guidance):
-    """The image's VAE posterior draw, then x_start drawn from q(x_t | x0) at the strength's first step (the
-    pipeline's two draws, in its order), then the ODE on the strength-cut grid: ``ChromaImg2ImgPipeline``'s image.
-    (``edit(method="sdedit")`` refuses η = 0 and draws fresh noise in every step at η > 0, which this
-    deterministic pipeline does not: its path is composed here from the same parts.)"""
+    """SDEdit's path at η = 0, composed from the core's parts (``family_checks.sdedit_path``: the VAE posterior
+    draw, x_start from q(x_t | x0) at the strength's first step, the ODE on the cut grid), is
+    ``ChromaImg2ImgPipeline``'s image."""
     from diffusers import ChromaImg2ImgPipeline
 
     pipeline = ChromaImg2ImgPipeline.from_pipe(pipe)
