@@ -84,7 +84,9 @@ def network_config(choice: str, dtype: torch.dtype | None = None) -> Any:
 
 def quantization_kwargs(choice: str | None, kind: str, device: Any = None,
                         dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """The ``from_pretrained`` keywords that load the ``kind`` pipeline's network quantized to ``choice``."""
+    """The ``from_pretrained`` keywords that load the ``kind`` pipeline's network quantized to ``choice``, and its
+    second network of the same kind where the pipeline has one (Wan 2.2 A14B's low-noise ``transformer_2``;
+    diffusers skips a name the pipeline lacks)."""
     if choice is None:
         return {}
     check_setting("quantize", choice)
@@ -97,8 +99,8 @@ def quantization_kwargs(choice: str | None, kind: str, device: Any = None,
     check_quantize(choice, device)
     from diffusers.quantizers import PipelineQuantizationConfig
 
-    return {"quantization_config": PipelineQuantizationConfig(quant_mapping={network: network_config(
-        choice, dtype)})}
+    mapping = {name: network_config(choice, dtype) for name in (network, f"{network}_2")}
+    return {"quantization_config": PipelineQuantizationConfig(quant_mapping=mapping)}
 
 
 __all__ = ["BACKENDS", "CHOICES", "check_quantize", "network_config", "quantization_kwargs"]
