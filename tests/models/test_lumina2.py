@@ -6,23 +6,31 @@ file) and the CLI. diffusers has no Lumina 2 img2img pipeline to hold SDEdit aga
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, SENSITIVE, TOLERANCE, assert_parity, ours, theirs
+from family_checks import (
+    NEGATIVE,
+    assert_batch_invariant_edit,
+    assert_cli_edits,
+    assert_lora_is_fused,
+    assert_parity,
+    assert_reconstructs,
+    load_keys,
+    loaders_seen,
+    one_line_error,
+    ours,
+    theirs,
+)
 
 from conftest import gens
-from cyclediff import decode, edit, encode
-from cyclediff.cli import main
-from cyclediff.errors import CycleDiffError
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_model_space
 from cyclediff.models.lumina2 import Lumina2
 from tiny_lumina2 import lumina2_pipeline
 from tiny_sd import photos
 
-EXACT = 1e-5  # float32 reconstruction bound of the issue
-BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 CFG = {"guidance_scale": 4.0, "negative_prompt": NEGATIVE}
 SIZE = (32, 32)  # the pipeline takes the VAE's factor to be 8, and 2×2 patches: sides multiples of 16
 
@@ -60,55 +68,32 @@ def test_a_seed_gives_luminas_own_image(lumina, pipe, guidance, other, size):
 def test_a_lumina2_lora_gives_the_pipelines_fused_lora_image(tmp_path):
     """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
     fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
-    from tiny_sd import make_lora
-
-    file = make_lora(lumina2_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
-    fused = lumina2_pipeline(tmp_path / "fused")
-    fused.set_progress_bar_config(disable=True)
-    fused.load_lora_weights(str(file))
-    fused.fuse_lora()
-    reference = theirs(fused, size=SIZE, **CFG)
-    base = Lumina2.from_pipe(lumina2_pipeline(tmp_path / "base"))
-    styled = base.with_lora(file)
-    with torch.no_grad():  # the LoRA's parameters ask for gradients
-        diff = float((ours(styled, size=SIZE, **CFG) - reference).abs().max())
-        assert diff <= TOLERANCE, diff
-        assert float((ours(base, size=SIZE, **CFG) - reference).abs().max()) > SENSITIVE
+    assert_lora_is_fused(lumina2_pipeline, Lumina2.from_pipe, tmp_path, CFG, mine=partial(ours, size=SIZE),
+                         reference=partial(theirs, size=SIZE))
 
 
 # ---------------------------------------------------------------------------------------------------- the core
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_a_lumina_encoding_gives_its_latents_back(lumina, eta, strength):
-    x0 = to_model_space(lumina, images(2), gens(0, 1))
-    z = encode(x0, lumina, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
-    assert z.path == "rectified_flow"
-    torch.testing.assert_close(decode(z, lumina), x0, rtol=0, atol=EXACT)
+    assert_reconstructs(lumina, to_model_space(lumina, images(2), gens(0, 1)), strength=strength, eta=eta, **CFG)
 
 
 def test_lumina_edits_are_batch_invariant_under_guidance(lumina):
     """Source, target and negative rows of two images share one transformer call, each with its own mask."""
-    x = images(2)
-    kw = dict(steps=5, guidance_scale=4.0, source_guidance_scale=2.0)
-    both = edit(lumina, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
-                negative_prompt=["blue", "a horse of the car"], generator=gens(0, 1), **kw).images
-    one = edit(lumina, x[1:], source_prompt="a photo of the red car", prompt="a blue car",
-               negative_prompt="a horse of the car", generator=gens(1), **kw).images
-    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
-    plain = edit(lumina, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
-                 **kw).images
-    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+    assert_batch_invariant_edit(lumina, images(2), sources=["a cat", "a photo of the red car"],
+                                targets=["a dog", "a blue car"], negatives=["blue", "a horse of the car"], steps=5,
+                                guidance_scale=4.0, source_guidance_scale=2.0)
 
 
 def test_lumina_conditions_are_checked_in_one_line(lumina):
-    with pytest.raises(CycleDiffError, match="cfg_trunc_ratio .* not supported") as err:
+    with one_line_error("cfg_trunc_ratio .* not supported"):
         lumina.prepare_condition(1, prompt="a cat", guidance_scale=4.0, cfg_trunc_ratio=0.5)
-    assert "\n" not in str(err.value)
-    with pytest.raises(CycleDiffError, match="a Lumina 2 model takes no condition 'true_cfg_scale'"):
+    with one_line_error("a Lumina 2 model takes no condition 'true_cfg_scale'"):
         lumina.prepare_condition(1, prompt="a cat", true_cfg_scale=4.0)
-    with pytest.raises(CycleDiffError, match="cfg_normalization must be true or false"):
+    with one_line_error("cfg_normalization must be true or false"):
         lumina.prepare_condition(1, prompt="a cat", cfg_normalization="yes")
-    with pytest.raises(CycleDiffError, match="guidance_scale"):
+    with one_line_error("guidance_scale"):
         lumina.prepare_condition(1, prompt="a cat", guidance_scale=-1.0)
 
 
@@ -121,29 +106,18 @@ def test_a_lumina_condition_record_rebuilds_it(lumina):
 
 # ---------------------------------------------------------------------------------------------------- loading
 def test_from_pipe_load_and_the_cli_take_lumina(tmp_path, pipe):
-    from cyclediff._images import save_image
-
     assert isinstance(from_pipe(pipe), Lumina2)
     pipe.save_pretrained(tmp_path / "l2")
     model = load(str(tmp_path / "l2"))
     assert isinstance(model, Lumina2) and model.family == "lumina2"
-    save_image(images(1)[0], tmp_path / "cat.png")
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "l2"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--negative-prompt", "blue",
-                                    "--steps", "4", "--guidance-scale", "4", "--out", str(tmp_path / "out"), "-q"])
-    assert res.exit_code == 0, res.output
-    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+    assert_cli_edits(tmp_path, tmp_path / "l2", images(1)[0], "--negative-prompt", "blue", "--steps", "4",
+                     "--guidance-scale", "4")
 
 
 @pytest.mark.parametrize("key", ["cap_embedder.0.weight", "time_caption_embed.caption_embedder.0.weight"])
 def test_a_lumina_checkpoint_goes_to_its_loader(tmp_path, monkeypatch, key):
-    from safetensors.torch import save_file
-
-    seen = []
-    monkeypatch.setattr(Lumina2, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
-    save_file({key: torch.zeros(1), "context_refiner.0.attention.qkv.weight": torch.zeros(1)},
-              str(tmp_path / "l2.safetensors"))
-    load(str(tmp_path / "l2.safetensors"))
+    seen = loaders_seen(monkeypatch, Lumina2)
+    load_keys(tmp_path / "l2.safetensors", [key, "context_refiner.0.attention.qkv.weight"])
     assert seen == [Lumina2]
 
 
