@@ -7,15 +7,28 @@ SANA has no img2img pipeline in diffusers (SanaSprintImg2ImgPipeline is SANA-Spr
 
 from __future__ import annotations
 
+from functools import partial
+
+import family_checks
 import pytest
 import torch
-from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, TOLERANCE
+from family_checks import (
+    NEGATIVE,
+    PROMPT,
+    SENSITIVE,
+    TOLERANCE,
+    assert_batch_invariant_edit,
+    assert_cli_edits,
+    assert_lora_is_fused,
+    assert_reconstructs,
+    load_keys,
+    loaders_seen,
+    one_line_error,
+    seed,
+)
 
 from conftest import gens
-from cyclediff import decode, edit, encode
-from cyclediff.cli import main
-from cyclediff.errors import CycleDiffError
+from cyclediff import decode
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_images, to_model_space
 from cyclediff.models.sana import Sana, SanaSchedule, sana_schedule
@@ -23,14 +36,8 @@ from cyclediff.sampler import sample_latent
 from tiny_sana import sana_pipeline
 from tiny_sd import photos
 
-EXACT = 1e-5  # float32 reconstruction bound of the issue
-BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 SIZE = 32  # SanaPipeline takes sides that are multiples of 32
 CFG = {"guidance_scale": 4.5, "negative_prompt": NEGATIVE}
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +53,11 @@ def sana(pipe):
 
 
 def ours(model, s: int, steps: int, **condition) -> torch.Tensor:
-    z = sample_latent(model, 1, steps=steps, eta=0, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(4, SIZE // model.codec.factor, SIZE // model.codec.factor), **condition)
-    return to_images(model, decode(z, model))
+    return family_checks.ours(model, s, size=(SIZE, SIZE), steps=steps, **condition)
 
 
 def theirs(pipe, s: int, steps: int, **call) -> torch.Tensor:
-    with torch.no_grad():
-        return pipe(PROMPT, num_inference_steps=steps, height=SIZE, width=SIZE, generator=seed(s), output_type="pt",
-                    use_resolution_binning=False, **call).images
+    return family_checks.theirs(pipe, s, size=(SIZE, SIZE), steps=steps, use_resolution_binning=False, **call)
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -78,9 +81,8 @@ def test_the_grid_is_the_flow_dpm_solvers(shift):
 def test_other_schedulers_are_refused_in_one_line():
     from diffusers import DDIMScheduler
 
-    with pytest.raises(CycleDiffError, match="SANA needs a rectified-flow scheduler") as err:
+    with one_line_error("SANA needs a rectified-flow scheduler"):
         sana_schedule(DDIMScheduler().config)
-    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------- parity
@@ -141,20 +143,8 @@ def test_the_complex_human_instruction_is_the_pipelines(sana, pipe):
 def test_a_sana_lora_gives_the_pipelines_fused_lora_image(tmp_path):
     """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
     fuse_lora of the same file, seed for seed, with guidance; the base model stays the base."""
-    from tiny_sd import make_lora
-
-    file = make_lora(sana_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
-    fused = sana_pipeline(tmp_path / "fused")
-    fused.set_progress_bar_config(disable=True)
-    fused.load_lora_weights(str(file))
-    fused.fuse_lora()
-    reference = theirs(fused, 3, 2, **CFG)
-    base = Sana.from_pipe(sana_pipeline(tmp_path / "base"))
-    styled = base.with_lora(file)
-    with torch.no_grad():  # the LoRA's parameters ask for gradients
-        diff = float((ours(styled, 3, 2, **CFG) - reference).abs().max())
-        assert diff <= TOLERANCE, diff
-        assert float((ours(base, 3, 2, **CFG) - reference).abs().max()) > SENSITIVE
+    assert_lora_is_fused(sana_pipeline, Sana.from_pipe, tmp_path, CFG, mine=partial(ours, s=3, steps=2),
+                         reference=partial(theirs, s=3, steps=2))
 
 
 # ---------------------------------------------------------------------------------------------------- the core
@@ -162,54 +152,33 @@ def test_a_sana_lora_gives_the_pipelines_fused_lora_image(tmp_path):
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_a_sana_encoding_gives_its_latents_back(sana, eta, strength):
     x0 = to_model_space(sana, photos(2, size=SIZE), gens(0, 1))
-    z = encode(x0, sana, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
-    assert z.path == "rectified_flow"
-    torch.testing.assert_close(decode(z, sana), x0, rtol=0, atol=EXACT)
+    assert_reconstructs(sana, x0, strength=strength, eta=eta, **CFG)
 
 
 def test_sana_edits_are_batch_invariant_under_guidance(sana):
-    x = photos(2, size=SIZE)
-    kw = dict(steps=4, guidance_scale=4.5, source_guidance_scale=2.0)
-    both = edit(sana, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
-                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
-    one = edit(sana, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
-               generator=gens(1), **kw).images
-    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
-    plain = edit(sana, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
-                 **kw).images
-    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+    assert_batch_invariant_edit(sana, photos(2, size=SIZE), sources=["a cat", "a photo of the red car"],
+                                targets=["a dog", "a blue car"], negatives=["blue", "a horse"], steps=4,
+                                guidance_scale=4.5, source_guidance_scale=2.0)
 
 
 def test_sana_conditions_are_checked_in_one_line(sana):
-    with pytest.raises(CycleDiffError, match="a SANA model takes no condition 'true_cfg_scale'") as err:
+    with one_line_error("a SANA model takes no condition 'true_cfg_scale'"):
         sana.prepare_condition(1, prompt="a cat", true_cfg_scale=2.0)
-    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------- loading
 def test_from_pipe_load_and_the_cli_take_sana(tmp_path, pipe):
-    from cyclediff._images import save_image
-
     assert isinstance(from_pipe(pipe), Sana)
     pipe.save_pretrained(tmp_path / "sana")
     model = load(str(tmp_path / "sana"))
     assert isinstance(model, Sana) and model.family == "sana" and isinstance(model.schedule, SanaSchedule)
-    save_image(photos(1, size=SIZE)[0], tmp_path / "cat.png")
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "sana"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--negative-prompt", "blue",
-                                    "--steps", "4", "--guidance-scale", "4.5", "--out", str(tmp_path / "out"), "-q"])
-    assert res.exit_code == 0, res.output
-    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+    assert_cli_edits(tmp_path, tmp_path / "sana", photos(1, size=SIZE)[0], "--negative-prompt", "blue", "--steps",
+                     "4", "--guidance-scale", "4.5")
 
 
 @pytest.mark.parametrize("key", ["blocks.0.mlp.inverted_conv.conv.weight",
                                  "transformer_blocks.0.ff.conv_inverted.weight"])
 def test_a_sana_checkpoint_goes_to_its_loader(tmp_path, monkeypatch, key):
-    from safetensors.torch import save_file
-
-    seen = []
-    monkeypatch.setattr(Sana, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
-    save_file({key: torch.zeros(1), "transformer_blocks.0.attn2.to_k.weight": torch.zeros(1)},
-              str(tmp_path / "sana.safetensors"))
-    load(str(tmp_path / "sana.safetensors"))
+    seen = loaders_seen(monkeypatch, Sana)
+    load_keys(tmp_path / "sana.safetensors", [key, "transformer_blocks.0.attn2.to_k.weight"])
     assert seen == [Sana]
