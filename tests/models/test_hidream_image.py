@@ -7,31 +7,35 @@ guidance, loading and the CLI. HiDream has no img2img pipeline in diffusers, so 
 
 from __future__ import annotations
 
+from functools import partial
+
+import family_checks
 import pytest
 import torch
-from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, TOLERANCE
+from family_checks import (
+    NEGATIVE,
+    PROMPT,
+    SENSITIVE,
+    TOLERANCE,
+    assert_batch_invariant_edit,
+    assert_cli_edits,
+    assert_lora_is_fused,
+    assert_reconstructs,
+    load_keys,
+    loaders_seen,
+    one_line_error,
+)
 
 from conftest import gens
-from cyclediff import decode, edit, encode
-from cyclediff.cli import main
-from cyclediff.errors import CycleDiffError
 from cyclediff.flow import UniPCFlowSchedule
 from cyclediff.models import from_pipe, load
-from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.codec import to_model_space
 from cyclediff.models.families import family_of_keys, lora_match
 from cyclediff.models.hidream_image import HiDreamImage, hidream_schedule
-from cyclediff.sampler import sample_latent
 from tiny_hidream import SIZE, hidream_pipeline, unipc
 from tiny_sd import photos
 
-EXACT = 1e-5  # float32 reconstruction bound of the issue
-BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 CFG = {"guidance_scale": 4.0, "negative_prompt": NEGATIVE}
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +51,11 @@ def hidream(pipe):
 
 
 def ours(model, s: int, steps: int, size=(SIZE, SIZE), **condition) -> torch.Tensor:
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=steps, eta=0, generator=seed(s), prompt=PROMPT, sample_shape=(4, h, w),
-                      **condition)
-    return to_images(model, decode(z, model))
+    return family_checks.ours(model, s, size=size, steps=steps, **condition)
 
 
 def theirs(pipe, s: int, steps: int, size=(SIZE, SIZE), **call) -> torch.Tensor:
-    with torch.no_grad():
-        return pipe(PROMPT, num_inference_steps=steps, height=size[0], width=size[1], generator=seed(s),
-                    output_type="pt", **call).images
+    return family_checks.theirs(pipe, s, size=size, steps=steps, **call)
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -77,13 +76,11 @@ def test_the_grid_is_hidream_fulls_unipc(shift):
 def test_other_schedulers_are_refused_in_one_line():
     from diffusers import DDIMScheduler, UniPCMultistepScheduler
 
-    with pytest.raises(CycleDiffError, match="HiDream needs a rectified-flow scheduler") as err:
+    with one_line_error("HiDream needs a rectified-flow scheduler"):
         hidream_schedule(DDIMScheduler().config, 0.5)
-    assert "\n" not in str(err.value)
     karras = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, use_karras_sigmas=True)
-    with pytest.raises(CycleDiffError, match="use_karras_sigmas.*not HiDream-I1-Full's") as err:
+    with one_line_error("use_karras_sigmas.*not HiDream-I1-Full's"):
         hidream_schedule(karras.config, 0.5)
-    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------- parity
@@ -138,68 +135,41 @@ def test_a_guidance_scale_of_one_or_below_is_no_guidance_as_in_the_pipeline(hidr
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_a_hidream_encoding_gives_its_latents_back(hidream, eta, strength):
     x0 = to_model_space(hidream, photos(2, size=SIZE), gens(0, 1))
-    z = encode(x0, hidream, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
-    assert z.path == "rectified_flow"
-    torch.testing.assert_close(decode(z, hidream), x0, rtol=0, atol=EXACT)
+    assert_reconstructs(hidream, x0, strength=strength, eta=eta, **CFG)
 
 
 def test_hidream_edits_are_batch_invariant_under_guidance(hidream):
-    x = photos(2, size=SIZE)
-    kw = dict(steps=4, guidance_scale=4.0, source_guidance_scale=2.0)
-    both = edit(hidream, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
-                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
-    one = edit(hidream, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
-               generator=gens(1), **kw).images
-    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
-    plain = edit(hidream, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
-                 **kw).images
-    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+    assert_batch_invariant_edit(hidream, photos(2, size=SIZE), sources=["a cat", "a photo of the red car"],
+                                targets=["a dog", "a blue car"], negatives=["blue", "a horse"], steps=4,
+                                guidance_scale=4.0, source_guidance_scale=2.0)
 
 
 def test_hidream_conditions_and_samples_are_checked_in_one_line(hidream):
-    with pytest.raises(CycleDiffError, match="a HiDream-I1 model takes no condition 'true_cfg_scale'") as err:
+    with one_line_error("a HiDream-I1 model takes no condition 'true_cfg_scale'"):
         hidream.prepare_condition(1, prompt="a cat", true_cfg_scale=2.0)
-    assert "\n" not in str(err.value)
     hidream.check_sample(torch.zeros(1, 4, 4, 32))  # 32 patches: within the tiny transformer's 64
-    with pytest.raises(CycleDiffError, match="at most 64 2×2 patches; got 8×36") as err:
+    with one_line_error("at most 64 2×2 patches; got 8×36"):
         hidream.check_sample(torch.zeros(1, 4, 8, 36))
-    assert "\n" not in str(err.value)
 
 
 def test_a_hidream_lora_gives_the_pipelines_fused_lora_image(tmp_path):
     """with_lora(file) (HiDreamImageLoraLoaderMixin's adapters, on for the variant's calls) equals the pipeline's
     load_lora_weights + fuse_lora of the same file, seed for seed; the base model stays the base."""
-    from tiny_sd import make_lora
-
-    file = make_lora(hidream_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
-    fused = hidream_pipeline(tmp_path / "fused")
-    fused.set_progress_bar_config(disable=True)
-    fused.load_lora_weights(str(file))
-    fused.fuse_lora()
-    reference = theirs(fused, 3, 3, **CFG)
-    base = HiDreamImage.from_pipe(hidream_pipeline(tmp_path / "base"))
-    styled = base.with_lora(file)
-    with torch.no_grad():  # the LoRA's parameters ask for gradients
-        assert float((ours(styled, 3, 3, **CFG) - reference).abs().max()) <= TOLERANCE
-        assert float((ours(base, 3, 3, **CFG) - reference).abs().max()) > SENSITIVE
+    assert_lora_is_fused(hidream_pipeline, HiDreamImage.from_pipe, tmp_path, CFG, mine=partial(ours, s=3, steps=3),
+                         reference=partial(theirs, s=3, steps=3))
 
 
 # ---------------------------------------------------------------------------------------------------- loading
 def test_from_pipe_load_and_the_cli_take_hidream(tmp_path, pipe):
     import cyclediff.models
-    from cyclediff._images import save_image
 
     assert cyclediff.models.HiDreamImage is HiDreamImage  # named by the package, imported when first named
     assert isinstance(from_pipe(pipe), HiDreamImage)
     pipe.save_pretrained(tmp_path / "hidream")
     model = load(str(tmp_path / "hidream"))
     assert isinstance(model, HiDreamImage) and model.family == "hidream"
-    save_image(photos(1, size=SIZE)[0], tmp_path / "cat.png")
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "hidream"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--negative-prompt", "blue",
-                                    "--steps", "4", "--guidance-scale", "4", "--out", str(tmp_path / "out"), "-q"])
-    assert res.exit_code == 0, res.output
-    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+    assert_cli_edits(tmp_path, tmp_path / "hidream", photos(1, size=SIZE)[0], "--negative-prompt", "blue", "--steps",
+                     "4", "--guidance-scale", "4")
 
 
 def test_a_hidream_folder_without_its_llama_names_the_fix_in_one_line(tmp_path, pipe):
@@ -208,20 +178,15 @@ def test_a_hidream_folder_without_its_llama_names_the_fix_in_one_line(tmp_path, 
 
     HiDreamImagePipeline(**{**pipe.components, "text_encoder_4": None, "tokenizer_4": None}).save_pretrained(
         tmp_path / "no-llama")
-    with pytest.raises(CycleDiffError, match="needs Llama-3.1-8B-Instruct .*tokenizer_4 / text_encoder_4") as err:
+    with one_line_error("needs Llama-3.1-8B-Instruct .*tokenizer_4 / text_encoder_4"):
         load(str(tmp_path / "no-llama"))
-    assert "\n" not in str(err.value)
 
 
 def test_hidream_files_and_loras_are_told_by_their_blocks(tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-
     keys = ["double_stream_blocks.0.block.adaLN_modulation.1.bias", "single_stream_blocks.0.block.ff_i.gate.weight",
             "caption_projection.0.linear.weight"]
     assert family_of_keys(keys).name == "hidream"
     assert lora_match(["transformer.single_stream_blocks.0.block.attn1.to_q.lora_A.weight"])[0].name == "hidream"
-    seen = []
-    monkeypatch.setattr(HiDreamImage, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
-    save_file({k: torch.zeros(1) for k in keys}, str(tmp_path / "hidream.safetensors"))
-    load(str(tmp_path / "hidream.safetensors"))
+    seen = loaders_seen(monkeypatch, HiDreamImage)
+    load_keys(tmp_path / "hidream.safetensors", keys)
     assert seen == [HiDreamImage]
