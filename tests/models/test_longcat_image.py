@@ -6,13 +6,17 @@ no LongCat-Image img2img pipeline (LongCatImageEditPipeline feeds the image as r
 from __future__ import annotations
 
 import pytest
-import torch
-from click.testing import CliRunner
-from test_pipeline_parity import NEGATIVE, ours, theirs
+from family_checks import (
+    NEGATIVE,
+    assert_batch_invariant_edit,
+    assert_cli_edits,
+    assert_reconstructs,
+    one_line_error,
+    ours,
+    theirs,
+)
 
 from conftest import gens
-from cyclediff import decode, edit, encode
-from cyclediff.cli import main
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_model_space
 from cyclediff.models.longcat_image import LongCatImage
@@ -21,8 +25,6 @@ from tiny_sd import photos
 
 TOLERANCE = 1e-4  # on [0, 1] images, float32 (the parity holds to about 4e-7)
 GUIDANCE_MOVES = 3e-4  # the random text moves this tiny model's images little: another guidance scale, ≥ 4e-4
-EXACT = 1e-5
-BATCH_ULPS = 1e-5
 CFG = {"guidance_scale": 4.5, "negative_prompt": NEGATIVE}
 
 
@@ -53,41 +55,26 @@ def test_a_seed_gives_longcat_images_own_image(longcat, pipe, guidance, other, s
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_a_longcat_image_encoding_gives_its_latents_back(longcat, eta, strength):
-    x0 = to_model_space(longcat, photos(2), gens(0, 1))
-    z = encode(x0, longcat, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
-    torch.testing.assert_close(decode(z, longcat), x0, rtol=0, atol=EXACT)
+    assert_reconstructs(longcat, to_model_space(longcat, photos(2), gens(0, 1)), strength=strength, eta=eta, **CFG)
 
 
 def test_longcat_image_edits_are_batch_invariant_under_guidance(longcat):
-    x = photos(2)
-    kw = dict(steps=4, guidance_scale=4.5, source_guidance_scale=2.0)
-    both = edit(longcat, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
-                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
-    one = edit(longcat, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
-               generator=gens(1), **kw).images
-    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
+    """(The random text moves this tiny model's images little: no check that the negative prompt moves them.)"""
+    assert_batch_invariant_edit(longcat, photos(2), sources=["a cat", "a photo of the red car"],
+                                targets=["a dog", "a blue car"], negatives=["blue", "a horse"], moves=None, steps=4,
+                                guidance_scale=4.5, source_guidance_scale=2.0)
 
 
 def test_from_pipe_load_and_the_cli_take_longcat_image(tmp_path, pipe):
-    from cyclediff._images import save_image
-
     assert isinstance(from_pipe(pipe), LongCatImage)
     pipe.save_pretrained(tmp_path / "lc")
     model = load(str(tmp_path / "lc"))
     assert isinstance(model, LongCatImage) and model.family == "longcat-image"
-    save_image(photos(1)[0], tmp_path / "cat.png")
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "lc"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
-                                    "--guidance-scale", "4.5", "--out", str(tmp_path / "out"), "-q"])
-    assert res.exit_code == 0, res.output
-    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+    assert_cli_edits(tmp_path, tmp_path / "lc", photos(1)[0], "--steps", "4", "--guidance-scale", "4.5")
 
 
 def test_a_lora_on_a_pipeline_without_a_lora_loader_is_one_line(tmp_path):
     """diffusers' LongCatImagePipeline has no load_lora_weights: one line, not Python's AttributeError."""
-    from cyclediff.errors import CycleDiffError
-    from cyclediff.models import from_pipe
-
     model = from_pipe(longcat_image_pipeline(tmp_path))
-    with pytest.raises(CycleDiffError, match="takes no LoRA here"):
+    with one_line_error("takes no LoRA here"):
         model.with_lora(tmp_path / "style.safetensors", 0.5)
