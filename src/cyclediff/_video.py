@@ -171,7 +171,8 @@ def _read_file(path: Path, max_frames, stride, sizing) -> tuple[list, float, int
         _check_pixels(path, (ctx.height, ctx.width), sizing["max_pixels"], "")
         _check_pixels(path, _target_size((ctx.height, ctx.width), sizing["size"], sizing["multiple"], sizing["fit"]),
                       sizing["max_pixels"], "after resizing")
-        rate = _rate(stream)
+        rate = _gif_rate(path) if path.suffix.lower() == ".gif" else None
+        rate = rate or _rate(stream)
         notes = [f"{path.name}: its audio was dropped (clips are written without sound)"] if container.streams.audio \
             else []
         total = int(stream.frames) or None
@@ -200,6 +201,32 @@ def _rate(stream) -> float:
         if rate:
             return float(rate)
     return FOLDER_FPS
+
+
+def gif_ticks(frames: int, fps: float) -> list[int]:
+    """The durations (hundredths of a second) :func:`write_clip` gives the frames of a GIF at ``fps``: each frame's
+    start time rounded to a hundredth (24 fps: 4 and 5 alternating, so the clip's length stays right), none under
+    2 (players slow shorter ones down)."""
+    starts = [round(100 * i / fps) for i in range(frames + 1)]
+    return [max(2, b - a) for a, b in zip(starts, starts[1:])]
+
+
+def _gif_rate(path: Path) -> float | None:
+    """A GIF's frame rate: the whole rate whose :func:`gif_ticks` are its frames' durations (the one nearest its
+    mean rate when several are), else frames / length (another writer's equal delays: 12 hundredths is 8.33 fps);
+    None when its frames say no durations."""
+    from PIL import Image, ImageSequence
+
+    try:
+        with Image.open(path) as img:
+            ticks = [int(frame.info.get("duration", 0)) // 10 for frame in ImageSequence.Iterator(img)]
+    except (OSError, ValueError):
+        return None
+    if not ticks or not sum(ticks):
+        return None
+    mean = 100 * len(ticks) / sum(ticks)
+    fitting = [r for r in range(1, 101) if gif_ticks(len(ticks), r) == ticks]
+    return float(min(fitting, key=lambda r: abs(r - mean))) if fitting else mean
 
 
 def _rotated(array: np.ndarray, rotation: int) -> np.ndarray:
@@ -258,8 +285,7 @@ def _av_writer(pixels: np.ndarray, fps: float, suffix: str, record: str | None):
 def _gif_writer(pixels: np.ndarray, fps: float, record: str | None):
     from PIL import Image
 
-    # GIF keeps a frame's duration in hundredths of a second: the nearest one is written (24 fps plays at 25)
-    duration = max(2, round(100 / fps)) * 10
+    duration = [tick * 10 for tick in gif_ticks(len(pixels), fps)]  # GIF counts hundredths of a second
 
     def write(tmp: str) -> None:
         images = [Image.fromarray(a) for a in pixels]
@@ -268,11 +294,6 @@ def _gif_writer(pixels: np.ndarray, fps: float, record: str | None):
                        optimize=False, disposal=1, **extra)
 
     return write
-
-
-def gif_fps(fps: float) -> float:
-    """The frame rate a GIF written at ``fps`` plays at (its durations are whole hundredths of a second)."""
-    return 100 / max(2, round(100 / fps))
 
 
 def write_frames(folder: str | os.PathLike, frames: torch.Tensor, *, record: str | None = None) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cyclediff import _video
-from cyclediff._video import gif_fps, is_clip, read_clip, read_record, write_clip
+from cyclediff._video import is_clip, read_clip, read_record, write_clip
 from cyclediff.errors import CycleDiffError
 
 LOSSY_PSNR = 30.0  # dB: H.264 / VP9 at the quality written (yuv420p halves the chroma of the square's sharp edges)
@@ -81,7 +81,24 @@ def test_frames_and_gif_round_trip_exactly(tmp_path):
     assert torch.equal(back.frames, x) and back.fps == 12 and back.notes == []
     gif = read_clip(write_clip(tmp_path / "a.gif", x, 25))
     assert torch.equal(gif.frames, x) and gif.fps == 25  # a few colours: the palette holds them exactly
-    assert read_clip(write_clip(tmp_path / "b.gif", x, 24)).fps == gif_fps(24) == 25  # hundredths of a second
+
+
+@pytest.mark.parametrize("fps", [8, 12, 15, 24, 25, 30])
+@pytest.mark.parametrize("frames", [5, 8, 9, 17, 33])
+def test_a_gif_keeps_its_frame_rate_though_it_counts_hundredths(tmp_path, fps, frames):
+    """GIF keeps frame times in hundredths of a second (24 fps is 4.17 of them): the written durations alternate
+    so that the length is right, and the rate read back is the one written."""
+    x = torch.rand(frames, 3, 8, 8)
+    assert read_clip(write_clip(tmp_path / "a.gif", x, fps)).fps == fps
+
+
+def test_a_gif_of_equal_delays_reads_at_its_own_rate(tmp_path):
+    """Another writer's GIF of 12-hundredth frames plays at 8.33 fps, not at a whole rate near it."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (8, 8), (i * 30, 0, 0)) for i in range(8)]
+    frames[0].save(tmp_path / "b.gif", save_all=True, append_images=frames[1:], duration=120, loop=0)
+    assert read_clip(tmp_path / "b.gif").fps == pytest.approx(100 / 12)
 
 
 def test_folder_frames_in_numeric_order_and_fps_assumed(tmp_path):
