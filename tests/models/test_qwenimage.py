@@ -6,29 +6,32 @@ from __future__ import annotations
 
 import pytest
 import torch
-from click.testing import CliRunner
+from family_checks import (
+    BATCH_ULPS,
+    PROMPT,
+    SEED,
+    SENSITIVE,
+    STEPS,
+    TOLERANCE,
+    assert_cli_edits,
+    assert_lora_is_fused,
+    assert_reconstructs,
+    ours,
+    seed,
+    theirs,
+)
 
 from conftest import gens
-from cyclediff import decode, edit, encode
-from cyclediff.cli import main
+from cyclediff import edit
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import from_pipe, load
 from cyclediff.models import qwenimage as qwen_module
-from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.codec import to_model_space
 from cyclediff.models.qwenimage import QwenImage
-from cyclediff.sampler import sample_latent
 from tiny_qwenimage import qwenimage_pipeline
 from tiny_sd import photos
 
-TOLERANCE = 1e-4  # on [0, 1] images, float32 (observed ≤ 7e-7)
-SENSITIVE = 20 * TOLERANCE  # what another seed, guidance scale or formula must change at least
-EXACT = 1e-5  # float32 reconstruction bound
-BATCH_ULPS = 1e-5
-PROMPT, NEGATIVE, LONG, STEPS, SEED = "a red cat", "a photo of a dog in the snow", "a photo of a dog in the snow", 4, 3
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
+NEGATIVE = LONG = "a photo of a dog in the snow"
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +42,6 @@ def pipe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def qwen(pipe):
     return QwenImage.from_pipe(pipe)
-
-
-def ours(model, s: int = SEED, size=(16, 16), **condition) -> torch.Tensor:
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=STEPS, eta=0.0, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(model.sample_shape[0], h, w), **condition)
-    return to_images(model, decode(z, model))
-
-
-def theirs(pipe, s: int = SEED, size=(16, 16), **call) -> torch.Tensor:
-    with torch.no_grad():
-        return pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], generator=seed(s),
-                    output_type="pt", **call).images
 
 
 def far(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -115,11 +105,8 @@ def test_sdedit_at_eta_zero_is_qwen_images_img2img_pipeline(pipe, qwen):
 @pytest.mark.parametrize("eta", [0.1, 1.0])
 @pytest.mark.parametrize("strength", [0.5, 1.0])
 def test_decoding_a_qwen_image_encoding_gives_its_latents_back(qwen, eta, strength):
-    x0 = to_model_space(qwen, photos(2), gens(0, 1))
-    z = encode(x0, qwen, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt=["a cat", LONG],
-               guidance_scale=4.0)
-    assert z.path == "rectified_flow"
-    torch.testing.assert_close(decode(z, qwen), x0, rtol=0, atol=EXACT)
+    assert_reconstructs(qwen, to_model_space(qwen, photos(2), gens(0, 1)), strength=strength, eta=eta,
+                        prompt=["a cat", LONG], guidance_scale=4.0)
 
 
 def test_qwen_image_edits_are_batch_invariant_under_true_cfg(qwen):
@@ -167,18 +154,11 @@ def test_qwen_image_conditions_refuse_what_they_cannot_mean(qwen, pipe):
 
 
 def test_from_pipe_load_and_the_cli_take_qwen_image(tmp_path, pipe):
-    from cyclediff._images import save_image
-
     assert isinstance(from_pipe(pipe), QwenImage)
     pipe.save_pretrained(tmp_path / "qwen")
     model = load(str(tmp_path / "qwen"))
     assert isinstance(model, QwenImage) and model.family == "qwenimage"
-    save_image(photos(1)[0], tmp_path / "cat.png")
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.png"), "--model", str(tmp_path / "qwen"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
-                                    "--guidance-scale", "4", "--out", str(tmp_path / "out"), "-q"])
-    assert res.exit_code == 0, res.output
-    assert len(list((tmp_path / "out").glob("cat_a-dog_*.png"))) == 1
+    assert_cli_edits(tmp_path, tmp_path / "qwen", photos(1)[0], "--steps", "4", "--guidance-scale", "4")
 
 
 def test_a_single_qwen_image_transformer_file_loads_with_its_base(tmp_path, pipe, qwen):
@@ -201,17 +181,6 @@ def test_a_single_qwen_image_transformer_file_loads_with_its_base(tmp_path, pipe
 def test_a_qwen_image_lora_gives_the_pipelines_fused_lora_image(tmp_path):
     """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
     fuse_lora of the same file, seed for seed; the base model stays the base."""
-    from tiny_sd import make_lora
-
-    file = make_lora(qwenimage_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
-    fused = qwenimage_pipeline(tmp_path / "fused")
-    fused.load_lora_weights(str(file))
-    fused.fuse_lora()
-    guided = {"guidance_scale": 4.0, "negative_prompt": NEGATIVE}
-    reference = theirs(fused, true_cfg_scale=4.0, negative_prompt=NEGATIVE)
-    base = QwenImage.from_pipe(qwenimage_pipeline(tmp_path / "base"))  # the module's model stays without adapters
-    styled = base.with_lora(file)
-    with torch.no_grad():
-        diff = float((ours(styled, **guided) - reference).abs().max())
-        assert diff <= TOLERANCE, diff
-        assert far(ours(base, **guided), reference)
+    assert_lora_is_fused(qwenimage_pipeline, QwenImage.from_pipe, tmp_path,
+                         {"guidance_scale": 4.0, "negative_prompt": NEGATIVE},
+                         pipe_call={"true_cfg_scale": 4.0, "negative_prompt": NEGATIVE})
