@@ -52,10 +52,12 @@ def theirs(pipe, s: int = SEED, size=(16, 16), steps: int = STEPS, **call) -> to
                     output_type="pt", **call).images
 
 
-def assert_parity(model, pipe, *, size=(16, 16), pipe_call=None, other_guidance=None, **condition) -> float:
-    """Ours equals the pipeline's image; another seed (and another guidance, when given) is far from it."""
+def assert_parity(model, pipe, *, size=(16, 16), pipe_call=None, other_guidance=None, reference=theirs,
+                  **condition) -> float:
+    """Ours equals the pipeline's image (``reference(pipe, size=, **call)``, the shared ``theirs`` unless given);
+    another seed (and another guidance, when given) is far from it."""
     mine = ours(model, size=size, **condition)
-    reference = theirs(pipe, size=size, **(pipe_call if pipe_call is not None else condition))
+    reference = reference(pipe, size=size, **(pipe_call if pipe_call is not None else condition))
     assert mine.shape == reference.shape == (1, 3, *size)
     diff = gap(mine, reference)
     assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
