@@ -5,18 +5,30 @@ classifier-free guidance with and without a negative prompt, Wan 2.2's two trans
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
+from family_checks import (
+    BATCH_ULPS,
+    EXACT,
+    NEGATIVE,
+    PROMPT,
+    SENSITIVE,
+    STEPS,
+    TOLERANCE,
+    assert_batch_invariant_edit,
+    assert_lora_is_fused,
+    assert_reconstructs,
+    sdedit_path,
+    seed,
+)
+from video_checks import VideoFamily, assert_cli_edits_clip, assert_method_edits_clip
 
 from conftest import gens
 from cyclediff import CycleDiffusion, SDEdit, decode, edit, encode
-from cyclediff._noise import gaussian_like
-from cyclediff.baselines import ddim_generate
 from cyclediff.cycle import cycle
-from cyclediff.encoder import start_point
 from cyclediff.errors import CycleDiffError
 from cyclediff.latent import Latent
 from cyclediff.models import from_pipe, load
@@ -27,19 +39,9 @@ from tiny_sd import photos
 from tiny_wan import FRAMES, SIZE, wan_pipeline
 
 TOKENS = 16  # prompts padded to 16 tokens, not 512: the prompt's few tokens then weigh on the random network
-EXACT = 1e-5  # float32 reconstruction bound of the issue
-BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 CFG = {"guidance_scale": 5.0, "negative_prompt": NEGATIVE}
-
-
-def clips(batch: int, seed: int = 0, frames: int = FRAMES) -> torch.Tensor:
-    """(B, 3, F, 16, 16) clips in [0, 1]: a picture sliding one pixel a frame."""
-    base = photos(batch, size=SIZE, seed=seed)
-    return torch.stack([torch.roll(base, shifts=i, dims=-1) for i in range(frames)], dim=2)
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
+WAN = VideoFamily(FRAMES, (SIZE, SIZE), call={"max_sequence_length": TOKENS})
+clips, ours, theirs, assert_video_parity = WAN.clips, WAN.ours, WAN.theirs, WAN.assert_parity
 
 
 @pytest.fixture(scope="module")
@@ -55,32 +57,6 @@ def wan(pipe):
 
 
 # ---------------------------------------------------------------------------------------------------- parity
-def ours(model, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **condition) -> torch.Tensor:
-    f = (frames - 1) // model.codec.temporal + 1
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=STEPS, eta=0, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(model.sample_shape[0], f, h, w), **condition)
-    return to_images(model, decode(z, model))
-
-
-def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> torch.Tensor:
-    """The pipeline's clip as (B, 3, F, H, W) in [0, 1] (it gives (B, F, 3, H, W))."""
-    with torch.no_grad():
-        out = pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
-                   generator=seed(s), output_type="pt", max_sequence_length=TOKENS, **call).frames
-    return out.transpose(1, 2)
-
-
-def assert_video_parity(model, pipe, other, frames=FRAMES, size=(SIZE, SIZE), **condition) -> float:
-    mine, reference = ours(model, 3, frames, size, **condition), theirs(pipe, 3, frames, size, **condition)
-    assert mine.shape == reference.shape == (1, 3, frames, *size)
-    diff = float((mine - reference).abs().max())
-    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
-    assert float((ours(model, 4, frames, size, **condition) - reference).abs().max()) > SENSITIVE
-    assert float((ours(model, 3, frames, size, **{**condition, **other}) - reference).abs().max()) > SENSITIVE
-    return diff
-
-
 @pytest.mark.parametrize("guidance, other, frames, size", [
     ({"guidance_scale": 1.0}, CFG, FRAMES, (SIZE, SIZE)),
     (CFG, {"guidance_scale": 1.0}, FRAMES, (SIZE, SIZE)),
@@ -156,12 +132,7 @@ def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guida
     x = clips(1, seed=1)
 
     def mine(s: int) -> torch.Tensor:
-        g = seed(s)
-        x0 = to_model_space(wan, x, g)
-        timesteps = list(wan.schedule_for(tuple(x0.shape)).timesteps(STEPS, strength))
-        x_start = start_point(x0, wan.schedule.alpha_bar_at(timesteps[0]), gaussian_like(x0, g))
-        return to_images(wan, ddim_generate(x_start, wan, wan.prepare_condition(1, prompt=PROMPT, **guidance),
-                                            timesteps))
+        return sdedit_path(wan, x, strength, s, **guidance)
 
     with torch.no_grad():
         reference = v2v(video=x.transpose(1, 2), prompt=PROMPT, strength=strength, num_inference_steps=STEPS,
@@ -177,19 +148,8 @@ def test_sdedits_path_is_wans_video_to_video_pipeline(wan, pipe, strength, guida
 def test_a_wan_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
     """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
     fuse_lora of the same file, seed for seed, with classifier-free guidance; the base model stays the base."""
-    from tiny_sd import make_lora
-
-    file = make_lora(wan_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
-    fused = wan_pipeline(tmp_path / "fused")
-    fused.set_progress_bar_config(disable=True)
-    fused.load_lora_weights(str(file))
-    fused.fuse_lora()
-    reference = theirs(fused, 3, **CFG)
-    base = Wan(wan_pipeline(tmp_path / "base"), frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
-    styled = base.with_lora(file)
-    with torch.no_grad():
-        assert float((ours(styled, 3, **CFG) - reference).abs().max()) <= TOLERANCE
-        assert float((ours(base, 3, **CFG) - reference).abs().max()) > SENSITIVE
+    assert_lora_is_fused(wan_pipeline, partial(Wan, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS),
+                         tmp_path, CFG, mine=partial(ours, s=3), reference=partial(theirs, s=3))
 
 
 # ---------------------------------------------------------------------------------------------------- the core
@@ -198,9 +158,8 @@ def test_a_wan_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
 def test_decoding_a_wan_encoding_gives_its_5d_latents_back(wan, eta, strength, tmp_path):
     x0 = to_model_space(wan, clips(2), None)
     assert x0.shape == (2, 16, 3, 2, 2)
-    z = encode(x0, wan, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **CFG)
-    assert z.path == "rectified_flow" and z.sample_shape == (16, 3, 2, 2)
-    torch.testing.assert_close(decode(z, wan), x0, rtol=0, atol=EXACT)
+    z = assert_reconstructs(wan, x0, strength=strength, eta=eta, **CFG)
+    assert z.sample_shape == (16, 3, 2, 2)
     if eta == 1.0 and strength == 1.0:  # a latent file of a clip holds its 5-D draws
         z.save(tmp_path / "clip.latent.safetensors")
         torch.testing.assert_close(decode(Latent.load(tmp_path / "clip.latent.safetensors"), wan), x0, rtol=0,
@@ -208,17 +167,9 @@ def test_decoding_a_wan_encoding_gives_its_5d_latents_back(wan, eta, strength, t
 
 
 def test_wan_edits_are_batch_invariant_under_guidance(wan):
-    x = clips(2)
-    kw = dict(steps=5, guidance_scale=5.0, source_guidance_scale=2.0)
-    both = edit(wan, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
-                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
-    one = edit(wan, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
-               generator=gens(1), **kw).images
-    assert both.shape == (2, 3, FRAMES, SIZE, SIZE)
-    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
-    plain = edit(wan, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
-                 **kw).images
-    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+    assert_batch_invariant_edit(wan, clips(2), sources=["a cat", "a photo of the red car"],
+                                targets=["a dog", "a blue car"], negatives=["blue", "a horse"], steps=5,
+                                guidance_scale=5.0, source_guidance_scale=2.0)
 
 
 def test_many_targets_translation_and_interpolation_take_clips(wan):
@@ -243,11 +194,7 @@ def test_many_targets_translation_and_interpolation_take_clips(wan):
 
 @pytest.mark.parametrize("method", ["cyclediffusion", "edit-friendly", "flowedit", "sdedit", "ddib"])
 def test_the_five_methods_edit_a_clip(wan, method):
-    x = clips(1)
-    out = edit(wan, x, source_prompt="a cat", prompt="a dog", steps=4, guidance_scale=3.0, generator=gens(0),
-               method=method).images
-    assert out.shape == x.shape and torch.isfinite(out).all()
-    assert float((out - to_images(wan, to_model_space(wan, x, None))).abs().max()) > SENSITIVE
+    assert_method_edits_clip(wan, clips(1), method, 3.0)
 
 
 def test_a_mask_per_frame_keeps_the_latents_outside_it_and_the_frames_before_it(wan):
@@ -327,21 +274,9 @@ def test_from_pipe_and_load_take_wan_and_vae_tiling_reaches_its_vae(tmp_path, pi
 def test_the_cli_edits_a_clip_with_a_wan_folder(tmp_path, pipe):
     """10 frames are cut to Wan's 9 (said in the status line); the edit is written as an .mp4 of 9 frames at the
     input's frame rate."""
-    from click.testing import CliRunner
-
-    from cyclediff._video import read_clip, write_clip
-    from cyclediff.cli import main
-
     pipe.save_pretrained(tmp_path / "wan")
-    write_clip(tmp_path / "cat.mp4", clips(1, frames=10)[0].transpose(0, 1), 8.0)
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "wan"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
-                                    "--guidance-scale", "3", "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
-    assert "10 frames cut to 9" in res.output
-    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
-    clip = read_clip(written)
-    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+    assert_cli_edits_clip(tmp_path, tmp_path / "wan", clips(1, frames=10)[0], FRAMES, "10 frames cut to 9", "--steps",
+                          "4", "--guidance-scale", "3")
 
 
 def test_a_wan_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
