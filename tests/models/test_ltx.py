@@ -9,33 +9,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
+from family_checks import (
+    BATCH_ULPS,
+    NEGATIVE,
+    PROMPT,
+    SENSITIVE,
+    STEPS,
+    TOLERANCE,
+    assert_batch_invariant_edit,
+    assert_reconstructs,
+    loaders_seen,
+    one_line_error,
+    seed,
+)
+from video_checks import VideoFamily, assert_cli_edits_clip, assert_method_edits_clip
 
 from conftest import gens
-from cyclediff import CycleDiffusion, decode, edit, encode
+from cyclediff import CycleDiffusion, edit
 from cyclediff.cycle import cycle
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import from_pipe, load
-from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.codec import to_model_space
 from cyclediff.models.ltx import LTXVideo
-from cyclediff.sampler import sample_latent
 from tiny_ltx import FRAMES, SIZE, ltx_pipeline
 from tiny_sd import photos
 
 TOKENS = 16  # prompts padded to 16 tokens, not 128: the prompt's few tokens then weigh on the random network
-EXACT = 1e-5  # float32 reconstruction bound of the issue
-BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 CFG = {"guidance_scale": 3.0, "negative_prompt": NEGATIVE}
-
-
-def clips(batch: int, seed: int = 0, frames: int = FRAMES, size: tuple[int, int] = (SIZE, SIZE)) -> torch.Tensor:
-    """(B, 3, F, H, W) clips in [0, 1]: a picture sliding two pixels a frame."""
-    base = photos(batch, size=max(size), seed=seed)[..., :size[0], :size[1]]
-    return torch.stack([torch.roll(base, shifts=2 * i, dims=-1) for i in range(frames)], dim=2)
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
+# clips of a picture sliding two pixels a frame; the pipeline called with guidance 1 unless asked (its default is 3)
+LTX = VideoFamily(FRAMES, (SIZE, SIZE), call={"guidance_scale": 1.0, "max_sequence_length": TOKENS}, slide=2)
+clips, ours, theirs, assert_video_parity = LTX.clips, LTX.ours, LTX.theirs, LTX.assert_parity
 
 
 @pytest.fixture(scope="module")
@@ -51,35 +54,6 @@ def ltx(pipe):
 
 
 # ---------------------------------------------------------------------------------------------------- parity
-def ours(model, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **condition) -> torch.Tensor:
-    f = (frames - 1) // model.codec.temporal + 1
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=STEPS, eta=0, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(model.sample_shape[0], f, h, w), **condition)
-    return to_images(model, decode(z, model))
-
-
-def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> torch.Tensor:
-    """The pipeline's clip as (B, 3, F, H, W) in [0, 1] (it gives (B, F, 3, H, W)); guidance 1 unless asked (its
-    default is 3)."""
-    call = {"guidance_scale": 1.0, **call}
-    with torch.no_grad():
-        out = pipe(prompt=PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
-                   generator=seed(s), output_type="pt", max_sequence_length=TOKENS, **call).frames
-    return out.transpose(1, 2)
-
-
-def assert_video_parity(model, pipe, other, frames=FRAMES, size=(SIZE, SIZE), call=None, **condition) -> float:
-    mine = ours(model, 3, frames, size, **condition)
-    reference = theirs(pipe, 3, frames, size, **condition, **(call or {}))
-    assert mine.shape == reference.shape == (1, 3, frames, *size)
-    diff = float((mine - reference).abs().max())
-    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
-    assert float((ours(model, 4, frames, size, **condition) - reference).abs().max()) > SENSITIVE
-    assert float((ours(model, 3, frames, size, **{**condition, **other}) - reference).abs().max()) > SENSITIVE
-    return diff
-
-
 @pytest.mark.parametrize("guidance, other, frames, size", [
     ({"guidance_scale": 1.0}, CFG, FRAMES, (SIZE, SIZE)),
     (CFG, {"guidance_scale": 1.0}, FRAMES, (SIZE, SIZE)),
@@ -174,9 +148,8 @@ def test_sdedit_is_ltx_condition_pipelines_denoise_strength(conditioned, strengt
 def test_ltx_condition_pipelines_shifted_schedulers_are_refused_in_one_line(pipe):
     from diffusers import LTXConditionPipeline
 
-    with pytest.raises(CycleDiffError, match="unshifted scheduler") as err:
+    with one_line_error("unshifted scheduler"):
         LTXVideo(LTXConditionPipeline.from_pipe(pipe), frames=FRAMES, size=(SIZE, SIZE))
-    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------- the core
@@ -185,24 +158,14 @@ def test_ltx_condition_pipelines_shifted_schedulers_are_refused_in_one_line(pipe
 def test_decoding_an_ltx_encoding_gives_its_5d_latents_back(ltx, eta, strength):
     x0 = to_model_space(ltx, clips(2), None)
     assert x0.shape == (2, 8, 2, 1, 1)
-    z = encode(x0, ltx, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat",
-               guidance_rescale=0.5, **CFG)
-    assert z.path == "rectified_flow" and z.sample_shape == (8, 2, 1, 1)
-    torch.testing.assert_close(decode(z, ltx), x0, rtol=0, atol=EXACT)
+    z = assert_reconstructs(ltx, x0, strength=strength, eta=eta, guidance_rescale=0.5, **CFG)
+    assert z.sample_shape == (8, 2, 1, 1)
 
 
 def test_ltx_edits_are_batch_invariant_under_guidance(ltx):
-    x = clips(2)
-    kw = dict(steps=5, guidance_scale=3.0, source_guidance_scale=2.0)
-    both = edit(ltx, x, source_prompt=["a cat", "a photo of the red car"], prompt=["a dog", "a blue car"],
-                negative_prompt=["blue", "a horse"], generator=gens(0, 1), **kw).images
-    one = edit(ltx, x[1:], source_prompt="a photo of the red car", prompt="a blue car", negative_prompt="a horse",
-               generator=gens(1), **kw).images
-    assert both.shape == (2, 3, FRAMES, SIZE, SIZE)
-    torch.testing.assert_close(both[1:], one, rtol=0, atol=BATCH_ULPS)
-    plain = edit(ltx, x[1:], source_prompt="a photo of the red car", prompt="a blue car", generator=gens(1),
-                 **kw).images
-    assert float((plain - one).abs().max()) > SENSITIVE  # the negative prompt reaches the target's rows
+    assert_batch_invariant_edit(ltx, clips(2), sources=["a cat", "a photo of the red car"],
+                                targets=["a dog", "a blue car"], negatives=["blue", "a horse"], steps=5,
+                                guidance_scale=3.0, source_guidance_scale=2.0)
 
 
 def test_guidance_rescale_is_per_clip_in_a_batch(ltx):
@@ -221,11 +184,7 @@ def test_guidance_rescale_is_per_clip_in_a_batch(ltx):
 
 @pytest.mark.parametrize("method", ["cyclediffusion", "edit-friendly", "flowedit", "sdedit", "ddib"])
 def test_the_five_methods_edit_a_clip(ltx, method):
-    x = clips(1)
-    out = edit(ltx, x, source_prompt="a cat", prompt="a dog", steps=4, guidance_scale=3.0, generator=gens(0),
-               method=method).images
-    assert out.shape == x.shape and torch.isfinite(out).all()
-    assert float((out - to_images(ltx, to_model_space(ltx, x, None))).abs().max()) > SENSITIVE
+    assert_method_edits_clip(ltx, clips(1), method, 3.0)
 
 
 def test_a_mask_per_frame_keeps_the_latents_and_the_pixels_outside_it(ltx):
@@ -294,21 +253,9 @@ def test_from_pipe_and_load_take_ltx(tmp_path, pipe, conditioned):
 def test_the_cli_edits_a_clip_with_an_ltx_folder(tmp_path, pipe):
     """10 frames are cut to LTX's 9 (said in the status line); the edit is written as an .mp4 of 9 frames at the
     input's frame rate."""
-    from click.testing import CliRunner
-
-    from cyclediff._video import read_clip, write_clip
-    from cyclediff.cli import main
-
     pipe.save_pretrained(tmp_path / "ltx")
-    write_clip(tmp_path / "cat.mp4", clips(1, frames=10)[0].transpose(0, 1), 8.0)
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "ltx"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
-                                    "--guidance-scale", "3", "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
-    assert "10 frames cut to 9" in res.output
-    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
-    clip = read_clip(written)
-    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+    assert_cli_edits_clip(tmp_path, tmp_path / "ltx", clips(1, frames=10)[0], FRAMES, "10 frames cut to 9", "--steps",
+                          "4", "--guidance-scale", "3")
 
 
 def test_an_ltx_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
@@ -316,8 +263,7 @@ def test_an_ltx_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
 
     from tiny_ltx import ltx_transformer
 
-    seen = []
-    monkeypatch.setattr(LTXVideo, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
+    seen = loaders_seen(monkeypatch, LTXVideo)
     lightricks = ["model.diffusion_model.patchify_proj.weight", "model.diffusion_model.adaln_single.linear.weight"]
     for state in ({k: torch.zeros(1) for k in lightricks}, ltx_transformer().state_dict()):
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "ltx.safetensors"))
