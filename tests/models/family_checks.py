@@ -68,11 +68,11 @@ def assert_parity(model, pipe, *, size=(16, 16), pipe_call=None, other_guidance=
 
 
 def assert_lora_is_fused(build_pipeline, build_model, tmp_path, condition: dict, *, pipe_call=None, mine=ours,
-                         reference=theirs) -> float:
+                         reference=theirs):
     """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
     fuse_lora of the same file, seed for seed, under ``condition`` (the pipeline called with ``pipe_call`` when its
     names differ); the base model stays the base. ``mine(model, **condition)`` / ``reference(pipe, **call)`` give
-    the family's image or clip (the shared image ones unless given)."""
+    the family's image or clip (the shared image ones unless given). Returns the LoRA file."""
     from tiny_sd import make_lora
 
     file = make_lora(build_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
@@ -87,7 +87,7 @@ def assert_lora_is_fused(build_pipeline, build_model, tmp_path, condition: dict,
         diff = gap(mine(styled, **condition), expected)
         assert diff <= TOLERANCE, diff
         assert gap(mine(base, **condition), expected) > SENSITIVE
-    return diff
+    return file
 
 
 # ---------------------------------------------------------------------------------------------------- the core

@@ -5,39 +5,41 @@ guidance), exact reconstruction, batch invariance, the five methods, masks per f
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from family_checks import (
+    NEGATIVE,
+    PROMPT,
+    SENSITIVE,
+    assert_lora_is_fused,
+    assert_reconstructs,
+    load_keys,
+    loaders_seen,
+)
 from safetensors.torch import load_file
-from test_pipeline_parity import NEGATIVE, PROMPT, SENSITIVE, STEPS, TOLERANCE
+from video_checks import VideoFamily, assert_cli_edits_clip, assert_method_edits_clip
 
 from conftest import gens
-from cyclediff import CycleDiffusion, decode, edit, encode
+from cyclediff import CycleDiffusion, edit
 from cyclediff.cycle import cycle
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import from_pipe, load
 from cyclediff.models.codec import to_images, to_model_space
 from cyclediff.models.families import lora_match
 from cyclediff.models.hunyuan_video import HunyuanVideo
-from cyclediff.sampler import sample_latent
 from tiny_hunyuan_video import FRAMES, SIZE, hunyuan_pipeline
-from tiny_sd import photos
 
 TOKENS = 16  # prompts padded to 16 tokens after the template, not 256: the prompt's few tokens then weigh
-EXACT = 1e-5  # float32 reconstruction bound of the issue
 # a batched transformer call against separate ones sums in another order: an ulp (2.4e-7) of its output a step, on
 # the latents (true CFG at 4 scales it up); the tiny random VAE's decoder moves [0, 1] pixels by ~40× that
 BATCH_LATENTS, BATCH_PIXELS = 5e-6, 5e-5
 TRUE_CFG = {"guidance_scale": 6.0, "true_cfg_scale": 4.0, "negative_prompt": NEGATIVE}
 
 
-def clips(batch: int, seed: int = 0, frames: int = FRAMES, size: int = SIZE) -> torch.Tensor:
-    """(B, 3, F, H, W) clips in [0, 1]: a picture sliding one pixel a frame."""
-    base = photos(batch, size=size, seed=seed)
-    return torch.stack([torch.roll(base, shifts=i, dims=-1) for i in range(frames)], dim=2)
-
-
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
+HUNYUAN = VideoFamily(FRAMES, (SIZE, SIZE), call={"max_sequence_length": TOKENS})
+clips, ours, theirs = HUNYUAN.clips, HUNYUAN.ours, HUNYUAN.theirs
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +55,6 @@ def hunyuan(pipe):
 
 
 # ---------------------------------------------------------------------------------------------------- parity
-def ours(model, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **condition) -> torch.Tensor:
-    f = (frames - 1) // model.codec.temporal + 1
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=STEPS, eta=0, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(model.sample_shape[0], f, h, w), **condition)
-    return to_images(model, decode(z, model))
-
-
-def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> torch.Tensor:
-    """The pipeline's clip as (B, 3, F, H, W) in [0, 1] (it gives (B, F, 3, H, W))."""
-    with torch.no_grad():
-        out = pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
-                   generator=seed(s), output_type="pt", max_sequence_length=TOKENS, **call).frames
-    return out.transpose(1, 2)
-
-
 @pytest.mark.parametrize("guidance, other, frames, size", [
     ({"guidance_scale": 1.0}, {"guidance_scale": 6.0}, FRAMES, (SIZE, SIZE)),
     ({"guidance_scale": 6.0}, {"guidance_scale": 3.0}, FRAMES, (SIZE, SIZE)),
@@ -76,12 +62,7 @@ def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **call) -> tor
     ({"guidance_scale": 6.0}, {"guidance_scale": 1.0}, 5, (32, 48)),
 ], ids=["embedded-1", "embedded-6", "true-cfg-negative", "embedded-5-frames-32x48"])
 def test_a_seed_gives_hunyuan_videos_own_clip(hunyuan, pipe, guidance, other, frames, size):
-    mine, reference = ours(hunyuan, 3, frames, size, **guidance), theirs(pipe, 3, frames, size, **guidance)
-    assert mine.shape == reference.shape == (1, 3, frames, *size)
-    diff = float((mine - reference).abs().max())
-    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
-    assert float((ours(hunyuan, 4, frames, size, **guidance) - reference).abs().max()) > SENSITIVE
-    assert float((ours(hunyuan, 3, frames, size, **{**guidance, **other}) - reference).abs().max()) > SENSITIVE
+    HUNYUAN.assert_parity(hunyuan, pipe, other, frames, size, **guidance)
 
 
 def test_the_template_is_dropped_and_the_prompt_kept(hunyuan):
@@ -100,9 +81,8 @@ def test_the_template_is_dropped_and_the_prompt_kept(hunyuan):
 def test_decoding_a_hunyuan_video_encoding_gives_its_5d_latents_back(hunyuan, eta, strength):
     x0 = to_model_space(hunyuan, clips(2), None)
     assert x0.shape == (2, 4, 3, 2, 2)
-    z = encode(x0, hunyuan, steps=6, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat", **TRUE_CFG)
-    assert z.path == "rectified_flow" and z.sample_shape == (4, 3, 2, 2)
-    torch.testing.assert_close(decode(z, hunyuan), x0, rtol=0, atol=EXACT)
+    z = assert_reconstructs(hunyuan, x0, strength=strength, eta=eta, **TRUE_CFG)
+    assert z.sample_shape == (4, 3, 2, 2)
 
 
 def test_hunyuan_video_edits_are_batch_invariant_under_guidance(hunyuan):
@@ -129,11 +109,7 @@ def test_hunyuan_video_edits_are_batch_invariant_under_guidance(hunyuan):
 
 @pytest.mark.parametrize("method", ["cyclediffusion", "edit-friendly", "flowedit", "sdedit", "ddib"])
 def test_the_five_methods_edit_a_hunyuan_video_clip(hunyuan, method):
-    x = clips(1)
-    out = edit(hunyuan, x, source_prompt="a cat", prompt="a dog", steps=4, guidance_scale=6.0, generator=gens(0),
-               method=method).images
-    assert out.shape == x.shape and torch.isfinite(out).all()
-    assert float((out - to_images(hunyuan, to_model_space(hunyuan, x, None))).abs().max()) > SENSITIVE
+    assert_method_edits_clip(hunyuan, clips(1), method, 6.0)
 
 
 def test_a_mask_per_frame_keeps_the_frames_before_it(hunyuan):
@@ -179,40 +155,17 @@ def test_from_pipe_and_load_take_hunyuan_video(tmp_path, pipe):
 def test_the_cli_edits_a_clip_with_a_hunyuan_video_folder(tmp_path, pipe):
     """10 frames are cut to HunyuanVideo's 9 (said in the status line); the edit is written as an .mp4 of 9 frames
     at the input's frame rate."""
-    from click.testing import CliRunner
-
-    from cyclediff._video import read_clip, write_clip
-    from cyclediff.cli import main
-
     pipe.save_pretrained(tmp_path / "hunyuan")
-    write_clip(tmp_path / "cat.mp4", clips(1, frames=10)[0].transpose(0, 1), 8.0)
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "hunyuan"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "4",
-                                    "--guidance-scale", "6", "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
-    assert "10 frames cut to 9" in res.output
-    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
-    clip = read_clip(written)
-    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+    assert_cli_edits_clip(tmp_path, tmp_path / "hunyuan", clips(1, frames=10)[0], FRAMES, "10 frames cut to 9",
+                          "--steps", "4", "--guidance-scale", "6")
 
 
 def test_a_hunyuan_video_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
     """with_lora(file) (HunyuanVideoLoraLoaderMixin's adapters, on for the variant's calls; its token refiner's
     layers tell it from a FLUX LoRA) equals the pipeline's load_lora_weights + fuse_lora, seed for seed."""
-    from tiny_sd import make_lora
-
-    file = make_lora(hunyuan_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
-    fused = hunyuan_pipeline(tmp_path / "fused")
-    fused.set_progress_bar_config(disable=True)
-    fused.load_lora_weights(str(file))
-    fused.fuse_lora()
-    reference = theirs(fused, 3, guidance_scale=6.0)
-    base = HunyuanVideo(hunyuan_pipeline(tmp_path / "base"), frames=FRAMES, size=(SIZE, SIZE),
-                        max_sequence_length=TOKENS)
-    styled = base.with_lora(file)
-    with torch.no_grad():  # the LoRA's parameters ask for gradients
-        assert float((ours(styled, 3, guidance_scale=6.0) - reference).abs().max()) <= TOLERANCE
-        assert float((ours(base, 3, guidance_scale=6.0) - reference).abs().max()) > SENSITIVE
+    build = partial(HunyuanVideo, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    file = assert_lora_is_fused(hunyuan_pipeline, build, tmp_path, {"guidance_scale": 6.0},
+                                mine=partial(ours, s=3), reference=partial(theirs, s=3))
     original = ["diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight"]  # HunyuanVideo's own names
     assert lora_match(original)[0].name == lora_match(load_file(file))[0].name == "hunyuan-video"
 
@@ -220,13 +173,9 @@ def test_a_hunyuan_video_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
 def test_a_hunyuan_video_checkpoint_goes_to_its_loader(tmp_path, monkeypatch):
     """HunyuanVideo's files (its own names, diffusers' names) carry FLUX's block names too: its token refiner
     tells them."""
-    from safetensors.torch import save_file
-
-    seen = []
-    monkeypatch.setattr(HunyuanVideo, "from_pretrained", classmethod(lambda c, src, **kw: seen.append(c)))
+    seen = loaders_seen(monkeypatch, HunyuanVideo)
     for keys in (["double_blocks.0.img_attn_qkv.weight", "txt_in.individual_token_refiner.blocks.0.norm1.weight"],
                  ["single_transformer_blocks.0.attn.to_q.weight",
                   "context_embedder.token_refiner.refiner_blocks.0.norm1.weight"]):
-        save_file({k: torch.zeros(1) for k in keys}, str(tmp_path / "hunyuan.safetensors"))
-        load(str(tmp_path / "hunyuan.safetensors"))
+        load_keys(tmp_path / "hunyuan.safetensors", keys)
     assert seen == [HunyuanVideo, HunyuanVideo]
