@@ -4,6 +4,7 @@ what is wrong with a bad upload in one line, and stops when stopped; the page op
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 pytest.importorskip("gradio")
 
-from cyclediff._video import read_clip, write_clip  # noqa: E402
+from cyclediff._video import read_clip, read_record, write_clip  # noqa: E402
 from cyclediff.demo.video_data import clips  # noqa: E402
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.web import Studio  # noqa: E402
@@ -65,6 +66,38 @@ def test_the_models_input_of_twelve_frames_is_cut_to_eight_and_says_so(studio, t
     assert preview.suffix == ".webm" and seen.frames.shape[0] == 8 and seen.frames.shape[2:] == (256, 256)
     assert "8 frames of 16×16" in note and "cut to its first 8 frames of 12" in note, note
     assert "\n" not in note and str(tmp_path) not in note
+
+
+def test_a_twenty_frame_clip_taken_every_second_frame_is_eight_frames_at_half_the_fps_and_recorded(studio, tmp_path):
+    clip = _three(tmp_path / "twenty.webm", frames=20)  # 10 fps; every 2nd: 10 frames at 5 fps, cut to the model's 8
+    preview, note = clip_input(studio, str(clip), VIDEO_DEMO, stride=2)
+    assert read_clip(preview).frames.shape[0] == 8
+    assert "8 frames of 16×16 grey at 5 fps" in note and "every 2th frame taken (10 → 5 fps)" in note, note
+    events = list(edit_clip(studio, str(clip), VIDEO_DEMO, "3", "8", **FORM, stride=2, max_frames=8))
+    assert events[0][1]["note"] == note
+    (result,) = [v for k, v in events if k == "result"]
+    assert result.status == "ok", result.error
+    made = read_clip(result.output, channels=1)
+    assert made.frames.shape[0] == 8 and made.fps == 5.0
+    record = json.loads(read_record(result.output))  # as the CLI records --stride / --max-frames
+    assert record["stride"] == 2 and record["max_frames"] == 8
+    plain = list(edit_clip(studio, str(_three(tmp_path / "eight.webm")), VIDEO_DEMO, "3", "8", **FORM, max_frames=0))
+    (result,) = [v for k, v in plain if k == "result"]  # 0 (or empty): the model's own length, nothing recorded
+    assert result.status == "ok" and not {"stride", "max_frames"} & set(json.loads(read_record(result.output)))
+
+
+@pytest.mark.parametrize("stride, max_frames, words", [(0, None, "stride must be a positive integer; got 0"),
+                                                       ("two", None, "stride must be a positive integer"),
+                                                       (1, -3, "max_frames must be a positive integer; got -3"),
+                                                       (2.5, None, "stride must be a positive integer; got 2.5")])
+def test_a_bad_stride_or_frame_limit_is_one_line_in_the_status(studio, tmp_path, stride, max_frames, words):
+    from cyclediff.web.video import _view
+
+    clip = str(_three(tmp_path / "three.webm"))
+    seen, line = _view(studio, clip, VIDEO_DEMO, stride, max_frames)
+    assert seen is None and words in line and "\n" not in line, line
+    with pytest.raises(CycleDiffError, match=words.split(";")[0]):
+        list(edit_clip(studio, clip, VIDEO_DEMO, "3", "8", **FORM, stride=stride, max_frames=max_frames))
 
 
 @pytest.mark.parametrize("name, content, words", [

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..settings import EDIT, GUIDE, TRANSLATE
 from .components import FileImage, FileImageEditor
-from .controls import HEAVY, STOPPED
+from .controls import HEAVY, STOPPED, models_for
 from .controls import errors as _errors
 from .controls import eta_shown as _eta_shown
 from .controls import model_defaults as _model_defaults
@@ -56,14 +56,14 @@ def _seeds(tab: str) -> tuple[gr.Textbox, gr.Slider]:
 
 def build_app(studio: Studio) -> gr.Blocks:
     """The page: Edit, Translate, Video, Guide and Latents tabs over the studio's models."""
-    names = studio.names
+    names = models_for(studio, clips=False)  # the image tabs' models; the Video tab's: those that make clips
     examples = _examples(studio)
     # gradio's copies of uploads and results: those older than an hour deleted every ten minutes
     with gr.Blocks(title="cyclediff", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown("## cyclediff — edit, translate and guide with the stochastic latent space of diffusion models")
         _edit_tab(studio, names, examples)
         _translate_tab(studio, names, examples)
-        video_tab(studio, names)
+        video_tab(studio, models_for(studio, clips=True))
         _guide_tab(studio, names)
         _latents_tab(studio, names)
     return app

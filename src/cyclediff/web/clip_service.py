@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 
-from .._video import CLIP_SUFFIXES, Clip, read_clip, write_clip
+from .._video import Clip, read_clip, write_clip
 from ..api.clips import clip_frames, read_clip_for
-from ..errors import CycleDiffError
-from ..settings import EDIT
+from ..settings import EDIT, RUN, RunOptions
 from .service import Studio, _int, seeds_of
 from .streams import first_then
 from .uploads import upload
@@ -50,13 +49,20 @@ def preview(frames: torch.Tensor, fps: float, path: Path) -> Path:
     return write_clip(path.with_suffix(".webm"), big, fps)
 
 
-def _read(studio: Studio, clip: Any, model: Any) -> tuple[Path, Clip]:
-    """The upload as ``model`` takes it, or one line saying what is wrong with it."""
-    path = upload(clip, "a clip")
-    if path.suffix.lower() not in CLIP_SUFFIXES:
-        raise CycleDiffError(f"{path.name} is not a clip: upload a {', '.join(CLIP_SUFFIXES)} file")
-    policy = studio.options()
-    return path, read_clip_for(model, path, size=policy.size, fit=policy.fit, max_pixels=policy.max_pixels)
+def reading(studio: Studio, stride: Any = RUN.stride, max_frames: Any = RUN.max_frames) -> RunOptions:
+    """How the Video tab reads a clip: the server's options with the form's "take every k-th frame" (``stride``;
+    empty: every frame) and "at most N frames" (``max_frames``; empty or 0: the model's own length), checked as the
+    CLI's --stride / --max-frames are (a bad value is one line)."""
+    stride = RUN.stride if stride is None or stride == "" else _int(stride)
+    max_frames = None if max_frames in (None, "", 0) else _int(max_frames)
+    return studio.options().replace(stride=stride, max_frames=max_frames)
+
+
+def _read(clip: Any, model: Any, policy: RunOptions) -> tuple[Path, Clip]:
+    """The upload as ``model`` takes it (read as ``policy`` says), or one line saying what is wrong with it."""
+    path = upload(clip, "a clip", model)
+    return path, read_clip_for(model, path, size=policy.size, fit=policy.fit, max_pixels=policy.max_pixels,
+                               max_frames=policy.max_frames, stride=policy.stride)
 
 
 def _describe(clip: Clip) -> str:
@@ -67,30 +73,35 @@ def _describe(clip: Clip) -> str:
     return f"{line} ({'; '.join(clip.notes)})" if clip.notes else f"{line}, as uploaded"
 
 
-def clip_input(studio: Studio, clip: Any, model: str, folder: Path | None = None) -> tuple[Path, str]:
-    """The upload exactly as ``model`` will see it, enlarged for the page (a .webm), and the line saying what was
-    done to the upload to get it (frames cut or strided, size rounded, audio dropped)."""
-    _, seen = _read(studio, clip, studio.model(model))
+def clip_input(studio: Studio, clip: Any, model: str, folder: Path | None = None, *, stride: Any = RUN.stride,
+               max_frames: Any = RUN.max_frames) -> tuple[Path, str]:
+    """The upload exactly as ``model`` will see it (every ``stride``-th frame, at most ``max_frames``: see
+    :func:`reading`), enlarged for the page (a .webm), and the line saying what was done to the upload to get it
+    (frames cut or strided, size rounded, audio dropped)."""
+    _, seen = _read(clip, studio.model(model), reading(studio, stride, max_frames))
     return preview(seen.frames, seen.fps, (folder or studio.folder()) / "model-input.webm"), _describe(seen)
 
 
 def edit_clip(studio: Studio, clip: Any, model: str, source: Any, target: Any, *, method: str = EDIT.method,
               strength: float, steps: int, eta: float, guidance_scale: float,
               source_guidance_scale: float = EDIT.source_guidance_scale, negative_prompt: str | None = None,
-              seed: Any = "0") -> Iterator[tuple[str, Any]]:
+              seed: Any = "0", stride: Any = RUN.stride, max_frames: Any = RUN.max_frames) -> Iterator[tuple[str, Any]]:
     """Edit one clip from ``source`` to ``target`` (prompts, or class labels for class-conditional models), as the
-    Edit tab edits an image: first ("input", {"preview", "note", "folder"}) (the model's input, enlarged), then
-    ("progress", (stage, k, n)) per step, ("result", Result) (its output: the real-size clip in the upload's
-    container), ("preview", path) (the result enlarged, a .webm) and ("done", [Result]). Closing the iterator
+    Edit tab edits an image, the clip read as :func:`reading` says (the run reads it so too, and records the stride
+    and frame limit given as the CLI does): first ("input", {"preview", "note", "folder"}) (the model's input,
+    enlarged), then ("progress", (stage, k, n)) per step, ("result", Result) (its output: the real-size clip in the
+    upload's container), ("preview", path) (the result enlarged, a .webm) and ("done", [Result]). Closing the iterator
     stops the work at its next step; nothing is written then."""
-    m, folder = studio.model(model), studio.folder()
-    path, seen = _read(studio, clip, m)
+    m, policy = studio.model(model), reading(studio, stride, max_frames)
+    path, seen = _read(clip, m, policy)
+    folder = studio.folder()
     shown = {"preview": preview(seen.frames, seen.fps, folder / "model-input.webm"), "note": _describe(seen),
              "folder": folder}
     shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method}
     settings, task = studio.edit_task(m, model, source, target, shared, guidance_scale, source_guidance_scale,
-                                      negative_prompt)
-    units = [dataclasses.replace(u, name=str(Path(u.name).with_suffix(path.suffix.lower())))
+                                      negative_prompt, policy)
+    units = [dataclasses.replace(u, name=str(Path(u.name).with_suffix(path.suffix.lower())),
+                                 stamp={**u.stamp, **policy.clip_reading()})
              for u in studio._units(path, seeds_of(seed, 1)[:1], settings, "edit")]
     return first_then(("input", shown), _previewed(studio._run(task, units, folder=folder)))
 
@@ -106,4 +117,5 @@ def _previewed(events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
                 yield "preview", preview(written.frames, written.fps, out.with_name(f"{out.stem}-preview.webm"))
 
 
-__all__ = ["EXAMPLE_FPS", "PREVIEW_SIDE", "VIDEO_DEMO", "clip_input", "edit_clip", "example_clip", "preview"]
+__all__ = ["EXAMPLE_FPS", "PREVIEW_SIDE", "VIDEO_DEMO", "clip_input", "edit_clip", "example_clip", "preview",
+           "reading"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..api.clips import is_video_model
 from ..errors import CycleDiffError
 from ..options import OPTIONS
 from ..settings import EDIT
@@ -57,3 +58,24 @@ def model_defaults(studio: Studio, model: str) -> tuple[float, int, float, float
     """An edit form's sampling and guidance values for a model: its recommended ones, else the settings'."""
     s = studio.defaults(model, EDIT)
     return s.strength, s.steps, s.eta, s.guidance_scale, s.source_guidance_scale
+
+
+def models_for(studio: Studio, clips: bool) -> list[str]:
+    """The served models a tab can use, by each one's facts (:func:`~cyclediff.api.clips.is_video_model`: it says
+    its clips' frames): the Video tab's (``clips``) make clips, the image tabs' the others. A shipped demo is loaded
+    to ask (it is tiny); another model not loaded yet is offered to both (given the wrong input, it says so in one
+    line). With none of the kind: every served model (the tab's error names the fix)."""
+    kinds = {name: _makes_clips(studio, name) for name in studio.names}
+    return [name for name, kind in kinds.items() if kind in (clips, None)] or studio.names
+
+
+def _makes_clips(studio: Studio, name: str) -> bool | None:
+    """Whether a served model makes clips; None: not known before it is loaded (a large model is not loaded for a
+    list, nor one that fails to load)."""
+    spec = studio.models[name]
+    if isinstance(spec, str) and not spec.startswith("demo:"):
+        return None
+    try:
+        return is_video_model(studio.model(name))
+    except CycleDiffError:
+        return None

@@ -252,7 +252,7 @@ class Studio:
             raise CycleDiffError(f"{len(sweep)} strengths × {len(seed_list)} seeds is over {MAX_SEEDS} results: "
                                  f"ask for fewer")
         strength = sweep[0] if sweep else strength
-        m, path, folder = self.model(model), upload(image, "an image"), self.folder()
+        m, path, folder = self.model(model), upload(image, "an image", self.model(model)), self.folder()
         seen, note = prepare(m, path, folder, self.max_pixels)
         if mask_mode not in ("painted", "automatic"):
             raise CycleDiffError(f"mask must be painted or automatic; got {public(repr(mask_mode), 60)}")
@@ -268,9 +268,9 @@ class Studio:
         return first_then(("input", shown), self._run(task, units, folder=folder, sheets=len(sweep or ()) > 1))
 
     def edit_task(self, m: Any, model: str, source: Any, target: Any, shared: dict[str, Any], guidance_scale: float,
-                  source_guidance_scale: float, negative_prompt: str | None = None) -> tuple[Any, Any]:
-        """A form's (settings, task) for images and clips: text models edit, class-conditional ones translate."""
-        policy = self.options()
+                  source_guidance_scale: float, negative_prompt: str | None = None, policy: Any = None) -> tuple:
+        """A form's (settings, task), inputs read as ``policy``: text models edit, class-conditional ones translate."""
+        policy = policy or self.options()
         if "prompt" in m.condition_keys:
             settings: Any = form_settings(EditSettings, {
                 "model": model, "source_prompt": str(source or ""), "prompt": str(target or ""),
@@ -293,8 +293,8 @@ class Studio:
                   refine_steps: int = TRANSLATE.refine_steps,
                   guidance_scale: float | None = None, seeds: Any = "0", count: Any = 1) -> Iterator[tuple[str, Any]]:
         """Translate one image from the source model's domain to the target's (or between two conditions)."""
-        src, dst, path = self.model(source_model), self.model(target_model), upload(image, "an image")
-        seed_list, folder = seeds_of(seeds, count), self.folder()
+        src, dst, seed_list = self.model(source_model), self.model(target_model), seeds_of(seeds, count)
+        path, folder = upload(image, "an image", src, dst), self.folder()
         seen, note = prepare(src, path, folder, self.max_pixels)
         sides = {}
         for side, m, text, scale in (("source", src, source, None), ("target", dst, target, guidance_scale)):
@@ -339,7 +339,7 @@ class Studio:
                steps: int = ENCODE.steps, eta: float = ENCODE.eta, guidance_scale: float | None = None,
                seed: int = 0) -> Path:
         """The latent file of one image (the stochastic code an edit starts from)."""
-        m, path = self.model(model), upload(image, "an image")
+        m, path = self.model(model), upload(image, "an image", self.model(model))
         settings = EncodeSettings(strength=strength, steps=_int(steps), eta=eta,
                                   condition=self.condition(m, source, guidance_scale=guidance_scale))
         unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,

@@ -15,7 +15,7 @@ import torch
 
 from .._images import save_image
 from ..api.images import read_for
-from ..errors import CycleDiffError
+from ..errors import CycleDiffError, IncompatibleModelError
 from ..settings import RunOptions
 
 # an absolute path: a "/" not inside a word, a relative path or a URL, then two or more parts
@@ -29,14 +29,35 @@ def public(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def upload(value: Any, what: str) -> Path:
-    """The file of an upload (a path, or gradio's file dict), or one error saying to upload it."""
+def upload(value: Any, what: str, *models: Any) -> Path:
+    """The file of an upload (a path, or gradio's file dict), or one error saying to upload it. ``what`` is "a
+    clip" or an image (or a latent file); with ``models``, a clip given for images, an image for clips, or either
+    to a model of the other kind (:func:`~cyclediff.api.clips.is_video_model`) is one line naming the fix."""
     if value is None or value == "":
         raise CycleDiffError(f"upload {what} first")
     path = Path(value.get("path") if isinstance(value, dict) else value)
     if not path.is_file():
         raise CycleDiffError(f"the upload of {what} is gone; upload it again")
+    if models:
+        _fits(path, what == "a clip", models)
     return path
+
+
+def _fits(path: Path, clips: bool, models: tuple[Any, ...]) -> None:
+    from .._video import CLIP_SUFFIXES, is_clip
+    from ..api.clips import is_video_model
+
+    if is_clip(path) != clips:
+        fix = (f"upload a {', '.join(CLIP_SUFFIXES)} file, or edit images in the Edit tab" if clips else
+               "edit clips in the Video tab, with a video model")
+        raise CycleDiffError(f"{path.name} is {'not ' * clips}a clip: {fix}")
+    for model in models:
+        if is_video_model(model) != clips:
+            name = getattr(model, "model_id", None) or "this model"
+            raise IncompatibleModelError(
+                f"{name} is an image model, which edits images: choose a video model for clips" if clips else
+                f"{name} is a video model, which edits clips: choose an image model for images, or edit clips in "
+                "the Video tab")
 
 
 def _describe(channels: int, size: tuple[int, int]) -> str:

@@ -13,8 +13,8 @@ import gradio as gr
 
 from .._video import CLIP_SUFFIXES
 from ..errors import CycleDiffError
-from ..settings import EDIT
-from .clip_service import VIDEO_DEMO, clip_input, edit_clip, example_clip
+from ..settings import EDIT, RUN
+from .clip_service import VIDEO_DEMO, clip_input, edit_clip, example_clip, reading
 from .controls import HEAVY, STOPPED, errors, eta_shown, model_defaults, sampling
 from .results import EVERY, stage_progress
 from .service import Studio
@@ -43,8 +43,9 @@ def video_tab(studio: Studio, names: list[str]) -> None:
                 v_file = gr.File(label="The result clip (its real size, the upload's container)",
                                  elem_id="video-download", interactive=False)
     view = errors(functools.partial(_view, studio))
-    for box in ("clip", "model"):
-        form[box].change(view, [form["clip"], form["model"]], [v_seen, status], api_visibility="private")
+    for box in ("clip", "model", "stride", "max_frames"):
+        form[box].change(view, [form[k] for k in ("clip", "model", "stride", "max_frames")], [v_seen, status],
+                         api_visibility="private")
     form["model"].change(functools.partial(model_defaults, studio), form["model"],
                          [form[k] for k in ("strength", "steps", "eta", "guidance", "source_guidance")],
                          api_visibility="private")
@@ -52,16 +53,18 @@ def video_tab(studio: Studio, names: list[str]) -> None:
 
     @errors
     def edit(clip, model, source, target, method, strength, steps, eta, guidance_scale, source_guidance_scale,
-             negative_prompt, seed, progress=gr.Progress()):  # noqa: B008
-        """Edit a clip from a source prompt (or class) to a target one: the result clip, in the upload's
-        container and size, and an enlarged .webm of it that the page plays."""
+             negative_prompt, seed, stride=RUN.stride, max_frames=RUN.max_frames,
+             progress=gr.Progress()):  # noqa: B008
+        """Edit a clip from a source prompt (or class) to a target one, taking every ``stride``-th frame, at most
+        ``max_frames`` (empty or 0: the model's own length): the result clip, in the upload's container and size,
+        and an enlarged .webm of it that the page plays."""
         events = edit_clip(studio, clip, model, source, target, method=method, strength=strength, steps=steps,
                            eta=eta, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                           negative_prompt=negative_prompt, seed=seed)
+                           negative_prompt=negative_prompt, seed=seed, stride=stride, max_frames=max_frames)
         yield from shown(events, progress)
 
     keys = ("clip", "model", "source", "target", "method", "strength", "steps", "eta", "guidance",
-            "source_guidance", "negative", "seed")
+            "source_guidance", "negative", "seed", "stride", "max_frames")
     event = run.click(edit, [form[k] for k in keys], [status, v_seen, v_result, v_file], api_name="edit_clip",
                       show_progress_on=[v_result], **HEAVY)
     stop.click(None, status, status, js=STOPPED, cancels=[event])
@@ -87,6 +90,11 @@ def _form(studio: Studio, names: list[str], model: str, example: Any) -> dict[st
                                             label="Source guidance scale", elem_id="video-source-guidance")
         form["negative"] = gr.Textbox(label="Negative prompt (text models)", elem_id="video-negative")
         form["seed"] = gr.Textbox("0", label="Seed", elem_id="video-seed")
+        with gr.Row():  # how a long clip is read (the CLI's --stride and --max-frames)
+            form["stride"] = gr.Number(RUN.stride, label="Take every k-th frame", elem_id="video-stride",
+                                       info="k = 2 halves the frame rate (stride)")
+            form["max_frames"] = gr.Number(None, label="At most N frames", elem_id="video-max-frames",
+                                           info="empty or 0: the model's own length (max frames)")
     return form
 
 
@@ -101,11 +109,17 @@ def _first_view(studio: Studio, example: Any, model: str) -> tuple[str | None, s
     return str(path), note
 
 
-def _view(studio: Studio, clip: Any, model: str) -> tuple[str | None, str]:
-    """A new upload (or model): the model's input and its status line; no upload: nothing."""
+def _view(studio: Studio, clip: Any, model: str, stride: Any = RUN.stride,
+          max_frames: Any = RUN.max_frames) -> tuple[str | None, str]:
+    """A new upload (or model, or way of reading it): the model's input and its status line; no upload: nothing.
+    A bad stride or frame limit is the status line (the upload itself: the page's error)."""
     if not clip:
         return None, ""
-    path, note = clip_input(studio, clip, model)
+    try:
+        reading(studio, stride, max_frames)
+    except CycleDiffError as err:
+        return None, public(err)
+    path, note = clip_input(studio, clip, model, stride=stride, max_frames=max_frames)
     return str(path), note
 
 
