@@ -8,34 +8,35 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pipeline_parity import NEGATIVE, SENSITIVE, TOLERANCE
+from family_checks import NEGATIVE, SENSITIVE, assert_reconstructs, one_line_error
+from video_checks import VideoFamily, assert_cli_edits_clip
 
 from conftest import gens
-from cyclediff import decode, edit, encode
+from cyclediff import edit
 from cyclediff.errors import CycleDiffError
 from cyclediff.models import from_pipe, load
-from cyclediff.models.codec import to_images, to_model_space
+from cyclediff.models.codec import to_model_space
 from cyclediff.models.hunyuan_video15 import HunyuanVideo15
-from cyclediff.sampler import sample_latent
 from tiny_hunyuan_video15 import FRAMES, GLYPH_TOKENS, SIZE, TOKENS, hunyuan15_pipeline
-from tiny_sd import photos
 
 PROMPT = 'a red cat holding a sign "cat"'  # the quoted text goes through ByT5 too
-STEPS = 2
-EXACT = 1e-5  # float32 reconstruction bound of the issue
 # a batched transformer call against separate ones sums in another order: ulps of its output a step; the tiny
 # random VAE's decoder moves [0, 1] pixels by ~40× that
 BATCH_PIXELS = 5e-5
 
 
-def clips(batch: int, seed: int = 0, frames: int = FRAMES, size: int = SIZE) -> torch.Tensor:
-    """(B, 3, F, H, W) clips in [0, 1]: a picture sliding one pixel a frame."""
-    base = photos(batch, size=size, seed=seed)
-    return torch.stack([torch.roll(base, shifts=i, dims=-1) for i in range(frames)], dim=2)
+def guider(pipe, call: dict) -> dict:
+    """The pipeline's guidance is its guider's: the call's scale and rescale set it."""
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    call = dict(call)
+    pipe.guider = ClassifierFreeGuidance(guidance_scale=call.pop("guidance_scale"),
+                                         guidance_rescale=call.pop("guidance_rescale", 0.0))
+    return call
 
 
-def seed(s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(s)
+HY15 = VideoFamily(FRAMES, (SIZE, SIZE), prompt=PROMPT, steps=2, prepare=guider)
+clips = HY15.clips
 
 
 @pytest.fixture(scope="module")
@@ -49,26 +50,6 @@ def model(pipe):
 
 
 # ---------------------------------------------------------------------------------------------------- parity
-def ours(model, s: int, frames: int = FRAMES, size=(SIZE, SIZE), **condition) -> torch.Tensor:
-    f = (frames - 1) // model.codec.temporal + 1
-    h, w = (n // model.codec.factor for n in size)
-    z = sample_latent(model, 1, steps=STEPS, eta=0, generator=seed(s), prompt=PROMPT,
-                      sample_shape=(model.sample_shape[0], f, h, w), **condition)
-    return to_images(model, decode(z, model))
-
-
-def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), *, guidance_scale: float,
-           guidance_rescale: float = 0.0, **call) -> torch.Tensor:
-    """The pipeline's clip as (B, 3, F, H, W) in [0, 1] (it gives (B, F, 3, H, W)); its guidance is its guider's."""
-    from diffusers.guiders import ClassifierFreeGuidance
-
-    pipe.guider = ClassifierFreeGuidance(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
-    with torch.no_grad():
-        out = pipe(PROMPT, num_inference_steps=STEPS, height=size[0], width=size[1], num_frames=frames,
-                   generator=seed(s), output_type="pt", **call).frames
-    return out.transpose(1, 2)
-
-
 @pytest.mark.parametrize("guidance, other, frames, size", [
     ({"guidance_scale": 1.0}, {"guidance_scale": 6.0}, FRAMES, (SIZE, SIZE)),
     ({"guidance_scale": 6.0}, {"guidance_scale": 3.0}, FRAMES, (SIZE, SIZE)),
@@ -77,13 +58,7 @@ def theirs(pipe, s: int, frames: int = FRAMES, size=(SIZE, SIZE), *, guidance_sc
     ({"guidance_scale": 6.0}, {"guidance_scale": 1.0}, 9, (32, 48)),
 ], ids=["no-guidance", "cfg-6", "cfg-negative", "cfg-rescale", "cfg-9-frames-32x48"])
 def test_a_seed_gives_hunyuan_video15s_own_clip(model, pipe, guidance, other, frames, size):
-    reference = theirs(pipe, 3, frames, size, **guidance)
-    mine = ours(model, 3, frames, size, **guidance)
-    assert mine.shape == reference.shape == (1, 3, frames, *size)
-    diff = float((mine - reference).abs().max())
-    assert diff <= TOLERANCE, f"max |ours − pipeline| = {diff:.3g}"
-    assert float((ours(model, 4, frames, size, **guidance) - reference).abs().max()) > SENSITIVE
-    assert float((ours(model, 3, frames, size, **{**guidance, **other}) - reference).abs().max()) > SENSITIVE
+    HY15.assert_parity(model, pipe, other, frames, size, **guidance)
 
 
 def test_the_prompt_is_read_as_the_pipeline_reads_it(model, pipe):
@@ -128,10 +103,9 @@ def test_guiders_it_does_not_follow_are_refused_in_one_line(tmp_path):
 def test_decoding_a_hunyuan_video15_encoding_gives_its_5d_latents_back(model, eta, strength):
     x0 = to_model_space(model, clips(2), None)
     assert x0.shape == (2, 4, 2, 2, 2)
-    z = encode(x0, model, steps=4, strength=strength, eta=eta, generator=gens(0, 1), prompt="a cat",
-               guidance_scale=4.0, negative_prompt=NEGATIVE)
-    assert z.path == "rectified_flow" and z.sample_shape == (4, 2, 2, 2)
-    torch.testing.assert_close(decode(z, model), x0, rtol=0, atol=EXACT)
+    z = assert_reconstructs(model, x0, strength=strength, eta=eta, steps=4, guidance_scale=4.0,
+                            negative_prompt=NEGATIVE)
+    assert z.sample_shape == (4, 2, 2, 2)
 
 
 def test_hunyuan_video15_edits_are_batch_invariant_under_guidance(model):
@@ -183,29 +157,15 @@ def test_a_single_file_and_a_lora_are_refused_in_one_line(tmp_path, model):
     for keys in (["context_embedder.token_refiner.refiner_blocks.0.norm1.weight", "cond_type_embed.weight"],
                  ["txt_in.individual_token_refiner.blocks.0.norm1.weight", "cond_type_embedding.weight"]):
         save_file({k: torch.zeros(1) for k in keys}, str(tmp_path / "hy15.safetensors"))
-        with pytest.raises(CycleDiffError, match="single HunyuanVideo 1.5 file") as err:
+        with one_line_error("single HunyuanVideo 1.5 file"):
             load(str(tmp_path / "hy15.safetensors"))
-        assert "\n" not in str(err.value)
-    with pytest.raises(CycleDiffError, match="HunyuanVideo15Pipeline has no LoRA loader") as err:
+    with one_line_error("HunyuanVideo15Pipeline has no LoRA loader"):
         model.with_lora(tmp_path / "style.safetensors")
-    assert "\n" not in str(err.value)
 
 
 def test_the_cli_edits_a_clip_with_a_hunyuan_video15_folder(tmp_path, pipe):
     """6 frames are cut to 5 (said in the status line); the edit is written as an .mp4 of 5 frames at the input's
     frame rate. The saved folder has the pipeline's own text lengths (1000 Qwen tokens, 256 ByT5, 729 image)."""
-    from click.testing import CliRunner
-
-    from cyclediff._video import read_clip, write_clip
-    from cyclediff.cli import main
-
     pipe.save_pretrained(tmp_path / "hunyuan15")
-    write_clip(tmp_path / "cat.mp4", clips(1, frames=6)[0].transpose(0, 1), 8.0)
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "cat.mp4"), "--model", str(tmp_path / "hunyuan15"),
-                                    "--source-prompt", "a cat", "--prompt", "a dog", "--steps", "2",
-                                    "--guidance-scale", "4", "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
-    assert "6 frames cut to 5" in res.output
-    (written,) = (tmp_path / "out").glob("cat_a-dog_*.mp4")
-    clip = read_clip(written)
-    assert clip.frames.shape == (FRAMES, 3, SIZE, SIZE) and clip.fps == pytest.approx(8.0)
+    assert_cli_edits_clip(tmp_path, tmp_path / "hunyuan15", clips(1, frames=6)[0], FRAMES, "6 frames cut to 5",
+                          "--steps", "2", "--guidance-scale", "4")
