@@ -95,6 +95,9 @@ def test_encode_records_frames_and_fps_and_decode_writes_the_clip_back(tmp_path,
     assert res.exit_code == 0 and len(list((tmp_path / "dec2" / "a").iterdir())) == 9
 
 
+ROOT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits" / "three.png"
+
+
 def test_an_image_model_given_a_clip_and_a_bad_clip_fail_alone_in_one_line(tmp_path, wan):
     source = clip(tmp_path / "a.mp4", frames=5, h=16, w=16)
     res = cli("edit", source, "--model", "demo:digits", "--source-class", "3", "--target-class", "8",
@@ -102,6 +105,11 @@ def test_an_image_model_given_a_clip_and_a_bad_clip_fail_alone_in_one_line(tmp_p
     assert res.exit_code == 1
     failed = failures(res.output)
     assert len(failed) == 1 and "is a clip, but the model is" in failed[0] and "video model" in failed[0]
+    res = cli("edit", ROOT_EXAMPLE, "--model", "demo:moving-digits", "--source-class", "3", "--target-class", "8",
+              "--out", tmp_path / "o0")  # and an image given to a video model
+    assert res.exit_code == 1
+    failed = failures(res.output)
+    assert len(failed) == 1 and "three.png is an image, but the model is" in failed[0] and "give a clip" in failed[0]
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 500)
     res = cli("edit", tmp_path / "bad.mp4", source, "--model", wan, "--source-prompt", "a", "--prompt", "b", *STEPS,
               "--out", tmp_path / "o2")

@@ -11,14 +11,8 @@ import torch
 from .._video import Clip, read_clip
 from ..errors import IncompatibleModelError
 from ..models.base import Model
+from ..models.video import is_video_model
 from ..settings import RUN
-
-
-def is_video_model(model: Any) -> bool:
-    """Whether ``model`` makes clips: it says the frames of its default clip (``model.frames``) and its samples
-    have a frame axis ((C, f, h, w))."""
-    frames = getattr(model, "frames", None)
-    return isinstance(frames, int) and not isinstance(frames, bool) and len(getattr(model, "sample_shape", ())) == 4
 
 
 def check_video_model(model: Any, path: Path) -> None:

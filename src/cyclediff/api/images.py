@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from ..encoder import check_images
 from ..errors import IncompatibleModelError
 from ..models.base import Model
+from ..models.video import is_video_model
 
 
 def as_image_batch(images: Any, *, channels: int = 3) -> torch.Tensor:
@@ -91,6 +93,10 @@ def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels:
     from .._images import load_image
     from ..checks import parse_size
 
+    if channels is None and is_video_model(model):
+        raise IncompatibleModelError(
+            f"{Path(path).name} is an image, but the model is {model.kind}, which edits clips; give a clip (.mp4, "
+            ".webm, .mov, .gif or a folder of frames), or an image model")
     codec = model.codec
     x = load_image(path, channels=channels or codec.channels, size=parse_size(size) or codec.image_size,
                    multiple=codec.multiple, fit=fit, max_pixels=max_pixels)

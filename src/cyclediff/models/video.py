@@ -1,11 +1,21 @@
-"""What the video families share about clips and their latents (Wan, LTX-Video, HunyuanVideo): the frames and
-size a clip is cut to (the first 1 + temporal·k frames, sides down to a multiple), and the check of 5-D latents."""
+"""What the video families share about clips and their latents (Wan, LTX-Video, HunyuanVideo): whether a model makes
+clips, the frames and size a clip is cut to (the first 1 + temporal·k frames, sides down to a multiple), and the
+check of 5-D latents."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from ..errors import IncompatibleModelError
+
+
+def is_video_model(model: Any) -> bool:
+    """Whether ``model`` makes clips: it says the frames of its default clip (``model.frames``) and its samples
+    have a frame axis ((C, f, h, w))."""
+    frames = getattr(model, "frames", None)
+    return isinstance(frames, int) and not isinstance(frames, bool) and len(getattr(model, "sample_shape", ())) == 4
 
 
 def fit_clip_to(name: str, frames: int, height: int, width: int, *, temporal: int,
@@ -31,4 +41,4 @@ def check_video_latents(x: torch.Tensor, channels: int, patch: tuple[int, int] =
         raise IncompatibleModelError(f"latent sides must be multiples of {patch[0]}; got {tuple(x.shape[3:])}")
 
 
-__all__ = ["check_video_latents", "fit_clip_to"]
+__all__ = ["check_video_latents", "fit_clip_to", "is_video_model"]
