@@ -25,6 +25,7 @@ SENSITIVE = 20 * TOLERANCE  # what another seed or guidance scale must change, a
 EXACT = 1e-5  # float32 reconstruction bound of the issue
 BATCH_ULPS = 1e-5  # a batched transformer call against separate ones: sums in another order
 PROMPT, NEGATIVE, STEPS, SEED = "a red cat", "a blue dog", 4, 3
+SOURCES, TARGETS = ("a cat", "a photo of the red car"), ("a dog", "a blue car")  # a batch's prompts, of two lengths
 
 
 def seed(s: int) -> torch.Generator:
@@ -67,6 +68,18 @@ def assert_parity(model, pipe, *, size=(16, 16), pipe_call=None, other_guidance=
     return diff
 
 
+def guidance_cases(cfg: dict):
+    """The parity cases of a family with classifier-free guidance and a negative prompt (``cfg``): none, ``cfg``
+    (against none), ``cfg`` at 16×32 (against another scale), and ``cfg``'s scale with the pipeline's default
+    negative prompt, the empty one."""
+    return pytest.mark.parametrize("guidance, other, size", [
+        ({"guidance_scale": 1.0}, cfg, (16, 16)),
+        (cfg, {"guidance_scale": 1.0}, (16, 16)),
+        (cfg, {"guidance_scale": 2.0, "negative_prompt": NEGATIVE}, (16, 32)),
+        ({"guidance_scale": cfg["guidance_scale"]}, cfg, (16, 16)),
+    ], ids=["no-guidance", "cfg-negative", "cfg-negative-16x32", "cfg-empty-negative"])
+
+
 def assert_lora_is_fused(build_pipeline, build_model, tmp_path, condition: dict, *, pipe_call=None, mine=ours,
                          reference=theirs):
     """with_lora(file) (adapters switched on for the variant's calls) equals the pipeline's load_lora_weights +
@@ -100,11 +113,14 @@ def assert_reconstructs(model, x0: torch.Tensor, *, strength: float, eta: float,
     return z
 
 
-def assert_batch_invariant_edit(model, x: torch.Tensor, *, sources, targets, negatives=None, without=None,
-                                moves: float | None = SENSITIVE, atol: float = BATCH_ULPS, **kw) -> torch.Tensor:
-    """Two items edited in one call: the second equals it edited alone with its own generator, within ``atol``.
+def assert_batch_invariant_edit(model, x: torch.Tensor, *, sources=SOURCES, targets=TARGETS, negatives=None,
+                                without=None, moves: float | None = SENSITIVE, atol: float = BATCH_ULPS,
+                                source_guidance_scale: float = 2.0, **kw) -> torch.Tensor:
+    """Two items edited in one call (``kw``: the steps and guidance; the source's guidance 2 unless given): the
+    second equals it edited alone with its own generator, within ``atol``.
     Then the second edited without its negative prompt (and with ``without``'s settings) must move by more than
     ``moves``: the negative prompt (or the guidance) reaches the target's rows."""
+    kw["source_guidance_scale"] = source_guidance_scale
     negative = {"negative_prompt": list(negatives)} if negatives else {}
     both = edit(model, x, source_prompt=list(sources), prompt=list(targets), generator=gens(0, 1), **negative,
                 **kw).images
