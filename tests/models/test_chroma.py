@@ -16,6 +16,7 @@ from family_checks import (
     assert_lora_is_fused,
     assert_parity,
     assert_reconstructs,
+    guidance_cases,
     img2img,
     load_keys,
     loaders_seen,
@@ -45,12 +46,7 @@ def chroma(pipe):
 
 
 # ---------------------------------------------------------------------------------------------------- parity
-@pytest.mark.parametrize("guidance, other, size", [
-    ({"guidance_scale": 1.0}, CFG, (16, 16)),
-    (CFG, {"guidance_scale": 1.0}, (16, 16)),
-    (CFG, {"guidance_scale": 2.0, "negative_prompt": NEGATIVE}, (16, 32)),
-    ({"guidance_scale": 4.0}, CFG, (16, 16)),  # the empty negative prompt, as the pipeline's default
-], ids=["no-guidance", "cfg-negative", "cfg-negative-16x32", "cfg-empty-negative"])
+@guidance_cases(CFG)
 def test_a_seed_gives_chromas_own_image(chroma, pipe, guidance, other, size):
     assert_parity(chroma, pipe, size=size, pipe_call={**guidance, "max_sequence_length": chroma.max_sequence_length},
                   other_guidance=other, **guidance)
@@ -100,7 +96,7 @@ def test_decoding_a_chroma_encoding_gives_its_latents_back(chroma, eta, strength
 
 def test_chroma_edits_are_batch_invariant_under_guidance(chroma):
     assert_batch_invariant_edit(chroma, photos(2), sources=["a cat", "a car"], targets=["a dog", "a red car"],
-                                negatives=["blue", "a horse"], steps=5, guidance_scale=4.0, source_guidance_scale=2.0)
+                                negatives=["blue", "a horse"], steps=5, guidance_scale=4.0)
 
 
 def test_chroma_conditions_are_checked_in_one_line(chroma):
