@@ -143,10 +143,9 @@ def test_the_codec_is_the_pipelines_batch_norm_normalisation_of_patchified_laten
 # ------------------------------------------------------------------------------------------- 4. batch invariance
 @pytest.mark.parametrize("which", ["klein", "dev"])
 def test_flux2_edits_are_batch_invariant_under_guidance(request, which):
+    plain = {"guidance_scale": 1.0, "source_guidance_scale": 1.0}  # without guidance the edit is another one
     assert_batch_invariant_edit(request.getfixturevalue(which), photos(2), sources=["a cat", "a car"],
-                                targets=["a dog", "a red car"], without={"guidance_scale": 1.0,
-                                                                         "source_guidance_scale": 1.0},
-                                steps=5, guidance_scale=4.0, source_guidance_scale=2.0)
+                                targets=["a dog", "a red car"], without=plain, steps=5, guidance_scale=4.0)
 
 
 # ---------------------------------------------------------------------------------------------------- 5. loading
