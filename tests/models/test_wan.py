@@ -167,9 +167,7 @@ def test_decoding_a_wan_encoding_gives_its_5d_latents_back(wan, eta, strength, t
 
 
 def test_wan_edits_are_batch_invariant_under_guidance(wan):
-    assert_batch_invariant_edit(wan, clips(2), sources=["a cat", "a photo of the red car"],
-                                targets=["a dog", "a blue car"], negatives=["blue", "a horse"], steps=5,
-                                guidance_scale=5.0, source_guidance_scale=2.0)
+    assert_batch_invariant_edit(wan, clips(2), negatives=["blue", "a horse"], steps=5, guidance_scale=5.0)
 
 
 def test_many_targets_translation_and_interpolation_take_clips(wan):
