@@ -8,24 +8,14 @@ from typing import Any
 
 import torch
 
-from tiny_sd import WORDS, vae
+from tiny_sd import vae, word_tokenizer
 
 
 def glm_tokenizer(folder: Path) -> Any:
     """Whole words (the shared test words), unknown for the rest, GLM's "[gMASK] <sop>" before every text (so the
     empty prompt has tokens too), <|endoftext|> as padding on the left."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<|endoftext|>", "<unk>", "[gMASK]", "<sop>"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(special + WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[gMASK] <sop> $A", special_tokens=[("[gMASK]", 2),
-                                                                                                    ("<sop>", 3)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", unk_token="<unk>",
-                                   padding_side="left", model_max_length=1024)
-    fast.save_pretrained(folder)
-    return PreTrainedTokenizerFast.from_pretrained(folder)
+    return word_tokenizer(folder, ["<|endoftext|>", "<unk>", "[gMASK]", "<sop>"], before="[gMASK] <sop>",
+                          pad_token="<|endoftext|>", padding_side="left", model_max_length=1024)
 
 
 def cogview4_pipeline(tmp: Path, seed: int = 0) -> Any:

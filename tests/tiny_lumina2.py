@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from tiny_sd import WORDS
+from tiny_sd import WORDS, word_tokenizer
 
 # the words of the pipeline's system prompt and its "<Prompt Start>" marker, so that they are tokens of their own
 SYSTEM_WORDS = ("You are an assistant designed to generate superior images with degree image - text alignment based "
@@ -17,17 +17,8 @@ SYSTEM_WORDS = ("You are an assistant designed to generate superior images with 
 
 def gemma_tokenizer(folder: Path) -> Any:
     """Whole words (the shared test words and the system prompt's), unknown for the rest; <pad> pads."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(special + WORDS + SYSTEM_WORDS))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                   eos_token="<eos>", model_max_length=512)
-    fast.save_pretrained(folder)
-    return PreTrainedTokenizerFast.from_pretrained(folder)
+    return word_tokenizer(folder, ["<pad>", "<eos>", "<bos>", "<unk>"], [*WORDS, *SYSTEM_WORDS], pad_token="<pad>",
+                          bos_token="<bos>", eos_token="<eos>", model_max_length=512)
 
 
 def vae8(seed: int = 0) -> Any:

@@ -8,24 +8,14 @@ from typing import Any
 
 import torch
 
-from tiny_sd import WORDS
+from tiny_sd import word_tokenizer
 
 
 def gemma_tokenizer(folder: Path) -> Any:
     """Whole words (the shared test words), unknown for the rest (the complex human instruction's words too),
     ``<bos>`` before every text and ``<pad>`` as padding."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(special + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                   eos_token="<eos>", model_max_length=1024)
-    fast.save_pretrained(folder)
-    return PreTrainedTokenizerFast.from_pretrained(folder)
+    return word_tokenizer(folder, ["<pad>", "<eos>", "<bos>", "<unk>"], before="<bos>", pad_token="<pad>",
+                          bos_token="<bos>", eos_token="<eos>", model_max_length=1024)
 
 
 def sana_pipeline(tmp: Path, seed: int = 0, scheduler: str = "dpm", flow_shift: float = 3.0) -> Any:

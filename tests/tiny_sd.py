@@ -151,6 +151,25 @@ def t5_tokenizer(folder: Path, max_length: int = 16) -> Any:
     return T5TokenizerFast.from_pretrained(folder)
 
 
+def word_tokenizer(folder: Path, special: list[str], words=WORDS, *, before: str = "", **options) -> Any:
+    """A word-level fast tokenizer made with the tokenizers library, as the tiny text encoders' builders need it:
+    ``special`` then ``words`` (the shared test words unless given), each a token of its own, ``<unk>`` for the
+    rest, split at whitespace; the special tokens in ``before`` put before every text; ``options`` go to
+    PreTrainedTokenizerFast (its pad token, model_max_length, ...). Saved to folder and read back from it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*special, *words]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if before:
+        tok.post_processor = processors.TemplateProcessing(single=f"{before} $A",
+                                                           special_tokens=[(t, vocab[t]) for t in before.split()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", **options)
+    fast.save_pretrained(folder)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
 def flux_pipeline(tmp: Path, seed: int = 0, guidance_embeds: bool = True) -> Any:
     """FLUX-shaped: CLIP (pooled, width 16) + T5 (width 32, 16 tokens), a transformer over 2×2-packed 4-channel
     latents (one double and one single block), FLUX's dynamic-shift scheduler; 16×16 images."""

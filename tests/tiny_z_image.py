@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from tiny_sd import WORDS, vae
+from tiny_sd import vae, word_tokenizer
 
 CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|> {% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
@@ -16,18 +16,9 @@ CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|
 
 def qwen_tokenizer(folder: Path) -> Any:
     """Whole words (the shared test words and the chat template's), unknown for the rest, end-of-text as padding."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(special + ["user", "assistant"] + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", unk_token="<unk>",
-                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"], chat_template=CHAT,
-                                   model_max_length=512)
-    fast.save_pretrained(folder)
-    return PreTrainedTokenizerFast.from_pretrained(folder)
+    return word_tokenizer(folder, ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "user", "assistant"],
+                          pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                          chat_template=CHAT, model_max_length=512)
 
 
 def z_image_pipeline(tmp: Path, seed: int = 0, img2img: bool = False) -> Any:
