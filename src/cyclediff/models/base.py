@@ -83,14 +83,23 @@ def refuse_unknown(unknown: dict[str, Any], valid: tuple[str, ...], what: str) -
         )
 
 
-def split_guided(out: torch.Tensor, plan: list[tuple[int, float, int]]) -> list[torch.Tensor]:
+def split_guided(out: torch.Tensor, plan: list[tuple[int, float, int]],
+                 rescale: list[float] | None = None) -> list[torch.Tensor]:
     """Undo a batched call over guidance branches: ``plan`` lists (rows per image: 1 or 2, scale w, batch) per
-    branch; a two-part branch is (unconditional, conditional) and becomes ε_u + w (ε_c − ε_u)."""
+    branch; a two-part branch is (unconditional, conditional) and becomes ε_u + w (ε_c − ε_u). ``rescale``: per
+    branch φ (0: none), the guided output's std moved towards the conditional one's by φ, as the
+    ``guidance_rescale`` of LTX-Video's and HunyuanVideo 1.5's pipelines (diffusers' ``rescale_noise_cfg``)."""
     results, row = [], 0
-    for parts, w, batch in plan:
+    for i, (parts, w, batch) in enumerate(plan):
         chunks = out[row: row + parts * batch].split(batch)
         row += parts * batch
-        results.append(chunks[0] if parts == 1 else chunks[0] + w * (chunks[1] - chunks[0]))
+        guided = chunks[0] if parts == 1 else chunks[0] + w * (chunks[1] - chunks[0])
+        phi = rescale[i] if rescale else 0.0
+        if parts == 2 and phi > 0:
+            from diffusers.guiders.guider_utils import rescale_noise_cfg
+
+            guided = rescale_noise_cfg(guided, chunks[1], phi)
+        results.append(guided)
     return results
 
 

@@ -38,7 +38,7 @@ import torch
 from ..errors import CycleDiffError, IncompatibleModelError
 from ..flow import FlowSchedule
 from ._accel import UNetRunner
-from .base import Condition, refuse_unknown, stack_branches
+from .base import Condition, refuse_unknown, split_guided, stack_branches
 from .hunyuan_video import HunyuanVideoCodec
 from .pipelines import PromptModel, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
@@ -164,17 +164,8 @@ class HunyuanVideo15(FlowCoordinates, PromptModel):
         self.use_adapters()
         out = self.runner(self.model_input(x_all, t).to(self.dtype), self.model_timesteps(t, x_all), x_all.dtype,
                           **text)
-        results, row = [], 0
-        for (parts, w, batch), (x, c) in zip(plan, branches):
-            chunks = out[row: row + parts * batch].split(batch)
-            row += parts * batch
-            v = chunks[0] if parts == 1 else chunks[0] + w * (chunks[1] - chunks[0])
-            if parts == 2 and c.inputs["rescale"] > 0:
-                from diffusers.guiders.guider_utils import rescale_noise_cfg
-
-                v = rescale_noise_cfg(v, chunks[1], c.inputs["rescale"])
-            results.append(self.model_output(v, x, t))
-        return results
+        guided = split_guided(out, plan, [c.inputs["rescale"] for _, c in branches])
+        return [self.model_output(v, x, t) for v, (x, _) in zip(guided, branches)]
 
 
 def check_guider(guider: Any) -> None:

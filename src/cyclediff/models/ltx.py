@@ -40,7 +40,7 @@ import torch
 from ..errors import ConfigError, IncompatibleModelError
 from ..flow import FlowSchedule, image_shift
 from ._accel import UNetRunner
-from .base import Condition, condition_scale, refuse_unknown, stack_branches
+from .base import Condition, condition_scale, refuse_unknown, split_guided, stack_branches
 from .codec import LatentAffine, VaeCodec
 from .pipelines import PromptModel, as_list, diffusers_quiet, guided_rows, is_single_file, load_pipeline
 from .steps import FlowCoordinates
@@ -261,17 +261,8 @@ class LTXVideo(FlowCoordinates, PromptModel):
                           encoder_hidden_states=torch.cat(inputs["cond"]).to(self.device, self.dtype),
                           encoder_attention_mask=torch.cat(inputs["mask"]).to(self.device),
                           frame_rate=self.frame_rate)
-        results, row = [], 0
-        for (parts, w, batch), (x, c) in zip(plan, branches):
-            chunks = out[row: row + parts * batch].split(batch)
-            row += parts * batch
-            v = chunks[0] if parts == 1 else chunks[0] + w * (chunks[1] - chunks[0])
-            if parts == 2 and c.inputs["rescale"] > 0:
-                from diffusers.pipelines.ltx.pipeline_ltx import rescale_noise_cfg
-
-                v = rescale_noise_cfg(v, chunks[1], guidance_rescale=c.inputs["rescale"])
-            results.append(self.model_output(v, x, t))
-        return results
+        guided = split_guided(out, plan, [c.inputs["rescale"] for _, c in branches])
+        return [self.model_output(v, x, t) for v, (x, _) in zip(guided, branches)]
 
 
 def _pipeline_class(source: str) -> Any:
