@@ -101,8 +101,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert video["steps"] == results["settings"]["steps"]
     for r in video["methods"].values():
         assert 0 <= r["frame_accuracy"] <= 1 and 0 <= r["trajectory_distance"] < video["size"][0]
+    # at the video rows' own strength and guidance (above 1: the target's guided and unguided calls each step)
+    assert video["strength"] == results["settings"]["video_strength"] and video["guidance_scale"] > 1
+    vsteps = int(results["settings"]["steps"] * video["strength"])
     assert {m: r["evaluations_per_edit"] for m, r in video["methods"].items()} == {
-        "cyclediffusion": 2 * steps, "flowedit": 2 * steps, "sdedit": steps}
+        "cyclediffusion": 3 * vsteps, "flowedit": 3 * vsteps, "sdedit": 2 * vsteps}
     assert video["inputs"]["frame_accuracy_as_source"] >= 0.9 and any("clip edits 3 → 8" in s for s in stages)
     assert "trajectory distance (px)" in (tmp_path / "demo.md").read_text()
     assert (tmp_path / "demo-video.png").stat().st_size > 0

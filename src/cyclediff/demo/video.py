@@ -111,7 +111,7 @@ def video_edits(model: Any, *, n: int, steps: int, strength: float, eta: float, 
     source_frames = frame_classes(inputs)
     results: dict[str, Any] = {
         "clips": n, "frames": int(inputs.shape[2]), "size": list(inputs.shape[-2:]), "steps": steps,
-        "strength": strength, "eta": eta,
+        "strength": strength, "eta": eta, "guidance_scale": guidance_scale,
         "inputs": {"frame_accuracy_as_source": float(np.mean(source_frames == SOURCE_DIGIT)),
                    "frame_accuracy_as_target": float(np.mean(source_frames == TARGET_DIGIT)),
                    "trajectory_distance_unrelated": float(trajectory_distance(inputs, inputs.roll(1, 0)).mean())},
@@ -132,7 +132,8 @@ def markdown(video: dict[str, Any]) -> str:
     i = video["inputs"]
     lines = [f"Clips {SOURCE_DIGIT} → {TARGET_DIGIT} ({video['clips']} held-out {SOURCE_DIGIT}s bouncing over "
              f"{video['frames']} frames of {video['size'][0]}×{video['size'][1]}, demo:{VIDEO_MODEL}, {video['steps']}"
-             f" steps at strength {video['strength']:g}): frames judged by the SVC on each frame's 8×8 digit window, "
+             f" steps at strength {video['strength']:g}, η {video['eta']:g}, guidance {video['guidance_scale']:g}): "
+             f"frames judged by the SVC on each frame's 8×8 digit window, "
              f"found from its centre of mass (the inputs' frames: {i['frame_accuracy_as_source']:.1%} read as "
              f"{SOURCE_DIGIT}s); "
              f"trajectory distance = mean distance of the centres of mass per frame (between two unrelated inputs: "
