@@ -1,4 +1,5 @@
-"""The video demo: moving-digits clips, the frames-folded video adapter and its shipped model demo:moving-digits,
+"""The video demo: moving-digits clips, the video UNet adapter (frames tiled or folded) and its shipped model
+demo:moving-digits,
 the clip metrics (per-frame class, centre-of-mass trajectories) on clips whose answer is known, and one short edit."""
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ def test_frame_classes_find_the_digit_where_it_is():
     assert np.mean(read == labels.numpy()[:, None]) >= 0.9
 
 
-def test_the_shipped_video_model_loads_as_a_frames_folded_flow():
+def test_the_shipped_video_model_loads_as_a_frames_tiled_flow():
     from cyclediff.models.pixel_video import FlowPixelVideo
 
     model = load("demo:moving-digits")
-    assert isinstance(model, FlowPixelVideo) and model.family == "flow-pixel-video"
+    assert isinstance(model, FlowPixelVideo) and model.family == "flow-pixel-video" and model.frame_grid == (2, 4)
     assert model.sample_shape == (1, FRAMES, SIZE, SIZE) and model.frames == FRAMES and model.codec.temporal == 1
     assert model.schedule.path == "rectified_flow" and model.null_class_label == 10
     assert model.fit_clip(10, 18, 16) == (FRAMES, 16, 16, "10 frames cut to 8 (this model takes 8); 18×16 cut to "
@@ -75,16 +76,46 @@ def test_the_shipped_video_model_loads_as_a_frames_folded_flow():
         model.codec.encode(torch.zeros(1, 1, SIZE, SIZE))
     with pytest.raises(IncompatibleModelError, match=f"\\(B, 1, {FRAMES}, H, W\\)"):
         model.check_sample(torch.zeros(1, 1, FRAMES - 1, SIZE, SIZE))
-    # the network sees the frames folded into channels as the training did ((B, 1, F, H, W).flatten(1, 2))
+    # the network sees one 32×64 picture of 2 rows of 4 frames, as the training laid them out: frame 5 is the second
+    # row's second tile
     x, t = torch.randn(2, 1, FRAMES, SIZE, SIZE), torch.full((2,), 500.0)
     y = torch.tensor([3, 8])
+    picture = torch.cat([torch.cat(list(x[:, :, r * 4:(r + 1) * 4].unbind(2)), dim=-1) for r in range(2)], dim=-2)
+    assert picture.shape == (2, 1, 2 * SIZE, 4 * SIZE) and torch.equal(picture[:, :, SIZE:, SIZE:2 * SIZE], x[:, :, 5])
     with torch.no_grad():
-        folded = model.unet(x.flatten(1, 2), t, class_labels=y).sample
-        assert torch.equal(model.runner(x, t, x.dtype, class_labels=y), folded.reshape(x.shape))
+        out = model.unet(picture, t, class_labels=y).sample
+        back = torch.stack([out[:, :, r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE]
+                            for r in range(2) for c in range(4)], dim=2)
+        assert torch.equal(model.runner(x, t, x.dtype, class_labels=y), back)
     # a clip model and an image model do not share a space (translate refuses them)
     assert not model.codec.same_space(load("demo:digits-flow").codec)
     meta = json.loads((model_folder() / "cyclediff.json").read_text())
-    assert meta["frames"] == FRAMES and "train_video" in meta["description"]
+    assert meta["frames"] == FRAMES and meta["frame_grid"] == [2, 4] and "train_video" in meta["description"]
+
+
+def test_a_frames_folded_video_unet_sees_the_frames_as_channels(tmp_path):
+    """The other layout: a UNet of F·C channels, the clip's frames folded into them ((B, 1, F, H, W).flatten(1, 2))."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+    from cyclediff.models.pixel_video import FlowPixelVideo
+
+    UNet2DModel(sample_size=SIZE, in_channels=FRAMES, out_channels=FRAMES, layers_per_block=1,
+                block_out_channels=(8, 8), down_block_types=("DownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, num_class_embeds=11
+                ).save_pretrained(tmp_path)
+    FlowMatchEulerDiscreteScheduler().save_config(tmp_path)
+    (tmp_path / "cyclediff.json").write_text(json.dumps({"frames": FRAMES, "null_class_label": 10}))
+    model = load(str(tmp_path))
+    assert isinstance(model, FlowPixelVideo) and model.frame_grid is None
+    assert model.sample_shape == (1, FRAMES, SIZE, SIZE)
+    x, t, y = torch.randn(2, 1, FRAMES, SIZE, SIZE), torch.full((2,), 500.0), torch.tensor([3, 8])
+    with torch.no_grad():
+        folded = model.unet(x.flatten(1, 2), t, class_labels=y).sample
+        assert torch.equal(model.runner(x, t, x.dtype, class_labels=y), folded.reshape(x.shape))
+    (tmp_path / "cyclediff.json").write_text(json.dumps({"frames": FRAMES, "frame_grid": [2, 3]}))
+    with pytest.raises(CycleDiffError, match="frame_grid") as err:  # 2 × 3 tiles cannot hold 8 frames
+        load(str(tmp_path))
+    assert "\n" not in str(err.value)
 
 
 def model_folder():
@@ -109,8 +140,8 @@ def test_a_video_cyclediff_json_with_a_ddpm_scheduler_is_one_line(tmp_path):
 
 def test_a_short_clip_edit_changes_the_class_and_keeps_the_motion():
     """CycleDiffusion 3 → 8 on the shipped model at the demo's video settings, 8 clips at 20 steps: a clip of the
-    input's shape in [0, 1] with a share of its frames read as 8s well above the inputs' 0% (the model trained before
-    the wider UNet read 1%), whose centre of mass follows the input's path within half the distance between two
+    input's shape in [0, 1] with most of its frames read as 8s (measured 70%; the inputs 0%; the model before the
+    tiled layout 12.5%), whose centre of mass follows the input's path within half the distance between two
     unrelated inputs."""
     from cyclediff.api.translate import translate
     from cyclediff.demo.run import DemoSettings
@@ -129,7 +160,7 @@ def test_a_short_clip_edit_changes_the_class_and_keeps_the_motion():
     assert float(np.mean(frame_classes(inputs) == 8)) == 0.0
     scores = clip_scores(inputs, result.images, 8)
     unrelated = float(trajectory_distance(inputs, inputs.roll(1, 0)).mean())
-    assert scores["frame_accuracy"] >= 0.08, scores
+    assert scores["frame_accuracy"] >= 0.4, scores
     assert scores["trajectory_distance"] < unrelated / 2, (scores, unrelated)
 
 

@@ -53,7 +53,7 @@ class DemoSettings:
     guide_per_class: int = 5
     guide_langevin_steps: int = 30
     video_clips: int = 20  # 3 → 8 clip edits with demo:moving-digits, at ``steps``; the same settings for each method:
-    video_strength: float = 0.9  # the tiny video model keeps the 3s at the image rows' 0.8 (2% of frames read as 8)
+    video_strength: float = 0.9  # docs/guide.md "The video rows": 68% of frames turned into 8s, the motion kept
     video_eta: float = 1.0
     video_guidance_scale: float = 3.0
     seed: int = 0

@@ -93,7 +93,7 @@ def fit(unet: UNet2DModel, draw, *, iters: int, seed: int, lr: float = 2e-3, p_u
 
 
 def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, description: str,
-               flow: bool = False, frames: int | None = None) -> Path:
+               flow: bool = False, frames: int | None = None, frame_grid: tuple[int, int] | None = None) -> Path:
     """Save as a diffusers UNet folder; weights in float16 (half the size; loaded back as float32)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -104,7 +104,9 @@ def save_model(unet: UNet2DModel, folder: Path, *, null_label: int | None, descr
             "foreground": "light",  # sklearn's digits: light strokes on a dark ground
             "defaults": {"guidance_scale": 1.0}}  # stronger guidance turns these small models' edits into blobs
     if frames is not None:
-        meta["frames"] = frames  # a video UNet: frames folded into its channels (models/pixel_video.py)
+        meta["frames"] = frames  # a video UNet (models/pixel_video.py): frames folded into its channels, or
+        if frame_grid is not None:  # laid out as rows × columns tiles of one picture
+            meta["frame_grid"] = list(frame_grid)
     (folder / "cyclediff.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
@@ -128,25 +130,30 @@ def train_all(out: Path, *, iters: int = 4000, seed: int = 0, threads: int | Non
 
 # ------------------------------------------------------------------------------------------ the video demo model
 VIDEO_MODEL = "moving-digits"
-VIDEO_ITERS = 1200
+VIDEO_ITERS = 700
+FRAME_GRID = (2, 4)  # the 8 frames laid out as 2 rows of 4 tiles: one 32×64 picture
 
 
-def make_video_unet(frames: int = FRAMES, size: int = SIZE) -> UNet2DModel:
-    """A class-conditional UNet2DModel over ``frames`` one-channel frames folded into its channels: a wide first
-    level (64 channels for the 8 frames' strokes), attention at 8×8 and 4×4 (to line up the moving frames) and the
-    class and time scaling each block's normalised features (``scale_shift``)."""
+def make_video_unet(frames: int = FRAMES, size: int = SIZE, grid: tuple[int, int] = FRAME_GRID) -> UNet2DModel:
+    """A class-conditional UNet2DModel over a clip's one-channel frames laid out as a grid of tiles (``grid`` rows ×
+    columns = ``frames``): its convolutions are shared by every frame, so a digit's strokes are learnt once wherever
+    and whenever it is; attention at the coarsest level (8×16) lines up the frames."""
+    rows, cols = grid
+    assert rows * cols == frames, "the grid holds every frame"
     return UNet2DModel(
-        sample_size=size, in_channels=frames, out_channels=frames, layers_per_block=1,
-        block_out_channels=(64, 96, 112), down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=16,
-        num_class_embeds=NULL_LABEL + 1, resnet_time_scale_shift="scale_shift",
+        sample_size=(rows * size, cols * size), in_channels=1, out_channels=1, layers_per_block=1,
+        block_out_channels=(32, 64, 64), down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=16,
+        num_class_embeds=NULL_LABEL + 1,
     )
 
 
-def train_video(out: Path, *, iters: int = VIDEO_ITERS, seed: int = 0, batch_size: int = 32, lr: float = 1e-3,
+def train_video(out: Path, *, iters: int = VIDEO_ITERS, seed: int = 0, batch_size: int = 32, lr: float = 2e-3,
                 ema_decay: float = 0.995, threads: int | None = 1) -> Path:
     """Train the moving-digits rectified flow (clips of the training split's digits bouncing on fresh paths each
-    batch) and save it as ``out/moving-digits``; deterministic for a seed."""
+    batch, laid out as :data:`FRAME_GRID` tiles) and save it as ``out/moving-digits``; deterministic for a seed."""
+    from ..models.pixel_video import tile_frames
+
     if threads:
         torch.set_num_threads(threads)
     x, y, _, _ = split()
@@ -156,13 +163,13 @@ def train_video(out: Path, *, iters: int = VIDEO_ITERS, seed: int = 0, batch_siz
     def draw(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(x), (batch_size,), generator=g)
         video, _ = moving_digits((x[idx] + 1) / 2, g)
-        return (video * 2 - 1).flatten(1, 2), y[idx]  # (B, F, H, W): frames folded into channels, in [−1, 1]
+        return tile_frames(video * 2 - 1, FRAME_GRID), y[idx]  # (B, 1, 32, 64) in [−1, 1]
 
     ema = fit(unet, draw, iters=iters, seed=seed, lr=lr, ema_decay=ema_decay, desc=VIDEO_MODEL, flow=True)
-    return save_model(ema, out / VIDEO_MODEL, null_label=NULL_LABEL, flow=True, frames=FRAMES,
+    return save_model(ema, out / VIDEO_MODEL, null_label=NULL_LABEL, flow=True, frames=FRAMES, frame_grid=FRAME_GRID,
                       description=f"class-conditional rectified flow on sklearn digits bouncing over {SIZE}x{SIZE} "
-                                  f"for {FRAMES} frames, frames folded into channels (0-9, null 10); "
-                                  f"cyclediff.demo.train.train_video(iters={iters}, seed={seed}, "
+                                  f"for {FRAMES} frames, laid out as {FRAME_GRID[0]}x{FRAME_GRID[1]} tiles "
+                                  f"(0-9, null 10); cyclediff.demo.train.train_video(iters={iters}, seed={seed}, "
                                   f"batch_size={batch_size}, lr={lr:g}, ema_decay={ema_decay})")
 
 

@@ -184,8 +184,8 @@ FAMILIES: tuple[Family, ...] = (
            network="unet", network_class="UNet2DConditionModel",
            lora=(("SDXL", ("text_encoder_2", "lora_te2", "add_embedding")),
                  ("Stable Diffusion", ("unet.", "lora_unet_")))),
-    # a frames-folded video UNet: its cyclediff.json's "frames" is given as a component (models/pixel_video.py)
-    Family("flow-pixel-video", "a rectified-flow pixel video UNet (frames folded into channels)",
+    # a video UNet (frames tiled or folded): its cyclediff.json's "frames" is a component (models/pixel_video.py)
+    Family("flow-pixel-video", "a rectified-flow pixel video UNet (frames tiled or folded into channels)",
            "pixel_video:FlowPixelVideo", components=("unet", "scheduler", "frames"), schedulers=("FlowMatch",)),
     Family("flow-pixel", "a rectified-flow pixel UNet", "pixel:FlowPixelDenoiser", components=("unet", "scheduler"),
            schedulers=("FlowMatch",)),

@@ -293,6 +293,6 @@ def _extra_settings(source: str, subfolder: str | None) -> dict[str, Any]:
     if not path.is_file():
         return {}
     meta = json.loads(path.read_text())
-    video = {"frames": meta["frames"]} if meta.get("frames") is not None else {}  # a frames-folded video UNet
+    video = {k: meta[k] for k in ("frames", "frame_grid") if meta.get(k) is not None}  # a video UNet
     return {"null_class_label": meta.get("null_class_label"), "attention_heads": meta.get("attention_heads"),
             "foreground": meta.get("foreground"), "defaults": meta.get("defaults"), **video}

@@ -1,7 +1,9 @@
 """Pixel-space video models: a rectified-flow ``UNet2DModel`` over clips whose frames are folded into its channels
-(F frames of C channels: a UNet of F·C input and output channels). The core sees the clips as they are, 5-D samples
-(B, C, F, H, W) in [−1, 1]; only the network call folds and unfolds the frame axis. The shipped
-``demo:moving-digits`` is one (its ``cyclediff.json`` says ``"frames"``, which picks this adapter)."""
+(F frames of C channels: a UNet of F·C input and output channels), or laid out as one picture, a grid of frame tiles
+(``frame_grid`` (rows, columns): a UNet of C channels over rows·H × columns·W pictures, its convolutions shared by
+every frame). The core sees the clips as they are, 5-D samples (B, C, F, H, W) in [−1, 1]; only the network call
+changes the layout. The shipped ``demo:moving-digits`` is one (its ``cyclediff.json`` says ``"frames"`` and
+``"frame_grid"``, which pick this adapter)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,33 @@ class _FramesFolded(torch.nn.Module):
         return (out.reshape(b, c, f, h, w),)
 
 
+def tile_frames(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, C, F, H, W) → (B, C, rows·H, columns·W): the frames as tiles, row by row."""
+    b, c, _, h, w = x.shape
+    rows, cols = grid
+    return x.reshape(b, c, rows, cols, h, w).permute(0, 1, 2, 4, 3, 5).reshape(b, c, rows * h, cols * w)
+
+
+def untile_frames(y: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The inverse of :func:`tile_frames`."""
+    b, c, height, width = y.shape
+    rows, cols = grid
+    h, w = height // rows, width // cols
+    return y.reshape(b, c, rows, h, cols, w).permute(0, 1, 2, 4, 3, 5).reshape(b, c, rows * cols, h, w)
+
+
+class _FramesTiled(torch.nn.Module):
+    """A UNet2DModel called on (B, C, F, H, W) clips laid out as a grid of frame tiles, its output cut back."""
+
+    def __init__(self, unet: torch.nn.Module, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.unet, self.grid = unet, grid
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, return_dict: bool = False, **kwargs: Any) -> Any:
+        out = self.unet(tile_frames(x, self.grid), timesteps, return_dict=False, **kwargs)[0]
+        return (untile_frames(out, self.grid),)
+
+
 class PixelClipCodec(PixelCodec):
     """Clips (B, C, F, H, W) in [0, 1] ↔ samples in [−1, 1], for a model of ``frames`` frames (no time
     compression: ``temporal`` is 1)."""
@@ -53,27 +82,39 @@ class FlowPixelVideo(FlowPixelDenoiser):
     """A rectified-flow UNet2DModel whose channels are ``frames`` frames of C channels each, over 5-D samples
     (B, C, F, H, W); conditions and guidance as :class:`~cyclediff.models.pixel.PixelDenoiser` (class labels)."""
 
-    kind = "a pixel-space video UNet (frames folded into channels; no text encoder)"
+    kind = "a pixel-space video UNet (its frames tiled or folded into channels; no text encoder)"
     family = "flow-pixel-video"  # its record in models/families.py
 
-    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, *, frames: int, **kwargs: Any) -> None:
+    def __init__(self, unet: torch.nn.Module, scheduler_config: Any, *, frames: int,
+                 frame_grid: tuple[int, int] | None = None, **kwargs: Any) -> None:
         super().__init__(unet, scheduler_config, **kwargs)
         channels = int(self.unet.config.in_channels)
-        if not isinstance(frames, int) or frames < 1 or channels % frames or \
-                int(self.unet.config.out_channels) != channels:
-            raise CycleDiffError(f"a frames-folded video UNet needs in_channels = out_channels = frames × C; this "
-                                 f"one has {channels} in, {self.unet.config.out_channels} out for frames={frames!r}")
-        self.frames = frames
-        self.runner = UNetRunner(_FramesFolded(self.unet, frames))
+        grid = tuple(frame_grid) if frame_grid is not None else None
+        if not isinstance(frames, int) or frames < 1 or int(self.unet.config.out_channels) != channels or (
+                grid is None and channels % frames) or (grid is not None and (
+                len(grid) != 2 or grid[0] * grid[1] != frames or any(n % k for n, k in zip(self._picture, grid)))):
+            raise CycleDiffError(f"a video UNet needs in_channels = out_channels = frames × C (frames folded) or a "
+                                 f"frame_grid of rows × columns = frames dividing its sample size (tiled); this one "
+                                 f"has {channels} in, {self.unet.config.out_channels} out, sample size "
+                                 f"{self._picture} for frames={frames!r}, frame_grid={frame_grid!r}")
+        self.frames, self.frame_grid = frames, grid
+        self.runner = UNetRunner(_FramesTiled(self.unet, grid) if grid else _FramesFolded(self.unet, frames))
+
+    @property
+    def _picture(self) -> tuple[int, int]:
+        size = self.unet.config.sample_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
     @property
     def channels(self) -> int:
-        return int(self.unet.config.in_channels) // self.frames
+        return int(self.unet.config.in_channels) // (1 if self.frame_grid else self.frames)
 
     @property
     def sample_shape(self) -> tuple[int, int, int, int]:  # type: ignore[override]
         """(C, F, H, W) of the clips it was trained on."""
         c, h, w = super().sample_shape
+        if self.frame_grid:
+            h, w = h // self.frame_grid[0], w // self.frame_grid[1]
         return (c, self.frames, h, w)
 
     @property
@@ -109,4 +150,4 @@ class FlowPixelVideo(FlowPixelDenoiser):
                                          f"needs; resize to its training size {tuple(self.sample_shape[2:])}")
 
 
-__all__ = ["FlowPixelVideo", "PixelClipCodec"]
+__all__ = ["FlowPixelVideo", "PixelClipCodec", "tile_frames", "untile_frames"]
