@@ -60,7 +60,7 @@ def demo(ctx: click.Context, out: Path, overwrite: bool, quick: bool, threads: i
     if not quiet:
         click.echo(line)
     settings = DemoSettings(steps=20, samples_per_class=5, edit_per_class=2, max_translate=10, guide_per_class=1,
-                            guide_langevin_steps=3) if quick \
+                            guide_langevin_steps=3, video_clips=4) if quick \
         else DemoSettings()
     run_demo(out, settings=settings, root=models, quiet=quiet)
 
