@@ -14,16 +14,8 @@ from click.testing import CliRunner
 from cyclediff._video import read_clip, read_record, write_clip
 from cyclediff.batch.outputs import latent_clip
 from cyclediff.cli import main
-from tiny_wan import wan_pipeline
 
 STEPS = ["--steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("wan")
-    wan_pipeline(folder / "build").save_pretrained(folder / "model")
-    return folder / "model"
 
 
 def clip12(path: Path) -> Path:

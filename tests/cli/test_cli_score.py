@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,16 +16,8 @@ from cyclediff.batch.outputs import recorded
 from cyclediff.cli import main
 from cyclediff.metrics import psnr, ssim
 from tiny_sd import tiny_clip
-from tiny_wan import wan_pipeline
 
 FRAMES = 5
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("wan")
-    wan_pipeline(folder / "build").save_pretrained(folder / "model")
-    return folder / "model"
 
 
 def cli(*args: object) -> object:

@@ -7,23 +7,14 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 
 from cyclediff._video import read_clip, read_record, write_clip
 from cyclediff.batch.outputs import latent_clip
 from cyclediff.cli import main
-from tiny_wan import wan_pipeline
 
 STEPS = ["--steps", "3"]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("wan")
-    wan_pipeline(folder / "build").save_pretrained(folder / "model")
-    return folder / "model"
 
 
 def clip(path: Path, frames: int = 11, h: int = 20, w: int = 24, fps: float = 12, seed: int = 0) -> Path:

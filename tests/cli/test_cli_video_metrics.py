@@ -16,16 +16,8 @@ from cyclediff._images import save_image
 from cyclediff._video import write_clip
 from cyclediff.cli import main
 from tiny_sd import tiny_clip
-from tiny_wan import wan_pipeline
 
 FRAMES = 5
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("wan")
-    wan_pipeline(folder / "build").save_pretrained(folder / "model")
-    return folder / "model"
 
 
 def still(path: Path) -> Path:
