@@ -138,3 +138,15 @@ def assert_same_draws(a, b, denoiser, *, rtol: float = 1e-5) -> None:
         weight = 1.0 if a.residual[k] else std
         worst = float((weight * (a.eps[k] - b.eps[k])).abs().max())
         assert worst <= rtol * scale, f"step {k} (t={t} → {s}): std·|Δε| = {worst:.3g} > {rtol * scale:.3g}"
+
+
+@pytest.fixture(scope="session")
+def wan(tmp_path_factory):
+    """A tiny Wan pipeline saved as a folder, built once per session (the clip tests only read it). It lives here,
+    not in a tests/<room>/conftest.py: the test modules import this file as ``conftest``, and a second conftest.py
+    would take that name in whichever order pytest collects them."""
+    from tiny_wan import wan_pipeline
+
+    folder = tmp_path_factory.mktemp("wan")
+    wan_pipeline(folder / "build").save_pretrained(folder / "model")
+    return folder / "model"

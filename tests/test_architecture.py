@@ -222,3 +222,11 @@ def test_edit_and_translate_take_at_most_twelve_parameters_and_the_strength_cut_
                 if {"steps", "strength"} <= names and path.name != "schedule.py":
                     copies.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not copies, copies
+
+
+def test_the_tests_have_one_conftest():
+    """Test modules import shared helpers with ``from conftest import …``; pytest names every conftest.py module
+    ``conftest``, so a second one (tests/<room>/conftest.py) shadows the first in whichever order they are collected
+    and the imports fail on another machine. Shared fixtures go in tests/conftest.py."""
+    tests = Path(__file__).resolve().parent
+    assert sorted(p.relative_to(tests).as_posix() for p in tests.rglob("conftest.py")) == ["conftest.py"]
