@@ -94,18 +94,27 @@ class EditSettings(MethodSettings):
     source_guidance_scale: float = 1.0
     method: str = "cyclediffusion"
     clip_model: str | None = None  # jobs: score each edit with this CLIP
+    condition: dict[str, Any] = field(default_factory=dict)  # the target's family keywords (guidance_scale_2 …)
+    source_condition: dict[str, Any] = field(default_factory=dict)  # the source's (its family's defaults if unset)
 
     task: ClassVar[str] = "edit"
     batched: ClassVar[frozenset[str]] = frozenset({"prompt", "source_prompt", "negative_prompt"})
     per_item: ClassVar[frozenset[str]] = batched
     required: ClassVar[tuple[str, ...]] = ("model",)
     front_end: ClassVar[frozenset[str]] = frozenset({"model", "clip_model"})
+    recorded_when_set: ClassVar[frozenset[str]] = frozenset({"condition", "source_condition"})
 
     def api(self, mask: Any = None, **given: Any) -> dict[str, Any]:
-        """:func:`cyclediff.edit`'s keywords (``mask``: as the API takes it; the settings hold its file)."""
-        return {"source_prompt": self.source_prompt, "prompt": self.prompt, "negative_prompt": self.negative_prompt,
-                "strength": self.strength, "steps": self.steps, "guidance_scale": self.guidance_scale,
-                "source_guidance_scale": self.source_guidance_scale, "method": self.options(mask), **given}
+        """:func:`cyclediff.edit`'s keywords (``mask``: as the API takes it; the settings hold its file); the
+        family keywords ride with the prompts (a prompt given as a dict of condition keywords)."""
+        keywords = {"source_prompt": self.source_prompt, "prompt": self.prompt,
+                    "negative_prompt": self.negative_prompt, "strength": self.strength, "steps": self.steps,
+                    "guidance_scale": self.guidance_scale, "source_guidance_scale": self.source_guidance_scale,
+                    "method": self.options(mask), **given}
+        for key, own in (("source_prompt", self.source_condition), ("prompt", self.condition)):
+            if own and keywords[key] is not None:
+                keywords[key] = {"prompt": keywords[key], **own}
+        return keywords
 
     def check(self) -> None:
         super().check()
@@ -130,6 +139,8 @@ class TranslateSettings(_knobs("TranslateKnobs", leave_out=("attention",)), Meth
     source_prompt: str | list[str] | None = None
     target_prompt: str | list[str] | None = None
     guidance_scale: float | None = None
+    source_condition: dict[str, Any] = field(default_factory=dict)  # each side's family keywords (--source-condition)
+    target_condition: dict[str, Any] = field(default_factory=dict)
 
     task: ClassVar[str] = "translate"
     batched: ClassVar[frozenset[str]] = frozenset({"source_class", "target_class", "source_prompt",
@@ -137,7 +148,9 @@ class TranslateSettings(_knobs("TranslateKnobs", leave_out=("attention",)), Meth
     per_item: ClassVar[frozenset[str]] = batched
     required: ClassVar[tuple[str, ...]] = ("source_model", "target_model")
     # the conditions: built per item by the front ends (condition_for: prompts, labels, the target's guidance)
-    front_end: ClassVar[frozenset[str]] = frozenset({"source_model", "target_model"}) | batched | {"guidance_scale"}
+    front_end: ClassVar[frozenset[str]] = (frozenset({"source_model", "target_model", "source_condition",
+                                                      "target_condition"}) | batched | {"guidance_scale"})
+    recorded_when_set: ClassVar[frozenset[str]] = frozenset({"source_condition", "target_condition"})
 
     def api(self, mask: Any = None, **given: Any) -> dict[str, Any]:
         """:func:`cyclediff.translate`'s keywords (conditions given by the caller)."""

@@ -54,6 +54,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {"method": opt.METHODS, "encoder": ENCODER
                                        "text_encoders_on_cpu": (False, True)}
 # positive integers (their RANGES entry gives the kind)
 COUNTS = ("max_pixels", "batch_size", "max_seeds", "max_frames", "stride")
+# tables of condition keywords: encode's whole condition; edit's and translate's family keywords (--condition)
+CONDITIONS = ("condition", "source_condition", "target_condition")
 TEXTS = ("prompt", "source_prompt", "target_prompt", "negative_prompt", "text")
 NAMES = ("model", "source_model", "target_model", "energy", "clip_model", "mask", "other", "features", "device",
          "base", "classifier")
@@ -75,6 +77,11 @@ def check_setting(name: str, value: Any, *, required: bool = False) -> Any:
     if name == "size":  # "N" (shorter side) or "WxH"
         parse_size(str(value))
         return str(value)
+    if name in CONDITIONS:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+            raise CycleDiffError(f"{name} is a table of condition keywords (KEY = VALUE, e.g. guidance_scale_2 = 3); "
+                                 f"got {value!r}")
+        return dict(value)
     if name in TEXTS:
         return check_text(name, value)
     if name in NAMES:
@@ -95,6 +102,8 @@ class Settings:
     required: ClassVar[tuple[str, ...]] = ()
     #: fields naming files whose bytes change the result (their digests are recorded with each output)
     files: ClassVar[tuple[str, ...]] = ()
+    #: fields recorded only when set (added after outputs were made: an output made without them keeps its record)
+    recorded_when_set: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -127,7 +136,8 @@ class Settings:
 
     def record(self) -> dict[str, Any]:
         """Every field by name, as JSON takes it (file stamps, manifests)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) or f.name not in self.recorded_when_set}
 
     def shared(self) -> dict[str, Any]:
         """What a batch must share: every field but the ``batched`` ones."""

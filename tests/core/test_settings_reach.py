@@ -18,7 +18,8 @@ OTHER = {"strength": 0.55, "steps": 7, "eta": 0.35, "guidance_scale": 4.5, "sour
          "refine_steps": 2, "n_avg": 3, "n_min": 1, "mask_threshold": 0.3, "attention": "replace",
          "negative_prompt": "blurry", "prompt": "a dog", "source_prompt": "a cat", "weight": 7.0,
          "langevin_steps": 9, "step_size": 0.2, "keep_best": True, "grad_steps": 2, "sampler": "ddpm",
-         "encoder": "edit-friendly", "condition": {"class_labels": 3}, "method": "sdedit"}
+         "encoder": "edit-friendly", "condition": {"class_labels": 3}, "method": "sdedit",
+         "source_condition": {"guidance_scale_2": 2.0}}
 NEEDS = {"n_avg": "flowedit", "n_min": "flowedit", "attention": "cyclediffusion", "mask_threshold": "cyclediffusion",
          "eta": "cyclediffusion"}
 TASKS = [(EditSettings, edit), (TranslateSettings, translate), (GuideSettings, guide),
@@ -48,7 +49,11 @@ def test_every_setting_reaches_the_api_or_is_the_front_ends(cls, fn):
             changes["method"] = NEEDS.get(name, "cyclediffusion")
         changed = base.replace(**changes)
         given, value = _values(changed.api()), getattr(changed, name)
-        if name == "condition":  # the condition's keywords are the function's own
+        if cls is EditSettings and name in ("condition", "source_condition"):  # ride with the prompts, as dicts
+            key = "prompt" if name == "condition" else "source_prompt"
+            prompts = {"source_prompt": "a cat", "prompt": "a dog"}
+            reached = changed.replace(**prompts).api()[key] == {"prompt": prompts[key], **value}
+        elif name == "condition":  # the condition's keywords are the function's own
             reached = all(given.get(k) == v for k, v in value.items())
         elif name == "attention":
             reached = given[name].mode == "replace"

@@ -23,10 +23,12 @@ def test_eta_is_shown_only_for_the_methods_that_take_it(tmp_path):
     app.close()
 
 
-def test_the_edit_form_sends_its_strengths_to_compare_as_the_last_api_parameter(tmp_path):
-    """The "Strengths to compare" box reaches /edit last (so API calls that leave it out still mean one strength)."""
+def test_the_edit_forms_later_fields_are_the_last_api_parameters(tmp_path):
+    """The "Strengths to compare" box and then the target's own condition keywords reach /edit last (so API calls
+    that leave them out still mean one strength and the family's defaults)."""
     app = build_app(Studio(["demo:digits"], workdir=tmp_path))
     ids = {c["id"]: c.get("props", {}).get("elem_id") for c in app.config["components"]}
     (edit,) = [d for d in app.config["dependencies"] if d.get("api_name") == "edit"]
-    assert ids[edit["inputs"][-1]] == "edit-strengths" and ids[edit["inputs"][4]] == "edit-strength"
+    assert [ids[i] for i in edit["inputs"][-2:]] == ["edit-strengths", "edit-own"]
+    assert ids[edit["inputs"][4]] == "edit-strength"
     app.close()

@@ -29,7 +29,7 @@ def test_the_form_builds_settings_as_a_job_file_does_and_drops_knobs_the_method_
     from cyclediff.models import StableDiffusion3, load
     from cyclediff.settings import EditSettings
     from cyclediff.web import Studio
-    from cyclediff.web.service import form_settings
+    from cyclediff.web.forms import form_settings
     from tiny_sd import photos, sd3_pipeline, tiny_clip
 
     digit = tmp_path / "d.png"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..errors import CycleDiffError
 from ..latent import Latent
 from ..models.base import AttentionEditable, Model
 from ..models.codec import to_images, to_model_space
+from ..models.conditions import family_condition
 from ..options import Options, options_of
 from ..settings import EDIT
 from .head import carry, moved_keywords, outside_kept
@@ -37,8 +39,8 @@ def edit(
     model: Model,
     images: Any,
     *,
-    source_prompt: str | list[str] | int | list[int] | None = None,
-    prompt: str | list[str] | int | list[int] | None = None,
+    source_prompt: str | list[str] | int | list[int] | Mapping[str, Any] | None = None,
+    prompt: str | list[str] | int | list[int] | Mapping[str, Any] | None = None,
     negative_prompt: str | list[str] | None = None,
     strength: float = EDIT.strength,
     steps: int = EDIT.steps,
@@ -59,8 +61,13 @@ def edit(
     once, decoded under each (result i equals ``edit`` with ``prompt[i]`` alone). **Masks** (the methods that keep
     the source trajectory): (B, 1, H, W) in [0, 1] at image size, or ``"auto"`` (where the conditions'
     predictions disagree, at ``mask_threshold``). **Attention control** (CycleDiffusion on SD):
-    ``CycleDiffusion(attention="refine")`` / ``"replace"`` or an ``AttentionEdit`` (Prompt-to-Prompt).
+    ``CycleDiffusion(attention="refine")`` / ``"replace"`` or an ``AttentionEdit`` (Prompt-to-Prompt). **A
+    family's own condition keywords**: a prompt may be a dict of them with its text under ``"prompt"``, e.g.
+    ``prompt={"prompt": "a fox running", "guidance_scale_2": 3}`` for Wan 2.2's low-noise stage (each side only
+    gets what it is given: a source keeps its family's defaults).
     """
+    source_prompt, source_own = _own_keys(model, source_prompt, "source")
+    prompt, target_own = _own_keys(model, prompt, "target")
     options = options_of(method)
     if _is_label(source_prompt) or _is_label(prompt) or "prompt" not in model.condition_keys:
         return _class_edit(model, images, source_prompt, prompt, options, strength=strength, steps=steps,
@@ -70,14 +77,16 @@ def edit(
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
     if copies > 1 and not options.keeps_source():  # no shared source pass: one edit per target
-        return _each_target(model, x, gens, prompt, negative_prompt, source_prompt=source_prompt, strength=strength,
+        return _each_target(model, x, gens, prompt, negative_prompt, target_own,
+                            source_prompt={"prompt": source_prompt, **source_own}, strength=strength,
                             steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
                             method=options, progress=progress)
     x0 = to_model_space(model, x, gens)
-    source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale}
+    source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale, **source_own}
     if options.negative_on_source and negative_prompt is not None:  # FlowEdit's unconditional rows
         source_condition["negative_prompt"] = negative_prompt
-    target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale}
+    target_condition = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance_scale": guidance_scale,
+                        **target_own}
     attention = getattr(options, "attention", None)
     around = None if attention is None else functools.partial(
         _attention, model, attention, source_prompt, prompt, x.shape[0] * copies)
@@ -86,6 +95,18 @@ def edit(
                                copies=copies, progress=progress, around=around)
     images = outside_kept(to_images(model, out), x.repeat_interleave(copies, dim=0), shown)
     return EditResult(images=images, latent=latent, mask=shown)
+
+
+def _own_keys(model: Model, value: Any, side: str) -> tuple[Any, dict[str, Any]]:
+    """A prompt given as a dict of condition keywords: its text (``"prompt"``) and the family's own keywords,
+    checked against the model; anything else is the prompt itself, with none."""
+    if not isinstance(value, Mapping):
+        return value, {}
+    own = {k: v for k, v in value.items() if k != "prompt"}
+    if value.get("prompt") is None:
+        raise CycleDiffError(f"a {side} prompt given as a dict of condition keywords needs its text under 'prompt'; "
+                             f"got the keys {sorted(value)}")
+    return value["prompt"], family_condition(model, own, side=side)
 
 
 def _is_label(value: Any) -> bool:
@@ -118,11 +139,13 @@ def _class_edit(model: Model, images: Any, source: Any, target: Any, options: Op
 
 
 def _each_target(model: Model, x: torch.Tensor, gens: Any, prompts: list[str], negative: Any,
-                 **settings: Any) -> EditResult:
-    """A baseline's edit under each of several target prompts, each from copies of the same generators."""
+                 own: dict[str, Any], **settings: Any) -> EditResult:
+    """A baseline's edit under each of several target prompts (with the family's ``own`` keywords), each from copies
+    of the same generators."""
     from .._noise import clone_generators
 
-    runs = [edit(model, x, prompt=p, negative_prompt=negative[i] if isinstance(negative, list) else negative,
+    runs = [edit(model, x, prompt={"prompt": p, **own},
+                 negative_prompt=negative[i] if isinstance(negative, list) else negative,
                  generator=clone_generators(gens), **settings) for i, p in enumerate(prompts)]
     return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
 

@@ -195,9 +195,11 @@ class TranslateTask(ImageTask):
         self.target = target
 
     def condition(self, model: Model, units: list[Unit], side: str) -> dict[str, Any]:
-        scale = units[0].settings.guidance_scale if side == "target" else None
+        s = units[0].settings
         return condition_for(model, prompt=per_unit(units, f"{side}_prompt", text=True),
-                             class_labels=per_unit(units, f"{side}_class"), guidance_scale=scale)
+                             class_labels=per_unit(units, f"{side}_class"), side=side,
+                             guidance_scale=s.guidance_scale if side == "target" else None,
+                             extra=getattr(s, f"{side}_condition"))
 
     def process(self, units: list[Unit], inputs: list[Any]) -> list[tuple[Any, dict]]:
         from ..api.translate import translate

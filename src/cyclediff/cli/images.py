@@ -21,6 +21,7 @@ from .main import main
 from .options import (
     chosen_seeds,
     compile_option,
+    condition_option,
     device_option,
     dtype_option,
     flowedit_options,
@@ -114,6 +115,8 @@ def _attention(opts: dict[str, Any]) -> dict[str, Any] | None:
 @setting_option(EditSettings, "source_guidance_scale",
                 help="1 (the paper's setting) needs no unconditional pass for the source")
 @click.option("--negative-prompt", default=None, help="text models: what the edited images should not show")
+@condition_option("condition", "--condition", "--target-condition", side="target")
+@condition_option("source_condition", "--source-condition", side="source")
 @setting_option(EditSettings, "method", help="cyclediffusion (the posterior chain), edit-friendly (the LEDITS++ "
                                              "inversion's independent draws), flowedit (flow models), or a baseline")
 @flowedit_options(EditSettings)
@@ -165,7 +168,9 @@ def edit(images: tuple[Path, ...], **opts: Any) -> None:
     strengths = strengths if len(strengths) > 1 else (settings.strength,)  # the model's recommended one, if taken
     if opts["source_class"] is not None or opts["target_class"] is not None or "prompt" not in model.condition_keys:
         return _class_edit(model, images, seeds, settings, run, opts, strengths)
-    condition_for(model, prompt=settings.source_prompt, side="source")  # class options were handled above
+    condition_for(model, prompt=settings.source_prompt, side="source",  # class options were handled above
+                  extra=settings.source_condition)
+    condition_for(model, prompt=settings.prompt, side="target", extra=settings.condition)
     if settings.source_prompt is None or settings.prompt is None:
         raise click.UsageError("a text model edits from --source-prompt to --prompt: give both")
     method = "" if settings.method == "cyclediffusion" else settings.method + "_"
@@ -191,9 +196,10 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
         raise click.UsageError("--attention needs a text-conditioned UNet model; class edits have no prompts")
     if edit_settings.clip_model is not None:
         raise click.UsageError("--clip-model scores against prompts; class edits have none: give --score alone")
-    condition_for(model, prompt=edit_settings.source_prompt, class_labels=opts["source_class"], side="source")
+    condition_for(model, prompt=edit_settings.source_prompt, class_labels=opts["source_class"], side="source",
+                  extra=edit_settings.source_condition)
     condition_for(model, prompt=edit_settings.prompt, class_labels=opts["target_class"], side="target",
-                  guidance_scale=edit_settings.guidance_scale)
+                  guidance_scale=edit_settings.guidance_scale, extra=edit_settings.condition)
     if opts["source_class"] is None or opts["target_class"] is None:
         raise click.UsageError("a class edit needs --source-class (what the images show) and --target-class")
     shared = {k: getattr(edit_settings, k) for k in set(EditSettings.names()) & set(TranslateSettings.names())}
@@ -229,6 +235,8 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
 @click.option("--source-prompt", default=None, help="prompt for a text-conditioned source")
 @click.option("--target-prompt", default=None, help="prompt for a text-conditioned target")
 @setting_option(TranslateSettings, "guidance_scale", type=float, help="target guidance scale")
+@condition_option("source_condition", "--source-condition", side="source")
+@condition_option("target_condition", "--target-condition", side="target")
 @seed_options
 @setting_option(RunOptions, "batch_size", help="images per UNet call (same-sized images are batched)")
 @loading_options
@@ -260,9 +268,9 @@ def translate(images: tuple[Path, ...], **opts: Any) -> None:
     check_out_folder(opts["out"])
     source, target = load_models(settings.source_model, settings.target_model, run)
     condition_for(source, prompt=settings.source_prompt, class_labels=settings.source_class,
-                  side="source")  # refused now
+                  side="source", extra=settings.source_condition)  # refused now
     condition_for(target, prompt=settings.target_prompt, class_labels=settings.target_class,
-                  guidance_scale=settings.guidance_scale, side="target")
+                  guidance_scale=settings.guidance_scale, side="target", extra=settings.target_condition)
     refine = f"_r{settings.refine_steps}" if settings.refine_steps else ""
     units = image_units(images, seeds, settings, stamp("translate", run),
                         lambda stem, s: f"{stem}_{settings.method}_s{number(settings.strength)}{refine}_seed{s}.png",

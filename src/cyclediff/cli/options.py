@@ -204,6 +204,23 @@ def _mask_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     return str(Path(value).resolve())
 
 
+def _condition_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
+    from ..models.conditions import parse_condition
+
+    try:
+        return parse_condition(value)
+    except CycleDiffError as err:
+        raise click.BadParameter(str(err)) from err
+
+
+def condition_option(name: str, *decls: str, side: str) -> Callable:
+    """A repeatable ``KEY=VALUE`` option for one side's family condition keywords (the settings field ``name``)."""
+    return click.option(*decls, name, multiple=True, metavar="KEY=VALUE", callback=_condition_option,
+                        help=f"a condition keyword of the {side}'s model family beyond the prompt and guidance "
+                             "scale, e.g. guidance_scale_2=3 (Wan 2.2), guidance_rescale=0.7 (LTX-Video), "
+                             "true_cfg_scale=4 (FLUX), cfg_normalization=false (Lumina 2); repeatable")
+
+
 def mask_options(f: Callable) -> Callable:
     f = setting_option(EditSettings, "mask_threshold",
                        help="--mask auto: the share of the largest disagreement that is masked")(f)

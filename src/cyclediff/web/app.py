@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..settings import EDIT, GUIDE, TRANSLATE
 from .components import FileImage, FileImageEditor
-from .controls import HEAVY, STOPPED, models_for
+from .controls import HEAVY, STOPPED, models_for, own_keywords
 from .controls import errors as _errors
 from .controls import eta_shown as _eta_shown
 from .controls import model_defaults as _model_defaults
@@ -86,7 +86,8 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
                     box.render()
                 e_mask, e_mode, e_threshold = _mask_inputs()
                 # the first model's recommended settings
-                e_strength, e_strengths, e_steps, e_eta, e_w, e_sw, e_neg, e_method = _edit_settings(studio, names[0])
+                e_strength, e_strengths, e_steps, e_eta, e_w, e_sw, e_neg, e_own, e_method = _edit_settings(
+                    studio, names[0])
                 e_seeds, e_count = _seeds("edit")
                 with gr.Row():
                     e_run = gr.Button("Edit", variant="primary", elem_id="edit-run")
@@ -105,19 +106,18 @@ def _edit_tab(studio: Studio, names: list[str], examples: list[str]) -> None:
         @_errors
         def edit(image, model, source, target, strength, steps, eta, guidance_scale, source_guidance_scale,
                  negative_prompt, seeds, count, method, mask=None, mask_mode="painted",
-                 mask_threshold=EDIT.mask_threshold, strengths="", progress=gr.Progress()):  # noqa: B008
-            """Edit an image from a source prompt (or class) to a target one; one result per seed (and per strength
-            of a comma list, then a contact sheet), only where the mask allows (painted; nothing painted:
-            everywhere; or automatic)."""
+                 mask_threshold=EDIT.mask_threshold, strengths="", own="", progress=gr.Progress()):  # noqa: B008
+            """Edit an image from a source prompt (or class) to a target one; one result per seed (and strength), where
+            the mask allows; ``own``: the target's own condition keywords, KEY=VALUE per line."""
             events = studio.edit(image, model, source, target, strength=strength, steps=steps, eta=eta,
                                  guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                                 negative_prompt=negative_prompt, seeds=seeds, count=count, method=method,
-                                 mask=mask, mask_mode=mask_mode, mask_threshold=mask_threshold, strengths=strengths)
+                                 negative_prompt=negative_prompt, seeds=seeds, count=count, method=method, mask=mask,
+                                 mask_mode=mask_mode, mask_threshold=mask_threshold, strengths=strengths, own=own)
             total = len(seeds_of(seeds, count))
             yield from show(events, total, progress, rank=studio.scorer() is not None)
 
-        e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw,
-                                     e_neg, e_seeds, e_count, e_method, e_mask, e_mode, e_threshold, e_strengths],
+        e_event = e_run.click(edit, [e_image, e_model, e_source, e_target, e_strength, e_steps, e_eta, e_w, e_sw, e_neg,
+                                     e_seeds, e_count, e_method, e_mask, e_mode, e_threshold, e_strengths, e_own],
                               shown, api_name="edit", show_progress_on=shown[0], **HEAVY)
         e_stop.click(None, shown[1], shown[1], js=STOPPED, cancels=[e_event])
 
@@ -144,8 +144,9 @@ def _edit_settings(studio: Studio, model: str) -> tuple[Any, ...]:
         sw = gr.Slider(0, 20, value=start.source_guidance_scale, step=0.5, label="Source guidance scale",
                        elem_id="edit-source-guidance")
         negative = gr.Textbox(label="Negative prompt (text models)")
+        own = own_keywords("edit")
         method = gr.Radio(studio.methods(), value=start.method, label="Method")
-    return strength, strengths, steps, eta, w, sw, negative, method
+    return strength, strengths, steps, eta, w, sw, negative, own, method
 
 
 def _edit_results() -> list[Any]:

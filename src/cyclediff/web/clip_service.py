@@ -18,7 +18,8 @@ import torch
 from .._video import Clip, read_clip, write_clip
 from ..api.clips import clip_frames, read_clip_for
 from ..settings import EDIT, RUN, RunOptions
-from .service import Studio, _int, seeds_of
+from .forms import whole
+from .service import Studio, seeds_of
 from .streams import first_then
 from .uploads import upload
 
@@ -53,8 +54,8 @@ def reading(studio: Studio, stride: Any = RUN.stride, max_frames: Any = RUN.max_
     """How the Video tab reads a clip: the server's options with the form's "take every k-th frame" (``stride``;
     empty: every frame) and "at most N frames" (``max_frames``; empty or 0: the model's own length), checked as the
     CLI's --stride / --max-frames are (a bad value is one line)."""
-    stride = RUN.stride if stride is None or stride == "" else _int(stride)
-    max_frames = None if max_frames in (None, "", 0) else _int(max_frames)
+    stride = RUN.stride if stride is None or stride == "" else whole(stride)
+    max_frames = None if max_frames in (None, "", 0) else whole(max_frames)
     return studio.options().replace(stride=stride, max_frames=max_frames)
 
 
@@ -85,7 +86,8 @@ def clip_input(studio: Studio, clip: Any, model: str, folder: Path | None = None
 def edit_clip(studio: Studio, clip: Any, model: str, source: Any, target: Any, *, method: str = EDIT.method,
               strength: float, steps: int, eta: float, guidance_scale: float,
               source_guidance_scale: float = EDIT.source_guidance_scale, negative_prompt: str | None = None,
-              seed: Any = "0", stride: Any = RUN.stride, max_frames: Any = RUN.max_frames) -> Iterator[tuple[str, Any]]:
+              seed: Any = "0", stride: Any = RUN.stride, max_frames: Any = RUN.max_frames,
+              own: Any = "") -> Iterator[tuple[str, Any]]:
     """Edit one clip from ``source`` to ``target`` (prompts, or class labels for class-conditional models), as the
     Edit tab edits an image, the clip read as :func:`reading` says (the run reads it so too, and records the stride
     and frame limit given as the CLI does): first ("input", {"preview", "note", "folder"}) (the model's input,
@@ -97,9 +99,9 @@ def edit_clip(studio: Studio, clip: Any, model: str, source: Any, target: Any, *
     folder = studio.folder()
     shown = {"preview": preview(seen.frames, seen.fps, folder / "model-input.webm"), "note": _describe(seen),
              "folder": folder}
-    shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method}
+    shared = {"strength": strength, "steps": whole(steps), "eta": eta, "method": method}
     settings, task = studio.edit_task(m, model, source, target, shared, guidance_scale, source_guidance_scale,
-                                      negative_prompt, policy)
+                                      negative_prompt, policy, own=own)
     units = [dataclasses.replace(u, name=str(Path(u.name).with_suffix(path.suffix.lower())),
                                  stamp={**u.stamp, **policy.clip_reading()})
              for u in studio._units(path, seeds_of(seed, 1)[:1], settings, "edit")]

@@ -79,3 +79,10 @@ def _makes_clips(studio: Studio, name: str) -> bool | None:
         return is_video_model(studio.model(name))
     except CycleDiffError:
         return None
+
+
+def own_keywords(tab: str) -> Any:
+    """The field of the target's own condition keywords (the CLI's --condition), one KEY=VALUE per line."""
+    return gr.Textbox("", label="Target's own condition keywords", lines=1, max_lines=4, elem_id=f"{tab}-own",
+                      placeholder="guidance_scale_2=3", info="KEY=VALUE per line: a model family's keywords beyond "
+                      "the prompt and guidance (Wan 2.2's guidance_scale_2, LTX's guidance_rescale …)")

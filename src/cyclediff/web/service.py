@@ -24,12 +24,11 @@ import torch
 from .._progress import each_step
 from .._seeds import check_seed_count, seed_limit, seed_range
 from ..batch.runner import Result, Unit, run
-from ..batch.sheets import strengths_from, sweep_units, write_sheets
+from ..batch.sheets import sweep_units, write_sheets
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EditTask, EncodeTask, GuideTask, TranslateTask
 from ..errors import CycleDiffError
 from ..guidance.energies import DIGITS_CLASSIFIER
-from ..jobs.sweep import variant
 from ..models.loading import demo_names
 from ..settings import (
     EDIT,
@@ -43,16 +42,14 @@ from ..settings import (
     EncodeSettings,
     GuideSettings,
     RunOptions,
-    Settings,
     TranslateSettings,
-    check_setting,
 )
+from .forms import family_keywords, form_settings, label_of, strengths_of, whole
 from .streams import Stopped, first_then, only_file, stream
 from .uploads import Folders, painted_mask, prepare, public, upload
 
 DEMO_MODELS = tuple(f"demo:{name}" for name in sorted(demo_names(), key=lambda n: n != "digits"))  # examples: digits
 MAX_SEEDS = 64  # results per request
-LABEL_MAX = 2**31 - 1  # the largest class label a form takes
 
 
 class Cancelled(CycleDiffError):
@@ -156,7 +153,7 @@ class Studio:
             with self._lock:
                 if self._classifier is None:
                     self._classifier = load_classifier(self.classifier_spec)
-            label = _integer(target, "the classifier's class")
+            label = label_of(target, "the classifier's class")
             return ClassifierEnergy(self._classifier, label)
         return energy_from_spec(choice)
 
@@ -170,7 +167,7 @@ class Studio:
         if "prompt" in model.condition_keys:
             return condition_for(model, prompt=text, negative_prompt=(negative or "").strip() or None,
                                  guidance_scale=guidance_scale)
-        label = _integer(text, "a class label (this model has no text encoder)") if text else None
+        label = label_of(text, "a class label (this model has no text encoder)") if text else None
         scale = None if guidance_scale in (None, 1, 1.0) else guidance_scale
         return condition_for(model, class_labels=label, guidance_scale=scale)
 
@@ -240,13 +237,15 @@ class Studio:
              guidance_scale: float, source_guidance_scale: float = EDIT.source_guidance_scale,
              negative_prompt: str | None = None, seeds: Any = "0", count: Any = 1,
              method: str = EDIT.method, mask: Any = None, mask_mode: str = "painted",
-             mask_threshold: float = EDIT.mask_threshold, strengths: Any = "") -> Iterator[tuple[str, Any]]:
+             mask_threshold: float = EDIT.mask_threshold, strengths: Any = "",
+             own: Any = "") -> Iterator[tuple[str, Any]]:
         """Edit one image from ``source`` to ``target`` (prompts, or class labels for class-conditional models):
         first ("input", {"image", "note", "mask", "total", "strengths"}) (what the model sees, the mask used, how
         many results will come), then the results. ``mask``: the image editor's value (paint where the edit may
         change the image; nothing painted: all of it); ``mask_mode="automatic"``: where source and target
         disagree, at ``mask_threshold``. ``strengths``: a comma list ("0.5,0.6,0.7") runs one edit per strength
-        (instead of ``strength``) and adds a contact sheet per seed (the CLI's sweep)."""
+        (instead of ``strength``) and adds a contact sheet per seed (the CLI's sweep). ``own``: the target's own
+        condition keywords (``KEY=VALUE`` per line: the CLI's --condition)."""
         sweep, seed_list = strengths_of(strengths), seeds_of(seeds, count)
         if len(sweep or ()) * len(seed_list) > MAX_SEEDS:
             raise CycleDiffError(f"{len(sweep)} strengths × {len(seed_list)} seeds is over {MAX_SEEDS} results: "
@@ -258,24 +257,26 @@ class Studio:
             raise CycleDiffError(f"mask must be painted or automatic; got {public(repr(mask_mode), 60)}")
         drawn = painted_mask(mask, m, folder, self.max_pixels, path) if mask_mode == "painted" else None
         region = "auto" if mask_mode == "automatic" else None if drawn is None else str(drawn)
-        shared = {"strength": strength, "steps": _int(steps), "eta": eta, "method": method, "mask": region,
+        shared = {"strength": strength, "steps": whole(steps), "eta": eta, "method": method, "mask": region,
                   "mask_threshold": mask_threshold}
         settings, task = self.edit_task(m, model, source, target, shared, guidance_scale, source_guidance_scale,
-                                        negative_prompt)
+                                        negative_prompt, own=own)
         units = sweep_units(sweep or (strength,), lambda s: self._units(
             path, seed_list, settings.replace(strength=s), "edit", f"_s{s:g}" if sweep else ""))
         shown = {"image": seen, "note": note, "mask": drawn, "total": len(units), "strengths": sweep}
         return first_then(("input", shown), self._run(task, units, folder=folder, sheets=len(sweep or ()) > 1))
 
     def edit_task(self, m: Any, model: str, source: Any, target: Any, shared: dict[str, Any], guidance_scale: float,
-                  source_guidance_scale: float, negative_prompt: str | None = None, policy: Any = None) -> tuple:
-        """A form's (settings, task), inputs read as ``policy``: text models edit, class-conditional ones translate."""
-        policy = policy or self.options()
+                  source_guidance_scale: float, negative_prompt: str | None = None, policy: Any = None,
+                  own: Any = "") -> tuple:
+        """A form's (settings, task), inputs read as ``policy``: text models edit, class-conditional ones translate;
+        ``own``: the target's own condition keywords (``KEY=VALUE`` per line)."""
+        policy, own = policy or self.options(), family_keywords(m, own)
         if "prompt" in m.condition_keys:
             settings: Any = form_settings(EditSettings, {
                 "model": model, "source_prompt": str(source or ""), "prompt": str(target or ""),
                 "negative_prompt": (negative_prompt or "").strip() or None, "guidance_scale": guidance_scale,
-                "source_guidance_scale": source_guidance_scale, **shared})
+                "source_guidance_scale": source_guidance_scale, "condition": own, **shared})
             task: Any = EditTask(m, policy, scorer=self.scorer())
         else:  # class-conditional: an edit is a translation between two conditions of one model
             # the form's edit settings are refused as for text models (the translation takes no source scale)
@@ -283,8 +284,8 @@ class Studio:
                                          "source_guidance_scale": source_guidance_scale, **shared})
             self.condition(m, source), self.condition(m, target, guidance_scale=guidance_scale)
             settings = form_settings(TranslateSettings, {
-                "source_model": model, "target_model": model, "source_class": _integer(source, "the source class"),
-                "target_class": _integer(target, "the target class"), "guidance_scale": guidance_scale, **shared})
+                "source_model": model, "target_model": model, "source_class": label_of(source, "the source class"),
+                "target_class": label_of(target, "the target class"), "guidance_scale": guidance_scale, **shared})
             task = TranslateTask(m, m, policy)
         return settings, task
 
@@ -302,7 +303,7 @@ class Studio:
             sides.update({f"{side}_prompt": cond.get("prompt"), f"{side}_class": cond.get("class_labels")})
         settings = form_settings(TranslateSettings, {
             "source_model": source_model, "target_model": target_model, "method": method, "strength": strength,
-            "steps": _int(steps), "eta": eta, "refine_steps": _int(refine_steps), **sides,
+            "steps": whole(steps), "eta": eta, "refine_steps": whole(refine_steps), **sides,
             "guidance_scale": guidance_scale if guidance_scale not in (None, 1, 1.0) else None})
         task = TranslateTask(src, dst, self.options())
         units = self._units(path, seed_list, settings, "translate")
@@ -315,8 +316,8 @@ class Studio:
         results: each chain's lowest-energy state (``energy_end`` its energy)."""
         m = self.model(model)
         fn = self.energy(energy, text=text, target=target)
-        numbers = {"weight": weight, "langevin_steps": _int(langevin_steps), "step_size": step_size,
-                   "steps": _int(steps), "eta": eta}
+        numbers = {"weight": weight, "langevin_steps": whole(langevin_steps), "step_size": step_size,
+                   "steps": whole(steps), "eta": eta}
         cond = self.condition(m, condition)
         # each chain's lowest-energy state, not its last (a chain's energy can jump at its last steps)
         settings = GuideSettings(**numbers, model=model, prompt=cond.get("prompt"),
@@ -340,9 +341,9 @@ class Studio:
                seed: int = 0) -> Path:
         """The latent file of one image (the stochastic code an edit starts from)."""
         m, path = self.model(model), upload(image, "an image", self.model(model))
-        settings = EncodeSettings(strength=strength, steps=_int(steps), eta=eta,
+        settings = EncodeSettings(strength=strength, steps=whole(steps), eta=eta,
                                   condition=self.condition(m, source, guidance_scale=guidance_scale))
-        unit = Unit(0, path.stem, seed_limit(_int(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
+        unit = Unit(0, path.stem, seed_limit(whole(seed)), name=f"{path.stem}.latent.safetensors", settings=settings,
                     input=path, stamp=self.stamp("encode", model=model))
         return only_file(self._run(EncodeTask(m, self.options()), [unit]))
 
@@ -360,41 +361,3 @@ class Studio:
     @staticmethod
     def methods() -> list[str]:
         return list(METHODS)
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-def form_settings(kind: type[Settings], form: dict[str, Any]) -> Any:
-    """The settings a form gives, through the job files' constructor (``from_mapping``: an unknown field is one
-    error). The form sends every knob it shows (η always); the chosen method takes its own, and the knobs it does
-    not take are left at their defaults, as a job's sweep over methods leaves them."""
-    method = check_setting("method", form.get("method"), required=True)
-    return variant(kind.from_mapping({**form, "method": None}), {}, method)
-
-
-def strengths_of(text: Any) -> tuple[float, ...] | None:
-    """The form's "strengths to compare" (a comma list), or None when it is empty (the slider's strength)."""
-    if not str(text or "").strip():
-        return None
-    try:
-        return strengths_from(text)
-    except CycleDiffError as err:
-        raise CycleDiffError(f"strengths to compare: {public(str(err), 200)}") from err
-
-
-def _int(value: Any) -> Any:
-    """Sliders send floats (6.0): whole numbers as int, anything else as given (then refused by the checks)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _integer(value: Any, what: str) -> int:
-    try:
-        if isinstance(value, float) and not value.is_integer():  # NaN, inf, 2.5 from a number box
-            raise ValueError(value)
-        number = int(value) if isinstance(value, float) else int(str(value).strip())
-    except (ValueError, OverflowError) as err:
-        raise CycleDiffError(f"{what} must be a whole number; got {public(repr(value), 200)}") from err
-    if number < 0:
-        raise CycleDiffError(f"{what} must be 0 or more; got {number}")
-    if number > LABEL_MAX:  # no model has that many classes (and torch takes 64-bit ones only)
-        raise CycleDiffError(f"{what} must be at most {LABEL_MAX}; got {number:.4g}")
-    return number

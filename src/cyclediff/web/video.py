@@ -15,7 +15,7 @@ from .._video import CLIP_SUFFIXES
 from ..errors import CycleDiffError
 from ..settings import EDIT, RUN
 from .clip_service import VIDEO_DEMO, clip_input, edit_clip, example_clip, reading
-from .controls import HEAVY, STOPPED, errors, eta_shown, model_defaults, sampling
+from .controls import HEAVY, STOPPED, errors, eta_shown, model_defaults, own_keywords, sampling
 from .results import EVERY, stage_progress
 from .service import Studio
 from .uploads import public
@@ -53,18 +53,19 @@ def video_tab(studio: Studio, names: list[str]) -> None:
 
     @errors
     def edit(clip, model, source, target, method, strength, steps, eta, guidance_scale, source_guidance_scale,
-             negative_prompt, seed, stride=RUN.stride, max_frames=RUN.max_frames,
+             negative_prompt, seed, stride=RUN.stride, max_frames=RUN.max_frames, own="",
              progress=gr.Progress()):  # noqa: B008
         """Edit a clip from a source prompt (or class) to a target one, taking every ``stride``-th frame, at most
         ``max_frames`` (empty or 0: the model's own length): the result clip, in the upload's container and size,
         and an enlarged .webm of it that the page plays."""
         events = edit_clip(studio, clip, model, source, target, method=method, strength=strength, steps=steps,
                            eta=eta, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                           negative_prompt=negative_prompt, seed=seed, stride=stride, max_frames=max_frames)
+                           negative_prompt=negative_prompt, seed=seed, stride=stride, max_frames=max_frames,
+                           own=own)
         yield from shown(events, progress)
 
     keys = ("clip", "model", "source", "target", "method", "strength", "steps", "eta", "guidance",
-            "source_guidance", "negative", "seed", "stride", "max_frames")
+            "source_guidance", "negative", "seed", "stride", "max_frames", "own")
     event = run.click(edit, [form[k] for k in keys], [status, v_seen, v_result, v_file], api_name="edit_clip",
                       show_progress_on=[v_result], **HEAVY)
     stop.click(None, status, status, js=STOPPED, cancels=[event])
@@ -89,6 +90,7 @@ def _form(studio: Studio, names: list[str], model: str, example: Any) -> dict[st
         form["source_guidance"] = gr.Slider(0, 20, value=start.source_guidance_scale, step=0.5,
                                             label="Source guidance scale", elem_id="video-source-guidance")
         form["negative"] = gr.Textbox(label="Negative prompt (text models)", elem_id="video-negative")
+        form["own"] = own_keywords("video")
         form["seed"] = gr.Textbox("0", label="Seed", elem_id="video-seed")
         with gr.Row():  # how a long clip is read (the CLI's --stride and --max-frames)
             form["stride"] = gr.Number(RUN.stride, label="Take every k-th frame", elem_id="video-stride",
