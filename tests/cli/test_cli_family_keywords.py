@@ -62,6 +62,13 @@ def test_translate_takes_each_sides_keywords(tmp_path, wan22, walk):
         "guidance_scale_2": 1}
 
 
+def test_wan_21_has_no_second_stage_to_guide(tmp_path, wan, walk):
+    res = cli("edit", walk, "--model", wan, *EDIT, "--condition", "guidance_scale_2=3", "--out", tmp_path)
+    assert res.exit_code != 0 and "takes no condition keyword 'guidance_scale_2' (--target-condition); it has none " \
+                                  "beyond the prompt and the guidance scale" in res.output
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("option, message", [
     (["--condition", "guidance_rescale=0.7"],
      "takes no condition keyword 'guidance_rescale' (--target-condition); its own are guidance_scale_2"),

@@ -9,15 +9,20 @@ pytest.importorskip("gradio")
 
 from cyclediff.errors import CycleDiffError  # noqa: E402
 from cyclediff.models import load  # noqa: E402
+from cyclediff.models.wan import Wan  # noqa: E402
 from cyclediff.web import Studio  # noqa: E402
 from cyclediff.web.forms import family_keywords  # noqa: E402
+from tiny_wan import FRAMES, SIZE, wan_pipeline  # noqa: E402
 
 SHARED = {"strength": 0.5, "steps": 2, "eta": 0.1, "method": "cyclediffusion"}
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, wan):
-    return Studio({"wan": load(str(wan)), "digits": "demo:digits"}, workdir=tmp_path_factory.mktemp("forms"))
+    """Wan 2.2 A14B-shaped (its own keyword: guidance_scale_2), Wan 2.1 (none of its own) and the demo digits."""
+    wan22 = Wan(wan_pipeline(tmp_path_factory.mktemp("wan22"), two_stage=True), frames=FRAMES, size=(SIZE, SIZE))
+    return Studio({"wan": wan22, "wan21": load(str(wan)), "digits": "demo:digits"},
+                  workdir=tmp_path_factory.mktemp("forms"))
 
 
 def test_the_field_reaches_the_edits_settings(studio):
@@ -34,6 +39,7 @@ def test_the_field_reaches_the_edits_settings(studio):
      "own condition keywords: Wan's video transformer takes no condition keyword 'guidance_rescale'"),
     ("wan", "guidance_scale=2", "guidance_scale has its own option"),
     ("wan", "three", "give a condition keyword as KEY=VALUE"),
+    ("wan21", "guidance_scale_2=3", "no condition keyword 'guidance_scale_2' \\(--target-condition\\); it has none"),
     ("digits", "eta=1", "it has none beyond the prompt and the guidance scale"),
 ])
 def test_a_keyword_the_model_does_not_take_is_one_line(studio, model, text, message):

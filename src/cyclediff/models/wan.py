@@ -97,7 +97,6 @@ class Wan(FlowCoordinates, PromptModel):
     ``negative_prompt``, ``guidance_scale`` (classifier-free; 1: none), ``guidance_scale_2`` (Wan 2.2's low-noise
     stage). ``frames`` and ``size`` (H, W): the clips it makes by default (the pipeline's 81 at 480×832)."""
 
-    condition_keys = ("prompt", "negative_prompt", "guidance_scale", "guidance_scale_2")
     kind = "Wan's video transformer"
     family = "wan"  # its record in models/families.py
 
@@ -125,6 +124,12 @@ class Wan(FlowCoordinates, PromptModel):
         factor = int(pipe.vae.config.get("scale_factor_spatial") or 8)
         self.codec = VideoCodec(pipe.vae, downsampling=self._patch[1], latent_size=(h // factor, w // factor),
                                 frames=f)
+
+    @property
+    def condition_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``guidance_scale_2`` only where there is a second, low-noise stage (Wan 2.2 A14B)."""
+        keys = ("prompt", "negative_prompt", "guidance_scale")
+        return keys if self.boundary is None else (*keys, "guidance_scale_2")
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, dtype: torch.dtype | None = None,
