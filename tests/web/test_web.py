@@ -155,9 +155,10 @@ def test_api_encode_then_decode_gives_the_image_back_or_another_class(served):
     c, digit = served["client"], served["digit"]
     latent = c.predict(handle_file(str(digit)), "demo:digits", "3", 1.0, 20, 0.1, 1.0, "0", api_name="/encode")
     assert latent.endswith(".latent.safetensors")
-    back = c.predict(handle_file(latent), "demo:digits", "", 1.0, "", api_name="/decode")
+    back, clip, made = c.predict(handle_file(latent), "demo:digits", "", 1.0, "", api_name="/decode")
+    assert clip is None and Path(made).name == Path(back).name  # an image's latent: an image, no clip
     torch.testing.assert_close(_png(back), _png(digit), rtol=0, atol=ONE_LEVEL)  # the code is exact
-    other = c.predict(handle_file(latent), "demo:digits", "8", 3.0, "", api_name="/decode")
+    other, _, _ = c.predict(handle_file(latent), "demo:digits", "8", 3.0, "", api_name="/decode")
     assert (_png(other) - _png(back)).abs().max() > 0.1
 
 

@@ -100,6 +100,15 @@ def _settings(path: Path) -> dict[str, Any] | None:
     return {k: v for k, v in found.items() if k not in (CLIP_FACTS, SCORES)} if found else found
 
 
+def decoded_suffix(path: Path, *, frames: bool = False) -> str:
+    """A decoded latent's suffix: .png for an image's; a clip's: its encoded container (.mp4 when it recorded none),
+    or none for a folder of frames (``frames``)."""
+    facts = latent_clip(path)
+    if facts is None:
+        return ".png"
+    return "" if frames else facts.get("suffix", ".mp4")
+
+
 def latent_clip(path: Path) -> dict[str, Any] | None:
     """The clip facts a latent file records ({"frames", "fps", "suffix"}), {} for a clip's latent that records
     none (saved through the API), None for an image's latent."""

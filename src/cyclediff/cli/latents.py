@@ -14,7 +14,7 @@ import torch
 
 from .._paths import distinct_paths, unique_names
 from .._seeds import seed_limit
-from ..batch.outputs import check_out_file, check_out_folder, latent_clip
+from ..batch.outputs import check_out_file, check_out_folder, decoded_suffix
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
 from ..batch.tasks import DecodeTask, EncodeTask, SampleTask
@@ -131,7 +131,7 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
     model = load_model(opts["model"], run)
     settings, marks = DecodeSettings(condition=_condition(model, opts)), stamp("decode", run, model=opts["model"])
     stems = unique_names([p.with_name(p.name.removesuffix(".safetensors").removesuffix(".latent")) for p in paths])
-    units = [Unit(i, stem, 0, name=stem + _decoded_suffix(path, opts["as_frames"]), settings=settings, input=path,
+    units = [Unit(i, stem, 0, name=stem + decoded_suffix(path, frames=opts["as_frames"]), settings=settings, input=path,
                   stamp=marks) for i, (path, stem) in enumerate(zip(paths, stems))]
     if weight_list is not None:  # one strip: the first latent towards the second
         settings = settings.replace(weights=weight_list, other=str(paths[1]))
@@ -139,15 +139,6 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
                       input=paths[0], stamp=marks)]
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"])
     run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
-
-
-def _decoded_suffix(path: Path, frames: bool) -> str:
-    """A decoded latent's suffix: .png for an image's; a clip's: its encoded container (.mp4 when it recorded none),
-    or none for a folder of frames."""
-    facts = latent_clip(path)
-    if facts is None:
-        return ".png"
-    return "" if frames else facts.get("suffix", ".mp4")
 
 
 def _weights(text: str | None, count: int) -> list[float] | None:

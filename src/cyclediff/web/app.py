@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from ..settings import EDIT, GUIDE, TRANSLATE
+from .clip_service import clip_preview
 from .components import FileImage, FileImageEditor
 from .controls import HEAVY, STOPPED, models_for, own_keywords
 from .controls import errors as _errors
@@ -308,15 +309,23 @@ def _latents_tab(studio: Studio, names: list[str]) -> None:
                 scale = gr.Slider(0, 20, value=1, step=0.5, label="Guidance scale")
                 negative = gr.Textbox(label="Negative prompt (text models)")
                 run = gr.Button("Decode", variant="primary")
-            output = _picture("Decoded", elem_id="decoded", interactive=False)
+            with gr.Column():
+                output = _picture("Decoded", elem_id="decoded", interactive=False)
+                played = gr.Video(label="Decoded clip (enlarged)", elem_id="decoded-clip", interactive=False,
+                                  autoplay=True, loop=True, height=256)
+                made = gr.File(label="Decoded file", elem_id="decoded-file")
 
         @_errors
         def decode(latent, model, target, guidance_scale, negative_prompt):
-            """Decode a latent file, under a new condition when one is given."""
-            return str(studio.decode(latent, model, target, guidance_scale=guidance_scale,
-                                     negative_prompt=negative_prompt))
+            """Decode a latent file, under a new condition when one is given: (the image, None) for an image's
+            latent, (None, the clip enlarged as a .webm) for a clip's, and the file written."""
+            path = studio.decode(latent, model, target, guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+            if path.suffix == ".png":
+                return str(path), None, str(path)
+            return None, str(clip_preview(path)), str(path)
 
-        run.click(decode, [latent, model, target, scale, negative], output, api_name="decode", **HEAVY)
+        run.click(decode, [latent, model, target, scale, negative], [output, played, made], api_name="decode",
+                  **HEAVY)
 
 
 def _examples(studio: Studio) -> list[str]:

@@ -114,10 +114,14 @@ def _previewed(events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for kind, value in events:
             yield kind, value
             if kind == "result" and value.status == "ok":
-                out = Path(value.output)
-                written = read_clip(out)
-                yield "preview", preview(written.frames, written.fps, out.with_name(f"{out.stem}-preview.webm"))
+                yield "preview", clip_preview(Path(value.output))
 
 
-__all__ = ["EXAMPLE_FPS", "PREVIEW_SIDE", "VIDEO_DEMO", "clip_input", "edit_clip", "example_clip", "preview",
-           "reading"]
+def clip_preview(path: Path) -> Path:
+    """A written clip enlarged (:func:`preview`) as a .webm beside it: what the page plays of a result."""
+    written = read_clip(path)
+    return preview(written.frames, written.fps, path.with_name(f"{path.stem}-preview.webm"))
+
+
+__all__ = ["EXAMPLE_FPS", "PREVIEW_SIDE", "VIDEO_DEMO", "clip_input", "clip_preview", "edit_clip", "example_clip",
+           "preview", "reading"]

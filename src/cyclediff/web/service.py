@@ -23,6 +23,7 @@ import torch
 
 from .._progress import each_step
 from .._seeds import check_seed_count, seed_limit, seed_range
+from ..batch.outputs import decoded_suffix
 from ..batch.runner import Result, Unit, run
 from ..batch.sheets import sweep_units, write_sheets
 from ..batch.stores import FileStore
@@ -349,12 +350,14 @@ class Studio:
 
     def decode(self, latent: Any, model: str, target: Any = "", *, guidance_scale: float | None = None,
                negative_prompt: str | None = None) -> Path:
-        """A latent file decoded by a model: under a new condition when one is given, else the recorded one."""
+        """A latent file decoded by a model: under a new condition when one is given, else the recorded one (a clip's
+        latent: a clip in the container it was encoded from)."""
         m, path = self.model(model), upload(latent, "a latent file")
         new = self.condition(m, target, guidance_scale=guidance_scale, negative=negative_prompt) if str(
             target or "").strip() else {}
         stem = path.name.removesuffix(".safetensors").removesuffix(".latent")
-        unit = Unit(0, stem, 0, name=f"{stem}_decoded.png", settings=DecodeSettings(condition=new), input=path,
+        unit = Unit(0, stem, 0, name=f"{stem}_decoded{decoded_suffix(path)}", settings=DecodeSettings(condition=new),
+                    input=path,
                     stamp=self.stamp("decode", model=model))
         return only_file(self._run(DecodeTask(m, self.options()), [unit]))
 
