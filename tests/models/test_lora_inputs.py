@@ -57,6 +57,25 @@ def test_spec_forms(sd, tmp_path):
         load(sd[0]).load_lora("")
 
 
+def test_a_stage_prefix_stays_on_the_path_and_job_files_resolve_beside_them(sd, tmp_path, monkeypatch):
+    """``low-noise=PATH[:SCALE]`` (Wan 2.2 A14B's second transformer) parses as a path with its prefix; a job
+    file's relative LoRA keeps the prefix when made absolute; a file whose name holds ``=`` is a path."""
+    from cyclediff.jobs.file import local_lora
+
+    assert parse_lora(f"low-noise={sd[1]}:0.5") == (f"low-noise={sd[1]}", 0.5)
+    assert parse_lora(f"low-noise={sd[1]}") == (f"low-noise={sd[1]}", 1.0)
+    with pytest.raises(CycleDiffError, match="the LoRA path is empty"):
+        parse_lora("low-noise=:0.5")
+    (tmp_path / "style.safetensors").write_bytes(sd[1].read_bytes())
+    assert local_lora(tmp_path, "low-noise=style.safetensors:0.8") == f"low-noise={tmp_path / 'style.safetensors'}:0.8"
+    assert local_lora(tmp_path, "style.safetensors") == f"{tmp_path / 'style.safetensors'}:1"
+    (tmp_path / "low-noise=x.safetensors").write_bytes(sd[1].read_bytes())
+    monkeypatch.chdir(tmp_path)  # a file named so, here, is that file
+    assert parse_lora("low-noise=x.safetensors") == ("low-noise=x.safetensors", 1.0)
+    with pytest.raises(CycleDiffError, match="low-noise= is for a model with a second, low-noise transformer"):
+        load(sd[0]).load_lora(f"low-noise={sd[1]}")
+
+
 def test_files_that_are_not_loras_are_one_line(sd, tmp_path):
     import argparse
 

@@ -21,6 +21,7 @@ from family_checks import (
     assert_batch_invariant_edit,
     assert_lora_is_fused,
     assert_reconstructs,
+    gap,
     sdedit_path,
     seed,
 )
@@ -150,6 +151,29 @@ def test_a_wan_lora_gives_the_pipelines_fused_lora_clip(tmp_path):
     fuse_lora of the same file, seed for seed, with classifier-free guidance; the base model stays the base."""
     assert_lora_is_fused(wan_pipeline, partial(Wan, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS),
                          tmp_path, CFG, mine=partial(ours, s=3), reference=partial(theirs, s=3))
+
+
+def test_a_low_noise_lora_goes_into_wan_22s_second_transformer(tmp_path):
+    """``low-noise=PATH`` (the --lora form): the LoRA goes into Wan 2.2 A14B's low-noise transformer, and the clip is
+    the pipeline's with ``load_lora_weights(load_into_transformer_2=True)`` fused into that transformer; on a model
+    without a second transformer the prefix is one line."""
+    from tiny_sd import make_lora
+
+    file = make_lora(wan_pipeline(tmp_path / "donor"), tmp_path / "lora", seed=7, gain=30.0)
+    fused = wan_pipeline(tmp_path / "fused", two_stage=True)
+    fused.set_progress_bar_config(disable=True)
+    fused.load_lora_weights(str(file), load_into_transformer_2=True)
+    fused.fuse_lora(components=["transformer_2"])
+    build = partial(Wan, frames=FRAMES, size=(SIZE, SIZE), max_sequence_length=TOKENS)
+    base = build(wan_pipeline(tmp_path / "base", two_stage=True))
+    styled = base.with_lora([f"low-noise={file}:1"])
+    with torch.no_grad():
+        expected = theirs(fused, 3, **CFG)
+        assert gap(ours(styled, 3, **CFG), expected) <= TOLERANCE
+        assert gap(ours(base, 3, **CFG), expected) > SENSITIVE
+        assert gap(ours(base.with_lora([str(file)]), 3, **CFG), expected) > SENSITIVE  # a plain path: the first
+    with pytest.raises(CycleDiffError, match="low-noise= is for a model with a second, low-noise transformer"):
+        build(wan_pipeline(tmp_path / "one")).with_lora([f"low-noise={file}"])
 
 
 # ---------------------------------------------------------------------------------------------------- the core

@@ -141,7 +141,8 @@ def loading_options(f: Callable) -> Callable:
                                                 "network's text encoders, VAE, scheduler): hub id or folder")(f)
     return click.option("--lora", multiple=True, metavar="PATH[:SCALE]", callback=_lora_option,
                         help="a LoRA adapter on the model (a file or folder diffusers reads), at SCALE (default 1, "
-                             "from -100 to 100); repeat to stack")(f)
+                             "from -100 to 100); repeat to stack; low-noise=PATH[:SCALE]: into Wan 2.2 A14B's "
+                             "low-noise transformer")(f)
 
 
 def model_options(f: Callable) -> Callable:

@@ -234,11 +234,13 @@ def _inside(path: Path | None, folder: Path) -> bool:
 
 
 def local_lora(base: Path, spec: str) -> str:
-    from ..models.lora import parse_lora
+    """A LoRA file beside the job file becomes absolute (its stage prefix, ``low-noise=``, kept)."""
+    from ..models.lora import lora_stage, parse_lora
 
-    file, scale = parse_lora(spec)
+    stage, rest = lora_stage(spec)
+    file, scale = parse_lora(rest)
     where = Path(file) if Path(file).is_absolute() else base / file
-    return f"{where}:{scale:g}" if where.exists() else spec
+    return f"{stage + '=' if stage else ''}{where}:{scale:g}" if where.exists() else spec
 
 
 def local_spec(base: Path, spec: str) -> str:

@@ -13,6 +13,10 @@ from ..errors import CycleDiffError
 MAX_SCALE = 100.0
 # the text width a cross-attention LoRA reads -> the Stable Diffusion it was made for
 TEXT_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+#: a LoRA for a model's second network, written ``STAGE=PATH[:scale]``: Wan 2.2 A14B's low-noise transformer (its
+#: LoRAs come in high-noise / low-noise pairs; a plain ``PATH`` goes to the first, high-noise one)
+STAGES = {"low-noise": "transformer_2"}
+
 
 def check_scale(scale: Any, spec: Any) -> float:
     """The scale of the LoRA ``spec`` as a float: a finite number from -MAX_SCALE to MAX_SCALE, else one line (a
@@ -35,14 +39,26 @@ def check_path(path: Any) -> str:
     return str(path)
 
 
+def lora_stage(spec: Any) -> tuple[str | None, str]:
+    """(``"low-noise"``, ``PATH[:scale]``) for ``low-noise=PATH[:scale]`` (:data:`STAGES`), (None, ``spec``)
+    otherwise; a path that exists is taken whole (an ``=`` may be part of a file name)."""
+    text = str(spec)
+    head, sep, rest = text.partition("=")
+    if sep and head in STAGES and not Path(text).expanduser().exists():
+        return head, rest
+    return None, text
+
+
 def parse_lora(spec: str) -> tuple[str, float]:
-    """``PATH[:scale]`` → (path, scale), both checked (:func:`check_path`, :func:`check_scale`); the scale defaults
-    to 1. A path that exists is taken whole (a colon may be part of a file name)."""
-    spec = check_path(spec)
-    path, sep, tail = spec.rpartition(":")
+    """``[STAGE=]PATH[:scale]`` → (``[STAGE=]PATH``, scale), both checked (:func:`check_path`,
+    :func:`check_scale`); the scale defaults to 1. A path that exists is taken whole (a colon may be part of a file
+    name); the stage (:func:`lora_stage`) stays on the path, for the model's ``load_lora``."""
+    stage, spec = lora_stage(check_path(spec))
+    prefix = f"{stage}=" if stage else ""
+    path, sep, tail = check_path(spec).rpartition(":")
     if not sep or "/" in tail or "\\" in tail or Path(spec).expanduser().exists():  # no scale (or a drive's colon)
-        return spec, 1.0
-    return check_path(path), check_scale(tail.strip(), spec)
+        return prefix + spec, 1.0
+    return prefix + check_path(path), check_scale(tail.strip(), spec)
 
 
 def lora_family(keys: list[str]) -> str | None:
@@ -138,4 +154,4 @@ def size_mismatch(source: Any, file: Path, err: Exception, model: Any) -> CycleD
 
 
 __all__ = ["MAX_SCALE", "check_lora_family", "check_path", "check_scale", "lora_family", "lora_file",
-           "lora_target", "parse_lora", "size_mismatch"]
+           "lora_stage", "lora_target", "parse_lora", "size_mismatch"]

@@ -21,7 +21,7 @@ from .checkpoints import check_not_legacy_pickle, checkpoint_keys
 from .codec import VaeCodec
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-NETWORKS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+NETWORKS = ("unet", "transformer", "transformer_2", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def as_list(value: Any, batch_size: int, name: str) -> list[str] | None:
@@ -142,8 +142,15 @@ class PromptModel(Optimizable):
     def load_lora(self, source: str | Path, scale: float = 1.0, *, name: str | None = None) -> Any:
         """A LoRA adapter on the pipeline through diffusers' ``load_lora_weights`` (its diffusers, kohya and peft
         layouts, a file or a folder), active at ``scale``; several stack (``set_adapters``). A file of another
-        model family, or a legacy pickle, is refused in one line before it is applied."""
-        from .lora import check_lora_family, check_scale, lora_file, size_mismatch
+        model family, or a legacy pickle, is refused in one line before it is applied. ``low-noise=PATH``: into
+        the second, low-noise transformer of Wan 2.2 A14B (:data:`~cyclediff.models.lora.STAGES`)."""
+        from .lora import STAGES, check_lora_family, check_scale, lora_file, lora_stage, size_mismatch
+
+        stage, source = lora_stage(source)
+        into = {} if stage is None else {f"load_into_{STAGES[stage]}": True}
+        if into and getattr(self.pipe, STAGES[stage], None) is None:
+            raise CycleDiffError(f"{stage}= is for a model with a second, low-noise transformer (Wan 2.2 A14B); "
+                                 f"{self.kind} has none here: drop '{stage}='")
 
         if getattr(self.pipe, "load_lora_weights", None) is None:  # diffusers' LongCatImagePipeline has no loader
             raise CycleDiffError(f"{self.kind} takes no LoRA here: diffusers' {type(self.pipe).__name__} has no LoRA "
@@ -157,7 +164,7 @@ class PromptModel(Optimizable):
         name = name or f"lora{len(taken)}"
         try:
             with diffusers_quiet():
-                self.pipe.load_lora_weights(str(source), adapter_name=name)
+                self.pipe.load_lora_weights(str(source), adapter_name=name, **into)
                 self.pipe.set_adapters([*loras, name], [*loras.values(), scale])
             for part in NETWORKS:  # peft makes the new adapter trainable: frozen like the rest (no autograd graphs)
                 module = getattr(self.pipe, part, None)
