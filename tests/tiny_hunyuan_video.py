@@ -62,14 +62,14 @@ def hunyuan_vae(seed: int = 0) -> Any:
     return vae
 
 
-def hunyuan_transformer(seed: int = 0, guidance_embeds: bool = True) -> Any:
+def hunyuan_transformer(seed: int = 0, guidance_embeds: bool = True, patch_size_t: int = 1) -> Any:
     from diffusers import HunyuanVideoTransformer3DModel
 
     torch.manual_seed(seed)
     return HunyuanVideoTransformer3DModel(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1, num_single_layers=1,
-        num_refiner_layers=1, patch_size=2, patch_size_t=1, guidance_embeds=guidance_embeds, text_embed_dim=16,
-        pooled_projection_dim=8, rope_axes_dim=(2, 4, 4)).eval()
+        num_refiner_layers=1, patch_size=2, patch_size_t=patch_size_t, guidance_embeds=guidance_embeds,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4)).eval()
 
 
 def hunyuan_pipeline(tmp: Path, seed: int = 0, *, guidance_embeds: bool = True) -> Any:

@@ -55,14 +55,14 @@ def hunyuan15_vae(seed: int = 0) -> Any:
     return vae
 
 
-def hunyuan15_transformer(seed: int = 0) -> Any:
+def hunyuan15_transformer(seed: int = 0, patch_size_t: int = 1) -> Any:
     from diffusers import HunyuanVideo15Transformer3DModel
 
     torch.manual_seed(seed)
     return HunyuanVideo15Transformer3DModel(
         in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1, num_refiner_layers=1,
-        mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=12,
-        rope_axes_dim=(2, 2, 4), target_size=32, task_type="t2v").eval()
+        mlp_ratio=2.0, patch_size=1, patch_size_t=patch_size_t, text_embed_dim=16, text_embed_2_dim=8,
+        image_embed_dim=12, rope_axes_dim=(2, 2, 4), target_size=32, task_type="t2v").eval()
 
 
 def hunyuan15_pipeline(tmp: Path, seed: int = 0, *, guidance_scale: float = 6.0) -> Any:

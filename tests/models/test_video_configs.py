@@ -36,10 +36,10 @@ def t5(tmp: Path, width: int) -> tuple[Any, Any]:
 
 
 def wan_pipe(tmp: Path, *, base_dim: int = 4, z_dim: int = 16, ti2v: bool = False,
-             boundary: float | None = None) -> Any:
+             boundary: float | None = None, patch: tuple[int, int, int] = (1, 2, 2)) -> Any:
     """Wan with 3 heads of 8, one layer, text width 24, a VAE ``base_dim`` wide with ``z_dim`` channels (TI2V's
     2×2-patched, 16× VAE with ``ti2v``), ``boundary``: an A14B pair (diffusers' Wan VAE encodes frames in
-    groups of 4 whatever its config says: its time compression is 4 here)."""
+    groups of 4 whatever its config says: its time compression is 4 here), transformers over ``patch``es."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ def wan_pipe(tmp: Path, *, base_dim: int = 4, z_dim: int = 16, ti2v: bool = Fals
                            **(patched if ti2v else {})).eval()
 
     def transformer() -> Any:
-        return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=3, attention_head_dim=8,
+        return WanTransformer3DModel(patch_size=patch, num_attention_heads=3, attention_head_dim=8,
                                      in_channels=z_dim, out_channels=z_dim, text_dim=24, freq_dim=32, ffn_dim=24,
                                      num_layers=1, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
                                      rope_max_seq_len=32).eval()
@@ -264,3 +264,48 @@ def test_a_wan_vae_whose_frames_do_not_come_out_as_its_config_says_is_a_one_line
     with pytest.raises(CycleDiffError, match="latent frames") as err:
         to_model_space(model, clip(7, (16, 16)), None)
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------- patches
+def patched(name: str, tmp: Path) -> tuple[Any, Any, Any, dict]:
+    """(model, pipeline, its VideoFamily, condition) of a transformer over 2-frame patches, or Wan's 1×1×2."""
+    from test_hunyuan_video import HUNYUAN, TOKENS
+    from test_hunyuan_video15 import HY15
+    from video_checks import VideoFamily
+
+    from cyclediff.models.hunyuan_video import HunyuanVideo
+    from tiny_hunyuan_video import hunyuan_pipeline, hunyuan_transformer
+    from tiny_hunyuan_video15 import hunyuan15_pipeline, hunyuan15_transformer
+
+    if name.startswith("wan"):
+        pipe = wan_pipe(tmp, patch=(2, 2, 2) if name == "wan-2x2x2" else (1, 1, 2))
+        return from_pipe(pipe), pipe, VideoFamily(5, (16, 32)), CFG
+    if name == "hunyuan-t2":
+        base = hunyuan_pipeline(tmp)
+        pipe = _quiet(type(base).from_pipe(base, transformer=hunyuan_transformer(patch_size_t=2)))
+        model = HunyuanVideo(pipe, frames=9, size=(16, 16), max_sequence_length=TOKENS)
+        return model, pipe, HUNYUAN, {"guidance_scale": 4.0}
+    base = hunyuan15_pipeline(tmp)
+    pipe = _quiet(type(base).from_pipe(base, transformer=hunyuan15_transformer(patch_size_t=2)))
+    return from_pipe(pipe), pipe, HY15, {"guidance_scale": 4.0}
+
+
+@pytest.mark.parametrize("name", ["wan-2x2x2", "wan-1x1x2", "hunyuan-t2", "hunyuan15-t2"])
+def test_clips_are_fitted_to_the_transformers_temporal_and_oblong_patches(name, tmp_path):
+    """A transformer patching 2 latent frames at a time takes 1 + 4k frames with k + 1 even (9 frames are cut to
+    5; a clip of 9 is one line naming fit_clip, not a reshape error); Wan's 1×2 patches make both sides multiples
+    of 16. The fitted clip is the pipeline's own for a seed, and edits keep its frames."""
+    from cyclediff.errors import CycleDiffError
+
+    model, pipe, family, condition = patched(name, tmp_path)
+    f, h, w, note = model.fit_clip(9, 40, 40)
+    if name == "wan-1x1x2":
+        assert (f, h, w) == (9, 32, 32) and "cut to 32×32 (multiples of 16)" in note
+    else:
+        assert f == 5 and "9 frames cut to 5" in note and "k + 1 a multiple of 2" in note
+        with pytest.raises(CycleDiffError, match="temporal patch 2.*fit_clip") as err:
+            edit(model, clip(9, family.size), source_prompt="a cat", prompt="a dog", steps=2, generator=gens(0))
+        assert "\n" not in str(err.value)
+    family.assert_parity(model, pipe, {"guidance_scale": 1.0}, 5, family.size, **condition)
+    out = edit(model, clip(5, family.size), source_prompt="a cat", prompt="a dog", steps=2, generator=gens(0))
+    assert out.images.shape == (1, 3, 5, *family.size)

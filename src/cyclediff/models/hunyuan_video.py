@@ -137,12 +137,14 @@ class HunyuanVideo(FlowCoordinates, PromptModel):
 
     def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
         """(F', H', W', note): the first 1 + 4k frames (the pipeline makes 4·((F − 1) // 4) + 1 of F), the sides
-        cut down to multiples of 16 (the pipeline refuses others): :func:`~cyclediff.models.video.fit_clip_to`."""
+        cut down to multiples of 16 (the pipeline refuses others); with a temporal patch (``patch_size_t``) the
+        latent frames a multiple of it: :func:`~cyclediff.models.video.fit_clip_to`."""
         return fit_clip_to("HunyuanVideo", frames, height, width, temporal=self.codec.temporal,
-                           multiple=self.codec.multiple)
+                           multiple=self.codec.multiple, patch_t=int(self.transformer.config.patch_size_t))
 
     def check_sample(self, x: torch.Tensor) -> None:
-        check_video_latents(x, int(self.transformer.config.in_channels), (self._patch, self._patch))
+        check_video_latents(x, int(self.transformer.config.in_channels), (self._patch, self._patch),
+                            int(self.transformer.config.patch_size_t))
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,

@@ -18,27 +18,36 @@ def is_video_model(model: Any) -> bool:
     return isinstance(frames, int) and not isinstance(frames, bool) and len(getattr(model, "sample_shape", ())) == 4
 
 
-def fit_clip_to(name: str, frames: int, height: int, width: int, *, temporal: int,
-                multiple: int) -> tuple[int, int, int, str]:
-    """(F', H', W', note) for a clip of ``frames`` at H×W: the first 1 + ``temporal``·k frames (a clip cannot be
-    lengthened), the sides cut down to multiples of ``multiple``; the note says what changed ("" when nothing)."""
-    if frames < 1 or height < multiple or width < multiple:
-        raise IncompatibleModelError(f"{name} takes clips of at least 1 frame of {multiple}×{multiple} pixels; got "
+def fit_clip_to(name: str, frames: int, height: int, width: int, *, temporal: int, multiple: int,
+                patch_t: int = 1) -> tuple[int, int, int, str]:
+    """(F', H', W', note) for a clip of ``frames`` at H×W: the first 1 + ``temporal``·k frames whose latent frames
+    (k + 1) are a multiple of the transformer's temporal patch ``patch_t`` (a clip cannot be lengthened), the sides
+    cut down to multiples of ``multiple``; the note says what changed ("" when nothing)."""
+    least = 1 + temporal * (patch_t - 1)
+    if frames < least or height < multiple or width < multiple:
+        counted = "1 frame" if least == 1 else f"{least} frames"
+        raise IncompatibleModelError(f"{name} takes clips of at least {counted} of {multiple}×{multiple} pixels; got "
                                      f"{frames} frames of {height}×{width}")
-    f = (frames - 1) // temporal * temporal + 1
+    f = ((frames - 1) // temporal + 1) // patch_t * patch_t * temporal - temporal + 1
     h, w = height // multiple * multiple, width // multiple * multiple
-    notes = ([f"{frames} frames cut to {f} ({name} takes 1 + {temporal}·k)"] if f != frames else []) + (
+    takes = f"1 + {temporal}·k" + (f", k + 1 a multiple of {patch_t}" if patch_t > 1 else "")
+    notes = ([f"{frames} frames cut to {f} ({name} takes {takes})"] if f != frames else []) + (
         [f"{height}×{width} cut to {h}×{w} (multiples of {multiple})"] if (h, w) != (height, width) else [])
     return f, h, w, "; ".join(notes)
 
 
-def check_video_latents(x: torch.Tensor, channels: int, patch: tuple[int, int] = (1, 1)) -> None:
-    """``x`` must be (B, channels, f, h, w) latents whose sides are multiples of the transformer's ``patch``."""
+def check_video_latents(x: torch.Tensor, channels: int, patch: tuple[int, int] = (1, 1), patch_t: int = 1) -> None:
+    """``x`` must be (B, channels, f, h, w) latents whose sides are multiples of the transformer's ``patch`` and
+    whose frames are a multiple of its temporal patch ``patch_t``."""
     if x.ndim != 5 or x.shape[1] != channels:
         raise IncompatibleModelError(f"this model works on {channels}-channel video latents (B, {channels}, f, h, w); "
                                      f"got shape {tuple(x.shape)}. Encode clips with model.codec first")
     if x.shape[3] % patch[0] or x.shape[4] % patch[1]:
-        raise IncompatibleModelError(f"latent sides must be multiples of {patch[0]}; got {tuple(x.shape[3:])}")
+        raise IncompatibleModelError(f"latent sides must be multiples of the transformer's {patch[0]}×{patch[1]} "
+                                     f"patches; got {tuple(x.shape[3:])} (model.fit_clip(F, H, W) gives the size)")
+    if x.shape[2] % patch_t:
+        raise IncompatibleModelError(f"latent frames must be a multiple of the transformer's temporal patch "
+                                     f"{patch_t}; got {x.shape[2]} (model.fit_clip(F, H, W) gives the frames to keep)")
 
 
 __all__ = ["check_video_latents", "fit_clip_to", "is_video_model"]

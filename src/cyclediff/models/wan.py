@@ -51,8 +51,8 @@ class _VideoTransformer(torch.nn.Module):
                 encoder_hidden_states: torch.Tensor, low_noise: bool = False) -> Any:
         net = self.transformer_2 if low_noise else self.transformer
         if self.expand_timesteps:  # one timestep per patch (Wan 2.2 TI2V)
-            _, ph, pw = net.config.patch_size
-            tokens = x.shape[2] * (x.shape[3] // ph) * (x.shape[4] // pw)
+            pt, ph, pw = net.config.patch_size
+            tokens = (x.shape[2] // pt) * (x.shape[3] // ph) * (x.shape[4] // pw)
             timesteps = timesteps[:, None].expand(-1, tokens)
         return net(hidden_states=x, timestep=timesteps, encoder_hidden_states=encoder_hidden_states,
                    return_dict=False)
@@ -122,8 +122,8 @@ class Wan(FlowCoordinates, PromptModel):
         f, h, w, _ = self.fit_clip(frames, *size)
         self.frames, self.size = f, (h, w)
         factor = int(pipe.vae.config.get("scale_factor_spatial") or 8)
-        self.codec = VideoCodec(pipe.vae, downsampling=self._patch[1], latent_size=(h // factor, w // factor),
-                                frames=f)
+        self.codec = VideoCodec(pipe.vae, downsampling=math.lcm(*self._patch[1:]),
+                                latent_size=(h // factor, w // factor), frames=f)
 
     @property
     def condition_keys(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -158,14 +158,16 @@ class Wan(FlowCoordinates, PromptModel):
         return (int(self.transformer.config.in_channels), f, self.size[0] // factor, self.size[1] // factor)
 
     def fit_clip(self, frames: int, height: int, width: int) -> tuple[int, int, int, str]:
-        """(F', H', W', note): the first 1 + 4k frames, the sides cut down to multiples of 16 (the pipeline's
-        rounding): :func:`~cyclediff.models.video.fit_clip_to`."""
+        """(F', H', W', note): the first 1 + 4k frames (latent frames a multiple of the transformer's temporal
+        patch), the sides cut down to multiples of 16 (the pipeline's rounding; the VAE's factor × both sides of
+        the transformer's patches): :func:`~cyclediff.models.video.fit_clip_to`."""
         temporal = int(self.pipe.vae.config.get("scale_factor_temporal") or 4)
-        multiple = int(self.pipe.vae.config.get("scale_factor_spatial") or 8) * self._patch[1]
-        return fit_clip_to("Wan", frames, height, width, temporal=temporal, multiple=multiple)
+        multiple = int(self.pipe.vae.config.get("scale_factor_spatial") or 8) * math.lcm(*self._patch[1:])
+        return fit_clip_to("Wan", frames, height, width, temporal=temporal, multiple=multiple,
+                           patch_t=self._patch[0])
 
     def check_sample(self, x: torch.Tensor) -> None:
-        check_video_latents(x, int(self.transformer.config.in_channels), self._patch[1:])
+        check_video_latents(x, int(self.transformer.config.in_channels), self._patch[1:], self._patch[0])
 
     # ------------------------------------------------------------------ conditioning
     def prepare_condition(self, batch_size: int, prompt: str | list[str] | None = None,
