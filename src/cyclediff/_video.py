@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._files import atomic_write, check_writable
+from ._files import atomic_write, check_writable, process_umask
 from ._images import _check_pixels, _resize, _scaled_size, _target_size, _to_uint8, load_image, save_image
 from ._paths import IMAGE_SUFFIXES
 from .errors import CycleDiffError
@@ -65,6 +65,15 @@ def list_clips(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in CLIP_SUFFIXES)
 
 
+def not_a_clip_folder(path: Path) -> str:
+    """Why a folder :func:`is_clip` refuses is no clip (it holds clips, or no image files), naming the fix."""
+    clips, what = list_clips(path), "holds both frames and clips" if frame_files(path) else "is a folder without frames"
+    if clips:
+        return (f"{path} {what}: give its clips ({path}/*{clips[0].suffix.lower()}) or a job file over it (cyclediff "
+                "run); or a folder of frames alone")
+    return f"{path} is a folder without frames: give it image files ({', '.join(IMAGE_SUFFIXES)})"
+
+
 def frame_files(folder: Path) -> list[Path]:
     """A folder's image files in frame order: names sorted with their numbers as numbers (frame2 before frame10)."""
     def key(p: Path) -> list:
@@ -103,14 +112,26 @@ def read_clip(path: str | os.PathLike, *, max_frames: int | None = None, stride:
         frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
     if frames.shape[1] != channels:
         frames = _channels(frames, channels)
-    scaled = _scaled_size(tuple(frames.shape[2:]), size)
+    given = tuple(frames.shape[2:])
     frames = _resize(frames, size=size, multiple=multiple, fit=fit)
     notes = _length_notes(path, len(frames), total, stride, rate) + notes
-    if tuple(frames.shape[2:]) != scaled:  # brought to the model's multiple: said, as the frame count's cut
-        how = "cropped" if fit == "crop" else "resized"
-        notes.append(f"{path.name}: {scaled[1]}×{scaled[0]} {how} to {frames.shape[3]}×{frames.shape[2]} (sides "
-                     f"multiples of {multiple})")
+    notes += _size_notes(path, given, _scaled_size(given, size), tuple(frames.shape[2:]), multiple, fit)
     return Clip(frames.contiguous(), rate / stride, notes)
+
+
+def _size_notes(path: Path, given: tuple, scaled: tuple, made: tuple, multiple: int, fit: str) -> list[str]:
+    """The one-line notes of a clip's frames sized anew: resized (``size``: the model's own size, or --size), then
+    brought to the model's multiple; each said, as the frame count's cut is."""
+    notes = []
+    if scaled != given:
+        squeezed = abs(given[1] * scaled[0] / (given[0] * scaled[1]) - 1) > 0.02  # W/H changed by over 2 %
+        notes.append(f"{path.name}: {given[1]}×{given[0]} resized to {scaled[1]}×{scaled[0]}"
+                     + (", its aspect changed" if squeezed else ""))
+    if made != scaled:
+        how = "cropped" if fit == "crop" else "resized"
+        notes.append(f"{path.name}: {scaled[1]}×{scaled[0]} {how} to {made[1]}×{made[0]} (sides multiples of "
+                     f"{multiple})")
+    return notes
 
 
 def _channels(frames: torch.Tensor, channels: int) -> torch.Tensor:
@@ -140,9 +161,9 @@ def _fps(rate: float) -> str:
 def _read_folder(path: Path, max_frames, stride, channels, sizing, fps) -> tuple[list, float, int, list[str]]:
     files = frame_files(path)
     if not files:
-        raise CycleDiffError(f"{path} is a folder without frames: give it image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise CycleDiffError(not_a_clip_folder(path))
     chosen = files[::stride][:max_frames]
-    frames = [load_image(p, channels=channels, max_pixels=sizing["max_pixels"]) for p in chosen]
+    frames = [_frame(p, channels, sizing["max_pixels"]) for p in chosen]
     sizes = {tuple(f.shape[2:]) for f in frames}
     if len(sizes) > 1:
         odd = next(p for p, f in zip(chosen, frames) if tuple(f.shape[2:]) != tuple(frames[0].shape[2:]))
@@ -153,6 +174,17 @@ def _read_folder(path: Path, max_frames, stride, channels, sizing, fps) -> tuple
     notes = [] if fps is not None else [f"{path.name}: a folder of frames has no frame rate; {_fps(FOLDER_FPS)} fps "
                                         "assumed"]
     return frames, float(fps or FOLDER_FPS), len(files), notes
+
+
+def _frame(path: Path, channels: int, max_pixels: int) -> torch.Tensor:
+    """One frame of a folder; a file there that is no image is one line naming it (not the image reader's words)."""
+    try:
+        return load_image(path, channels=channels, max_pixels=max_pixels)
+    except CycleDiffError as err:
+        if err.__cause__ is None or type(err.__cause__).__name__ == "DecompressionBombError":
+            raise  # the pixel limit: its own fix
+        raise CycleDiffError(f"{path.parent}: its frame {path.name} is not an image (damaged, or another format?); "
+                             "remove it from the folder, or save it again as a PNG") from err
 
 
 def _read_file(path: Path, max_frames, stride, sizing) -> tuple[list, float, int | None, list[str]]:
@@ -175,24 +207,47 @@ def _read_file(path: Path, max_frames, stride, sizing) -> tuple[list, float, int
         rate = rate or _rate(stream)
         notes = [f"{path.name}: its audio was dropped (clips are written without sound)"] if container.streams.audio \
             else []
-        total = int(stream.frames) or None
-        arrays, seen = [], 0
-        try:
-            for frame in container.decode(stream):
-                if seen % stride == 0:
-                    if max_frames is not None and len(arrays) == max_frames:
-                        break  # more frames than kept: their count is the container's (when it says one)
-                    arrays.append(_rotated(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)))
-                seen += 1
-            else:
-                total = seen
-        except (av.error.FFmpegError, OSError, ValueError) as err:
-            if not arrays:
-                raise CycleDiffError(f"cannot decode {path}: its frames are damaged or in a codec FFmpeg lacks; "
-                                     f"{_FIX}") from err
-            notes.append(f"{path.name}: damaged after frame {seen}; the {len(arrays)} frames before it were read")
-            total = len(arrays) * stride
+        arrays, total, times = _decode(container, stream, path, max_frames, stride, notes)
+        notes += _varying_rate(path, times, stream.time_base, rate)
     return arrays, rate, total, notes
+
+
+def _decode(container, stream, path: Path, max_frames, stride, notes: list[str]) -> tuple[list, int | None, list]:
+    """(every ``stride``-th frame as RGB, at most ``max_frames``; the frame count, None when unknown; the times of
+    the frames decoded). Damage after a frame keeps those before it (said in ``notes``)."""
+    import av
+
+    total = int(stream.frames) or None
+    arrays, times, seen = [], [], 0
+    try:
+        for frame in container.decode(stream):
+            if seen % stride == 0:
+                if max_frames is not None and len(arrays) == max_frames:
+                    break  # more frames than kept: their count is the container's (when it says one)
+                arrays.append(_rotated(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)))
+            times.append(frame.time)
+            seen += 1
+        else:
+            total = seen
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        if not arrays:
+            raise CycleDiffError(f"cannot decode {path}: its frames are damaged or in a codec FFmpeg lacks; "
+                                 f"{_FIX}") from err
+        notes.append(f"{path.name}: damaged after frame {seen}; the {len(arrays)} frames before it were read")
+        total = len(arrays) * stride
+    return arrays, total, times
+
+
+def _varying_rate(path: Path, times: list, time_base, rate: float) -> list[str]:
+    """The note of a clip whose frames are unevenly spaced (phones, screen recordings): it is written at one rate,
+    its average. Gaps a tick or two apart (24 fps in milliseconds: 41 and 42) are even."""
+    if any(t is None for t in times):
+        return []
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
+    if len(gaps) < 2 or gaps[-1] / gaps[0] <= 1.25 or gaps[-1] - gaps[0] <= 2 * float(time_base or 0):
+        return []
+    return [f"{path.name}: its frame rate varies ({_fps(1 / gaps[-1])} to {_fps(1 / gaps[0])} fps); written evenly "
+            f"at its average {_fps(rate)} fps"]
 
 
 def _rate(stream) -> float:
@@ -309,7 +364,7 @@ def write_frames(folder: str | os.PathLike, frames: torch.Tensor, *, record: str
     try:
         for i, frame in enumerate(frames):
             save_image(frame, tmp / f"frame_{i:05d}.png", text={RECORD_KEY: record} if record else None)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~process_umask())
         old = None
         if folder.is_dir():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -321,12 +376,6 @@ def write_frames(folder: str | os.PathLike, frames: torch.Tensor, *, record: str
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def _umask() -> int:
-    from ._files import process_umask
-
-    return process_umask()
 
 
 def read_record(path: str | os.PathLike) -> str | None:

@@ -219,3 +219,37 @@ def test_frames_folder_replaced_whole_and_foreign_folders_refused(tmp_path):
         write_clip(tmp_path / "a.mp4", x[None].transpose(1, 2), 24)
     with pytest.raises(CycleDiffError, match="fps"):
         write_clip(tmp_path / "a.mp4", x, 0)
+
+
+def test_frames_resized_to_a_size_are_said_as_the_cut_is(tmp_path):
+    """A fixed-size model (size given) resizes every clip: the status line says so (the web said "as uploaded")."""
+    path = make_clip(tmp_path / "a.mp4", square_frames())  # 48×32
+    assert read_clip(path, size=(16, 16)).notes == ["a.mp4: 48×32 resized to 16×16, its aspect changed"]
+    assert read_clip(path, size=(16, 24)).notes == ["a.mp4: 48×32 resized to 24×16"]
+    assert read_clip(path, size=(32, 48)).notes == []
+
+
+def test_a_variable_frame_rate_is_said_and_an_uneven_count_of_milliseconds_is_not(tmp_path):
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:  # frames 20 to 100 ms apart
+        stream = out.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 16, 16, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, a in enumerate(square_frames(n=8, h=16, w=16)):
+            frame = av.VideoFrame.from_ndarray(a, format="rgb24")
+            frame.pts, frame.time_base = [0, 33, 99, 119, 219, 252, 318, 338][i], Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    (note,) = read_clip(path).notes
+    assert note.startswith("phone.mp4: its frame rate varies (10 to 50 fps); written evenly at its average")
+    ntsc = write_clip(tmp_path / "ntsc.webm", as_tensor(square_frames()), 24000 / 1001)  # 41 and 42 ms apart
+    assert read_clip(ntsc).notes == []
+
+
+def test_a_file_in_a_folder_of_frames_that_is_no_image_is_one_line_naming_it(tmp_path):
+    write_clip(tmp_path / "f", as_tensor(square_frames(n=3)), 24)
+    (tmp_path / "f" / "frame_00001.png").write_bytes(b"not a png")
+    with pytest.raises(CycleDiffError) as err:
+        read_clip(tmp_path / "f")
+    assert str(err.value) == (f"{tmp_path / 'f'}: its frame frame_00001.png is not an image (damaged, or another "
+                              "format?); remove it from the folder, or save it again as a PNG")
