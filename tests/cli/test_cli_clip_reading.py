@@ -100,3 +100,18 @@ def test_images_ignore_them_said_once(tmp_path):
               "--steps", 2, "--stride", 2, "--out", tmp_path / "out")
     assert res.exit_code == 0, res.output
     assert res.output.count("apply to clips only") == 1 and len(list((tmp_path / "out").iterdir())) == 1
+
+
+def test_a_folder_that_is_no_clip_is_one_line_naming_the_fix_not_an_image(tmp_path):
+    """An empty folder, or one of clips, given to a video model: said as such (was "… is an image"); one of both
+    frames and clips too."""
+    clip12(tmp_path / "clips" / "a.webm")
+    (tmp_path / "empty").mkdir()
+    write_clip(tmp_path / "both", torch.rand(2, 3, 8, 8), 12)
+    clip12(tmp_path / "both" / "b.mp4")
+    res = cli("edit", tmp_path / "clips", tmp_path / "empty", tmp_path / "both", "--model", "demo:moving-digits",
+              "--source-class", 3, "--target-class", 8, "--out", tmp_path / "out")
+    assert res.exit_code == 1 and "is an image" not in res.output and "Traceback" not in res.output
+    assert f"is a folder without frames: give its clips ({tmp_path / 'clips'}/*.webm) or a job file" in res.output
+    assert f"{tmp_path / 'empty'} is a folder without frames: give it image files (.png" in res.output
+    assert f"{tmp_path / 'both'} holds both frames and clips: give its clips ({tmp_path / 'both'}/*.mp4)" in res.output

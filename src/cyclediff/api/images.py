@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..encoder import check_images
-from ..errors import IncompatibleModelError
+from ..errors import CycleDiffError, IncompatibleModelError
 from ..models.base import Model
 from ..models.video import is_video_model
 
@@ -94,6 +94,10 @@ def read_for(model: Model, path: Any, *, size: str | None, fit: str, max_pixels:
     from ..checks import parse_size
 
     if channels is None and is_video_model(model):
+        if Path(path).is_dir():  # a folder that is no clip (one of clips, or without frames): not "an image"
+            from .._video import not_a_clip_folder
+
+            raise CycleDiffError(not_a_clip_folder(Path(path)))
         raise IncompatibleModelError(
             f"{Path(path).name} is an image, but the model is {model.kind}, which edits clips; give a clip (.mp4, "
             ".webm, .mov, .gif or a folder of frames), or an image model")
