@@ -151,3 +151,22 @@ def test_a_mask_image_for_all_frames_or_a_mask_clip_with_one_frame_per_frame(tmp
               tmp_path / "mask.png", "--out", tmp_path / "png_mask")
     assert res.exit_code == 0, res.output
     assert read_clip(next((tmp_path / "png_mask").iterdir())).frames.shape == (5, 3, 16, 16)
+
+
+def test_decode_overwrite_never_replaces_the_source_clip_it_is_named_after(tmp_path):
+    """A decoded clip is named after the clip it was encoded from: decoding into that clip's folder with
+    --overwrite writes beside it (it is the user's, not an output); -o naming it explicitly still replaces it."""
+    from cyclediff.demo.video_data import clips
+
+    video, _, _ = clips(1, seed=1, digit=3)
+    source = write_clip(tmp_path / "three.mp4", video[0].transpose(0, 1), 10)
+    before = source.read_bytes()
+    model = ["--model", "demo:moving-digits"]
+    latent = tmp_path / "three.latent.safetensors"
+    assert cli("encode", source, *model, "--steps", 2, "--class-label", 3, "-o", latent).exit_code == 0
+    for _ in range(2):  # the second run replaces its own output, and still not the source
+        res = cli("decode", latent, *model, "--class-label", "8", "--out", tmp_path, "--overwrite")
+        assert res.exit_code == 0, res.output
+        assert source.read_bytes() == before and len(list(tmp_path.glob("three_*.mp4"))) == 1
+    res = cli("decode", latent, *model, "--class-label", "8", "-o", source, "--overwrite")
+    assert res.exit_code == 0 and source.read_bytes() != before, res.output

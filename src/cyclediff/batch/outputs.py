@@ -77,21 +77,23 @@ def as_record(record: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(record, default=str))
 
 
-def place(base: Path, record: dict[str, Any], *, overwrite: bool) -> tuple[Path, bool]:
+def place(base: Path, record: dict[str, Any], *, overwrite: bool, named: bool = False) -> tuple[Path, bool]:
     """(where to write the output of ``record``'s settings, whether it is already there).
 
-    ``base`` when free, when it holds this very output (then it is skipped) or with ``overwrite``; when it holds
-    anything else (other settings, another input under the same name, a file cyclediff did not write) the output
-    gets a new name with the settings' key, ``<name>_<key>.png``, so nothing stale is kept and nothing is lost.
+    ``base`` when free, when it holds this very output (then it is skipped) or with ``overwrite`` (an output
+    cyclediff wrote; a file it did not write only when the user ``named`` it, with -o); when it holds anything else
+    (other settings, another input under the same name, a file cyclediff did not write: a decoded clip's name is
+    its source clip's) the output gets a new name with the settings' key, ``<name>_<key>.png``, so nothing stale is
+    kept and nothing is lost.
     """
-    if overwrite or not base.exists():
+    if not base.exists() or (overwrite and (named or recorded(base) is not None)):
         return base, False
     want = as_record(record)
-    if _settings(base) == want:
+    if not overwrite and _settings(base) == want:
         return base, True
     suffix = ".latent.safetensors" if base.name.endswith(".latent.safetensors") else base.suffix
     other = base.with_name(f"{base.name[: len(base.name) - len(suffix)]}_{settings_key(want)}{suffix}")
-    return other, _settings(other) == want
+    return other, not overwrite and _settings(other) == want
 
 
 def _settings(path: Path) -> dict[str, Any] | None:

@@ -86,11 +86,13 @@ def read_records(paths: Iterable[Path]) -> Iterable[dict]:
 class FileStore:
     """Outputs at ``name(unit)``, each recording its settings (``record(unit)``: the unit's settings, its seed and
     the SHA-256 of its input); see :func:`~cyclediff.batch.outputs.place` for names and skipping. ``scores``: each
-    file also records its task's scores (``scores``: PSNR, SSIM, CLIP scores; not settings, so not compared)."""
+    file also records its task's scores (``scores``: PSNR, SSIM, CLIP scores; not settings, so not compared).
+    ``named``: the user named the file (-o), which ``overwrite`` then replaces even when cyclediff did not write it."""
 
     def __init__(self, name: Callable[[Unit], Path], *, overwrite: bool = False,
-                 latent_dtype: torch.dtype | None = None, scores: bool = False) -> None:
+                 latent_dtype: torch.dtype | None = None, scores: bool = False, named: bool = False) -> None:
         self.name, self.overwrite, self.latent_dtype, self.scores = name, overwrite, latent_dtype, scores
+        self.named = named
         self._placed: dict[str, tuple[Path, bool, dict]] = {}
 
     def record(self, results: list[Result]) -> None:
@@ -110,7 +112,8 @@ class FileStore:
     def _place(self, unit: Unit) -> tuple[Path, bool, dict]:
         if unit.key not in self._placed:
             record = self.settings_of(unit)
-            self._placed[unit.key] = (*place(self.name(unit), record, overwrite=self.overwrite), record)
+            where = place(self.name(unit), record, overwrite=self.overwrite, named=self.named)
+            self._placed[unit.key] = (*where, record)
         return self._placed[unit.key]
 
     def done(self, unit: Unit) -> bool:

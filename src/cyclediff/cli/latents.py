@@ -90,7 +90,7 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
     marks = {**stamp("encode", run, model=opts["model"]), "store_dtype": opts["store_dtype"]}
     units = [Unit(i, stem, seed + i, name=f"{stem}.latent.safetensors", settings=settings, input=path, stamp=marks)
              for i, (path, stem) in enumerate(zip(paths, unique_names(paths)))]
-    store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"],
+    store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"], named=output is not None,
                       latent_dtype=torch.float16 if opts["store_dtype"] == "float16" else None)
     run_and_report(EncodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
 
@@ -137,7 +137,7 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
         settings = settings.replace(weights=weight_list, other=str(paths[1]))
         units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
                       input=paths[0], stamp=marks)]
-    store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"])
+    store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"], named=output is not None)
     run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
 
 
