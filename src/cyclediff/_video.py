@@ -146,7 +146,8 @@ def _length_notes(path: Path, kept: int, total: int | None, stride: int, rate: f
     """The one-line notes of a clip read shorter than it is: strided, then cut."""
     notes = []
     if stride > 1:
-        notes.append(f"{path.name}: every {stride}th frame taken ({_fps(rate)} → {_fps(rate / stride)} fps)")
+        nth = {1: "st", 2: "nd", 3: "rd"}.get(stride % 10 if stride % 100 not in (11, 12, 13) else 0, "th")
+        notes.append(f"{path.name}: every {stride}{nth} frame taken ({_fps(rate)} → {_fps(rate / stride)} fps)")
     available = None if total is None else -(-total // stride)
     if available is None or kept < available:
         of = f"of {available} " if available is not None else ""

@@ -37,7 +37,7 @@ def test_edit_reads_at_most_max_frames_every_stride_th_frame(tmp_path, wan, stri
     made = read_clip(out)
     # stride 1: 12 → the first 9 (= 1 + 4·2); stride 2: 6 frames at 6 fps, which Wan cuts to 5 (= 1 + 4·1)
     assert made.frames.shape[0] == frames and made.fps == fps
-    assert "cut to its first 9 frames" in res.output if stride == 1 else "every 2th frame taken" in res.output
+    assert "cut to its first 9 frames" in res.output if stride == 1 else "every 2nd frame taken" in res.output
     record = json.loads(read_record(out))
     assert record["max_frames"] == 9 and record.get("stride", 1) == stride
 

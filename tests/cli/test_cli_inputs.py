@@ -413,6 +413,9 @@ def test_edit_makes_class_edits_on_a_class_model_as_the_api_and_the_web_do(tmp_p
                      steps=8, strength=api.latent.strength, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(api.images, same.images)
     torch.testing.assert_close(load_image(written, channels=1), api.images, rtol=0, atol=1 / 255 + 1e-6)
+    two = CliRunner().invoke(main, ["edit", str(three), "--model", "demo:digits", "--source-class", "3",
+                                    "--target-class", "8", "--steps", "2", "--seeds", "0-1", "--out", str(tmp_path)])
+    assert two.exit_code == 0 and "edit:" in two.output and "translate:" not in two.output  # its items' bar
 
 
 @pytest.mark.parametrize("args, says", [

@@ -122,7 +122,7 @@ def test_long_clips_are_cut_and_strided_with_a_note(tmp_path):
     assert cut.notes == ["a.mp4: cut to its first 5 frames of 9 (0.21 s)"]
     strided = read_clip(path, stride=2)
     assert torch.equal(strided.frames, full[::2]) and strided.fps == 12
-    assert strided.notes == ["a.mp4: every 2th frame taken (24 → 12 fps)"]
+    assert strided.notes == ["a.mp4: every 2nd frame taken (24 → 12 fps)"]
     both = read_clip(path, stride=2, max_frames=3)
     assert torch.equal(both.frames, full[:6:2]) and len(both.notes) == 2
     assert "of 5" in both.notes[1]

@@ -72,7 +72,7 @@ def test_a_twenty_frame_clip_taken_every_second_frame_is_eight_frames_at_half_th
     clip = _three(tmp_path / "twenty.webm", frames=20)  # 10 fps; every 2nd: 10 frames at 5 fps, cut to the model's 8
     preview, note = clip_input(studio, str(clip), VIDEO_DEMO, stride=2)
     assert read_clip(preview).frames.shape[0] == 8
-    assert "8 frames of 16×16 grey at 5 fps" in note and "every 2th frame taken (10 → 5 fps)" in note, note
+    assert "8 frames of 16×16 grey at 5 fps" in note and "every 2nd frame taken (10 → 5 fps)" in note, note
     events = list(edit_clip(studio, str(clip), VIDEO_DEMO, "3", "8", **FORM, stride=2, max_frames=8))
     assert events[0][1]["note"] == note
     (result,) = [v for k, v in events if k == "result"]
@@ -103,7 +103,8 @@ def test_a_bad_stride_or_frame_limit_is_one_line_in_the_status(studio, tmp_path,
 @pytest.mark.parametrize("name, content, words", [
     ("notes.txt", b"not a clip\n", "is not a clip"),
     ("broken.webm", b"not a clip at all\n", "cannot read broken.webm"),
-    ("short", None, "takes clips of 8 frames"),
+    ("short", None, "takes clips of 8 frames of at least 4×4 pixels; got 3 frames of 16×16: give a longer (or "
+                    "larger) clip, a smaller --stride, or a larger --max-frames"),
 ])
 def test_a_bad_upload_is_one_line_without_a_server_path(studio, tmp_path, name, content, words):
     if content is None:

@@ -80,7 +80,8 @@ def match_polarity(model: Model, x: torch.Tensor) -> torch.Tensor:
 
     which = ", ".join(str(i) for i in wrong.nonzero().flatten().tolist())
     ink = {"light": "light strokes on a dark ground", "dark": "dark strokes on a light ground"}[foreground]
-    warnings.warn(f"the model draws {ink}; image(s) {which} are the other way round, so they were inverted for it "
+    kind = "clip(s)" if x.ndim == 5 else "image(s)"
+    warnings.warn(f"the model draws {ink}; {kind} {which} are the other way round, so they were inverted for it "
                   "(the output keeps the model's polarity)", stacklevel=2)
     return torch.where(wrong.view(-1, *[1] * (x.ndim - 1)), 1 - x, x)
 

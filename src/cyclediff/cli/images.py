@@ -215,7 +215,9 @@ def _class_edit(model: Any, images: tuple[Path, ...], seeds: list[int], edit_set
 
     units = sweep_units(strengths, units_at)
     with contact_sheets(units, opts["out"], strengths, quiet=opts["quiet"]):
-        run_and_report(TranslateTask(model, model, run, score=opts["score"]), units,
+        task = TranslateTask(model, model, run, score=opts["score"])
+        task.desc = "edit"  # a class edit is the model's translation to itself; its progress bar says edit
+        run_and_report(task, units,
                        FileStore(lambda u: opts["out"] / u.name, overwrite=opts["overwrite"], scores=opts["score"]),
                        batch_size=run.batch_size, quiet=opts["quiet"], as_json=opts["as_json"])
 

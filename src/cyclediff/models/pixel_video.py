@@ -15,6 +15,7 @@ from ..errors import CycleDiffError, IncompatibleModelError
 from ._accel import UNetRunner
 from .codec import Codec, PixelCodec
 from .pixel import FlowPixelDenoiser
+from .video import SHORT_CLIP_FIX, frame_count
 
 
 class _FramesFolded(torch.nn.Module):
@@ -132,7 +133,7 @@ class FlowPixelVideo(FlowPixelDenoiser):
         m = self._factor
         if frames < self.frames or height < m or width < m:
             raise IncompatibleModelError(f"this model takes clips of {self.frames} frames of at least {m}×{m} pixels; "
-                                         f"got {frames} frames of {height}×{width}")
+                                         f"got {frame_count(frames)} of {height}×{width}: {SHORT_CLIP_FIX}")
         h, w = height // m * m, width // m * m
         notes = ([f"{frames} frames cut to {self.frames} (this model takes {self.frames})"]
                  if frames != self.frames else []) + (

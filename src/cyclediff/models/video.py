@@ -18,6 +18,15 @@ def is_video_model(model: Any) -> bool:
     return isinstance(frames, int) and not isinstance(frames, bool) and len(getattr(model, "sample_shape", ())) == 4
 
 
+#: what a user can do about a clip too short (or too small) for a model
+SHORT_CLIP_FIX = "give a longer (or larger) clip, a smaller --stride, or a larger --max-frames"
+
+
+def frame_count(n: int) -> str:
+    """``n`` frames in words ("1 frame", "8 frames")."""
+    return "1 frame" if n == 1 else f"{n} frames"
+
+
 def fit_clip_to(name: str, frames: int, height: int, width: int, *, temporal: int, multiple: int,
                 patch_t: int = 1) -> tuple[int, int, int, str]:
     """(F', H', W', note) for a clip of ``frames`` at H×W: the first 1 + ``temporal``·k frames whose latent frames
@@ -25,9 +34,9 @@ def fit_clip_to(name: str, frames: int, height: int, width: int, *, temporal: in
     cut down to multiples of ``multiple``; the note says what changed ("" when nothing)."""
     least = 1 + temporal * (patch_t - 1)
     if frames < least or height < multiple or width < multiple:
-        counted = "1 frame" if least == 1 else f"{least} frames"
+        counted = frame_count(least)
         raise IncompatibleModelError(f"{name} takes clips of at least {counted} of {multiple}×{multiple} pixels; got "
-                                     f"{frames} frames of {height}×{width}")
+                                     f"{frame_count(frames)} of {height}×{width}: {SHORT_CLIP_FIX}")
     f = ((frames - 1) // temporal + 1) // patch_t * patch_t * temporal - temporal + 1
     h, w = height // multiple * multiple, width // multiple * multiple
     takes = f"1 + {temporal}·k" + (f", k + 1 a multiple of {patch_t}" if patch_t > 1 else "")
