@@ -95,21 +95,24 @@ def blend(keep: torch.Tensor | None, x_target: torch.Tensor, x_source: torch.Ten
 @torch.no_grad()
 def auto_mask(x0: torch.Tensor, source: Any, target: Any, timesteps: list[int], *, source_condition: Any,
               target_condition: Any, threshold: float = knob_default("mask_threshold"), probe_steps: int = 5,
-              generator: Generators = None) -> torch.Tensor:
-    """A binary mask (B, 1, h, w) at the sample size where the target condition disagrees with the source.
+              generator: Generators = None, copies: int = 1) -> torch.Tensor:
+    """A binary mask (B·copies, 1, h, w) at the sample size where the target condition disagrees with the source.
 
     For each of the first ``probe_steps`` timesteps of the grid, x0 is noised with q(x_t | x0) and both models
     (or one model under both conditions, in one batched call) predict the noise; |ε̂_target − ε̂_source| is
-    averaged over channels and timesteps, scaled to [0, 1] per image, and thresholded."""
+    averaged over channels and timesteps, scaled to [0, 1] per image, and thresholded. With ``copies`` targets per
+    input (the conditions' rows input-major), the noised input is drawn once and shared by its targets: target i's
+    mask is the mask of an edit to target i alone with the same generator."""
     if not 0 < threshold < 1:
         raise CycleDiffError(f"the mask threshold must lie in (0, 1); got {threshold}")
     gens = check_generators(generator, x0.shape[0])
-    total = torch.zeros(x0.shape[0], 1, *x0.shape[2:], device=x0.device)
+    n = x0.shape[0] * copies
+    total = torch.zeros(n, 1, *x0.shape[2:], device=x0.device)
     axes = tuple(range(1, x0.dim()))
-    scale = torch.zeros(x0.shape[0], *[1] * (x0.dim() - 1), device=x0.device)
+    scale = torch.zeros(n, *[1] * (x0.dim() - 1), device=x0.device)
     for t in timesteps[: max(1, probe_steps)]:
         ab = source.schedule.alpha_bar_at(t)
-        x_t = start_point(x0, ab, gaussian_like(x0, gens))
+        x_t = start_point(x0, ab, gaussian_like(x0, gens)).repeat_interleave(copies, dim=0)
         out_s, out_t = evaluate([(source, x_t, source_condition), (target, x_t, target_condition)], t)
         eps_s = model_prediction(source.schedule, out_s, x_t, ab)[1]
         eps_t = model_prediction(target.schedule, out_t, x_t, target.schedule.alpha_bar_at(t))[1]

@@ -122,9 +122,17 @@ def test_many_targets_from_one_encoding_equal_separate_edits(sd, method):
 
 
 def test_many_targets_with_an_automatic_mask_each_get_their_own(sd):
-    many = edit(sd, photos(1, seed=4), source_prompt="a cat", prompt=["a dog", "a blue car"], steps=6,
-                generator=gens(3), method=CycleDiffusion(mask="auto"))
-    assert many.mask.shape == (2, 1, 16, 16) and many.images.shape == (2, 3, 16, 16)
+    """Target i's mask and edit are those of editing with target i alone: the mask's noised input is drawn once per
+    input and shared by its targets (not drawn again from the same generator for each)."""
+    prompts = ["a dog", "a blue car", "a red horse"]
+    many = edit(sd, photos(1, seed=4), source_prompt="a cat", prompt=prompts, steps=6,
+                generator=gens(3), method=CycleDiffusion(mask="auto", mask_threshold=0.3))
+    assert many.mask.shape == (3, 1, 16, 16) and many.images.shape == (3, 3, 16, 16)
+    for i, prompt in enumerate(prompts):
+        one = edit(sd, photos(1, seed=4), source_prompt="a cat", prompt=prompt, steps=6, generator=gens(3),
+                   method=CycleDiffusion(mask="auto", mask_threshold=0.3))
+        assert torch.equal(many.mask[i:i + 1], one.mask)
+        torch.testing.assert_close(many.images[i:i + 1], one.images, rtol=0, atol=BATCH_ULPS)
 
 
 # ---------------------------------------------------------------------------------------------------- interpolation

@@ -84,15 +84,11 @@ def resolve_mask(mask: Any, x0: torch.Tensor, image_size: tuple[int, int], sourc
     if isinstance(mask, str):
         if mask != "auto":
             raise CycleDiffError(f"mask must be a tensor, a mask image or 'auto'; got {mask!r}")
-        xs = x0.repeat_interleave(copies, dim=0)
-        n = xs.shape[0]
-        gens = clone_generators(generator)
-        if isinstance(gens, list):
-            gens = [g for g in gens for _ in range(copies)] if copies > 1 else gens
-        keep = auto_mask(xs, source, target, timesteps,
+        n = x0.shape[0] * copies
+        keep = auto_mask(x0, source, target, timesteps,
                          source_condition=source.prepare_condition(n, **_repeat(source_condition, copies)),
                          target_condition=target.prepare_condition(n, **target_condition), threshold=threshold,
-                         generator=gens)
+                         generator=clone_generators(generator), copies=copies)
         return keep, to_image_mask(keep, image_size)
     if not isinstance(mask, torch.Tensor):
         raise CycleDiffError(f"mask must be a (B, 1, H, W) tensor, a mask image or 'auto'; got {type(mask).__name__}")
