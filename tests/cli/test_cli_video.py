@@ -170,3 +170,22 @@ def test_decode_overwrite_never_replaces_the_source_clip_it_is_named_after(tmp_p
         assert source.read_bytes() == before and len(list(tmp_path.glob("three_*.mp4"))) == 1
     res = cli("decode", latent, *model, "--class-label", "8", "-o", source, "--overwrite")
     assert res.exit_code == 0 and source.read_bytes() != before, res.output
+
+
+def test_decode_weights_between_two_clips_latents_writes_one_clip_side_by_side(tmp_path):
+    """--weights over two clips' latents: one clip (the encoded container, its frame rate) of the decodings side by
+    side, not a folder of frames named .png."""
+    from cyclediff.demo.video_data import clips
+
+    model, latents = ["--model", "demo:moving-digits"], []
+    for digit, seed in ((3, 1), (8, 2)):
+        video, _, _ = clips(1, seed=seed, digit=digit)
+        source = write_clip(tmp_path / f"d{digit}.mp4", video[0].transpose(0, 1), 10)
+        latents.append(tmp_path / f"d{digit}.latent.safetensors")
+        res = cli("encode", source, *model, "--steps", 2, "--class-label", digit, "-o", latents[-1])
+        assert res.exit_code == 0, res.output
+    res = cli("decode", *latents, *model, "--weights", "0,0.5,1", "--out", tmp_path / "dec")
+    assert res.exit_code == 0, res.output
+    (out,) = (tmp_path / "dec").iterdir()
+    made = read_clip(out, channels=1)
+    assert out.name == "d3_to_d8.mp4" and made.frames.shape == (8, 1, 16, 48) and made.fps == 10

@@ -105,7 +105,8 @@ def encode(images: tuple[Path, ...], output: Path | None, out: Path, **opts: Any
 @click.option("--negative-prompt", default=None, help="text models: what the decoded image should not show")
 @click.option("--class-label", type=int, default=None, help="decode under this class instead of the recorded one")
 @click.option("--weights", default=None,
-              help="two latents: decode the interpolation at these weights (e.g. 0,0.25,0.5,0.75,1) as one strip")
+              help="two latents: decode the interpolation at these weights (e.g. 0,0.25,0.5,0.75,1) as one strip "
+                   "(clips' latents: one clip of them side by side)")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="the PNG (one latent)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("decoded"), show_default=True,
               help="folder for OUT/<latent>.png")
@@ -135,8 +136,8 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
                   stamp=marks) for i, (path, stem) in enumerate(zip(paths, stems))]
     if weight_list is not None:  # one strip: the first latent towards the second
         settings = settings.replace(weights=weight_list, other=str(paths[1]))
-        units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=f"{stems[0]}_to_{stems[1]}.png", settings=settings,
-                      input=paths[0], stamp=marks)]
+        name = f"{stems[0]}_to_{stems[1]}" + decoded_suffix(paths[0], frames=opts["as_frames"])  # clips: a clip
+        units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=name, settings=settings, input=paths[0], stamp=marks)]
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"], named=output is not None)
     run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
 
