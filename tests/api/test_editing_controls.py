@@ -121,6 +121,20 @@ def test_many_targets_from_one_encoding_equal_separate_edits(sd, method):
         assert many.latent.x_start.shape[0] == 1  # one encoding, shared
 
 
+@pytest.mark.parametrize("method", ["cyclediffusion", "sdedit"])
+def test_many_target_labels_of_a_class_edit_equal_separate_edits(method):
+    """A class edit of one image to k labels (``prompt=[1, 2]``): result i is the edit to label i alone."""
+    den, x = pixel(num_classes=3), (images(1) + 1) / 2
+    many = edit(den, x, source_prompt=0, prompt=[1, 2], steps=6, generator=gens(3), method=method,
+                guidance_scale=1.0)
+    assert many.images.shape == (2, 3, 8, 8)
+    for i, label in enumerate([1, 2]):
+        one = edit(den, x, source_prompt=0, prompt=label, steps=6, generator=gens(3), method=method,
+                   guidance_scale=1.0)
+        torch.testing.assert_close(many.images[i:i + 1], one.images, rtol=0, atol=BATCH_ULPS)
+    assert method != "cyclediffusion" or many.latent.x_start.shape[0] == 1  # one encoding, shared
+
+
 def test_many_targets_with_an_automatic_mask_each_get_their_own(sd):
     """Target i's mask and edit are those of editing with target i alone: the mask's noised input is drawn once per
     input and shared by its targets (not drawn again from the same generator for each)."""

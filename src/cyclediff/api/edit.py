@@ -132,10 +132,34 @@ def _class_edit(model: Model, images: Any, source: Any, target: Any, options: Op
                              "conditions, source_prompt=3 (what the images show) and prompt=8")
     if getattr(options, "attention", None) is not None:
         raise CycleDiffError("attention control needs a text-conditioned UNet model; class edits have no prompts")
-    out = translate(images, model, model, source_condition={"class_labels": source},
+    x = for_model(model, images).to(model.device)
+    if x.shape[0] == 1 and isinstance(target, (list, tuple)) and len(target) > 1 and is_int(source if not isinstance(
+            source, (list, tuple)) or len(source) != 1 else source[0]):
+        return _class_targets(model, x, source, list(target), options, guidance_scale=guidance_scale, **head)
+    out = translate(x, model, model, source_condition={"class_labels": source},
                     target_condition={"class_labels": target, "guidance_scale": guidance_scale}, method=options,
                     **head)
     return EditResult(images=out.images, latent=out.latent, mask=out.mask)
+
+
+def _class_targets(model: Model, x: torch.Tensor, source: Any, targets: list[int], options: Options, *,
+                   guidance_scale: float, generator: Generators, **head: Any) -> EditResult:
+    """Many target labels for one image: encoded once and decoded under each (one batched pass, the methods that
+    keep their source trajectory), or one edit per label from copies of the generator (the others); result i equals
+    the edit to ``targets[i]`` alone."""
+    from .._noise import clone_generators
+
+    gens = check_generators(generator, 1)
+    if not options.keeps_source():
+        runs = [_class_edit(model, x, source, t, options, guidance_scale=guidance_scale,
+                            generator=clone_generators(gens), **head) for t in targets]
+        return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
+    x0 = to_model_space(model, x, gens)
+    out, latent, shown = carry(options, x0, tuple(x.shape[2:]), model, model, generator=gens,
+                               source_condition={"class_labels": source}, copies=len(targets),
+                               target_condition={"class_labels": targets, "guidance_scale": guidance_scale}, **head)
+    images = outside_kept(to_images(model, out), x.repeat_interleave(len(targets), dim=0), shown)
+    return EditResult(images=images, latent=latent, mask=shown)
 
 
 def _each_target(model: Model, x: torch.Tensor, gens: Any, prompts: list[str], negative: Any,
