@@ -14,6 +14,7 @@ import torch
 
 from .._paths import distinct_paths, unique_names
 from .._seeds import seed_limit
+from .._video import CLIP_SUFFIXES
 from ..batch.outputs import check_out_file, check_out_folder, decoded_suffix
 from ..batch.runner import Unit
 from ..batch.stores import FileStore
@@ -138,8 +139,24 @@ def decode(latents: tuple[Path, ...], weights: str | None, output: Path | None, 
         settings = settings.replace(weights=weight_list, other=str(paths[1]))
         name = f"{stems[0]}_to_{stems[1]}" + decoded_suffix(paths[0], frames=opts["as_frames"])  # clips: a clip
         units = [Unit(0, f"{stems[0]}_to_{stems[1]}", 0, name=name, settings=settings, input=paths[0], stamp=marks)]
+    if output is not None:
+        _check_output_kind(output, units[0].name)
     store = FileStore(lambda u: output or out / u.name, overwrite=opts["overwrite"], named=output is not None)
     run_and_report(DecodeTask(model, run), units, store, quiet=opts["quiet"], as_json=opts["as_json"], asked=output)
+
+
+def _check_output_kind(output: Path, made: str) -> None:
+    """-o names what the latent decodes to: an image's a .png, a clip's a clip container (or, with --frames, a
+    folder); anything else is one line naming the fix (a clip written as frames into a folder called out.png)."""
+    suffix = Path(made).suffix.lower()
+    if suffix == ".png" and output.suffix.lower() in CLIP_SUFFIXES:
+        raise click.UsageError(f"{output.name}: an image's latent decodes to an image; name the output .png")
+    if suffix in CLIP_SUFFIXES and output.suffix.lower() not in CLIP_SUFFIXES:
+        raise click.UsageError(f"{output.name}: a clip's latent decodes to a clip; name the output "
+                               f"{' / '.join(CLIP_SUFFIXES)} (or give --frames and a folder name)")
+    if not suffix and output.suffix.lower() in (".png", *CLIP_SUFFIXES):
+        raise click.UsageError(f"{output.name}: --frames writes a folder of frames; give a folder name without "
+                               "a suffix")
 
 
 def _weights(text: str | None, count: int) -> list[float] | None:
