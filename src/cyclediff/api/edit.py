@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,11 +77,11 @@ def edit(
     gens = check_generators(generator, x.shape[0])
     copies = len(prompt) if x.shape[0] == 1 and isinstance(prompt, (list, tuple)) and len(prompt) > 1 else 1
     if copies > 1 and not options.keeps_source():  # no shared source pass: one edit per target
-        return _each_target(model, x, gens, prompt, negative_prompt, target_own,
-                            source_prompt={"prompt": source_prompt, **source_own}, strength=strength,
-                            steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-                            method=options, progress=progress)
-    x0 = to_model_space(model, x, gens)
+        return _one_per_target(lambda i, g: edit(
+            model, x, source_prompt={"prompt": source_prompt, **source_own}, prompt={"prompt": prompt[i], **target_own},
+            negative_prompt=negative_prompt[i] if isinstance(negative_prompt, list) else negative_prompt,
+            strength=strength, steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+            method=options, generator=g, progress=progress), range(copies), gens)
     source_condition = {"prompt": source_prompt, "guidance_scale": source_guidance_scale, **source_own}
     if options.negative_on_source and negative_prompt is not None:  # FlowEdit's unconditional rows
         source_condition["negative_prompt"] = negative_prompt
@@ -90,11 +90,28 @@ def edit(
     attention = getattr(options, "attention", None)
     around = None if attention is None else functools.partial(
         _attention, model, attention, source_prompt, prompt, x.shape[0] * copies)
-    out, latent, shown = carry(options, x0, tuple(x.shape[2:]), model, model, steps=steps, strength=strength,
-                               generator=gens, source_condition=source_condition, target_condition=target_condition,
-                               copies=copies, progress=progress, around=around)
+    return _carried(model, x, gens, options, source_condition, target_condition, copies=copies, steps=steps,
+                    strength=strength, progress=progress, around=around)
+
+
+def _carried(model: Model, x: torch.Tensor, gens: Any, options: Options, source_condition: dict[str, Any],
+             target_condition: dict[str, Any], *, copies: int, **head: Any) -> EditResult:
+    """``x`` encoded once under the source condition and decoded under the target's (``copies`` targets per input,
+    input-major), the input's own pixels outside the mask."""
+    x0 = to_model_space(model, x, gens)
+    out, latent, shown = carry(options, x0, tuple(x.shape[2:]), model, model, generator=gens,
+                               source_condition=source_condition, target_condition=target_condition, copies=copies,
+                               **head)
     images = outside_kept(to_images(model, out), x.repeat_interleave(copies, dim=0), shown)
     return EditResult(images=images, latent=latent, mask=shown)
+
+
+def _one_per_target(edit_one: Callable[[Any, Any], EditResult], targets: Iterable[Any], gens: Any) -> EditResult:
+    """Many targets for a method that keeps no source pass: ``edit_one(target, generators)`` for each, each from
+    copies of the same generators (result i equals the edit to target i alone)."""
+    from .._noise import clone_generators
+
+    return EditResult(images=torch.cat([edit_one(t, clone_generators(gens)).images for t in targets]), latent=None)
 
 
 def _own_keys(model: Model, value: Any, side: str) -> tuple[Any, dict[str, Any]]:
@@ -133,8 +150,8 @@ def _class_edit(model: Model, images: Any, source: Any, target: Any, options: Op
     if getattr(options, "attention", None) is not None:
         raise CycleDiffError("attention control needs a text-conditioned UNet model; class edits have no prompts")
     x = for_model(model, images).to(model.device)
-    if x.shape[0] == 1 and isinstance(target, (list, tuple)) and len(target) > 1 and is_int(source if not isinstance(
-            source, (list, tuple)) or len(source) != 1 else source[0]):
+    one_source = source[0] if isinstance(source, (list, tuple)) and len(source) == 1 else source
+    if x.shape[0] == 1 and isinstance(target, (list, tuple)) and len(target) > 1 and is_int(one_source):
         return _class_targets(model, x, source, list(target), options, guidance_scale=guidance_scale, **head)
     out = translate(x, model, model, source_condition={"class_labels": source},
                     target_condition={"class_labels": target, "guidance_scale": guidance_scale}, method=options,
@@ -145,33 +162,14 @@ def _class_edit(model: Model, images: Any, source: Any, target: Any, options: Op
 def _class_targets(model: Model, x: torch.Tensor, source: Any, targets: list[int], options: Options, *,
                    guidance_scale: float, generator: Generators, **head: Any) -> EditResult:
     """Many target labels for one image: encoded once and decoded under each (one batched pass, the methods that
-    keep their source trajectory), or one edit per label from copies of the generator (the others); result i equals
-    the edit to ``targets[i]`` alone."""
-    from .._noise import clone_generators
-
+    keep their source trajectory), or one edit per label (the others); result i equals the edit to ``targets[i]``
+    alone."""
     gens = check_generators(generator, 1)
     if not options.keeps_source():
-        runs = [_class_edit(model, x, source, t, options, guidance_scale=guidance_scale,
-                            generator=clone_generators(gens), **head) for t in targets]
-        return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
-    x0 = to_model_space(model, x, gens)
-    out, latent, shown = carry(options, x0, tuple(x.shape[2:]), model, model, generator=gens,
-                               source_condition={"class_labels": source}, copies=len(targets),
-                               target_condition={"class_labels": targets, "guidance_scale": guidance_scale}, **head)
-    images = outside_kept(to_images(model, out), x.repeat_interleave(len(targets), dim=0), shown)
-    return EditResult(images=images, latent=latent, mask=shown)
-
-
-def _each_target(model: Model, x: torch.Tensor, gens: Any, prompts: list[str], negative: Any,
-                 own: dict[str, Any], **settings: Any) -> EditResult:
-    """A baseline's edit under each of several target prompts (with the family's ``own`` keywords), each from copies
-    of the same generators."""
-    from .._noise import clone_generators
-
-    runs = [edit(model, x, prompt={"prompt": p, **own},
-                 negative_prompt=negative[i] if isinstance(negative, list) else negative,
-                 generator=clone_generators(gens), **settings) for i, p in enumerate(prompts)]
-    return EditResult(images=torch.cat([r.images for r in runs]), latent=None)
+        return _one_per_target(lambda t, g: _class_edit(model, x, source, t, options, guidance_scale=guidance_scale,
+                                                        generator=g, **head), targets, gens)
+    return _carried(model, x, gens, options, {"class_labels": source},
+                    {"class_labels": targets, "guidance_scale": guidance_scale}, copies=len(targets), **head)
 
 
 def _attention(model: Model, attention: Any, sources: Any, targets: Any, rows: int, timesteps: list) -> Any:
